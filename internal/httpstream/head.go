@@ -1,0 +1,165 @@
+package httpstream
+
+import (
+	"bytes"
+	"errors"
+)
+
+// Head parsing is strict where leniency lets two parsers disagree about
+// where a request ends (request smuggling): a request we cannot frame with
+// certainty is never replayed, and the connection is no longer parsed.
+var (
+	errRequestLine = errors.New("bad request line")
+	errHeaderLine  = errors.New("bad header line")
+	errObsFold     = errors.New("obsolete line folding")
+	errTooMany     = errors.New("too many header lines")
+)
+
+// tokenChars marks the bytes allowed in a token (RFC 9110 §5.6.2).
+var tokenChars = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+func isToken(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if !tokenChars[c] {
+			return false
+		}
+	}
+	return true
+}
+
+// knownMethods are the methods accepted when re-synchronising after a gap,
+// where a stricter test keeps body bytes from passing for a request line.
+var knownMethods = []string{"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE",
+	"PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "REPORT", "SEARCH"}
+
+// parseRequestLine splits line (terminator removed) into its three parts.
+func parseRequestLine(line []byte, knownOnly bool) (m, t, v span, ok bool) {
+	sp1 := bytes.IndexByte(line, ' ')
+	if sp1 <= 0 {
+		return m, t, v, false
+	}
+	sp2 := bytes.LastIndexByte(line, ' ')
+	if sp2 <= sp1+1 {
+		return m, t, v, false
+	}
+	method, target, version := line[:sp1], line[sp1+1:sp2], line[sp2+1:]
+	if !isToken(method) {
+		return m, t, v, false
+	}
+	if knownOnly {
+		found := false
+		for _, k := range knownMethods {
+			found = found || string(method) == k
+		}
+		if !found {
+			return m, t, v, false
+		}
+	}
+	for _, c := range target {
+		if c <= ' ' || c == 0x7f {
+			return m, t, v, false
+		}
+	}
+	if len(version) != 8 || string(version[:7]) != "HTTP/1." && string(version) != "HTTP/2.0" {
+		return m, t, v, false
+	}
+	return span{0, int32(sp1)}, span{int32(sp1 + 1), int32(sp2)}, span{int32(sp2 + 1), int32(len(line))}, true
+}
+
+// findHeadEnd returns the length of the head in b (through the blank line
+// that ends it), or -1. from is where the previous search stopped.
+func findHeadEnd(b []byte, from int) int {
+	i := max(from-3, 0)
+	for {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return -1
+		}
+		i += j + 1
+		// A blank line is "\n" or "\r\n" right after a previous "\n".
+		if i < len(b) && b[i] == '\n' {
+			return i + 1
+		}
+		if i+1 < len(b) && b[i] == '\r' && b[i+1] == '\n' {
+			return i + 2
+		}
+	}
+}
+
+// nextLine returns the line starting at i in b without its terminator, and
+// the offset just past the terminator.
+func nextLine(b []byte, i int) (line span, next int) {
+	j := bytes.IndexByte(b[i:], '\n')
+	end := i + j
+	next = end + 1
+	if end > i && b[end-1] == '\r' {
+		end--
+	}
+	return span{int32(i), int32(end)}, next
+}
+
+// parseHead parses a complete head into r (whose Raw starts with it).
+func parseHead(r *Request, headLen int, maxLines int) error {
+	b := r.Raw[:headLen]
+	rl, i := nextLine(b, 0)
+	m, t, v, ok := parseRequestLine(rl.of(b), false)
+	if !ok {
+		return errRequestLine
+	}
+	r.method, r.target, r.proto = m, t, v
+	r.HeadLen = headLen
+	r.Lines = r.Lines[:0]
+	for i < headLen {
+		l, next := nextLine(b, i)
+		if l.start == l.end { // the blank line
+			break
+		}
+		line := l.of(b)
+		if line[0] == ' ' || line[0] == '\t' {
+			return errObsFold
+		}
+		colon := bytes.IndexByte(line, ':')
+		// No space is allowed between the field name and the colon.
+		if colon <= 0 || !isToken(line[:colon]) {
+			return errHeaderLine
+		}
+		vs, ve := colon+1, len(line)
+		for vs < ve && (line[vs] == ' ' || line[vs] == '\t') {
+			vs++
+		}
+		for ve > vs && (line[ve-1] == ' ' || line[ve-1] == '\t') {
+			ve--
+		}
+		for _, c := range line[vs:ve] {
+			if c < ' ' && c != '\t' || c == 0x7f {
+				return errHeaderLine
+			}
+		}
+		if len(r.Lines) == maxLines {
+			return errTooMany
+		}
+		r.Lines = append(r.Lines, Line{
+			full:    l,
+			name:    span{l.start, l.start + int32(colon)},
+			value:   span{l.start + int32(vs), l.start + int32(ve)},
+			termEnd: int32(next),
+		})
+		i = next
+	}
+	return nil
+}

@@ -1,0 +1,414 @@
+// Package httpstream cuts a reassembled client-to-server byte stream into
+// HTTP/1.x requests, keeping every byte as captured. It never emits a
+// request that spans a gap, and it stops parsing a connection whose framing
+// it cannot be sure of (ambiguous lengths, TLS, HTTP/2, CONNECT, Upgrade).
+package httpstream
+
+import (
+	"bytes"
+	"strconv"
+	"sync/atomic"
+)
+
+// Options bound what one parser holds.
+type Options struct {
+	MaxHeaderBytes int   // request line and headers; larger heads stop the connection
+	MaxHeaderLines int   // header lines per request
+	MaxBodyBytes   int64 // larger bodies are skipped (in sync) and counted
+	MaxResyncBytes int   // longest partial line kept while looking for a request line
+}
+
+// DefaultOptions follow common server limits.
+var DefaultOptions = Options{
+	MaxHeaderBytes: 64 << 10,
+	MaxHeaderLines: 256,
+	MaxBodyBytes:   10 << 20,
+	MaxResyncBytes: 8 << 10,
+}
+
+// Reject reasons: the request (and the rest of its connection) is not replayed.
+type Reject uint8
+
+const (
+	RejectRequestLine    Reject = iota // not a request line
+	RejectHeaderLine                   // malformed header line
+	RejectObsFold                      // obsolete line folding
+	RejectTooManyLines                 // more than MaxHeaderLines
+	RejectHeaderTooLarge               // head over MaxHeaderBytes
+	RejectAmbiguousLength              // differing Content-Lengths, or Content-Length with Transfer-Encoding
+	RejectBadLength                    // unparseable Content-Length
+	RejectBadTransferCoding            // Transfer-Encoding whose final coding is not chunked
+	RejectBadChunk                     // malformed chunked framing
+	RejectVersion                      // HTTP/1.x other than 1.0 and 1.1
+	NumRejects
+)
+
+var rejectNames = [NumRejects]string{"request_line", "header_line", "obs_fold", "too_many_header_lines",
+	"header_too_large", "ambiguous_length", "bad_content_length", "bad_transfer_encoding", "bad_chunk", "version"}
+
+func (r Reject) String() string { return rejectNames[r] }
+
+// Stop kinds: protocols that take over a connection; parsing stops there.
+type Stop uint8
+
+const (
+	StopTLS Stop = iota
+	StopHTTP2
+	StopConnect
+	StopUpgrade
+	NumStops
+)
+
+var stopNames = [NumStops]string{"tls", "http2", "connect", "upgrade"}
+
+func (s Stop) String() string { return stopNames[s] }
+
+// Stats are shared by all parsers of a handler.
+type Stats struct {
+	Requests      atomic.Uint64 // complete requests emitted
+	Rejected      [NumRejects]atomic.Uint64
+	Stopped       [NumStops]atomic.Uint64
+	TooLarge      atomic.Uint64 // body over MaxBodyBytes: skipped
+	LostToGap     atomic.Uint64 // requests (or parts) dropped because bytes were missing
+	Incomplete    atomic.Uint64 // connection ended inside a request
+	Resyncs       atomic.Uint64 // request line found again after a gap
+	ResyncSkipped atomic.Uint64 // bytes discarded while looking for a request line
+}
+
+type state uint8
+
+const (
+	stateHead state = iota
+	stateBody
+	stateResync
+	stateDead
+)
+
+// Parser parses one direction of one connection. Feed it the stream's bytes
+// in order; Gap tells it bytes were lost.
+type Parser struct {
+	opts  Options
+	stats *Stats
+	emit  func(*Request)
+
+	buf     []byte // the message in progress starts at buf[0]
+	cur     int    // parse position in buf
+	scanned int    // head bytes already searched for the blank line
+	state   state
+	req     Request // head of the message in progress
+	skip    bool    // the body is discarded: too large, or a gap hit it
+	lenLeft int64   // Content-Length body bytes still to come
+	chunked chunkReader
+	bodyLen int64
+	start   int64
+	last    int64
+	index   int
+}
+
+// NewParser returns a parser that passes each complete request to emit,
+// which takes ownership of it.
+func NewParser(opts Options, stats *Stats, emit func(*Request)) *Parser {
+	return &Parser{opts: opts, stats: stats, emit: emit}
+}
+
+// Feed passes the next bytes of the stream, seen at ts.
+func (p *Parser) Feed(b []byte, ts int64) {
+	if p.state == stateDead {
+		return
+	}
+	if len(p.buf) == 0 {
+		p.start = ts
+	}
+	p.last = ts
+	p.buf = append(p.buf, b...)
+	for p.step() {
+	}
+}
+
+// step makes one unit of progress; it returns false when it needs more bytes.
+func (p *Parser) step() bool {
+	switch p.state {
+	case stateHead:
+		return p.head()
+	case stateBody:
+		return p.body()
+	case stateResync:
+		return p.resync()
+	}
+	p.buf = p.buf[:0]
+	return false
+}
+
+func (p *Parser) head() bool {
+	// Empty lines before a request line are allowed (RFC 9112 §2.2).
+	n := 0
+	for n < len(p.buf) && (p.buf[n] == '\r' || p.buf[n] == '\n') {
+		n++
+	}
+	if n > 0 {
+		p.consume(n)
+	}
+	if len(p.buf) == 0 {
+		return false
+	}
+	if p.buf[0] == 0x16 { // TLS handshake record
+		return p.stop(StopTLS)
+	}
+	end := findHeadEnd(p.buf, p.scanned)
+	if end < 0 {
+		p.scanned = len(p.buf)
+		if len(p.buf) > p.opts.MaxHeaderBytes {
+			return p.reject(RejectHeaderTooLarge)
+		}
+		return false
+	}
+	if end > p.opts.MaxHeaderBytes {
+		return p.reject(RejectHeaderTooLarge)
+	}
+	p.req = Request{Raw: p.buf, Lines: p.req.Lines[:0]}
+	switch err := parseHead(&p.req, end, p.opts.MaxHeaderLines); err {
+	case nil:
+	case errObsFold:
+		return p.reject(RejectObsFold)
+	case errTooMany:
+		return p.reject(RejectTooManyLines)
+	case errRequestLine:
+		return p.reject(RejectRequestLine)
+	default:
+		return p.reject(RejectHeaderLine)
+	}
+	switch proto := p.req.Proto(); {
+	case string(proto) == "HTTP/2.0":
+		return p.stop(StopHTTP2)
+	case proto[7] != '0' && proto[7] != '1':
+		return p.reject(RejectVersion)
+	}
+	if string(p.req.Method()) == "CONNECT" {
+		return p.stop(StopConnect)
+	}
+	if _, ok := p.req.Get("Upgrade"); ok {
+		return p.stop(StopUpgrade)
+	}
+	p.cur, p.scanned = end, 0
+	p.skip, p.bodyLen, p.lenLeft, p.chunked = false, 0, 0, chunkReader{}
+	p.req.Chunked = false
+	if r, ok := p.framing(); !ok {
+		return p.reject(r)
+	}
+	if p.lenLeft > p.opts.MaxBodyBytes {
+		p.tooLarge()
+	}
+	p.state = stateBody
+	return true
+}
+
+// framing reads the body length from the head (RFC 9112 §6.3).
+func (p *Parser) framing() (Reject, bool) {
+	var te []byte
+	haveTE := false
+	cl := int64(-1)
+	for i := range p.req.Lines {
+		name := p.req.Name(i)
+		switch {
+		case asciiEqualFold(name, "Transfer-Encoding"):
+			if haveTE {
+				te = append(append(te, ','), p.req.Value(i)...)
+			} else {
+				te, haveTE = p.req.Value(i), true
+			}
+		case asciiEqualFold(name, "Content-Length"):
+			// A list of identical values ("5, 5") is one length; any
+			// disagreement is ambiguous.
+			for _, part := range bytes.Split(p.req.Value(i), []byte(",")) {
+				part = bytes.TrimSpace(part)
+				n, err := strconv.ParseInt(string(part), 10, 64)
+				if err != nil || n < 0 || part[0] == '+' {
+					return RejectBadLength, false
+				}
+				if cl >= 0 && n != cl {
+					return RejectAmbiguousLength, false
+				}
+				cl = n
+			}
+		case asciiEqualFold(name, "Expect"):
+			p.req.Expect100 = asciiEqualFold(bytes.TrimSpace(p.req.Value(i)), "100-continue")
+		}
+	}
+	if haveTE {
+		if cl >= 0 {
+			return RejectAmbiguousLength, false
+		}
+		if !finalCodingChunked(te) {
+			return RejectBadTransferCoding, false
+		}
+		p.req.Chunked = true
+		return 0, true
+	}
+	p.lenLeft = max(cl, 0)
+	return 0, true
+}
+
+// finalCodingChunked reports whether the last coding in a Transfer-Encoding
+// list is chunked, ignoring empty list elements.
+func finalCodingChunked(te []byte) bool {
+	last := []byte(nil)
+	for _, part := range bytes.Split(te, []byte(",")) {
+		if part = bytes.Trim(part, " \t"); len(part) > 0 {
+			last = part
+		}
+	}
+	return asciiEqualFold(last, "chunked")
+}
+
+func (p *Parser) body() bool {
+	avail := p.buf[p.cur:]
+	var n int
+	done := false
+	if p.req.Chunked {
+		var err error
+		n, done, err = p.chunked.read(avail)
+		if err != nil {
+			return p.reject(RejectBadChunk)
+		}
+	} else {
+		n = int(min(int64(len(avail)), p.lenLeft))
+		p.lenLeft -= int64(n)
+		done = p.lenLeft == 0
+	}
+	p.bodyLen += int64(n)
+	if p.skip {
+		// Discard body bytes as they come so a skipped body holds no memory.
+		p.buf = append(p.buf[:p.cur], p.buf[p.cur+n:]...)
+	} else {
+		p.cur += n
+		if p.bodyLen > p.opts.MaxBodyBytes {
+			p.tooLarge()
+		}
+	}
+	if !done {
+		return false
+	}
+	if !p.skip {
+		p.finish()
+	}
+	p.consume(p.cur)
+	p.state = stateHead
+	return true
+}
+
+func (p *Parser) tooLarge() {
+	p.stats.TooLarge.Add(1)
+	p.skip = true
+	p.buf = p.buf[:copy(p.buf, p.buf[p.cur:])] // forget the head and the body so far
+	p.cur = 0
+	p.req.Raw = nil
+}
+
+// finish emits the request that ends at p.cur.
+func (p *Parser) finish() {
+	r := &Request{}
+	*r = p.req
+	r.Raw = bytes.Clone(p.buf[:p.cur])
+	r.Lines = append([]Line(nil), p.req.Lines...)
+	r.Start, r.End, r.Index = p.start, p.last, p.index
+	p.index++
+	p.stats.Requests.Add(1)
+	p.emit(r)
+}
+
+// consume drops the first n bytes of buf.
+func (p *Parser) consume(n int) {
+	p.buf = p.buf[:copy(p.buf, p.buf[n:])]
+	p.cur = max(p.cur-n, 0)
+	p.start = p.last
+	if len(p.buf) == 0 && cap(p.buf) > 64<<10 {
+		p.buf = nil // do not keep a large body's buffer for an idle connection
+	}
+}
+
+func (p *Parser) reject(r Reject) bool {
+	p.stats.Rejected[r].Add(1)
+	p.state = stateDead
+	p.buf = nil
+	return false
+}
+
+func (p *Parser) stop(s Stop) bool {
+	p.stats.Stopped[s].Add(1)
+	p.state = stateDead
+	p.buf = nil
+	return false
+}
+
+// Gap tells the parser that n bytes of the stream are missing (n < 0: an
+// unknown number, as when a connection is picked up in the middle).
+func (p *Parser) Gap(n int) {
+	switch p.state {
+	case stateDead:
+		return
+	case stateBody:
+		// A gap inside a body of known length: the request is lost but the
+		// stream stays in sync.
+		if n >= 0 && (!p.req.Chunked && int64(n) <= p.lenLeft || p.req.Chunked && p.chunked.skippable(n)) {
+			if !p.skip {
+				p.stats.LostToGap.Add(1)
+				p.skip = true
+				p.buf = p.buf[:0]
+				p.cur = 0
+			}
+			if p.req.Chunked {
+				p.chunked.left -= int64(n)
+			} else {
+				p.lenLeft -= int64(n)
+			}
+			p.bodyLen += int64(n)
+			return
+		}
+		if !p.skip {
+			p.stats.LostToGap.Add(1)
+		}
+	case stateHead:
+		if len(p.buf) > 0 {
+			p.stats.LostToGap.Add(1)
+		}
+	}
+	p.state = stateResync
+	p.buf = p.buf[:0]
+	p.cur, p.scanned = 0, 0
+}
+
+// resync looks for a line that is a request line with a known method.
+func (p *Parser) resync() bool {
+	i := 0
+	for i < len(p.buf) {
+		j := bytes.IndexByte(p.buf[i:], '\n')
+		if j < 0 {
+			break
+		}
+		line, next := nextLine(p.buf, i)
+		if _, _, _, ok := parseRequestLine(line.of(p.buf), true); ok {
+			p.stats.ResyncSkipped.Add(uint64(i))
+			p.stats.Resyncs.Add(1)
+			p.consume(i)
+			p.state = stateHead
+			return true
+		}
+		i = next
+	}
+	// Keep the last partial line: it may be the start of a request line.
+	if len(p.buf)-i > p.opts.MaxResyncBytes {
+		i = len(p.buf)
+	}
+	p.stats.ResyncSkipped.Add(uint64(i))
+	p.consume(i)
+	return false
+}
+
+// End tells the parser the stream is over; a request in progress is lost.
+func (p *Parser) End() {
+	if (p.state == stateHead && len(p.buf) > 0) || (p.state == stateBody && !p.skip) {
+		p.stats.Incomplete.Add(1)
+	}
+	p.state = stateDead
+	p.buf = nil
+}
