@@ -77,6 +77,9 @@ func (r *Request) Get(name string) ([]byte, bool) {
 	return nil, false
 }
 
+// BlankLine returns the line terminator that ends the head.
+func (r *Request) BlankLine() []byte { return r.Raw[r.HeadLen-blankLen(r.Raw[:r.HeadLen]) : r.HeadLen] }
+
 // Body returns the body bytes as they were sent (chunk framing included).
 func (r *Request) Body() []byte { return r.Raw[r.HeadLen:] }
 

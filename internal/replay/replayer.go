@@ -1,0 +1,233 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shadowtap/shadowtap/internal/httpstream"
+)
+
+// Options size the replayer.
+type Options struct {
+	Workers  int // requests in flight at once (and at most this many connections)
+	MaxQueue int // requests waiting; beyond it requests are dropped
+	Edits    Edits
+}
+
+// Result is the outcome of one replay, passed to the OnResult hook.
+type Result struct {
+	Req      *httpstream.Request
+	Resp     *Response // nil on failure
+	Err      error
+	Started  time.Time
+	Duration time.Duration
+}
+
+// Stats count what the replayer did.
+type Stats struct {
+	Submitted    atomic.Uint64
+	Replayed     atomic.Uint64 // a response was received
+	Failed       [NumFailReasons]atomic.Uint64
+	QueueDrops   atomic.Uint64 // requests dropped because the queue was full
+	ConnsRefused atomic.Uint64 // new production connections not replayed because of load
+	Queued       atomic.Int64
+	InFlight     atomic.Int64
+}
+
+// Replayer replays requests, one production connection's in capture order
+// (each after the previous one's response or failure), with a bounded
+// number of workers and a bounded queue. Under load it refuses whole new
+// connections first: a connection that loses a request loses the rest of
+// it too, so no connection is replayed with a hole in the middle.
+type Replayer struct {
+	client   *Client
+	opts     Options
+	stats    *Stats
+	log      *slog.Logger
+	onResult func(Result)
+
+	mu     sync.Mutex
+	conns  map[uint64]*connQueue
+	ready  chan *connQueue
+	queued int
+	closed bool
+
+	wg sync.WaitGroup
+}
+
+type connQueue struct {
+	id       uint64
+	reqs     []*httpstream.Request
+	running  bool // a worker owns it
+	ended    bool // the production connection is gone
+	dropping bool // refused or lost a request: drop the rest
+	accepted int
+}
+
+// New returns a replayer; onResult (may be nil) is called by workers for
+// every finished replay.
+func New(client *Client, opts Options, stats *Stats, log *slog.Logger, onResult func(Result)) *Replayer {
+	return &Replayer{
+		client: client, opts: opts, stats: stats, log: log, onResult: onResult,
+		conns: make(map[uint64]*connQueue),
+		// Each connection queue is in ready at most once, and holds at least
+		// one request while there, so MaxQueue bounds it.
+		ready: make(chan *connQueue, opts.MaxQueue+1),
+	}
+}
+
+// Start launches the workers; they stop when ctx ends or Stop is called.
+func (r *Replayer) Start(ctx context.Context) {
+	for range r.opts.Workers {
+		r.wg.Add(1)
+		go r.worker(ctx)
+	}
+}
+
+// Submit queues a request of production connection conn. It never blocks;
+// it returns false when the request was dropped.
+func (r *Replayer) Submit(conn uint64, req *httpstream.Request) bool {
+	r.stats.Submitted.Add(1)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q := r.conns[conn]
+	if q == nil {
+		q = &connQueue{id: conn}
+		r.conns[conn] = q
+	}
+	if q.dropping || r.closed {
+		r.stats.QueueDrops.Add(1)
+		return false
+	}
+	// New connections are refused at three quarters of the queue, so the
+	// rest is kept for connections already being replayed.
+	if limit := r.opts.MaxQueue; r.queued >= limit || (q.accepted == 0 && r.queued >= limit*3/4) {
+		q.dropping = true
+		if q.accepted == 0 {
+			r.stats.ConnsRefused.Add(1)
+		}
+		r.stats.QueueDrops.Add(1)
+		return false
+	}
+	q.accepted++
+	q.reqs = append(q.reqs, req)
+	r.queued++
+	r.stats.Queued.Store(int64(r.queued))
+	if !q.running && len(q.reqs) == 1 {
+		q.running = true
+		r.ready <- q
+	}
+	return true
+}
+
+// EndConn says production connection conn is over; its queue is forgotten
+// once its requests are done.
+func (r *Replayer) EndConn(conn uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if q := r.conns[conn]; q != nil {
+		q.ended = true
+		if !q.running {
+			delete(r.conns, conn)
+		}
+	}
+}
+
+func (r *Replayer) worker(ctx context.Context) {
+	defer r.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case q, ok := <-r.ready:
+			if !ok {
+				return
+			}
+			r.drain(ctx, q)
+		}
+	}
+}
+
+// drain replays q's requests in order until it is empty.
+func (r *Replayer) drain(ctx context.Context, q *connQueue) {
+	buf := make([]byte, 0, 4096)
+	for {
+		r.mu.Lock()
+		if len(q.reqs) == 0 {
+			q.running = false
+			q.reqs = nil
+			if q.ended {
+				delete(r.conns, q.id)
+			}
+			r.mu.Unlock()
+			return
+		}
+		req := q.reqs[0]
+		q.reqs[0] = nil
+		q.reqs = q.reqs[1:]
+		r.queued--
+		r.stats.Queued.Store(int64(r.queued))
+		r.mu.Unlock()
+		if ctx.Err() != nil { // past the stop deadline: drop what is left
+			r.stats.QueueDrops.Add(1)
+			continue
+		}
+
+		var headLen int
+		buf, headLen = r.opts.Edits.AppendRequest(buf[:0], req)
+		r.stats.InFlight.Add(1)
+		start := time.Now()
+		resp, err := r.client.Do(ctx, buf, headLen, string(req.Method()), req.Expect100)
+		r.stats.InFlight.Add(-1)
+		res := Result{Req: req, Resp: resp, Err: err, Started: start, Duration: time.Since(start)}
+		if err != nil {
+			var re *Error
+			if errors.As(err, &re) {
+				r.stats.Failed[re.Reason].Add(1)
+			} else {
+				r.stats.Failed[FailRead].Add(1)
+			}
+		} else {
+			r.stats.Replayed.Add(1)
+		}
+		if r.onResult != nil {
+			r.onResult(res)
+		}
+	}
+}
+
+// Stop refuses new requests, lets the workers finish what is queued until
+// ctx ends, then closes idle connections.
+func (r *Replayer) Stop(ctx context.Context) {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		for {
+			r.mu.Lock()
+			idle := r.queued == 0 && r.stats.InFlight.Load() == 0
+			r.mu.Unlock()
+			if idle {
+				close(done)
+				return
+			}
+			select {
+			case <-ctx.Done():
+				close(done)
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+	<-done
+	r.mu.Lock()
+	close(r.ready)
+	r.mu.Unlock()
+	r.wg.Wait()
+	r.client.CloseIdle()
+}

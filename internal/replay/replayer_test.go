@@ -1,0 +1,178 @@
+package replay
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shadowtap/shadowtap/internal/rawserver"
+)
+
+func newReplayer(t *testing.T, addr string, opts Options, copts ClientOptions) (*Replayer, *Stats, *[]Result) {
+	t.Helper()
+	dest, err := ParseDestination("http://" + addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Edits = Edits{Host: dest.Host}
+	var mu sync.Mutex
+	var results []Result
+	stats := &Stats{}
+	r := New(NewClient(dest, copts), opts, stats, slog.New(slog.NewTextHandler(io.Discard, nil)), func(res Result) {
+		mu.Lock()
+		results = append(results, res)
+		mu.Unlock()
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	r.Start(ctx)
+	return r, stats, &results
+}
+
+func stop(r *Replayer, d time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	r.Stop(ctx)
+}
+
+func TestReplayExactAndInOrder(t *testing.T) {
+	srv, err := rawserver.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	r, stats, results := newReplayer(t, srv.Addr(), Options{Workers: 4, MaxQueue: 1000}, DefaultClientOptions)
+	ins := []string{
+		"GET /1 HTTP/1.1\r\nHost: h\r\n\r\n",
+		"HEAD /2 HTTP/1.1\r\nHost: h\r\n\r\n",
+		"POST /3 HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello",
+		"POST /4 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+	}
+	var want []string
+	for conn := range uint64(3) {
+		for _, in := range ins {
+			req := parse(t, in)
+			out, _ := r.opts.Edits.AppendRequest(nil, req)
+			want = append(want, string(out))
+			if !r.Submit(conn, req) {
+				t.Fatal("dropped")
+			}
+		}
+		r.EndConn(conn)
+	}
+	stop(r, 5*time.Second)
+	got := srv.Requests()
+	if len(got) != len(want) || stats.Replayed.Load() != uint64(len(want)) {
+		t.Fatalf("received %d, replayed %d, want %d", len(got), stats.Replayed.Load(), len(want))
+	}
+	// Every request arrives exactly as the rewrite says, each once.
+	count := map[string]int{}
+	for _, w := range want {
+		count[w]++
+	}
+	for _, g := range got {
+		count[string(g.Raw)]--
+	}
+	for w, n := range count {
+		if n != 0 {
+			t.Errorf("%q: %d more expected than received", w, n)
+		}
+	}
+	for _, res := range *results {
+		if res.Err != nil || res.Resp.Status != 200 {
+			t.Errorf("result %v %v", res.Err, res.Resp)
+		}
+	}
+	if srv.Conns() > 4 {
+		t.Errorf("%d connections for 4 workers: not reused", srv.Conns())
+	}
+	if len(r.conns) != 0 {
+		t.Errorf("%d connection queues left", len(r.conns))
+	}
+}
+
+func TestReplayOrderWithinConnection(t *testing.T) {
+	srv, _ := rawserver.Listen("127.0.0.1:0")
+	defer srv.Close()
+	srv.Delay = time.Millisecond
+	r, _, _ := newReplayer(t, srv.Addr(), Options{Workers: 8, MaxQueue: 1000}, DefaultClientOptions)
+	for i := range 20 {
+		r.Submit(1, parse(t, fmt.Sprintf("GET /%02d HTTP/1.1\r\nHost: h\r\n\r\n", i)))
+	}
+	stop(r, 5*time.Second)
+	got := srv.Requests()
+	for i, g := range got {
+		if want := fmt.Sprintf("GET /%02d ", i); string(g.Raw[:len(want)]) != want {
+			t.Fatalf("request %d = %q", i, g.Raw[:8])
+		}
+	}
+	if len(got) != 20 {
+		t.Errorf("got %d", len(got))
+	}
+}
+
+func TestReplayDeadTarget(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	r, stats, _ := newReplayer(t, addr, Options{Workers: 2, MaxQueue: 100}, DefaultClientOptions)
+	for i := range 5 {
+		r.Submit(uint64(i), parse(t, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"))
+	}
+	stop(r, 5*time.Second)
+	if stats.Failed[FailDial].Load() != 5 {
+		t.Errorf("dial failures = %d", stats.Failed[FailDial].Load())
+	}
+}
+
+func TestReplayBlackholeDropsWholeConnections(t *testing.T) {
+	srv, _ := rawserver.Listen("127.0.0.1:0")
+	defer srv.Close()
+	srv.Hold = true
+	copts := DefaultClientOptions
+	copts.ResponseTimeout = 200 * time.Millisecond
+	r, stats, _ := newReplayer(t, srv.Addr(), Options{Workers: 2, MaxQueue: 8}, copts)
+	accepted := map[uint64]int{}
+	for conn := range uint64(10) {
+		for range 3 {
+			if r.Submit(conn, parse(t, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")) {
+				accepted[conn]++
+			}
+		}
+	}
+	// Queue of 8: new connections are refused at 6, so only two whole
+	// connections (3 requests each) fit; all others are refused outright.
+	if len(accepted) != 2 || accepted[0] != 3 || accepted[1] != 3 {
+		t.Errorf("accepted per connection: %v", accepted)
+	}
+	if stats.ConnsRefused.Load() != 8 {
+		t.Errorf("connections refused = %d", stats.ConnsRefused.Load())
+	}
+	stop(r, 3*time.Second)
+	if stats.Failed[FailTimeout].Load() != 6 {
+		t.Errorf("timeouts = %d", stats.Failed[FailTimeout].Load())
+	}
+}
+
+func TestParseDestination(t *testing.T) {
+	for _, tt := range []struct{ in, addr, host, prefix string }{
+		{"http://test", "test:80", "test", ""},
+		{"https://test.example:8443/shadow/", "test.example:8443", "test.example:8443", "/shadow"},
+		{"http://[::1]:9000", "[::1]:9000", "[::1]:9000", ""},
+	} {
+		d, err := ParseDestination(tt.in)
+		if err != nil || d.Addr != tt.addr || d.Host != tt.host || d.PathPrefix != tt.prefix {
+			t.Errorf("%s: %+v %v", tt.in, d, err)
+		}
+	}
+	for _, bad := range []string{"ftp://x", "test:80", "http://", "http://x/?q=1"} {
+		if _, err := ParseDestination(bad); err == nil {
+			t.Errorf("%s: no error", bad)
+		}
+	}
+}

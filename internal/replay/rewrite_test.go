@@ -1,0 +1,75 @@
+package replay
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/shadowtap/shadowtap/internal/httpstream"
+)
+
+// parse extracts the single request in raw.
+func parse(t *testing.T, raw string) *httpstream.Request {
+	t.Helper()
+	var got *httpstream.Request
+	p := httpstream.NewParser(httpstream.DefaultOptions, &httpstream.Stats{}, func(r *httpstream.Request) { got = r })
+	p.Feed([]byte(raw), 0)
+	if got == nil {
+		t.Fatalf("no request in %q", raw)
+	}
+	got.Client = netip.MustParseAddrPort("192.0.2.7:51000")
+	got.Server = netip.MustParseAddrPort("10.1.2.3:8080")
+	return got
+}
+
+func TestAppendRequest(t *testing.T) {
+	tests := []struct {
+		name  string
+		edits Edits
+		in    string
+		want  string
+	}{
+		{"permitted edits only",
+			Edits{Host: "test.internal:9000"},
+			"GET /a%2Fb?x=1&y=%20 HTTP/1.1\r\nhost: shop.example\r\nX-Custom:  Odd  Spacing \r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nAccept: */*\r\n\r\n",
+			"GET /a%2Fb?x=1&y=%20 HTTP/1.1\r\nhost: test.internal:9000\r\nX-Custom:  Odd  Spacing \r\nAccept: */*\r\n" +
+				"X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Port: 8080\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: shop.example\r\n\r\n"},
+		{"keep host, append to the last X-Forwarded-For, keep existing X-Forwarded-*",
+			Edits{Host: "test", KeepHost: true},
+			"POST /p HTTP/1.1\r\nHost: shop\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\nX-Forwarded-Host: shop.example\r\nContent-Length: 3\r\n\r\nabc",
+			"POST /p HTTP/1.1\r\nHost: shop\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2, 192.0.2.7\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\nX-Forwarded-Host: shop.example\r\nContent-Length: 3\r\n\r\nabc"},
+		{"chunked stays chunked with trailers",
+			Edits{Host: "t"},
+			"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n",
+			"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Port: 8080\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n"},
+		{"HTTP/1.0 without Host, path prefix, bare LF kept",
+			Edits{Host: "t:81", PathPrefix: "/shadow"},
+			"GET /1 HTTP/1.0\nAccept: */*\n\n",
+			"GET /shadow/1 HTTP/1.1\nAccept: */*\nHost: t:81\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Port: 8080\r\nX-Forwarded-Proto: http\r\n\n"},
+		{"empty X-Forwarded-For",
+			Edits{Host: "t"},
+			"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For:\r\n\r\n",
+			"GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For:192.0.2.7\r\nX-Forwarded-Port: 8080\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n"},
+	}
+	for _, tt := range tests {
+		got, headLen := tt.edits.AppendRequest(nil, parse(t, tt.in))
+		if string(got) != tt.want {
+			t.Errorf("%s:\n got %q\nwant %q", tt.name, got, tt.want)
+		}
+		req := parse(t, tt.in)
+		if string(got[headLen:]) != string(req.Body()) {
+			t.Errorf("%s: body after head = %q", tt.name, got[headLen:])
+		}
+	}
+}
+
+func BenchmarkAppendRequest(b *testing.B) {
+	var p *httpstream.Request
+	httpstream.NewParser(httpstream.DefaultOptions, &httpstream.Stats{}, func(r *httpstream.Request) { p = r }).
+		Feed([]byte("GET /api/items?id=42 HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: bench\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n"), 0)
+	e := Edits{Host: "test:8080"}
+	buf := make([]byte, 0, 1024)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf, _ = e.AppendRequest(buf[:0], p)
+	}
+}
