@@ -28,15 +28,15 @@ const VXLANPort = 4789
 type Reason uint8
 
 const (
-	OK                 Reason = iota
-	ShortVXLAN                // datagram shorter than a VXLAN header
-	ShortEthernet             // frame shorter than its Ethernet/VLAN headers
-	NotIP                     // ARP, LLDP, ...: ignored, not an error
-	BadIPv4                   // version/IHL/length inconsistent
-	BadIPv6                   // short header or extension chain
-	Fragment                  // IP fragment: counted, not reassembled
-	NotTCP                    // UDP, ICMP, ...: ignored, not an error
-	ShortTCP                  // TCP header cut short or data offset invalid
+	OK            Reason = iota
+	ShortVXLAN           // datagram shorter than a VXLAN header
+	ShortEthernet        // frame shorter than its Ethernet/VLAN headers
+	NotIP                // ARP, LLDP, ...: ignored, not an error
+	BadIPv4              // version/IHL/length inconsistent
+	BadIPv6              // short header or extension chain
+	Fragment             // IP fragment: counted, not reassembled
+	NotTCP               // UDP, ICMP, ...: ignored, not an error
+	ShortTCP             // TCP header cut short or data offset invalid
 	NumReasons
 )
 
@@ -236,4 +236,48 @@ func (p *Packet) decodeTCP(b []byte, declared int) Reason {
 	p.Payload = b[off:]
 	p.Missing = declared - len(b)
 	return OK
+}
+
+// OuterUDP parses an Ethernet frame (VLAN tags allowed) that carries a UDP
+// datagram in IPv4 or IPv6, as a capture taken on a mirror target holds
+// them, and returns the sender's address, the destination port and the
+// datagram's payload. IPv6 extension headers and IP fragments are not
+// followed: ok is false for them.
+func OuterUDP(frame []byte) (src netip.Addr, dport uint16, payload []byte, ok bool) {
+	if len(frame) < 14 {
+		return src, 0, nil, false
+	}
+	etype := binary.BigEndian.Uint16(frame[12:14])
+	b := frame[14:]
+	for (etype == 0x8100 || etype == 0x88a8 || etype == 0x9100) && len(b) >= 4 {
+		etype = binary.BigEndian.Uint16(b[2:4])
+		b = b[4:]
+	}
+	return OuterUDPFromIP(etype, b)
+}
+
+// OuterUDPFromIP is OuterUDP for an IP packet of the given EtherType.
+func OuterUDPFromIP(etype uint16, b []byte) (src netip.Addr, dport uint16, payload []byte, ok bool) {
+	switch {
+	case etype == 0x0800 && len(b) >= 20 && b[0]>>4 == 4:
+		ihl := int(b[0]&0x0f) * 4
+		total := int(binary.BigEndian.Uint16(b[2:4]))
+		if b[9] != 17 || ihl < 20 || total < ihl+8 || len(b) < ihl+8 || binary.BigEndian.Uint16(b[6:8])&0x3fff != 0 {
+			return src, 0, nil, false
+		}
+		src = netip.AddrFrom4([4]byte(b[12:16]))
+		b = b[ihl:min(len(b), total)]
+	case etype == 0x86dd && len(b) >= 48 && b[0]>>4 == 6:
+		if b[6] != 17 {
+			return src, 0, nil, false
+		}
+		src = netip.AddrFrom16([16]byte(b[8:24]))
+		b = b[40:min(len(b), 40+int(binary.BigEndian.Uint16(b[4:6])))]
+	default:
+		return src, 0, nil, false
+	}
+	if len(b) < 8 {
+		return src, 0, nil, false
+	}
+	return src, binary.BigEndian.Uint16(b[2:4]), b[8:], true
 }

@@ -30,16 +30,16 @@ var DefaultOptions = Options{
 type Reject uint8
 
 const (
-	RejectRequestLine    Reject = iota // not a request line
-	RejectHeaderLine                   // malformed header line
-	RejectObsFold                      // obsolete line folding
-	RejectTooManyLines                 // more than MaxHeaderLines
-	RejectHeaderTooLarge               // head over MaxHeaderBytes
-	RejectAmbiguousLength              // differing Content-Lengths, or Content-Length with Transfer-Encoding
-	RejectBadLength                    // unparseable Content-Length
-	RejectBadTransferCoding            // Transfer-Encoding whose final coding is not chunked
-	RejectBadChunk                     // malformed chunked framing
-	RejectVersion                      // HTTP/1.x other than 1.0 and 1.1
+	RejectRequestLine       Reject = iota // not a request line
+	RejectHeaderLine                      // malformed header line
+	RejectObsFold                         // obsolete line folding
+	RejectTooManyLines                    // more than MaxHeaderLines
+	RejectHeaderTooLarge                  // head over MaxHeaderBytes
+	RejectAmbiguousLength                 // differing Content-Lengths, or Content-Length with Transfer-Encoding
+	RejectBadLength                       // unparseable Content-Length
+	RejectBadTransferCoding               // Transfer-Encoding whose final coding is not chunked
+	RejectBadChunk                        // malformed chunked framing
+	RejectVersion                         // HTTP/1.x other than 1.0 and 1.1
 	NumRejects
 )
 

@@ -114,6 +114,8 @@ type flow struct {
 
 type half struct {
 	synced   bool
+	synSeen  bool
+	isn      uint32
 	next     uint32 // next expected sequence number
 	finSeen  bool
 	finSeq   uint32
@@ -155,7 +157,9 @@ func (a *Assembler) Assemble(outer [16]byte, p *decode.Packet, ts int64) {
 	k, d := KeyOf(outer, p)
 	f := a.flows[k]
 	if f == nil {
-		if p.Flags&decode.FlagRST != 0 {
+		// Only a SYN, a FIN or data opens a flow: a bare ACK or an RST for
+		// a connection not tracked (or just closed) tells nothing.
+		if p.Flags&decode.FlagRST != 0 || len(p.Payload) == 0 && p.Missing == 0 && p.Flags&(decode.FlagSYN|decode.FlagFIN) == 0 {
 			return
 		}
 		if len(a.flows) >= a.opts.MaxFlows {
@@ -180,32 +184,35 @@ func (a *Assembler) Assemble(outer [16]byte, p *decode.Packet, ts int64) {
 	h := &f.half[d]
 	seq := p.Seq
 	if p.Flags&decode.FlagSYN != 0 {
-		if h.synced && seqDiff(seq+1, h.next) != 0 && (len(p.Payload) > 0 || h.next != seq+1) {
-			// A new SYN on a synced direction with another ISN: port reuse
-			// after a missed close. Treat what follows as a new stream.
+		switch {
+		case h.synced && h.synSeen && seq == h.isn:
+			// A retransmitted SYN: nothing new.
+		case h.synced:
+			// A SYN with another ISN on a synced direction: the port was
+			// reused after a missed close. What follows is a new stream.
 			a.flushPending(f, d)
 			f.c.Gap(d, UnknownGap)
+			h.next = seq + 1
+		default:
+			h.next = seq + 1
 		}
-		h.synced, h.next = true, seq+1
+		h.synced, h.synSeen, h.isn = true, true, seq
 		seq++
-	} else if !h.synced {
-		if len(p.Payload) == 0 && p.Missing == 0 && p.Flags&decode.FlagFIN == 0 {
-			return // a bare ACK tells nothing about this direction's bytes
-		}
-		// Picked up mid-connection: start here, and tell the consumer it is
-		// not at the start of the stream.
-		h.synced, h.next = true, seq
-		a.stats.MidstreamPickups.Add(1)
-		f.c.Gap(d, UnknownGap)
 	}
 	if p.Missing > 0 {
 		a.stats.TruncatedSegs.Add(1)
 	}
 	fin := p.Flags&decode.FlagFIN != 0
 	if len(p.Payload) == 0 && p.Missing == 0 && !fin {
+		if h.synced && len(h.pending) > 0 {
+			a.drain(f, d) // a late SYN may have made held segments deliverable
+		}
 		return
 	}
-	if seqDiff(seq, h.next) > 0 {
+	// Without a SYN, segments are held like out-of-order ones: the SYN may
+	// just be late. If none comes within the reorder wait, the stream is
+	// picked up mid-connection at the first byte held.
+	if !h.synced || seqDiff(seq, h.next) > 0 {
 		a.hold(f, d, seq, p.Payload, p.Missing, fin, ts)
 		return
 	}
@@ -298,8 +305,18 @@ func (a *Assembler) skipToPending(f *flow, d Dir) {
 	if len(h.pending) == 0 {
 		return
 	}
-	a.gap(f, d, seqDiff(h.pending[0].seq, h.next))
-	h.next = h.pending[0].seq
+	switch hole := seqDiff(h.pending[0].seq, h.next); {
+	case !h.synced:
+		// Picked up mid-connection: tell the consumer it is not at the
+		// start of the stream.
+		h.synced = true
+		a.stats.MidstreamPickups.Add(1)
+		f.c.Gap(d, UnknownGap)
+		h.next = h.pending[0].seq
+	case hole > 0:
+		a.gap(f, d, hole)
+		h.next = h.pending[0].seq
+	}
 	a.drain(f, d)
 	if len(h.pending) > 0 {
 		h.since = f.lastSeen

@@ -161,8 +161,30 @@ func TestMidstreamPickup(t *testing.T) {
 	c := synth.NewConn(client, server, 77, 1)
 	c.Handshake() // not fed: the handler started after the connection
 	h.feed(split(c, "xyz", 10)...)
+	if got := h.clientStream(); got != "" {
+		t.Errorf("picked up before the reorder wait: %q", got)
+	}
+	h.a.Tick(h.now + int64(DefaultOptions.ReorderWait) + 1)
 	if got := h.clientStream(); got != "<gap -1>xyz" {
 		t.Errorf("stream = %q", got)
+	}
+}
+
+func TestLateSYN(t *testing.T) {
+	h := newHarness(t, DefaultOptions)
+	c := synth.NewConn(client, server, 77, 1)
+	hs := c.Handshake()
+	data := split(c, "hello world", 3)
+	// Data overtakes the handshake: nothing may be lost.
+	h.feed(data[1], data[2], data[0])
+	h.feed(hs...)
+	h.feed(data[3])
+	h.a.Tick(h.now + int64(DefaultOptions.ReorderWait) + 1)
+	if got := h.clientStream(); got != "hello world" {
+		t.Errorf("stream = %q", got)
+	}
+	if h.stats.MidstreamPickups.Load() != 0 || h.stats.Gaps.Load() != 0 {
+		t.Errorf("pickups %d gaps %d", h.stats.MidstreamPickups.Load(), h.stats.Gaps.Load())
 	}
 }
 

@@ -38,7 +38,7 @@ var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-A
 func (e *Edits) AppendRequest(dst []byte, r *httpstream.Request) (out []byte, headLen int) {
 	raw := r.Raw
 	lineEnd := r.RequestLineEnd()
-	term := raw[lineEnd-1:lineEnd]
+	term := raw[lineEnd-1 : lineEnd]
 	if lineEnd >= 2 && raw[lineEnd-2] == '\r' {
 		term = raw[lineEnd-2 : lineEnd]
 	}

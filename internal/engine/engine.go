@@ -1,0 +1,228 @@
+// Package engine wires the capture-side stages for one shard: decode,
+// reassembly, HTTP request extraction and sampling. It is owned by one
+// goroutine; the requests it extracts go to a Sink.
+package engine
+
+import (
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/shadowtap/shadowtap/internal/decode"
+	"github.com/shadowtap/shadowtap/internal/httpstream"
+	"github.com/shadowtap/shadowtap/internal/ratelog"
+	"github.com/shadowtap/shadowtap/internal/reassembly"
+	"github.com/shadowtap/shadowtap/internal/sample"
+)
+
+// Sink takes the extracted requests; the replayer is one.
+type Sink interface {
+	Submit(conn uint64, r *httpstream.Request) bool
+	EndConn(conn uint64)
+}
+
+// Config selects what the engine tracks.
+type Config struct {
+	Ports      []uint16 // server ports whose requests are extracted
+	VNIs       []uint32 // allowed VNIs; empty means any
+	Reassembly reassembly.Options
+	HTTP       httpstream.Options
+	TickEvery  time.Duration // how often timers run (packet time)
+}
+
+// Stats count packets and requests at the engine.
+type Stats struct {
+	Datagrams   atomic.Uint64
+	Bytes       atomic.Uint64
+	Decode      [decode.NumReasons]atomic.Uint64
+	VNIFiltered atomic.Uint64
+	SampledOut  atomic.Uint64
+	SinkDrops   atomic.Uint64
+
+	Reassembly reassembly.Stats
+	HTTP       httpstream.Stats
+}
+
+// Engine processes the packets of one shard.
+type Engine struct {
+	cfg      Config
+	ports    [65536 / 64]uint64 // bit set of server ports
+	vnis     map[uint32]bool
+	asm      *reassembly.Assembler
+	sampler  *sample.Sampler
+	sink     Sink
+	stats    *Stats
+	log      *ratelog.Limiter
+	pkt      decode.Packet
+	nextID   uint64
+	lastTick int64
+}
+
+// New returns an engine.
+func New(cfg Config, sampler *sample.Sampler, sink Sink, stats *Stats, log *ratelog.Limiter) *Engine {
+	e := &Engine{cfg: cfg, sampler: sampler, sink: sink, stats: stats, log: log}
+	for _, p := range cfg.Ports {
+		e.ports[p/64] |= 1 << (p % 64)
+	}
+	if len(cfg.VNIs) > 0 {
+		e.vnis = make(map[uint32]bool)
+		for _, v := range cfg.VNIs {
+			e.vnis[v] = true
+		}
+	}
+	if e.cfg.TickEvery <= 0 {
+		e.cfg.TickEvery = 50 * time.Millisecond
+	}
+	e.asm = reassembly.New(cfg.Reassembly, (*factory)(e), &stats.Reassembly)
+	return e
+}
+
+func (e *Engine) isPort(p uint16) bool { return e.ports[p/64]&(1<<(p%64)) != 0 }
+
+// HandleVXLAN processes one VXLAN datagram from outer, seen at ts (unix ns).
+// b is only read during the call.
+func (e *Engine) HandleVXLAN(outer netip.Addr, b []byte, ts int64) {
+	e.count(len(b))
+	p := &e.pkt
+	if r := p.DecodeVXLAN(b); r != decode.OK {
+		e.dropped(r, outer)
+		return
+	}
+	if e.vnis != nil && !e.vnis[p.VNI] {
+		e.stats.VNIFiltered.Add(1)
+		return
+	}
+	e.asm.Assemble(outer.As16(), p, ts)
+	e.maybeTick(ts)
+}
+
+// HandleFrame processes one Ethernet frame that was not encapsulated.
+func (e *Engine) HandleFrame(b []byte, ts int64) {
+	e.count(len(b))
+	p := &e.pkt
+	if r := p.DecodeEthernet(b); r != decode.OK {
+		e.dropped(r, netip.Addr{})
+		return
+	}
+	e.asm.Assemble([16]byte{}, p, ts)
+	e.maybeTick(ts)
+}
+
+func (e *Engine) count(n int) {
+	e.stats.Datagrams.Add(1)
+	e.stats.Bytes.Add(uint64(n))
+}
+
+func (e *Engine) dropped(r decode.Reason, outer netip.Addr) {
+	e.stats.Decode[r].Add(1)
+	if r != decode.NotIP && r != decode.NotTCP {
+		e.log.Warn("decode_"+r.String(), "dropped a malformed mirrored packet", "from", outer, "reason", r.String())
+	}
+}
+
+func (e *Engine) maybeTick(ts int64) {
+	if ts-e.lastTick >= e.cfg.TickEvery.Nanoseconds() {
+		e.Tick(ts)
+	}
+}
+
+// Tick runs the timers (reorder waits, idle flows) at time now.
+func (e *Engine) Tick(now int64) {
+	e.lastTick = now
+	e.asm.Tick(now)
+}
+
+// Flush ends every flow (end of a capture file, or shutdown).
+func (e *Engine) Flush() { e.asm.Flush() }
+
+// Flows returns the number of flows tracked.
+func (e *Engine) Flows() int { return e.asm.Len() }
+
+// factory makes a flow consumer for connections to a server port.
+type factory Engine
+
+func (f *factory) New(k reassembly.Key, d reassembly.Dir, p *decode.Packet) reassembly.Consumer {
+	e := (*Engine)(f)
+	// Which side is the server: the one that answered a SYN, else the one
+	// on a server port (the destination when both are).
+	var serverIsDst bool
+	switch {
+	case p.Flags&(decode.FlagSYN|decode.FlagACK) == decode.FlagSYN|decode.FlagACK:
+		serverIsDst = false
+	case e.isPort(p.DstPrt):
+		serverIsDst = true
+	case e.isPort(p.SrcPrt):
+		serverIsDst = false
+	default:
+		return nil
+	}
+	if !serverIsDst && !e.isPort(p.SrcPrt) {
+		return nil
+	}
+	e.nextID++
+	hf := &httpFlow{e: e, id: e.nextID}
+	hf.client, hf.server = p.SrcAddr(), p.DstAddr()
+	hf.clientDir = d
+	if !serverIsDst {
+		hf.client, hf.server = hf.server, hf.client
+		hf.clientDir = 1 - d
+	}
+	hf.parser = httpstream.NewParser(e.cfg.HTTP, &e.stats.HTTP, hf.emit)
+	return hf
+}
+
+// httpFlow extracts the requests of one connection. The server's direction
+// is not parsed yet.
+type httpFlow struct {
+	e              *Engine
+	id             uint64
+	clientDir      reassembly.Dir
+	client, server netip.AddrPort
+	parser         *httpstream.Parser
+}
+
+func (h *httpFlow) Data(d reassembly.Dir, b []byte, ts int64) {
+	if d == h.clientDir {
+		h.parser.Feed(b, ts)
+	}
+}
+
+func (h *httpFlow) Gap(d reassembly.Dir, n int) {
+	if d == h.clientDir {
+		h.parser.Gap(n)
+	}
+}
+
+func (h *httpFlow) Fin(d reassembly.Dir) {
+	if d == h.clientDir {
+		h.parser.End()
+	}
+}
+
+func (h *httpFlow) End(reassembly.EndReason) {
+	h.parser.End()
+	h.e.sink.EndConn(h.id)
+}
+
+func (h *httpFlow) emit(r *httpstream.Request) {
+	r.Client, r.Server, r.ConnID = h.client, h.server, h.id
+	if !h.e.sampler.Keep(r) {
+		h.e.stats.SampledOut.Add(1)
+		return
+	}
+	if !h.e.sink.Submit(h.id, r) {
+		h.e.stats.SinkDrops.Add(1)
+	}
+}
+
+// HandleIP processes one raw IP packet that was not encapsulated.
+func (e *Engine) HandleIP(b []byte, ts int64) {
+	e.count(len(b))
+	p := &e.pkt
+	if r := p.DecodeIP(b); r != decode.OK {
+		e.dropped(r, netip.Addr{})
+		return
+	}
+	e.asm.Assemble([16]byte{}, p, ts)
+	e.maybeTick(ts)
+}
