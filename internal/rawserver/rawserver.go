@@ -16,9 +16,10 @@ import (
 
 // Received is one request as it arrived.
 type Received struct {
-	Conn int // which accepted connection, from 0
-	Raw  []byte
-	At   time.Time
+	Conn   int    // which accepted connection, from 0
+	Remote string // the connection's peer address
+	Raw    []byte
+	At     time.Time
 }
 
 // Server records requests and answers each with 200 and a short body.
@@ -127,7 +128,7 @@ func (s *Server) serve(c net.Conn, id int) {
 			}
 			for _, r := range pending {
 				s.mu.Lock()
-				s.reqs = append(s.reqs, Received{Conn: id, Raw: r.Raw, At: time.Now()})
+				s.reqs = append(s.reqs, Received{Conn: id, Remote: c.RemoteAddr().String(), Raw: r.Raw, At: time.Now()})
 				s.mu.Unlock()
 				if s.Hold {
 					continue

@@ -1,0 +1,30 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestExitCodes(t *testing.T) {
+	tests := []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{[]string{"version"}, 0, "shadowtap dev"},
+		{[]string{"-percentage", "50"}, 2, "-destination is required"},
+		{[]string{"-destination", "http://x", "-percentage", "150"}, 2, "not between 0 and 100"},
+		{[]string{"-no-such-flag"}, 2, "flag provided but not defined"},
+		{[]string{"frobnicate"}, 2, "unknown command"},
+	}
+	for _, tt := range tests {
+		var out, errOut bytes.Buffer
+		if code := run(tt.args, &out, &errOut); code != tt.code {
+			t.Errorf("%v: exit %d, want %d", tt.args, code, tt.code)
+		}
+		if !strings.Contains(out.String()+errOut.String(), tt.out) {
+			t.Errorf("%v: output %q lacks %q", tt.args, out.String()+errOut.String(), tt.out)
+		}
+	}
+}

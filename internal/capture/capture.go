@@ -1,0 +1,174 @@
+// Package capture receives mirrored packets: VXLAN datagrams on a UDP
+// socket, read in batches (recvmmsg) into buffers large enough for jumbo
+// frames. No root, libpcap or kernel VXLAN device is needed.
+package capture
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+)
+
+// Options configure the listener.
+type Options struct {
+	Addr        string // UDP address, ":4789"
+	ReadBuffer  int    // requested socket receive buffer in bytes
+	Batch       int    // datagrams per recvmmsg
+	IdleTick    time.Duration
+	MaxDatagram int // buffer per datagram; 64 KiB holds any UDP datagram
+}
+
+// DefaultOptions suit a mirror target at a few hundred thousand packets
+// per second.
+var DefaultOptions = Options{Addr: ":4789", ReadBuffer: 64 << 20, Batch: 64, IdleTick: 100 * time.Millisecond, MaxDatagram: 64 << 10}
+
+// Stats count what the socket delivered.
+type Stats struct {
+	Datagrams   atomic.Uint64
+	Bytes       atomic.Uint64
+	ReadErrors  atomic.Uint64
+	Truncated   atomic.Uint64 // datagrams larger than MaxDatagram (cannot happen at 64 KiB)
+	ReadBuffer  atomic.Int64  // effective SO_RCVBUF as the kernel reports it
+	KernelDrops atomic.Uint64 // last value read from /proc/net/udp
+}
+
+// Listener is a bound UDP socket.
+type Listener struct {
+	opts  Options
+	conn  *net.UDPConn
+	pc    *ipv4.PacketConn
+	inode uint64
+	stats *Stats
+}
+
+// Listen binds the socket and sizes its receive buffer.
+func Listen(opts Options, stats *Stats) (*Listener, error) {
+	addr, err := net.ResolveUDPAddr("udp", opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("capture: %w", err)
+	}
+	conn, err := net.ListenUDP("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("capture: %w", err)
+	}
+	l := &Listener{opts: opts, conn: conn, pc: ipv4.NewPacketConn(conn), stats: stats}
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("capture: %w", err)
+	}
+	rc.Control(func(fd uintptr) {
+		// SO_RCVBUF is capped by net.core.rmem_max; SO_RCVBUFFORCE is not,
+		// but needs CAP_NET_ADMIN. Try the forced one first.
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, opts.ReadBuffer) != nil {
+			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, opts.ReadBuffer)
+		}
+		if n, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF); err == nil {
+			stats.ReadBuffer.Store(int64(n))
+		}
+		var st unix.Stat_t
+		if unix.Fstat(int(fd), &st) == nil {
+			l.inode = st.Ino
+		}
+	})
+	return l, nil
+}
+
+// Addr returns the bound address.
+func (l *Listener) Addr() netip.AddrPort { return l.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// Close closes the socket.
+func (l *Listener) Close() error { return l.conn.Close() }
+
+// Run reads datagrams until ctx ends, calling handle for each (b is only
+// valid during the call; ts is the batch's receive time in unix ns) and
+// idle when no datagram came for IdleTick, so timers run without traffic.
+func (l *Listener) Run(ctx context.Context, handle func(src netip.Addr, b []byte, ts int64), idle func(now int64)) error {
+	msgs := make([]ipv4.Message, l.opts.Batch)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, l.opts.MaxDatagram)}
+	}
+	stop := context.AfterFunc(ctx, func() { l.conn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	for {
+		l.conn.SetReadDeadline(time.Now().Add(l.opts.IdleTick))
+		n, err := l.pc.ReadBatch(msgs, 0)
+		now := time.Now().UnixNano()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				idle(now)
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			l.stats.ReadErrors.Add(1)
+			time.Sleep(time.Millisecond) // a persistent error must not spin a core
+			continue
+		}
+		for i := range n {
+			m := &msgs[i]
+			l.stats.Datagrams.Add(1)
+			l.stats.Bytes.Add(uint64(m.N))
+			if m.Flags&unix.MSG_TRUNC != 0 {
+				l.stats.Truncated.Add(1)
+			}
+			var src netip.Addr
+			if ua, ok := m.Addr.(*net.UDPAddr); ok {
+				src = ua.AddrPort().Addr().Unmap()
+			}
+			handle(src, m.Buffers[0][:m.N], now)
+		}
+	}
+}
+
+// KernelDrops returns how many datagrams the kernel dropped for this socket
+// (receive buffer full), from /proc/net/udp and /proc/net/udp6.
+func (l *Listener) KernelDrops() (uint64, error) {
+	for _, f := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+		n, found, err := procDrops(f, l.inode)
+		if err != nil {
+			return 0, err
+		}
+		if found {
+			l.stats.KernelDrops.Store(n)
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("capture: socket inode %d not in /proc/net/udp*", l.inode)
+}
+
+// procDrops finds the line of the socket with the given inode; its last
+// column is the drop count.
+func procDrops(path string, inode uint64) (uint64, bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, false, err
+	}
+	defer f.Close()
+	want := strconv.FormatUint(inode, 10)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		// sl local rem st tx:rx tr:tm retrnsmt uid timeout inode ref pointer drops
+		if len(fields) >= 13 && fields[9] == want {
+			n, err := strconv.ParseUint(fields[len(fields)-1], 10, 64)
+			return n, err == nil, err
+		}
+	}
+	return 0, false, sc.Err()
+}

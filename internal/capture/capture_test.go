@@ -1,0 +1,81 @@
+package capture
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestListenerReceivesJumboDatagrams(t *testing.T) {
+	var st Stats
+	opts := DefaultOptions
+	opts.Addr = "127.0.0.1:0"
+	opts.ReadBuffer = 1 << 20
+	l, err := Listen(opts, &st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if st.ReadBuffer.Load() < 1<<20 {
+		t.Logf("receive buffer %d (capped by rmem_max without CAP_NET_ADMIN)", st.ReadBuffer.Load())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	var sizes []int
+	var from []netip.Addr
+	idles := 0
+	done := make(chan error)
+	go func() {
+		done <- l.Run(ctx, func(src netip.Addr, b []byte, ts int64) {
+			mu.Lock()
+			sizes = append(sizes, len(b))
+			from = append(from, src)
+			mu.Unlock()
+		}, func(int64) { mu.Lock(); idles++; mu.Unlock() })
+	}()
+	c, err := net.Dial("udp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	want := []int{100, 9100, 1500, 60000}
+	for _, n := range want {
+		if _, err := c.Write(make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		got := len(sizes)
+		mu.Unlock()
+		if got == len(want) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(250 * time.Millisecond) // long enough for an idle tick
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sizes) != len(want) {
+		t.Fatalf("received %v, want %v", sizes, want)
+	}
+	for i := range want {
+		if sizes[i] != want[i] || from[i] != netip.MustParseAddr("127.0.0.1") {
+			t.Errorf("datagram %d: %d bytes from %v", i, sizes[i], from[i])
+		}
+	}
+	if idles == 0 {
+		t.Error("no idle tick")
+	}
+	if _, err := l.KernelDrops(); err != nil {
+		t.Errorf("kernel drops: %v", err)
+	}
+}

@@ -1,0 +1,201 @@
+// Package metrics exports the stages' counters to Prometheus. The stages
+// keep plain atomic counters (cheap on the hot path, no dependency on a
+// metrics library); a collector reads them at scrape time. Replay latency
+// is a real histogram, observed as results come.
+package metrics
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shadowtap/shadowtap/internal/capture"
+	"github.com/shadowtap/shadowtap/internal/decode"
+	"github.com/shadowtap/shadowtap/internal/engine"
+	"github.com/shadowtap/shadowtap/internal/httpstream"
+	"github.com/shadowtap/shadowtap/internal/reassembly"
+	"github.com/shadowtap/shadowtap/internal/replay"
+	"github.com/shadowtap/shadowtap/internal/sample"
+)
+
+// Sources are the counters exported. Any may be nil.
+type Sources struct {
+	Capture     *capture.Stats
+	KernelDrops func() (uint64, error)
+	Engine      *engine.Stats
+	Sampler     *sample.Sampler
+	Replay      *replay.Stats
+}
+
+// Metrics holds the observed (not counted) metrics.
+type Metrics struct {
+	latency   prometheus.Histogram
+	responses *prometheus.CounterVec
+}
+
+// Register registers the collector and the observed metrics with reg.
+func Register(reg prometheus.Registerer, src Sources) *Metrics {
+	m := &Metrics{
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "shadowtap_replay_duration_seconds",
+			Help:    "Time from sending a replayed request to the end of its response.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+		responses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shadowtap_replay_responses_total",
+			Help: "Responses from the test environment, by status class.",
+		}, []string{"class"}),
+	}
+	for _, c := range []string{"1xx", "2xx", "3xx", "4xx", "5xx"} {
+		m.responses.WithLabelValues(c)
+	}
+	reg.MustRegister(m.latency, m.responses, &collector{src: src})
+	return m
+}
+
+// Observe records a finished replay.
+func (m *Metrics) Observe(r replay.Result) {
+	if r.Resp == nil {
+		return
+	}
+	m.latency.Observe(r.Duration.Seconds())
+	if c := r.Resp.Status / 100; c >= 1 && c <= 5 {
+		m.responses.WithLabelValues(strconv.Itoa(c) + "xx").Inc()
+	}
+}
+
+type collector struct{ src Sources }
+
+type metric struct {
+	desc *prometheus.Desc
+	typ  prometheus.ValueType
+}
+
+func counter(name, help string, labels ...string) metric {
+	return metric{prometheus.NewDesc(name, help, labels, nil), prometheus.CounterValue}
+}
+
+func gauge(name, help string, labels ...string) metric {
+	return metric{prometheus.NewDesc(name, help, labels, nil), prometheus.GaugeValue}
+}
+
+var (
+	mDatagrams    = counter("shadowtap_datagrams_total", "UDP datagrams received.")
+	mBytes        = counter("shadowtap_received_bytes_total", "UDP payload bytes received.")
+	mReadErrors   = counter("shadowtap_socket_read_errors_total", "Errors reading the UDP socket.")
+	mKernelDrops  = counter("shadowtap_socket_kernel_drops_total", "Datagrams the kernel dropped for the socket (receive buffer full).")
+	mReadBuffer   = gauge("shadowtap_socket_receive_buffer_bytes", "Effective socket receive buffer.")
+	mPackets      = counter("shadowtap_packets_total", "Packets handed to the decoder.")
+	mDecode       = counter("shadowtap_packets_dropped_total", "Packets not decoded to TCP, by reason.", "reason")
+	mVNI          = counter("shadowtap_packets_vni_filtered_total", "Packets with a VNI not in the allow-list.")
+	mTruncated    = counter("shadowtap_truncated_segments_total", "TCP segments that arrived shorter than their IP length (mirror truncation).")
+	mFlowsOpen    = gauge("shadowtap_flows_open", "TCP connections tracked.")
+	mFlowsOpened  = counter("shadowtap_flows_opened_total", "TCP connections started to be tracked.")
+	mFlowsEnded   = counter("shadowtap_flows_ended_total", "TCP connections no longer tracked, by reason.", "reason")
+	mFlowsRefused = counter("shadowtap_flows_refused_total", "New connections not tracked because the flow table was full.")
+	mGaps         = counter("shadowtap_tcp_gaps_total", "Holes in TCP streams declared lost.")
+	mGapBytes     = counter("shadowtap_tcp_gap_bytes_total", "Bytes in holes declared lost.")
+	mOOO          = counter("shadowtap_tcp_out_of_order_segments_total", "Segments held because an earlier one had not arrived.")
+	mDup          = counter("shadowtap_tcp_duplicate_segments_total", "Segments whose bytes had all been seen.")
+	mForced       = counter("shadowtap_tcp_forced_gaps_total", "Gaps declared early because a buffer cap was reached.")
+	mBuffered     = gauge("shadowtap_tcp_buffered_bytes", "Out-of-order bytes held.")
+	mPickups      = counter("shadowtap_tcp_midstream_pickups_total", "Streams picked up without their start.")
+	mCaptured     = counter("shadowtap_requests_captured_total", "Complete HTTP requests extracted.")
+	mRejected     = counter("shadowtap_requests_rejected_total", "Requests not replayed because their framing is malformed or ambiguous, by reason.", "reason")
+	mStopped      = counter("shadowtap_connections_not_http_total", "Connections whose parsing stopped because another protocol took over, by kind.", "kind")
+	mTooLarge     = counter("shadowtap_requests_too_large_total", "Requests skipped because the body exceeds the maximum.")
+	mLost         = counter("shadowtap_requests_lost_to_gaps_total", "Requests not replayed because bytes of them were lost.")
+	mIncomplete   = counter("shadowtap_requests_incomplete_total", "Requests cut short by the end of their connection.")
+	mResyncs      = counter("shadowtap_http_resyncs_total", "Times a request line was found again after a gap.")
+	mSampledOut   = counter("shadowtap_requests_sampled_out_total", "Requests not replayed because of -percentage.")
+	mKeyless      = counter("shadowtap_requests_keyless_total", "Header-sampled requests without the header, decided by client address.")
+	mSinkDrops    = counter("shadowtap_requests_dropped_total", "Requests not replayed because the replay queue refused them.")
+	mSubmitted    = counter("shadowtap_requests_submitted_total", "Requests handed to the replayer.")
+	mReplayed     = counter("shadowtap_requests_replayed_total", "Requests replayed and answered by the test environment.")
+	mFailed       = counter("shadowtap_requests_failed_total", "Replays that failed, by reason.", "reason")
+	mQueueDrops   = counter("shadowtap_replay_queue_drops_total", "Requests dropped by the replay queue (full, or their connection refused).")
+	mConnsRefused = counter("shadowtap_replay_connections_refused_total", "Production connections not replayed because the queue was too full to take them whole.")
+	mQueued       = gauge("shadowtap_replay_queue_length", "Requests waiting to be replayed.")
+	mInFlight     = gauge("shadowtap_replay_in_flight", "Requests being replayed.")
+)
+
+var all = []metric{mDatagrams, mBytes, mReadErrors, mKernelDrops, mReadBuffer, mPackets, mDecode, mVNI, mTruncated,
+	mFlowsOpen, mFlowsOpened, mFlowsEnded, mFlowsRefused, mGaps, mGapBytes, mOOO, mDup, mForced, mBuffered, mPickups,
+	mCaptured, mRejected, mStopped, mTooLarge, mLost, mIncomplete, mResyncs, mSampledOut, mKeyless, mSinkDrops,
+	mSubmitted, mReplayed, mFailed, mQueueDrops, mConnsRefused, mQueued, mInFlight}
+
+var endNames = [4]string{reassembly.EndClosed: "closed", reassembly.EndReset: "reset", reassembly.EndIdle: "idle", reassembly.EndFlushed: "flushed"}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, m := range all {
+		ch <- m.desc
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	emit := func(m metric, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(m.desc, m.typ, v, labels...)
+	}
+	u := func(v uint64) float64 { return float64(v) }
+	if s := c.src.Capture; s != nil {
+		emit(mDatagrams, u(s.Datagrams.Load()))
+		emit(mBytes, u(s.Bytes.Load()))
+		emit(mReadErrors, u(s.ReadErrors.Load()))
+		emit(mReadBuffer, float64(s.ReadBuffer.Load()))
+		if c.src.KernelDrops != nil {
+			if n, err := c.src.KernelDrops(); err == nil {
+				emit(mKernelDrops, u(n))
+			}
+		}
+	}
+	if s := c.src.Engine; s != nil {
+		emit(mPackets, u(s.Datagrams.Load()))
+		for r := decode.Reason(1); r < decode.NumReasons; r++ {
+			emit(mDecode, u(s.Decode[r].Load()), r.String())
+		}
+		emit(mVNI, u(s.VNIFiltered.Load()))
+		ra := &s.Reassembly
+		emit(mTruncated, u(ra.TruncatedSegs.Load()))
+		emit(mFlowsOpen, float64(ra.FlowsOpen.Load()))
+		emit(mFlowsOpened, u(ra.FlowsOpened.Load()))
+		for r, name := range endNames {
+			emit(mFlowsEnded, u(ra.FlowsEnded[r].Load()), name)
+		}
+		emit(mFlowsRefused, u(ra.FlowsRefused.Load()))
+		emit(mGaps, u(ra.Gaps.Load()))
+		emit(mGapBytes, u(ra.GapBytes.Load()))
+		emit(mOOO, u(ra.OutOfOrderSegs.Load()))
+		emit(mDup, u(ra.DuplicateSegs.Load()))
+		emit(mForced, u(ra.ForcedGaps.Load()))
+		emit(mBuffered, float64(ra.BufferedBytes.Load()))
+		emit(mPickups, u(ra.MidstreamPickups.Load()))
+		h := &s.HTTP
+		emit(mCaptured, u(h.Requests.Load()))
+		for r := range httpstream.NumRejects {
+			emit(mRejected, u(h.Rejected[r].Load()), r.String())
+		}
+		for k := range httpstream.NumStops {
+			emit(mStopped, u(h.Stopped[k].Load()), k.String())
+		}
+		emit(mTooLarge, u(h.TooLarge.Load()))
+		emit(mLost, u(h.LostToGap.Load()))
+		emit(mIncomplete, u(h.Incomplete.Load()))
+		emit(mResyncs, u(h.Resyncs.Load()))
+		emit(mSampledOut, u(s.SampledOut.Load()))
+		emit(mSinkDrops, u(s.SinkDrops.Load()))
+	}
+	if c.src.Sampler != nil {
+		emit(mKeyless, u(c.src.Sampler.Keyless.Load()))
+	}
+	if s := c.src.Replay; s != nil {
+		emit(mSubmitted, u(s.Submitted.Load()))
+		emit(mReplayed, u(s.Replayed.Load()))
+		for r := range replay.NumFailReasons {
+			emit(mFailed, u(s.Failed[r].Load()), r.String())
+		}
+		emit(mQueueDrops, u(s.QueueDrops.Load()))
+		emit(mConnsRefused, u(s.ConnsRefused.Load()))
+		emit(mQueued, float64(s.Queued.Load()))
+		emit(mInFlight, float64(s.InFlight.Load()))
+	}
+}
