@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -156,30 +157,46 @@ func failed(s *replay.Stats) uint64 {
 }
 
 // verify compares what the test server got with what production got after
-// the permitted edits, as multisets of exact byte strings.
+// the permitted edits.
 func verify(sum *Summary, prod, test []rawserver.Received, tp *tap, edits replay.Edits) {
 	sum.Production, sum.TestReceived = len(prod), len(test)
+	sum.Exact, sum.Mismatches = Compare(prod, test, edits, func(r rawserver.Received) (netip.AddrPort, bool) {
+		return tp.clientFor(r.Remote)
+	}, tp.server)
+}
+
+// Compare matches the requests a test server received against those
+// production received, each changed by the permitted edits, as multisets
+// of exact byte strings. client maps a production request to the client
+// address the handler saw. It returns how many matched exactly and up to
+// five descriptions of those that did not.
+func Compare(prod, test []rawserver.Received, edits replay.Edits, client func(rawserver.Received) (netip.AddrPort, bool), server netip.AddrPort) (exact int, mismatches []string) {
 	want := map[string]int{}
 	for _, r := range prod {
-		client, ok := tp.clientFor(r.Remote)
+		c, ok := client(r)
 		if !ok {
-			sum.Mismatches = append(sum.Mismatches, "production request from an unknown connection "+r.Remote)
+			mismatches = append(mismatches, "production request from an unknown connection "+r.Remote)
 			continue
 		}
 		var req *httpstream.Request
 		httpstream.NewParser(httpstream.DefaultOptions, &httpstream.Stats{}, func(q *httpstream.Request) { req = q }).Feed(r.Raw, 0)
-		req.Client, req.Server = client, tp.server
+		if req == nil {
+			mismatches = append(mismatches, fmt.Sprintf("production request does not parse: %q", truncate(r.Raw)))
+			continue
+		}
+		req.Client, req.Server = c, server
 		b, _ := edits.AppendRequest(nil, req)
 		want[string(b)]++
 	}
 	for _, r := range test {
 		if want[string(r.Raw)] > 0 {
 			want[string(r.Raw)]--
-			sum.Exact++
-		} else if len(sum.Mismatches) < 5 {
-			sum.Mismatches = append(sum.Mismatches, fmt.Sprintf("test server got %q", truncate(r.Raw)))
+			exact++
+		} else if len(mismatches) < 5 {
+			mismatches = append(mismatches, fmt.Sprintf("test server got %q", truncate(r.Raw)))
 		}
 	}
+	return exact, mismatches
 }
 
 func truncate(b []byte) []byte {
