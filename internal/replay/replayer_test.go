@@ -14,6 +14,14 @@ import (
 )
 
 func newReplayer(t *testing.T, addr string, opts Options, copts ClientOptions) (*Replayer, *Stats, *[]Result) {
+	r, stats, results, start := newStoppedReplayer(t, addr, opts, copts)
+	start()
+	return r, stats, results
+}
+
+// newStoppedReplayer returns a replayer whose workers run once start is
+// called, so that a test can fill its queue deterministically.
+func newStoppedReplayer(t *testing.T, addr string, opts Options, copts ClientOptions) (*Replayer, *Stats, *[]Result, func()) {
 	t.Helper()
 	dest, err := ParseDestination("http://" + addr)
 	if err != nil {
@@ -30,8 +38,7 @@ func newReplayer(t *testing.T, addr string, opts Options, copts ClientOptions) (
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	r.Start(ctx)
-	return r, stats, &results
+	return r, stats, &results, func() { r.Start(ctx) }
 }
 
 func stop(r *Replayer, d time.Duration) {
@@ -136,7 +143,7 @@ func TestReplayBlackholeDropsWholeConnections(t *testing.T) {
 	srv.Hold = true
 	copts := DefaultClientOptions
 	copts.ResponseTimeout = 200 * time.Millisecond
-	r, stats, _ := newReplayer(t, srv.Addr(), Options{Workers: 2, MaxQueue: 8}, copts)
+	r, stats, _, start := newStoppedReplayer(t, srv.Addr(), Options{Workers: 2, MaxQueue: 8}, copts)
 	accepted := map[uint64]int{}
 	for conn := range uint64(10) {
 		for range 3 {
@@ -153,6 +160,7 @@ func TestReplayBlackholeDropsWholeConnections(t *testing.T) {
 	if stats.ConnsRefused.Load() != 8 {
 		t.Errorf("connections refused = %d", stats.ConnsRefused.Load())
 	}
+	start()
 	stop(r, 3*time.Second)
 	if stats.Failed[FailTimeout].Load() != 6 {
 		t.Errorf("timeouts = %d", stats.Failed[FailTimeout].Load())

@@ -120,3 +120,9 @@ func (c *Conn) Close() []Segment {
 	c.sseq++
 	return []Segment{fin1, fin2}
 }
+
+// ClientACK returns a bare ACK from the client acknowledging all the
+// server has sent.
+func (c *Conn) ClientACK() Segment {
+	return Segment{Src: c.Client, Dst: c.Server, Seq: c.cseq, Ack: c.sseq, Flags: decode.FlagACK}
+}
