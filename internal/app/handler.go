@@ -44,6 +44,7 @@ type Handler struct {
 	adminLn  net.Listener
 	reg      *prometheus.Registry
 	metrics  *metrics.Metrics
+	failLog  *ratelog.Limiter
 }
 
 // New validates cfg and binds the handler's sockets.
@@ -51,7 +52,7 @@ func New(cfg Config, log *slog.Logger) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	h := &Handler{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	h := &Handler{cfg: cfg, log: log, reg: prometheus.NewRegistry(), failLog: ratelog.New(log, 10*time.Second)}
 	dest, _ := replay.ParseDestination(cfg.Destination)
 	h.sampler, _ = sample.New(cfg.Percentage, sample.By(cfg.PercentageBy), cfg.PercentageByHeader)
 
@@ -99,7 +100,11 @@ func New(cfg Config, log *slog.Logger) (*Handler, error) {
 func (h *Handler) result(r replay.Result) {
 	h.metrics.Observe(r)
 	if r.Err != nil {
-		h.log.Debug("replay failed", "conn", r.Req.ConnID, "method", string(r.Req.Method()), "err", r.Err)
+		kind := "replay_failed"
+		if re, ok := r.Err.(*replay.Error); ok {
+			kind += "_" + re.Reason.String()
+		}
+		h.failLog.Warn(kind, "replay failed", "destination", h.cfg.Destination, "method", string(r.Req.Method()), "err", r.Err.Error())
 	}
 	if h.OnResult != nil {
 		h.OnResult(r)

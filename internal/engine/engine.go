@@ -168,6 +168,10 @@ func (f *factory) New(k reassembly.Key, d reassembly.Dir, p *decode.Packet) reas
 		hf.clientDir = 1 - d
 	}
 	hf.parser = httpstream.NewParser(e.cfg.HTTP, &e.stats.HTTP, hf.emit)
+	hf.parser.Report = func(reason string) {
+		e.log.Warn("http_"+reason, "stopped parsing a connection", "reason", reason,
+			"client", hf.client.String(), "server", hf.server.String())
+	}
 	return hf
 }
 
@@ -212,6 +216,8 @@ func (h *httpFlow) emit(r *httpstream.Request) {
 	}
 	if !h.e.sink.Submit(h.id, r) {
 		h.e.stats.SinkDrops.Add(1)
+		h.e.log.Warn("replay_queue_full", "replay queue full: dropping requests (whole connections first)",
+			"queued", h.e.stats.SinkDrops.Load())
 	}
 }
 

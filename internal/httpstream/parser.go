@@ -16,6 +16,10 @@ type Options struct {
 	MaxHeaderLines int   // header lines per request
 	MaxBodyBytes   int64 // larger bodies are skipped (in sync) and counted
 	MaxResyncBytes int   // longest partial line kept while looking for a request line
+	// MaxBufferedTotal bounds the bytes held by all parsers sharing a
+	// Stats: over it, a body in progress is skipped (in sync) and a head in
+	// progress stops its connection, both counted as over budget.
+	MaxBufferedTotal int64
 }
 
 // DefaultOptions follow common server limits.
@@ -23,7 +27,8 @@ var DefaultOptions = Options{
 	MaxHeaderBytes: 64 << 10,
 	MaxHeaderLines: 256,
 	MaxBodyBytes:   10 << 20,
-	MaxResyncBytes: 8 << 10,
+	MaxResyncBytes:   8 << 10,
+	MaxBufferedTotal: 1 << 30,
 }
 
 // Reject reasons: the request (and the rest of its connection) is not replayed.
@@ -40,11 +45,12 @@ const (
 	RejectBadTransferCoding               // Transfer-Encoding whose final coding is not chunked
 	RejectBadChunk                        // malformed chunked framing
 	RejectVersion                         // HTTP/1.x other than 1.0 and 1.1
+	RejectOverBudget                      // a head in progress when all parsers together held too much
 	NumRejects
 )
 
 var rejectNames = [NumRejects]string{"request_line", "header_line", "obs_fold", "too_many_header_lines",
-	"header_too_large", "ambiguous_length", "bad_content_length", "bad_transfer_encoding", "bad_chunk", "version"}
+	"header_too_large", "ambiguous_length", "bad_content_length", "bad_transfer_encoding", "bad_chunk", "version", "over_budget"}
 
 func (r Reject) String() string { return rejectNames[r] }
 
@@ -69,6 +75,8 @@ type Stats struct {
 	Rejected      [NumRejects]atomic.Uint64
 	Stopped       [NumStops]atomic.Uint64
 	TooLarge      atomic.Uint64 // body over MaxBodyBytes: skipped
+	OverBudget    atomic.Uint64 // body skipped because all parsers held MaxBufferedTotal
+	Buffered      atomic.Int64  // bytes held by all parsers
 	LostToGap     atomic.Uint64 // requests (or parts) dropped because bytes were missing
 	Incomplete    atomic.Uint64 // connection ended inside a request
 	Resyncs       atomic.Uint64 // request line found again after a gap
@@ -90,6 +98,9 @@ type Parser struct {
 	opts  Options
 	stats *Stats
 	emit  func(*Request)
+	// Report, when set, is told why a connection stopped being parsed
+	// (a Reject or Stop name), for a rate-limited log line.
+	Report func(reason string)
 
 	buf     []byte // the message in progress starts at buf[0]
 	cur     int    // parse position in buf
@@ -103,6 +114,7 @@ type Parser struct {
 	start   int64
 	last    int64
 	index   int
+	held    int // bytes of buf counted in stats.Buffered
 }
 
 // NewParser returns a parser that passes each complete request to emit,
@@ -122,6 +134,28 @@ func (p *Parser) Feed(b []byte, ts int64) {
 	p.last = ts
 	p.buf = append(p.buf, b...)
 	for p.step() {
+	}
+	p.account()
+	if len(p.buf) > 0 && p.stats.Buffered.Load() > p.opts.MaxBufferedTotal {
+		switch {
+		case p.state == stateBody && !p.skip:
+			p.stats.OverBudget.Add(1)
+			p.skip = true
+			p.buf = p.buf[:copy(p.buf, p.buf[p.cur:])]
+			p.cur = 0
+			p.req.Raw = nil
+		case p.state == stateHead:
+			p.reject(RejectOverBudget)
+		}
+		p.account()
+	}
+}
+
+// account keeps the shared count of buffered bytes up to date.
+func (p *Parser) account() {
+	if d := len(p.buf) - p.held; d != 0 {
+		p.stats.Buffered.Add(int64(d))
+		p.held = len(p.buf)
 	}
 }
 
@@ -328,21 +362,28 @@ func (p *Parser) consume(n int) {
 
 func (p *Parser) reject(r Reject) bool {
 	p.stats.Rejected[r].Add(1)
-	p.state = stateDead
-	p.buf = nil
+	p.die(r.String())
 	return false
 }
 
 func (p *Parser) stop(s Stop) bool {
 	p.stats.Stopped[s].Add(1)
+	p.die(s.String())
+	return false
+}
+
+func (p *Parser) die(reason string) {
 	p.state = stateDead
 	p.buf = nil
-	return false
+	if p.Report != nil {
+		p.Report(reason)
+	}
 }
 
 // Gap tells the parser that n bytes of the stream are missing (n < 0: an
 // unknown number, as when a connection is picked up in the middle).
 func (p *Parser) Gap(n int) {
+	defer p.account()
 	switch p.state {
 	case stateDead:
 		return
@@ -411,4 +452,5 @@ func (p *Parser) End() {
 	}
 	p.state = stateDead
 	p.buf = nil
+	p.account()
 }

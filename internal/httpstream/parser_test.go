@@ -190,3 +190,39 @@ func FuzzParser(f *testing.F) {
 		}
 	})
 }
+
+func TestGlobalBudget(t *testing.T) {
+	opts := DefaultOptions
+	opts.MaxBufferedTotal = 120
+	var st Stats
+	var got []string
+	emit := func(r *Request) { got = append(got, string(r.Raw)) }
+	a, b := NewParser(opts, &st, emit), NewParser(opts, &st, emit)
+	var reasons []string
+	b.Report = func(r string) { reasons = append(reasons, r) }
+	big := "POST /big HTTP/1.1\r\nContent-Length: 200\r\n\r\n"
+	a.Feed([]byte(big+strings.Repeat("a", 60)), 0) // a holds 43+60 bytes, under the budget
+	if st.Buffered.Load() != int64(len(big)+60) {
+		t.Fatalf("buffered = %d", st.Buffered.Load())
+	}
+	b.Feed([]byte("GET /b HTTP/1.1\r\nHost:"), 0) // b's 22 bytes push past it: b stops
+	if st.Rejected[RejectOverBudget].Load() != 1 || len(reasons) != 1 || reasons[0] != "over_budget" {
+		t.Errorf("rejected %d, reported %v", st.Rejected[RejectOverBudget].Load(), reasons)
+	}
+	if st.Buffered.Load() != int64(len(big)+60) {
+		t.Errorf("b's bytes still counted: %d", st.Buffered.Load())
+	}
+	a.Feed([]byte(strings.Repeat("a", 20)), 0) // a passes it: its body is skipped, in sync
+	if st.OverBudget.Load() != 1 || st.Buffered.Load() != 0 {
+		t.Errorf("over budget %d, buffered %d", st.OverBudget.Load(), st.Buffered.Load())
+	}
+	a.Feed([]byte(strings.Repeat("a", 120)+get2), 0)
+	if len(got) != 1 || got[0] != get2 {
+		t.Errorf("after the skipped body: %q", got)
+	}
+	a.End()
+	b.End()
+	if st.Buffered.Load() != 0 {
+		t.Errorf("buffered after end = %d", st.Buffered.Load())
+	}
+}

@@ -104,6 +104,8 @@ var (
 	mRejected     = counter("shadowtap_requests_rejected_total", "Requests not replayed because their framing is malformed or ambiguous, by reason.", "reason")
 	mStopped      = counter("shadowtap_connections_not_http_total", "Connections whose parsing stopped because another protocol took over, by kind.", "kind")
 	mTooLarge     = counter("shadowtap_requests_too_large_total", "Requests skipped because the body exceeds the maximum.")
+	mOverBudget   = counter("shadowtap_requests_over_budget_total", "Requests skipped because all connections together held too many bytes.")
+	mHTTPBuffered = gauge("shadowtap_http_buffered_bytes", "Bytes of requests in progress held by all connections.")
 	mLost         = counter("shadowtap_requests_lost_to_gaps_total", "Requests not replayed because bytes of them were lost.")
 	mIncomplete   = counter("shadowtap_requests_incomplete_total", "Requests cut short by the end of their connection.")
 	mResyncs      = counter("shadowtap_http_resyncs_total", "Times a request line was found again after a gap.")
@@ -121,7 +123,7 @@ var (
 
 var all = []metric{mDatagrams, mBytes, mReadErrors, mKernelDrops, mReadBuffer, mPackets, mDecode, mVNI, mTruncated,
 	mFlowsOpen, mFlowsOpened, mFlowsEnded, mFlowsRefused, mGaps, mGapBytes, mOOO, mDup, mForced, mBuffered, mPickups,
-	mCaptured, mRejected, mStopped, mTooLarge, mLost, mIncomplete, mResyncs, mSampledOut, mKeyless, mSinkDrops,
+	mCaptured, mRejected, mStopped, mTooLarge, mOverBudget, mHTTPBuffered, mLost, mIncomplete, mResyncs, mSampledOut, mKeyless, mSinkDrops,
 	mSubmitted, mReplayed, mFailed, mQueueDrops, mConnsRefused, mQueued, mInFlight}
 
 var endNames = [4]string{reassembly.EndClosed: "closed", reassembly.EndReset: "reset", reassembly.EndIdle: "idle", reassembly.EndFlushed: "flushed"}
@@ -178,6 +180,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			emit(mStopped, u(h.Stopped[k].Load()), k.String())
 		}
 		emit(mTooLarge, u(h.TooLarge.Load()))
+		emit(mOverBudget, u(h.OverBudget.Load()))
+		emit(mHTTPBuffered, float64(h.Buffered.Load()))
 		emit(mLost, u(h.LostToGap.Load()))
 		emit(mIncomplete, u(h.Incomplete.Load()))
 		emit(mResyncs, u(h.Resyncs.Load()))
