@@ -24,9 +24,9 @@ type Options struct {
 
 // DefaultOptions follow common server limits.
 var DefaultOptions = Options{
-	MaxHeaderBytes: 64 << 10,
-	MaxHeaderLines: 256,
-	MaxBodyBytes:   10 << 20,
+	MaxHeaderBytes:   64 << 10,
+	MaxHeaderLines:   256,
+	MaxBodyBytes:     10 << 20,
 	MaxResyncBytes:   8 << 10,
 	MaxBufferedTotal: 1 << 30,
 }
