@@ -6,6 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"sync"
 	"testing"
 	"time"
@@ -182,5 +185,37 @@ func TestParseDestination(t *testing.T) {
 		if _, err := ParseDestination(bad); err == nil {
 			t.Errorf("%s: no error", bad)
 		}
+	}
+}
+
+func TestReplayHTTPSSelfSigned(t *testing.T) {
+	var got []string
+	var mu sync.Mutex
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.Method+" "+r.RequestURI+" "+r.Host)
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	for _, insecure := range []bool{false, true} {
+		dest, _ := ParseDestination("https://" + u.Host + "/pre")
+		copts := DefaultClientOptions
+		copts.InsecureTLS = insecure
+		stats := &Stats{}
+		r := New(NewClient(dest, copts), Options{Workers: 1, MaxQueue: 10, Edits: Edits{Host: dest.Host, PathPrefix: dest.PathPrefix}},
+			stats, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		r.Start(context.Background())
+		r.Submit(1, parse(t, "GET /x?y=1 HTTP/1.1\r\nHost: prod\r\n\r\n"))
+		stop(r, 5*time.Second)
+		if insecure && stats.Replayed.Load() != 1 {
+			t.Errorf("insecure: replayed %d, failed tls %d", stats.Replayed.Load(), stats.Failed[FailTLS].Load())
+		}
+		if !insecure && stats.Failed[FailTLS].Load() != 1 {
+			t.Errorf("self-signed certificate accepted without -insecure-skip-verify")
+		}
+	}
+	if len(got) != 1 || got[0] != "GET /pre/x?y=1 "+u.Host {
+		t.Errorf("server saw %q", got)
 	}
 }
