@@ -26,10 +26,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/demo"
 	"github.com/shadowtap/shadowtap/internal/netlab"
 	"github.com/shadowtap/shadowtap/internal/rawserver"
-	"github.com/shadowtap/shadowtap/internal/replay"
 )
 
 func main() {
@@ -133,7 +133,9 @@ func run(rate, conns int, duration time.Duration, mtu int, bin string) error {
 	handler.Wait()
 
 	prodReqs, testReqs := prod.Requests(), test.Requests()
-	exact, mismatches := demo.Compare(prodReqs, testReqs, replay.Edits{Host: "198.18.1.1:8081"},
+	cfg := config.Default()
+	cfg.Destination = "http://198.18.1.1:8081"
+	exact, mismatches := demo.Compare(prodReqs, testReqs, demo.Edits(cfg),
 		func(r rawserver.Received) (netip.AddrPort, bool) {
 			ap, err := netip.ParseAddrPort(r.Remote)
 			return ap, err == nil

@@ -12,9 +12,11 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/shadowtap/shadowtap/internal/app"
+	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/demo"
 )
 
@@ -23,7 +25,9 @@ var version = "dev"
 
 const usage = `usage:
   shadowtap [run] -destination URL [flags]   replay VXLAN mirror traffic (flags: shadowtap run -h)
+  shadowtap [run] -config FILE [flags]       the same, targets and their settings from a YAML file
   shadowtap demo                             run everything on loopback and check exactness
+  shadowtap validate-config FILE             check a configuration file and show its warnings
   shadowtap version
 `
 
@@ -57,6 +61,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
+	case "validate-config":
+		return validateConfig(args, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "shadowtap %s %s\n", version, buildInfo())
 		return 0
@@ -69,22 +75,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func runHandler(ctx context.Context, args []string, stderr io.Writer) int {
-	cfg := app.DefaultConfig()
-	fs := flag.NewFlagSet("shadowtap", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg.RegisterFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
+	load := func(out io.Writer) (config.Config, error) {
+		fs := flag.NewFlagSet("shadowtap", flag.ContinueOnError)
+		fs.SetOutput(out)
+		cfg, _, err := config.FromArgs(args, os.LookupEnv, fs)
+		if err == nil && fs.NArg() > 0 {
+			err = fmt.Errorf("unexpected arguments %q", fs.Args())
 		}
-		return 2
+		if err == nil {
+			err = cfg.Validate()
+		}
+		return cfg, err
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "shadowtap: unexpected arguments %q\n", fs.Args())
-		return 2
+	cfg, err := load(stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
 	}
-	if err := cfg.Validate(); err != nil {
-		fmt.Fprintf(stderr, "shadowtap: invalid flags:\n%v\n", err)
+	if err != nil {
+		fmt.Fprintf(stderr, "shadowtap: invalid configuration:\n%v\n", err)
 		return 2
 	}
 	log := newLogger(cfg, stderr)
@@ -93,6 +101,27 @@ func runHandler(ctx context.Context, args []string, stderr io.Writer) int {
 		log.Error("start", "err", err)
 		return 1
 	}
+	// SIGHUP re-reads the configuration (file, environment and the same
+	// flags, in the same precedence); a bad one is refused and the old stays.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				cfg, err := load(io.Discard)
+				if err == nil {
+					err = h.Reload(cfg)
+				}
+				if err != nil {
+					log.Error("reload refused; the running configuration stays", "err", err)
+				}
+			}
+		}
+	}()
 	if err := h.Run(ctx); err != nil {
 		log.Error("run", "err", err)
 		return 1
@@ -100,7 +129,34 @@ func runHandler(ctx context.Context, args []string, stderr io.Writer) int {
 	return 0
 }
 
-func newLogger(cfg app.Config, w io.Writer) *slog.Logger {
+// validateConfig checks a configuration file: exit 0 with its warnings,
+// 1 with its errors, 2 on bad usage.
+func validateConfig(args []string, stdout, stderr io.Writer) int {
+	if len(args) != 1 {
+		fmt.Fprint(stderr, "usage: shadowtap validate-config FILE\n")
+		return 2
+	}
+	c := config.Default()
+	err := c.LoadFile(args[0])
+	if err == nil {
+		err = c.Validate()
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	for _, w := range c.Warnings() {
+		fmt.Fprintln(stdout, "warning:", w)
+	}
+	var names []string
+	for _, t := range c.Resolve() {
+		names = append(names, t.Name)
+	}
+	fmt.Fprintf(stdout, "%s: ok, targets %s\n", args[0], strings.Join(names, ", "))
+	return 0
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	var level slog.Level
 	level.UnmarshalText([]byte(cfg.LogLevel))
 	opts := &slog.HandlerOptions{Level: level}

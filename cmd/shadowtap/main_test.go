@@ -13,10 +13,13 @@ func TestExitCodes(t *testing.T) {
 		out  string
 	}{
 		{[]string{"version"}, 0, "shadowtap dev"},
-		{[]string{"-percentage", "50"}, 2, "-destination is required"},
+		{[]string{"-percentage", "50"}, 2, "no target: set -destination"},
 		{[]string{"-destination", "http://x", "-percentage", "150"}, 2, "not between 0 and 100"},
 		{[]string{"-no-such-flag"}, 2, "flag provided but not defined"},
 		{[]string{"frobnicate"}, 2, "unknown command"},
+		{[]string{"-config", "../../internal/config/testdata/bad/unknown-key.yaml"}, 2, "line 4: field retries not found"},
+		{[]string{"validate-config", "../../internal/config/testdata/good/full.yaml"}, 0, `target "candidate" receives POST, PUT, PATCH`},
+		{[]string{"validate-config", "../../internal/config/testdata/bad/duplicate-name.yaml"}, 1, `target "a": name used twice`},
 	}
 	for _, tt := range tests {
 		var out, errOut bytes.Buffer

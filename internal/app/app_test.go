@@ -2,73 +2,74 @@ package app
 
 import (
 	"context"
-	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/rawserver"
 	"github.com/shadowtap/shadowtap/internal/synth"
 )
 
-func TestFlagsOfTheAWSSample(t *testing.T) {
-	cfg := DefaultConfig()
-	fs := flag.NewFlagSet("x", flag.ContinueOnError)
-	cfg.RegisterFlags(fs)
-	err := fs.Parse([]string{"-destination", "http://staging:8080", "-percentage", "12.5", "-percentage-by", "header",
-		"-percentage-by-header", "X-User", "-filter-request-port", "8080,80", "-keep-host-header", "-vni", "7", "-vni", "8,9"})
+// mirror sends synthesized VXLAN to a handler, paced so loopback never
+// overflows the handler's socket buffer.
+type mirror struct {
+	t    *testing.T
+	h    *Handler
+	out  *net.UDPConn
+	sent uint64
+}
+
+func newMirror(t *testing.T, h *Handler) *mirror {
+	out, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(h.ListenAddr()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	if cfg.Percentage != 12.5 || !cfg.KeepHostHeader || len(cfg.Ports) != 2 || cfg.Ports[0] != 8080 || len(cfg.VNIs) != 3 {
-		t.Errorf("cfg = %+v", cfg)
+	t.Cleanup(func() { out.Close() })
+	return &mirror{t: t, h: h, out: out}
+}
+
+func (m *mirror) send(vni uint32, segs []synth.Segment) {
+	for _, s := range segs {
+		for i := 0; m.sent > m.h.Capture.Datagrams.Load()+64 && i < 4000; i++ {
+			time.Sleep(50 * time.Microsecond)
+		}
+		m.out.Write(synth.AppendVXLAN(nil, vni, synth.AppendFrame(nil, s)))
+		m.sent++
 	}
 }
 
-func TestValidateErrors(t *testing.T) {
-	tests := []struct {
-		args []string
-		want string
-	}{
-		{nil, "-destination is required"},
-		{[]string{"-destination", "ftp://x"}, "scheme must be http or https"},
-		{[]string{"-destination", "http://x", "-percentage", "101"}, "percentage 101 is not between 0 and 100"},
-		{[]string{"-destination", "http://x", "-percentage-by", "header"}, "percentage-by-header is empty"},
-		{[]string{"-destination", "http://x", "-percentage-by", "cookie"}, `percentage-by "cookie"`},
-		{[]string{"-destination", "http://x", "-workers", "0"}, "-workers must be positive"},
-		{[]string{"-destination", "http://x", "-reorder-wait", "5m"}, "-reorder-wait must be shorter than -idle-timeout"},
-		{[]string{"-destination", "http://x", "-log-format", "xml"}, `-log-format "xml"`},
+func start(t *testing.T, cfg config.Config) (*Handler, func()) {
+	t.Helper()
+	cfg.Listen, cfg.HealthListen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.ReadBuffer = 4 << 20
+	h, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		cfg := DefaultConfig()
-		fs := flag.NewFlagSet("x", flag.ContinueOnError)
-		cfg.RegisterFlags(fs)
-		if err := fs.Parse(tt.args); err != nil {
-			t.Fatal(err)
-		}
-		err := cfg.Validate()
-		if err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("%v: err = %v, want %q", tt.args, err, tt.want)
-		}
-	}
-	for _, bad := range [][]string{{"-filter-request-port", "0"}, {"-filter-request-port", "80,x"}, {"-vni", "16777216"}} {
-		cfg := DefaultConfig()
-		fs := flag.NewFlagSet("x", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		cfg.RegisterFlags(fs)
-		if fs.Parse(bad) == nil {
-			t.Errorf("%v accepted", bad)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- h.Run(ctx) }()
+	return h, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
 		}
 	}
 }
+
+func client(i int) netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), uint16(1000+i))
+}
+
+var server = netip.MustParseAddrPort("10.0.0.2:80")
 
 // TestHandlerEndToEnd sends synthesized VXLAN to a running handler and
 // checks the replay, the health port, /healthz, /metrics and a graceful
@@ -80,38 +81,20 @@ func TestHandlerEndToEnd(t *testing.T) {
 	}
 	defer test.Close()
 	test.Delay = 20 * time.Millisecond // replays still queued when the stop comes
-	cfg := DefaultConfig()
+	cfg := config.Default()
 	cfg.Destination = "http://" + test.Addr()
-	cfg.Listen, cfg.HealthListen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.ReadBuffer = 4 << 20
-	cfg.Workers = 2
+	cfg.Defaults.Workers = 2
 	cfg.VNIs = []uint32{77}
-	h, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- h.Run(ctx) }()
-
-	out, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(h.ListenAddr()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	send := func(vni uint32, segs []synth.Segment) {
-		for _, s := range segs {
-			out.Write(synth.AppendVXLAN(nil, vni, synth.AppendFrame(nil, s)))
-		}
-	}
+	h, stop := start(t, cfg)
+	m := newMirror(t, h)
 	const conns = 10
 	for i := range conns {
-		c := synth.NewConn(netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(1000+i)), netip.MustParseAddrPort("10.0.0.2:80"), 1, 1)
-		send(77, c.Handshake())
-		send(77, c.ClientData([]byte("GET /x HTTP/1.1\r\nHost: prod\r\n\r\n")))
-		send(78, c.ClientData([]byte("GET /other-vni HTTP/1.1\r\nHost: prod\r\n\r\n"))) // filtered out
+		c := synth.NewConn(client(i), server, 1, 1)
+		m.send(77, c.Handshake())
+		m.send(77, c.ClientData([]byte("GET /x HTTP/1.1\r\nHost: prod\r\n\r\n")))
+		m.send(78, c.ClientData([]byte("GET /other-vni HTTP/1.1\r\nHost: prod\r\n\r\n"))) // filtered out
 	}
-	// Garbage is counted, not fatal.
-	out.Write([]byte{1, 2, 3})
+	m.out.Write([]byte{1, 2, 3}) // garbage is counted, not fatal
 
 	waitFor(t, func() bool { return h.Engine.HTTP.Requests.Load() == conns })
 	if h.Engine.VNIFiltered.Load() != conns || h.Engine.Decode[1].Load() != 1 {
@@ -122,30 +105,122 @@ func TestHandlerEndToEnd(t *testing.T) {
 		t.Fatalf("health port: %v", err)
 	}
 	hc.Close()
-	body := get(t, "http://"+h.AdminAddr()+"/healthz")
-	if body != "ok\n" {
+	if body := get(t, "http://"+h.AdminAddr()+"/healthz"); body != "ok\n" {
 		t.Errorf("/healthz = %q", body)
 	}
 	metrics := get(t, "http://"+h.AdminAddr()+"/metrics")
 	for _, want := range []string{"shadowtap_requests_captured_total 10", "shadowtap_packets_vni_filtered_total 10",
-		`shadowtap_packets_dropped_total{reason="short_vxlan"} 1`, "shadowtap_replay_duration_seconds_bucket", "shadowtap_socket_kernel_drops_total 0"} {
+		`shadowtap_packets_dropped_total{reason="short_vxlan"} 1`, `shadowtap_requests_submitted_total{target="default"} 10`,
+		"shadowtap_socket_kernel_drops_total 0"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	// Stop while replays are queued (2 workers, 20ms each): they drain.
-	cancel()
-	if err := <-done; err != nil {
+	stop() // 2 workers, 20ms each: the stop drains the queue
+	rs := &h.Targets()[0].Stats.Replay
+	if got := len(test.Requests()); got != conns || rs.Replayed.Load() != conns {
+		t.Errorf("test server got %d, replayed %d, want %d", got, rs.Replayed.Load(), conns)
+	}
+}
+
+// TestTwoTargetsOneBlackholed: a target that accepts connections and never
+// answers must not hold up the other, which receives everything, exactly;
+// the blackholed one's queue stays within its bound.
+func TestTwoTargetsOneBlackholed(t *testing.T) {
+	good, _ := rawserver.Listen("127.0.0.1:0")
+	defer good.Close()
+	hole, _ := rawserver.Listen("127.0.0.1:0")
+	defer hole.Close()
+	hole.Hold = true
+	cfg := config.Default()
+	cfg.DrainTimeout = 500 * time.Millisecond
+	cfg.Targets = []config.Target{
+		{Name: "good", Destination: "http://" + good.Addr()},
+		{Name: "hole", Destination: "http://" + hole.Addr(), Workers: 4, Queue: 100, ResponseTimeout: 30 * time.Second},
+	}
+	h, stop := start(t, cfg)
+	m := newMirror(t, h)
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	const conns, perConn = 50, 20
+	maxQueued := int64(0)
+	for i := range conns {
+		c := synth.NewConn(client(i), server, uint32(i)*1000, 1)
+		m.send(7, c.Handshake())
+		for j := range perConn {
+			m.send(7, c.ClientData(fmt.Appendf(nil, "GET /c%d/r%d HTTP/1.1\r\nHost: prod\r\n\r\n", i, j)))
+		}
+		m.send(7, c.Close())
+		maxQueued = max(maxQueued, h.Targets()[1].Stats.Replay.Queued.Load())
+	}
+	goodStats := &h.Targets()[0].Stats.Replay
+	waitFor(t, func() bool { return goodStats.Replayed.Load() == conns*perConn })
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	holeStats := &h.Targets()[1].Stats.Replay
+	if maxQueued > 100 || holeStats.QueueDrops.Load() == 0 || holeStats.ConnsRefused.Load() == 0 {
+		t.Errorf("hole: max queued %d, drops %d, connections refused %d", maxQueued, holeStats.QueueDrops.Load(), holeStats.ConnsRefused.Load())
+	}
+	if grown := int64(after.HeapAlloc) - int64(before.HeapAlloc); grown > 64<<20 {
+		t.Errorf("heap grew by %d MiB", grown>>20)
+	}
+	began := time.Now()
+	stop()
+	if d := time.Since(began); d > 5*time.Second {
+		t.Errorf("stop took %v with a blackholed target", d)
+	}
+	if got := len(good.Requests()); got != conns*perConn {
+		t.Errorf("good target received %d, want %d", got, conns*perConn)
+	}
+}
+
+// TestReload changes a target's filter and adds a target in the middle of
+// a connection: the connection is not dropped, its order is kept, and a
+// bad configuration is refused.
+func TestReload(t *testing.T) {
+	a, _ := rawserver.Listen("127.0.0.1:0")
+	defer a.Close()
+	b, _ := rawserver.Listen("127.0.0.1:0")
+	defer b.Close()
+	cfg := config.Default()
+	cfg.Targets = []config.Target{{Name: "a", Destination: "http://" + a.Addr(), Filters: config.Filters{Path: "^/keep"}}}
+	h, stop := start(t, cfg)
+	defer stop()
+	m := newMirror(t, h)
+	c := synth.NewConn(client(1), server, 1, 1)
+	m.send(7, c.Handshake())
+	m.send(7, c.ClientData([]byte("GET /keep/1 HTTP/1.1\r\nHost: p\r\n\r\nGET /drop/2 HTTP/1.1\r\nHost: p\r\n\r\n")))
+	waitFor(t, func() bool { return h.Engine.HTTP.Requests.Load() == 2 })
+
+	bad := cfg
+	bad.Targets = []config.Target{{Name: "a", Destination: "ftp://nope"}}
+	if err := h.Reload(bad); err == nil || !strings.Contains(err.Error(), "reload refused") {
+		t.Errorf("bad reload: %v", err)
+	}
+	next := cfg
+	next.Targets = []config.Target{{Name: "a", Destination: "http://" + a.Addr()}, {Name: "b", Destination: "http://" + b.Addr()}}
+	if err := h.Reload(next); err != nil {
 		t.Fatal(err)
 	}
-	if got := len(test.Requests()); got != conns || h.Replay.Replayed.Load() != conns {
-		t.Errorf("test server got %d, replayed %d, want %d", got, h.Replay.Replayed.Load(), conns)
+	m.send(7, c.ClientData([]byte("GET /drop/3 HTTP/1.1\r\nHost: p\r\n\r\nGET /keep/4 HTTP/1.1\r\nHost: p\r\n\r\n")))
+	waitFor(t, func() bool { return len(a.Requests()) == 3 && len(b.Requests()) == 2 })
+	var paths []string
+	for _, r := range a.Requests() {
+		paths = append(paths, strings.Fields(string(r.Raw))[1])
+	}
+	if strings.Join(paths, " ") != "/keep/1 /drop/3 /keep/4" {
+		t.Errorf("target a got %v", paths)
+	}
+	if h.Engine.Reassembly.FlowsOpen.Load() != 1 || len(h.Targets()) != 2 {
+		t.Errorf("flows %d targets %d", h.Engine.Reassembly.FlowsOpen.Load(), len(h.Targets()))
 	}
 }
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatal("timed out")

@@ -1,3 +1,5 @@
+// Package app assembles the replay handler from its stages: the UDP
+// capture, the engine, the targets, the health and admin servers.
 package app
 
 import (
@@ -8,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"sync"
 	"time"
 
@@ -15,47 +18,48 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/shadowtap/shadowtap/internal/capture"
+	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/engine"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 	"github.com/shadowtap/shadowtap/internal/metrics"
 	"github.com/shadowtap/shadowtap/internal/ratelog"
 	"github.com/shadowtap/shadowtap/internal/reassembly"
 	"github.com/shadowtap/shadowtap/internal/replay"
-	"github.com/shadowtap/shadowtap/internal/sample"
+	"github.com/shadowtap/shadowtap/internal/target"
 )
 
 // Handler is a running replay handler.
 type Handler struct {
-	cfg Config
+	cfg config.Config
 	log *slog.Logger
 
 	Capture capture.Stats
 	Engine  engine.Stats
-	Replay  replay.Stats
 	// OnResult, when set before Run, sees every finished replay.
 	OnResult func(replay.Result)
 
 	listener *capture.Listener
 	eng      *engine.Engine
-	replayer *replay.Replayer
-	sampler  *sample.Sampler
+	fanout   *target.Fanout
 	health   net.Listener
 	admin    *http.Server
 	adminLn  net.Listener
 	reg      *prometheus.Registry
 	metrics  *metrics.Metrics
 	failLog  *ratelog.Limiter
+
+	workCtx    context.Context // the replayers'; ends after the final drain
+	cancelWork context.CancelFunc
+	reloadMu   sync.Mutex
 }
 
-// New validates cfg and binds the handler's sockets.
-func New(cfg Config, log *slog.Logger) (*Handler, error) {
+// New validates cfg, binds the handler's sockets and starts the targets'
+// replayers (which wait for requests).
+func New(cfg config.Config, log *slog.Logger) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	h := &Handler{cfg: cfg, log: log, reg: prometheus.NewRegistry(), failLog: ratelog.New(log, 10*time.Second)}
-	dest, _ := replay.ParseDestination(cfg.Destination)
-	h.sampler, _ = sample.New(cfg.Percentage, sample.By(cfg.PercentageBy), cfg.PercentageByHeader)
-
 	copts := capture.DefaultOptions
 	copts.Addr, copts.ReadBuffer = cfg.Listen, cfg.ReadBuffer
 	var err error
@@ -68,7 +72,7 @@ func New(cfg Config, log *slog.Logger) (*Handler, error) {
 	}
 	if cfg.HealthListen != "" {
 		if h.health, err = net.Listen("tcp", cfg.HealthListen); err != nil {
-			h.listener.Close()
+			h.Close()
 			return nil, fmt.Errorf("health listener: %w", err)
 		}
 	}
@@ -79,36 +83,100 @@ func New(cfg Config, log *slog.Logger) (*Handler, error) {
 		}
 	}
 
+	h.workCtx, h.cancelWork = context.WithCancel(context.Background())
+	set, _, err := target.Build(h.workCtx, cfg.Resolve(), nil, log, h.result)
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	h.fanout = target.NewFanout(set, ratelog.New(log, 10*time.Second))
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
+
 	h.metrics = metrics.Register(h.reg, metrics.Sources{
-		Capture: &h.Capture, KernelDrops: h.listener.KernelDrops, Engine: &h.Engine, Sampler: h.sampler, Replay: &h.Replay,
+		Capture: &h.Capture, KernelDrops: h.listener.KernelDrops, Engine: &h.Engine,
+		Targets: func() []*target.Target { return h.fanout.Current().Targets },
 	})
 	h.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
-
-	edits := replay.Edits{Host: dest.Host, KeepHost: cfg.KeepHostHeader, PathPrefix: dest.PathPrefix}
-	h.replayer = replay.New(replay.NewClient(dest, cfg.ClientOptions()),
-		replay.Options{Workers: cfg.Workers, MaxQueue: cfg.Queue, Edits: edits}, &h.Replay, log, h.result)
 
 	ropts := reassembly.DefaultOptions
 	ropts.MaxFlows, ropts.ReorderWait, ropts.IdleTimeout = cfg.MaxFlows, cfg.ReorderWait, cfg.IdleTimeout
 	hopts := httpstream.DefaultOptions
 	hopts.MaxBodyBytes = cfg.MaxBody
-	h.eng = engine.New(engine.Config{Ports: cfg.Ports, VNIs: cfg.VNIs, Reassembly: ropts, HTTP: hopts},
-		h.sampler, h.replayer, &h.Engine, ratelog.New(log, 10*time.Second))
+	h.eng = engine.New(engine.Config{Ports: cfg.Ports, VNIs: cfg.VNIs, Reassembly: ropts, HTTP: hopts, Dedup: cfg.Dedup},
+		h.fanout, &h.Engine, ratelog.New(log, 10*time.Second))
 	return h, nil
 }
 
 func (h *Handler) result(r replay.Result) {
 	h.metrics.Observe(r)
 	if r.Err != nil {
-		kind := "replay_failed"
-		if re, ok := r.Err.(*replay.Error); ok {
+		kind := "replay_failed_" + r.Target
+		var re *replay.Error
+		if errors.As(r.Err, &re) {
 			kind += "_" + re.Reason.String()
 		}
-		h.failLog.Warn(kind, "replay failed", "destination", h.cfg.Destination, "method", string(r.Req.Method()), "err", r.Err.Error())
+		h.failLog.Warn(kind, "replay failed", "target", r.Target, "method", string(r.Req.Method()), "err", r.Err.Error())
 	}
 	if h.OnResult != nil {
 		h.OnResult(r)
 	}
+}
+
+// Targets returns the targets in force.
+func (h *Handler) Targets() []*target.Target { return h.fanout.Current().Targets }
+
+// Reload puts a new configuration in force without dropping flows: targets
+// are rebuilt (a target whose destination and pool settings are unchanged
+// keeps its replayer, queue and connections), then swapped in atomically;
+// removed or changed targets drain in the background. Settings of the
+// capture itself need a restart: a change to them is logged and ignored.
+// A configuration that does not validate is refused; the old one stays.
+func (h *Handler) Reload(cfg config.Config) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("reload refused, configuration unchanged: %w", err)
+	}
+	h.reloadMu.Lock()
+	defer h.reloadMu.Unlock()
+	for _, f := range restartOnly(h.cfg, cfg) {
+		h.log.Warn("setting changed: takes effect after a restart", "setting", f)
+	}
+	set, retired, err := target.Build(h.workCtx, cfg.Resolve(), h.fanout.Current(), h.log, h.result)
+	if err != nil {
+		return fmt.Errorf("reload refused, configuration unchanged: %w", err)
+	}
+	h.fanout.Swap(set)
+	target.Retire(retired, h.cfg.DrainTimeout)
+	h.cfg.Targets, h.cfg.Destination, h.cfg.Defaults = cfg.Targets, cfg.Destination, cfg.Defaults
+	for _, w := range cfg.Warnings() {
+		h.log.Warn(w)
+	}
+	names := make([]string, len(set.Targets))
+	for i, t := range set.Targets {
+		names[i] = t.Name
+	}
+	h.log.Info("configuration reloaded", "targets", names, "retired", len(retired))
+	return nil
+}
+
+// restartOnly lists the settings that differ between a and b and that only
+// a restart applies.
+func restartOnly(a, b config.Config) []string {
+	var out []string
+	for _, f := range []struct {
+		name string
+		x, y any
+	}{{"listen", a.Listen, b.Listen}, {"vnis", a.VNIs, b.VNIs}, {"ports", a.Ports, b.Ports},
+		{"health_listen", a.HealthListen, b.HealthListen}, {"admin_listen", a.AdminListen, b.AdminListen},
+		{"read_buffer", a.ReadBuffer, b.ReadBuffer}, {"max_body", a.MaxBody, b.MaxBody}, {"max_flows", a.MaxFlows, b.MaxFlows},
+		{"reorder_wait", a.ReorderWait, b.ReorderWait}, {"idle_timeout", a.IdleTimeout, b.IdleTimeout}, {"dedup", a.Dedup, b.Dedup},
+		{"log_level", a.LogLevel, b.LogLevel}, {"log_format", a.LogFormat, b.LogFormat}} {
+		if !reflect.DeepEqual(f.x, f.y) {
+			out = append(out, f.name)
+		}
+	}
+	return out
 }
 
 // ListenAddr returns the UDP address receiving VXLAN.
@@ -142,16 +210,16 @@ func (h *Handler) Close() {
 	if h.adminLn != nil {
 		h.adminLn.Close()
 	}
+	if h.cancelWork != nil {
+		h.cancelWork()
+	}
 }
 
 // Run captures and replays until ctx ends, then stops gracefully: it stops
 // reading, ends every flow (requests cut short are counted, never sent),
-// lets queued replays finish for up to DrainTimeout, and closes everything.
+// lets every target finish its queue for up to DrainTimeout (concurrently:
+// a blackholed target does not delay the others), and closes everything.
 func (h *Handler) Run(ctx context.Context) error {
-	workCtx, cancelWork := context.WithCancel(context.Background())
-	defer cancelWork()
-	h.replayer.Start(workCtx)
-
 	var wg sync.WaitGroup
 	if h.health != nil {
 		wg.Add(1)
@@ -163,7 +231,7 @@ func (h *Handler) Run(ctx context.Context) error {
 	if h.adminLn != nil {
 		mux := http.NewServeMux()
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-			// Alive means the handler is capturing; the test environment's
+			// Alive means the handler is capturing; the test environments'
 			// health is in the metrics, not here, so that a staging outage
 			// never fails the load balancer's checks.
 			w.Write([]byte("ok\n"))
@@ -178,17 +246,22 @@ func (h *Handler) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	h.log.Info("shadowtap started", "listen", h.listener.Addr().String(), "destination", h.cfg.Destination,
-		"ports", h.cfg.Ports, "percentage", h.cfg.Percentage, "percentage_by", h.cfg.PercentageBy,
+	targets := h.Targets()
+	names := make([]string, len(targets))
+	for i, t := range targets {
+		names[i] = t.Name + "=" + t.Conf.Destination
+	}
+	h.log.Info("shadowtap started", "listen", h.listener.Addr().String(), "targets", names, "ports", h.cfg.Ports,
 		"health", h.HealthAddr(), "admin", h.AdminAddr(), "receive_buffer", h.Capture.ReadBuffer.Load())
 
 	err := h.listener.Run(ctx, h.eng.HandleVXLAN, h.eng.Tick)
 	h.eng.Flush()
-	h.log.Info("capture stopped; draining replays", "queued", h.Replay.Queued.Load(), "deadline", h.cfg.DrainTimeout)
+	h.log.Info("capture stopped; draining replays", "deadline", h.cfg.DrainTimeout)
 	drainCtx, cancel := context.WithTimeout(context.Background(), h.cfg.DrainTimeout)
-	h.replayer.Stop(drainCtx)
+	h.reloadMu.Lock()
+	target.Stop(drainCtx, h.Targets())
+	h.reloadMu.Unlock()
 	cancel()
-	cancelWork()
 
 	if h.admin != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -197,7 +270,7 @@ func (h *Handler) Run(ctx context.Context) error {
 	}
 	h.Close()
 	wg.Wait()
-	h.log.Info("shadowtap stopped", "captured", h.Engine.HTTP.Requests.Load(), "replayed", h.Replay.Replayed.Load())
+	h.log.Info("shadowtap stopped", "captured", h.Engine.HTTP.Requests.Load())
 	return err
 }
 

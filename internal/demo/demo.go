@@ -21,9 +21,11 @@ import (
 	"time"
 
 	"github.com/shadowtap/shadowtap/internal/app"
+	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 	"github.com/shadowtap/shadowtap/internal/rawserver"
 	"github.com/shadowtap/shadowtap/internal/replay"
+	"github.com/shadowtap/shadowtap/internal/target"
 )
 
 // Options size the demo traffic.
@@ -72,7 +74,7 @@ func Run(ctx context.Context, out io.Writer, opts Options) (Summary, error) {
 	}
 	defer test.Close()
 
-	cfg := app.DefaultConfig()
+	cfg := config.Default()
 	cfg.Destination = "http://" + test.Addr()
 	cfg.Listen, cfg.HealthListen, cfg.AdminListen = "127.0.0.1:0", "", "127.0.0.1:0"
 	cfg.ReadBuffer = 8 << 20
@@ -116,19 +118,20 @@ func Run(ctx context.Context, out io.Writer, opts Options) (Summary, error) {
 	tp.close() // closes the proxied connections: the mirror sees the FINs
 
 	// Wait for the handler to capture and replay everything.
+	rs := &h.Targets()[0].Stats.Replay
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		captured := h.Engine.HTTP.Requests.Load()
-		done := h.Replay.Replayed.Load() + failed(&h.Replay) + h.Replay.QueueDrops.Load()
+		done := rs.Replayed.Load() + failed(rs) + rs.QueueDrops.Load()
 		if captured >= uint64(sum.ClientRequests) && done >= captured && h.Engine.Reassembly.FlowsOpen.Load() == 0 {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	sum.Captured = int(h.Engine.HTTP.Requests.Load())
-	sum.Replayed = int(h.Replay.Replayed.Load())
-	sum.Failed = int(failed(&h.Replay))
-	verify(&sum, prod.Requests(), test.Requests(), tp, replay.Edits{Host: test.Addr()})
+	sum.Replayed = int(rs.Replayed.Load())
+	sum.Failed = int(failed(rs))
+	verify(&sum, prod.Requests(), test.Requests(), tp, Edits(cfg))
 
 	fmt.Fprintf(out, "\n%-44s %6d\n", "requests sent by clients", sum.ClientRequests)
 	fmt.Fprintf(out, "%-44s %6d\n", "received by production", sum.Production)
@@ -146,6 +149,13 @@ func Run(ctx context.Context, out io.Writer, opts Options) (Summary, error) {
 		fmt.Fprintln(out, "\nFAILED: see the counts above.")
 	}
 	return sum, nil
+}
+
+// Edits returns the edits the handler applies for cfg's single target.
+func Edits(cfg config.Config) replay.Edits {
+	r := cfg.Resolve()[0]
+	dest, _ := replay.ParseDestination(r.Destination)
+	return target.Edits(r, dest)
 }
 
 func failed(s *replay.Stats) uint64 {

@@ -20,10 +20,10 @@ import (
 	"time"
 
 	"github.com/shadowtap/shadowtap/internal/app"
+	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/demo"
 	"github.com/shadowtap/shadowtap/internal/netlab"
 	"github.com/shadowtap/shadowtap/internal/rawserver"
-	"github.com/shadowtap/shadowtap/internal/replay"
 )
 
 func TestKernelVXLANMirror(t *testing.T) {
@@ -63,7 +63,7 @@ func runMirror(t *testing.T, mtu int) {
 	}
 	defer prod.Close()
 
-	cfg := app.DefaultConfig()
+	cfg := config.Default()
 	cfg.Destination = "http://" + test.Addr()
 	cfg.Listen, cfg.HealthListen, cfg.AdminListen = "198.18.1.1:4789", "", ""
 	cfg.VNIs = []uint32{4242}
@@ -139,14 +139,14 @@ func runMirror(t *testing.T, mtu int) {
 	sent += 3
 
 	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) && (len(test.Requests()) < sent || h.Replay.InFlight.Load() > 0) {
+	for time.Now().Before(deadline) && (len(test.Requests()) < sent || h.Targets()[0].Stats.Replay.InFlight.Load() > 0) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	prodReqs, testReqs := prod.Requests(), test.Requests()
 	if len(prodReqs) != sent {
 		t.Fatalf("production received %d requests, clients sent %d", len(prodReqs), sent)
 	}
-	exact, mismatches := demo.Compare(prodReqs, testReqs, replay.Edits{Host: test.Addr()},
+	exact, mismatches := demo.Compare(prodReqs, testReqs, demo.Edits(cfg),
 		func(r rawserver.Received) (netip.AddrPort, bool) {
 			ap, err := netip.ParseAddrPort(r.Remote)
 			return ap, err == nil
@@ -156,7 +156,8 @@ func runMirror(t *testing.T, mtu int) {
 	}
 	// An independent statement of the permitted edits for these clients
 	// (no hop-by-hop or X-Forwarded headers of their own): Host replaced,
-	// four X-Forwarded lines added before the blank line, nothing else.
+	// four X-Forwarded lines and the replay marker added before the blank
+	// line, nothing else.
 	want := map[string]int{}
 	for _, r := range prodReqs {
 		raw := string(r.Raw)
@@ -168,7 +169,8 @@ func runMirror(t *testing.T, mtu int) {
 		if strings.Contains(raw, "shop.example") {
 			host = "shop.example"
 		}
-		head += "X-Forwarded-For: 198.18.0.1\r\nX-Forwarded-Port: 80\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: " + host + "\r\n"
+		head += "X-Forwarded-For: 198.18.0.1\r\nX-Forwarded-Port: 80\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: " + host + "\r\n" +
+			"X-Shadowtap-Replay: default\r\n"
 		want[head+"\r\n"+body]++
 	}
 	for _, r := range testReqs {

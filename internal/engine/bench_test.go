@@ -11,8 +11,8 @@ import (
 
 type discardSink struct{ n int }
 
-func (s *discardSink) Submit(uint64, *httpstream.Request) bool { s.n++; return true }
-func (s *discardSink) EndConn(uint64)                          {}
+func (s *discardSink) Submit(uint64, *httpstream.Request) { s.n++ }
+func (s *discardSink) EndConn(uint64)                     {}
 
 // keepAliveTrace returns VXLAN datagrams for conns interleaved keep-alive
 // connections of reqs small GETs each: request, response, ACK per request,

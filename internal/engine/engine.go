@@ -1,6 +1,6 @@
 // Package engine wires the capture-side stages for one shard: decode,
-// reassembly, HTTP request extraction and sampling. It is owned by one
-// goroutine; the requests it extracts go to a Sink.
+// reassembly and HTTP request extraction. It is owned by one goroutine; the
+// requests it extracts go to a Sink (the targets, which filter and sample).
 package engine
 
 import (
@@ -12,12 +12,11 @@ import (
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 	"github.com/shadowtap/shadowtap/internal/ratelog"
 	"github.com/shadowtap/shadowtap/internal/reassembly"
-	"github.com/shadowtap/shadowtap/internal/sample"
 )
 
-// Sink takes the extracted requests; the replayer is one.
+// Sink takes the extracted requests; it must not block.
 type Sink interface {
-	Submit(conn uint64, r *httpstream.Request) bool
+	Submit(conn uint64, r *httpstream.Request)
 	EndConn(conn uint64)
 }
 
@@ -28,6 +27,10 @@ type Config struct {
 	Reassembly reassembly.Options
 	HTTP       httpstream.Options
 	TickEvery  time.Duration // how often timers run (packet time)
+	// Dedup keys flows by the inner 5-tuple alone, so the two copies of a
+	// connection mirrored from both ends (two sessions, two outer sources,
+	// perhaps two VNIs) merge and each request is extracted once.
+	Dedup bool
 }
 
 // Stats count packets and requests at the engine.
@@ -36,8 +39,6 @@ type Stats struct {
 	Bytes       atomic.Uint64
 	Decode      [decode.NumReasons]atomic.Uint64
 	VNIFiltered atomic.Uint64
-	SampledOut  atomic.Uint64
-	SinkDrops   atomic.Uint64
 
 	Reassembly reassembly.Stats
 	HTTP       httpstream.Stats
@@ -49,7 +50,6 @@ type Engine struct {
 	ports    [65536 / 64]uint64 // bit set of server ports
 	vnis     map[uint32]bool
 	asm      *reassembly.Assembler
-	sampler  *sample.Sampler
 	sink     Sink
 	stats    *Stats
 	log      *ratelog.Limiter
@@ -59,8 +59,8 @@ type Engine struct {
 }
 
 // New returns an engine.
-func New(cfg Config, sampler *sample.Sampler, sink Sink, stats *Stats, log *ratelog.Limiter) *Engine {
-	e := &Engine{cfg: cfg, sampler: sampler, sink: sink, stats: stats, log: log}
+func New(cfg Config, sink Sink, stats *Stats, log *ratelog.Limiter) *Engine {
+	e := &Engine{cfg: cfg, sink: sink, stats: stats, log: log}
 	for _, p := range cfg.Ports {
 		e.ports[p/64] |= 1 << (p % 64)
 	}
@@ -92,7 +92,11 @@ func (e *Engine) HandleVXLAN(outer netip.Addr, b []byte, ts int64) {
 		e.stats.VNIFiltered.Add(1)
 		return
 	}
-	e.asm.Assemble(outer.As16(), p, ts)
+	key := outer.As16()
+	if e.cfg.Dedup {
+		key, p.VNI = [16]byte{}, 0
+	}
+	e.asm.Assemble(key, p, ts)
 	e.maybeTick(ts)
 }
 
@@ -210,15 +214,7 @@ func (h *httpFlow) End(reassembly.EndReason) {
 
 func (h *httpFlow) emit(r *httpstream.Request) {
 	r.Client, r.Server, r.ConnID = h.client, h.server, h.id
-	if !h.e.sampler.Keep(r) {
-		h.e.stats.SampledOut.Add(1)
-		return
-	}
-	if !h.e.sink.Submit(h.id, r) {
-		h.e.stats.SinkDrops.Add(1)
-		h.e.log.Warn("replay_queue_full", "replay queue full: dropping requests (whole connections first)",
-			"queued", h.e.stats.SinkDrops.Load())
-	}
+	h.e.sink.Submit(h.id, r)
 }
 
 // HandleIP processes one raw IP packet that was not encapsulated.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -16,7 +17,7 @@ import (
 	"github.com/shadowtap/shadowtap/internal/pcapfile"
 	"github.com/shadowtap/shadowtap/internal/ratelog"
 	"github.com/shadowtap/shadowtap/internal/reassembly"
-	"github.com/shadowtap/shadowtap/internal/sample"
+	"github.com/shadowtap/shadowtap/internal/synth"
 )
 
 const pcaps = "../../testdata/pcaps/"
@@ -26,20 +27,13 @@ type recordSink struct {
 	ended int
 }
 
-func (s *recordSink) Submit(_ uint64, r *httpstream.Request) bool {
-	s.reqs = append(s.reqs, r)
-	return true
-}
-func (s *recordSink) EndConn(uint64) { s.ended++ }
+func (s *recordSink) Submit(_ uint64, r *httpstream.Request) { s.reqs = append(s.reqs, r) }
+func (s *recordSink) EndConn(uint64)                         { s.ended++ }
 
 func newEngine(t testing.TB, ports ...uint16) (*Engine, *recordSink, *Stats) {
-	all, err := sample.New(100, sample.PerRequest, "")
-	if err != nil {
-		t.Fatal(err)
-	}
 	sink, stats := &recordSink{}, &Stats{}
 	cfg := Config{Ports: ports, Reassembly: reassembly.DefaultOptions, HTTP: httpstream.DefaultOptions}
-	return New(cfg, all, sink, stats, ratelog.New(slog.New(slog.NewTextHandler(io.Discard, nil)), time.Minute)), sink, stats
+	return New(cfg, sink, stats, ratelog.New(slog.New(slog.NewTextHandler(io.Discard, nil)), time.Minute)), sink, stats
 }
 
 type tsharkRequest struct {
@@ -274,4 +268,32 @@ func equalStrings(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// TestDedupBothEnds plays one connection as two mirror sessions see it:
+// one on the client's interface, one on the server's (other outer source,
+// other VNI). Without dedup each copy is a flow of its own; with it, each
+// request is extracted once.
+func TestDedupBothEnds(t *testing.T) {
+	c := synth.NewConn(netip.MustParseAddrPort("10.0.0.1:5555"), netip.MustParseAddrPort("10.0.0.2:80"), 1, 1)
+	segs := c.Handshake()
+	segs = append(segs, c.ClientData([]byte("GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n"))...)
+	segs = append(segs, c.Close()...)
+	for _, dedup := range []bool{false, true} {
+		e, sink, _ := newEngine(t, 80)
+		e.cfg.Dedup = dedup
+		for i, s := range segs {
+			frame := synth.AppendFrame(nil, s)
+			e.HandleVXLAN(netip.MustParseAddr("172.31.0.1"), synth.AppendVXLAN(nil, 100, frame), int64(i+1))
+			e.HandleVXLAN(netip.MustParseAddr("172.31.0.2"), synth.AppendVXLAN(nil, 200, frame), int64(i+1))
+		}
+		e.Flush()
+		want := 4
+		if dedup {
+			want = 2
+		}
+		if len(sink.reqs) != want {
+			t.Errorf("dedup %v: %d requests, want %d", dedup, len(sink.reqs), want)
+		}
+	}
 }

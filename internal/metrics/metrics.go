@@ -12,10 +12,11 @@ import (
 	"github.com/shadowtap/shadowtap/internal/capture"
 	"github.com/shadowtap/shadowtap/internal/decode"
 	"github.com/shadowtap/shadowtap/internal/engine"
+	"github.com/shadowtap/shadowtap/internal/filter"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 	"github.com/shadowtap/shadowtap/internal/reassembly"
 	"github.com/shadowtap/shadowtap/internal/replay"
-	"github.com/shadowtap/shadowtap/internal/sample"
+	"github.com/shadowtap/shadowtap/internal/target"
 )
 
 // Sources are the counters exported. Any may be nil.
@@ -23,31 +24,27 @@ type Sources struct {
 	Capture     *capture.Stats
 	KernelDrops func() (uint64, error)
 	Engine      *engine.Stats
-	Sampler     *sample.Sampler
-	Replay      *replay.Stats
+	Targets     func() []*target.Target // read at each scrape: reloads change them
 }
 
 // Metrics holds the observed (not counted) metrics.
 type Metrics struct {
-	latency   prometheus.Histogram
+	latency   *prometheus.HistogramVec
 	responses *prometheus.CounterVec
 }
 
 // Register registers the collector and the observed metrics with reg.
 func Register(reg prometheus.Registerer, src Sources) *Metrics {
 	m := &Metrics{
-		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "shadowtap_replay_duration_seconds",
-			Help:    "Time from sending a replayed request to the end of its response.",
+			Help:    "Time from sending a replayed request to the end of its response, by target.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
-		}),
+		}, []string{"target"}),
 		responses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shadowtap_replay_responses_total",
-			Help: "Responses from the test environment, by status class.",
-		}, []string{"class"}),
-	}
-	for _, c := range []string{"1xx", "2xx", "3xx", "4xx", "5xx"} {
-		m.responses.WithLabelValues(c)
+			Help: "Responses from the test environments, by target and status class.",
+		}, []string{"target", "class"}),
 	}
 	reg.MustRegister(m.latency, m.responses, &collector{src: src})
 	return m
@@ -58,9 +55,9 @@ func (m *Metrics) Observe(r replay.Result) {
 	if r.Resp == nil {
 		return
 	}
-	m.latency.Observe(r.Duration.Seconds())
+	m.latency.WithLabelValues(r.Target).Observe(r.Duration.Seconds())
 	if c := r.Resp.Status / 100; c >= 1 && c <= 5 {
-		m.responses.WithLabelValues(strconv.Itoa(c) + "xx").Inc()
+		m.responses.WithLabelValues(r.Target, strconv.Itoa(c)+"xx").Inc()
 	}
 }
 
@@ -109,22 +106,23 @@ var (
 	mLost         = counter("shadowtap_requests_lost_to_gaps_total", "Requests not replayed because bytes of them were lost.")
 	mIncomplete   = counter("shadowtap_requests_incomplete_total", "Requests cut short by the end of their connection.")
 	mResyncs      = counter("shadowtap_http_resyncs_total", "Times a request line was found again after a gap.")
-	mSampledOut   = counter("shadowtap_requests_sampled_out_total", "Requests not replayed because of -percentage.")
-	mKeyless      = counter("shadowtap_requests_keyless_total", "Header-sampled requests without the header, decided by client address.")
-	mSinkDrops    = counter("shadowtap_requests_dropped_total", "Requests not replayed because the replay queue refused them.")
-	mSubmitted    = counter("shadowtap_requests_submitted_total", "Requests handed to the replayer.")
-	mReplayed     = counter("shadowtap_requests_replayed_total", "Requests replayed and answered by the test environment.")
-	mFailed       = counter("shadowtap_requests_failed_total", "Replays that failed, by reason.", "reason")
-	mQueueDrops   = counter("shadowtap_replay_queue_drops_total", "Requests dropped by the replay queue (full, or their connection refused).")
-	mConnsRefused = counter("shadowtap_replay_connections_refused_total", "Production connections not replayed because the queue was too full to take them whole.")
-	mQueued       = gauge("shadowtap_replay_queue_length", "Requests waiting to be replayed.")
-	mInFlight     = gauge("shadowtap_replay_in_flight", "Requests being replayed.")
+	mFiltered     = counter("shadowtap_requests_filtered_total", "Requests a target's filters refused, by target and rule.", "target", "rule")
+	mSampledOut   = counter("shadowtap_requests_sampled_out_total", "Requests not replayed because of sampling, by target.", "target")
+	mKeyless      = counter("shadowtap_requests_keyless_total", "Requests without their sampling key, decided by client address, by target.", "target")
+	mSubmitted    = counter("shadowtap_requests_submitted_total", "Requests offered to a target's replayer (past filters and sampling).", "target")
+	mReplayed     = counter("shadowtap_requests_replayed_total", "Requests replayed and answered, by target.", "target")
+	mFailed       = counter("shadowtap_requests_failed_total", "Replays that failed, by target and reason.", "target", "reason")
+	mQueueDrops   = counter("shadowtap_replay_queue_drops_total", "Requests dropped by a target's queue (full, its connection refused, or left at stop).", "target")
+	mRateLimited  = counter("shadowtap_replay_rate_limited_total", "Requests dropped by a target's rate limit.", "target")
+	mConnsRefused = counter("shadowtap_replay_connections_refused_total", "Production connections a target did not replay, to keep the others whole.", "target")
+	mQueued       = gauge("shadowtap_replay_queue_length", "Requests waiting to be replayed, by target.", "target")
+	mInFlight     = gauge("shadowtap_replay_in_flight", "Requests being replayed, by target.", "target")
 )
 
 var all = []metric{mDatagrams, mBytes, mReadErrors, mKernelDrops, mReadBuffer, mPackets, mDecode, mVNI, mTruncated,
 	mFlowsOpen, mFlowsOpened, mFlowsEnded, mFlowsRefused, mGaps, mGapBytes, mOOO, mDup, mForced, mBuffered, mPickups,
-	mCaptured, mRejected, mStopped, mTooLarge, mOverBudget, mHTTPBuffered, mLost, mIncomplete, mResyncs, mSampledOut, mKeyless, mSinkDrops,
-	mSubmitted, mReplayed, mFailed, mQueueDrops, mConnsRefused, mQueued, mInFlight}
+	mCaptured, mRejected, mStopped, mTooLarge, mOverBudget, mHTTPBuffered, mLost, mIncomplete, mResyncs, mFiltered, mSampledOut, mKeyless,
+	mSubmitted, mReplayed, mFailed, mQueueDrops, mRateLimited, mConnsRefused, mQueued, mInFlight}
 
 var endNames = [4]string{reassembly.EndClosed: "closed", reassembly.EndReset: "reset", reassembly.EndIdle: "idle", reassembly.EndFlushed: "flushed"}
 
@@ -185,21 +183,27 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit(mLost, u(h.LostToGap.Load()))
 		emit(mIncomplete, u(h.Incomplete.Load()))
 		emit(mResyncs, u(h.Resyncs.Load()))
-		emit(mSampledOut, u(s.SampledOut.Load()))
-		emit(mSinkDrops, u(s.SinkDrops.Load()))
 	}
-	if c.src.Sampler != nil {
-		emit(mKeyless, u(c.src.Sampler.Keyless.Load()))
+	if c.src.Targets == nil {
+		return
 	}
-	if s := c.src.Replay; s != nil {
-		emit(mSubmitted, u(s.Submitted.Load()))
-		emit(mReplayed, u(s.Replayed.Load()))
-		for r := range replay.NumFailReasons {
-			emit(mFailed, u(s.Failed[r].Load()), r.String())
+	for _, t := range c.src.Targets() {
+		n := t.Name
+		for r := filter.Reason(1); r < filter.NumReasons; r++ {
+			emit(mFiltered, u(t.Stats.Filtered[r].Load()), n, r.String())
 		}
-		emit(mQueueDrops, u(s.QueueDrops.Load()))
-		emit(mConnsRefused, u(s.ConnsRefused.Load()))
-		emit(mQueued, float64(s.Queued.Load()))
-		emit(mInFlight, float64(s.InFlight.Load()))
+		emit(mSampledOut, u(t.Stats.SampledOut.Load()), n)
+		emit(mKeyless, u(t.Keyless()), n)
+		s := &t.Stats.Replay
+		emit(mSubmitted, u(s.Submitted.Load()), n)
+		emit(mReplayed, u(s.Replayed.Load()), n)
+		for r := range replay.NumFailReasons {
+			emit(mFailed, u(s.Failed[r].Load()), n, r.String())
+		}
+		emit(mQueueDrops, u(s.QueueDrops.Load()), n)
+		emit(mRateLimited, u(s.RateLimited.Load()), n)
+		emit(mConnsRefused, u(s.ConnsRefused.Load()), n)
+		emit(mQueued, float64(s.Queued.Load()), n)
+		emit(mInFlight, float64(s.InFlight.Load()), n)
 	}
 }

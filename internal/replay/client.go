@@ -148,7 +148,11 @@ func (c *Client) Do(ctx context.Context, req []byte, headLen int, method string,
 		if err != nil {
 			return nil, err
 		}
+		// Cancelling ctx aborts the exchange at once: a stop must not wait
+		// out a blackholed target's timeouts.
+		abort := context.AfterFunc(ctx, func() { cn.SetDeadline(time.Unix(1, 0)) })
 		resp, sent, err := c.roundTrip(cn, req, headLen, method, expect100)
+		abort()
 		if err == nil {
 			resp.Reused = reused
 			return resp, nil

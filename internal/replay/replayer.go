@@ -4,22 +4,28 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 )
 
 // Options size the replayer.
 type Options struct {
-	Workers  int // requests in flight at once (and at most this many connections)
-	MaxQueue int // requests waiting; beyond it requests are dropped
-	Edits    Edits
+	Name      string // the target's name, for results and logs
+	Workers   int    // requests in flight at once (and at most this many connections)
+	MaxQueue  int    // requests waiting; beyond it requests are dropped
+	Edits     Edits
+	RateLimit float64 // requests per second admitted; 0: no limit
 }
 
 // Result is the outcome of one replay, passed to the OnResult hook.
 type Result struct {
+	Target   string
 	Req      *httpstream.Request
 	Resp     *Response // nil on failure
 	Err      error
@@ -34,6 +40,7 @@ type Stats struct {
 	Failed       [NumFailReasons]atomic.Uint64
 	QueueDrops   atomic.Uint64 // requests dropped because the queue was full
 	ConnsRefused atomic.Uint64 // new production connections not replayed because of load
+	RateLimited  atomic.Uint64 // requests dropped by the rate limit
 	Queued       atomic.Int64
 	InFlight     atomic.Int64
 }
@@ -49,6 +56,11 @@ type Replayer struct {
 	stats    *Stats
 	log      *slog.Logger
 	onResult func(Result)
+	edits    atomic.Pointer[Edits]
+	limiter  atomic.Pointer[rate.Limiter] // nil: no limit
+
+	ctx    context.Context // the workers'; cancelled when a stop's deadline passes
+	cancel context.CancelFunc
 
 	mu     sync.Mutex
 	conns  map[uint64]*connQueue
@@ -71,20 +83,42 @@ type connQueue struct {
 // New returns a replayer; onResult (may be nil) is called by workers for
 // every finished replay.
 func New(client *Client, opts Options, stats *Stats, log *slog.Logger, onResult func(Result)) *Replayer {
-	return &Replayer{
+	r := &Replayer{
 		client: client, opts: opts, stats: stats, log: log, onResult: onResult,
 		conns: make(map[uint64]*connQueue),
 		// Each connection queue is in ready at most once, and holds at least
 		// one request while there, so MaxQueue bounds it.
 		ready: make(chan *connQueue, opts.MaxQueue+1),
 	}
+	r.SetPolicy(opts.Edits, opts.RateLimit)
+	return r
 }
+
+// SetPolicy replaces the edits and the rate limit, for a configuration
+// reload; requests already queued are sent with the new edits.
+func (r *Replayer) SetPolicy(e Edits, rateLimit float64) {
+	r.edits.Store(&e)
+	if rateLimit <= 0 {
+		r.limiter.Store(nil)
+		return
+	}
+	// A burst of a tenth of a second's worth smooths arrivals without
+	// letting the measured rate stray from the limit.
+	r.limiter.Store(rate.NewLimiter(rate.Limit(rateLimit), max(1, int(math.Ceil(rateLimit/10)))))
+}
+
+// Stats returns the replayer's counters.
+func (r *Replayer) Stats() *Stats { return r.stats }
+
+// Name returns the target's name.
+func (r *Replayer) Name() string { return r.opts.Name }
 
 // Start launches the workers; they stop when ctx ends or Stop is called.
 func (r *Replayer) Start(ctx context.Context) {
+	r.ctx, r.cancel = context.WithCancel(ctx)
 	for range r.opts.Workers {
 		r.wg.Add(1)
-		go r.worker(ctx)
+		go r.worker(r.ctx)
 	}
 }
 
@@ -112,6 +146,19 @@ func (r *Replayer) Submit(conn uint64, req *httpstream.Request) bool {
 		}
 		r.stats.QueueDrops.Add(1)
 		return false
+	}
+	// The rate limit: likewise, new connections are refused while tokens
+	// are scarce, and a connection that meets an empty bucket loses the
+	// rest of its requests rather than a hole in the middle.
+	if lim := r.limiter.Load(); lim != nil {
+		if q.accepted == 0 && lim.Tokens() < float64(lim.Burst())/2 || !lim.Allow() {
+			q.dropping = true
+			if q.accepted == 0 {
+				r.stats.ConnsRefused.Add(1)
+			}
+			r.stats.RateLimited.Add(1)
+			return false
+		}
 	}
 	q.accepted++
 	q.reqs = append(q.reqs, req)
@@ -171,19 +218,22 @@ func (r *Replayer) drain(ctx context.Context, q *connQueue) {
 		q.reqs = q.reqs[1:]
 		r.queued--
 		r.stats.Queued.Store(int64(r.queued))
+		// Counted in flight under the lock that took it off the queue, so
+		// Stop never sees it in neither.
+		r.stats.InFlight.Add(1)
 		r.mu.Unlock()
 		if ctx.Err() != nil { // past the stop deadline: drop what is left
 			r.stats.QueueDrops.Add(1)
+			r.stats.InFlight.Add(-1)
 			continue
 		}
 
 		var headLen int
-		buf, headLen = r.opts.Edits.AppendRequest(buf[:0], req)
-		r.stats.InFlight.Add(1)
+		buf, headLen = r.edits.Load().AppendRequest(buf[:0], req)
 		start := time.Now()
 		resp, err := r.client.Do(ctx, buf, headLen, string(req.Method()), req.Expect100)
 		r.stats.InFlight.Add(-1)
-		res := Result{Req: req, Resp: resp, Err: err, Started: start, Duration: time.Since(start)}
+		res := Result{Target: r.opts.Name, Req: req, Resp: resp, Err: err, Started: start, Duration: time.Since(start)}
 		if err != nil {
 			var re *Error
 			if errors.As(err, &re) {
@@ -200,8 +250,9 @@ func (r *Replayer) drain(ctx context.Context, q *connQueue) {
 	}
 }
 
-// Stop refuses new requests, lets the workers finish what is queued until
-// ctx ends, then closes idle connections.
+// Stop refuses new requests and lets the workers finish what is queued
+// until ctx ends; then it aborts what is in flight, drops (and counts) what
+// is left, and closes idle connections.
 func (r *Replayer) Stop(ctx context.Context) {
 	r.mu.Lock()
 	r.closed = true
@@ -225,9 +276,21 @@ func (r *Replayer) Stop(ctx context.Context) {
 		}
 	}()
 	<-done
+	if r.cancel != nil {
+		r.cancel()
+	}
 	r.mu.Lock()
 	close(r.ready)
 	r.mu.Unlock()
 	r.wg.Wait()
+	// What no worker took is dropped, and counted.
+	r.mu.Lock()
+	for q := range r.ready {
+		r.stats.QueueDrops.Add(uint64(len(q.reqs)))
+		r.queued -= len(q.reqs)
+		q.reqs = nil
+	}
+	r.stats.Queued.Store(int64(r.queued))
+	r.mu.Unlock()
 	r.client.CloseIdle()
 }

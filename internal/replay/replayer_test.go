@@ -67,7 +67,7 @@ func TestReplayExactAndInOrder(t *testing.T) {
 	for conn := range uint64(3) {
 		for _, in := range ins {
 			req := parse(t, in)
-			out, _ := r.opts.Edits.AppendRequest(nil, req)
+			out, _ := r.edits.Load().AppendRequest(nil, req)
 			want = append(want, string(out))
 			if !r.Submit(conn, req) {
 				t.Fatal("dropped")
@@ -217,5 +217,74 @@ func TestReplayHTTPSSelfSigned(t *testing.T) {
 	}
 	if len(got) != 1 || got[0] != "GET /pre/x?y=1 "+u.Host {
 		t.Errorf("server saw %q", got)
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	srv, _ := rawserver.Listen("127.0.0.1:0")
+	defer srv.Close()
+	const limit = 200.0
+	r, stats, _, start := newStoppedReplayer(t, srv.Addr(), Options{Workers: 4, MaxQueue: 100_000, RateLimit: limit}, DefaultClientOptions)
+	start()
+	req := parse(t, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	admitted := 0
+	holes := 0
+	began := time.Now()
+	conn := uint64(0)
+	perConn := map[uint64][]bool{}
+	// Offer far more than the limit (about 2,000/s) for 1.5 s, ten
+	// requests per connection. Bounded in time and count.
+	for i := 0; time.Since(began) < 1500*time.Millisecond && i < 100_000; i++ {
+		if i%10 == 0 {
+			conn++
+		}
+		ok := r.Submit(conn, req)
+		perConn[conn] = append(perConn[conn], ok)
+		if ok {
+			admitted++
+		}
+		time.Sleep(500 * time.Microsecond)
+	}
+	elapsed := time.Since(began).Seconds()
+	stop(r, 5*time.Second)
+	rate := float64(admitted) / elapsed
+	if rate < 0.8*limit || rate > 1.2*limit {
+		t.Errorf("admitted %.0f/s, limit %.0f/s", rate, limit)
+	}
+	if stats.RateLimited.Load() == 0 || stats.ConnsRefused.Load() == 0 {
+		t.Errorf("rate limited %d, connections refused %d", stats.RateLimited.Load(), stats.ConnsRefused.Load())
+	}
+	for _, oks := range perConn {
+		for i := 1; i < len(oks); i++ {
+			if oks[i] && !oks[i-1] {
+				holes++
+			}
+		}
+	}
+	if holes != 0 {
+		t.Errorf("%d connections replayed with a hole", holes)
+	}
+	if got := len(srv.Requests()); got != admitted {
+		t.Errorf("server got %d, admitted %d", got, admitted)
+	}
+}
+
+func TestStopDoesNotWaitOutABlackhole(t *testing.T) {
+	srv, _ := rawserver.Listen("127.0.0.1:0")
+	defer srv.Close()
+	srv.Hold = true
+	copts := DefaultClientOptions
+	copts.ResponseTimeout = 30 * time.Second
+	r, stats, _ := newReplayer(t, srv.Addr(), Options{Workers: 2, MaxQueue: 100}, copts)
+	for conn := range uint64(10) {
+		r.Submit(conn, parse(t, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"))
+	}
+	began := time.Now()
+	stop(r, 200*time.Millisecond)
+	if d := time.Since(began); d > 5*time.Second {
+		t.Errorf("stop took %v", d)
+	}
+	if stats.QueueDrops.Load() != 8 || stats.Failed[FailTimeout].Load()+stats.Failed[FailRead].Load() != 2 {
+		t.Errorf("drops %d, failures %v/%v", stats.QueueDrops.Load(), stats.Failed[FailTimeout].Load(), stats.Failed[FailRead].Load())
 	}
 }

@@ -2,6 +2,7 @@ package replay
 
 import (
 	"bytes"
+	"regexp"
 	"strconv"
 
 	"github.com/shadowtap/shadowtap/internal/httpstream"
@@ -24,11 +25,27 @@ import (
 //
 // Everything else (method, request-target bytes, header order, casing, line
 // terminators, body bytes) is sent as captured.
+//
+// A target's configuration may add rewrites (FixedHost, a path rewrite,
+// removed, set, replaced and added headers, a marker header); they are the
+// only other changes.
 type Edits struct {
 	Host       string // the destination's Host value
 	KeepHost   bool
 	PathPrefix string // prepended to origin-form targets; no trailing slash
+
+	FixedHost   string         // Host to send, whatever was captured
+	PathMatch   *regexp.Regexp // rewrite the request-target: matches replaced
+	PathReplace string         // by this ($1 names a group)
+	Remove      []string       // headers removed
+	Set         []Header       // headers whose value is replaced (first line kept, later ones dropped), or added
+	Replace     []Header       // headers whose value is replaced where present (credentials)
+	Add         []Header       // header lines added
+	Marker      Header         // added when Name is set: tells the test environment it is a replay
 }
+
+// Header is a header line to write.
+type Header struct{ Name, Value string }
 
 var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authorization",
 	"Proxy-Authenticate", "TE", "Upgrade"}
@@ -42,15 +59,19 @@ func (e *Edits) AppendRequest(dst []byte, r *httpstream.Request) (out []byte, he
 	if lineEnd >= 2 && raw[lineEnd-2] == '\r' {
 		term = raw[lineEnd-2 : lineEnd]
 	}
-	if e.PathPrefix == "" && string(r.Proto()) == "HTTP/1.1" {
+	if e.PathPrefix == "" && e.PathMatch == nil && string(r.Proto()) == "HTTP/1.1" {
 		dst = append(dst, raw[:lineEnd]...)
 	} else {
+		target := r.Target()
+		if e.PathMatch != nil {
+			target = e.PathMatch.ReplaceAll(target, []byte(e.PathReplace))
+		}
 		dst = append(dst, r.Method()...)
 		dst = append(dst, ' ')
-		if t := r.Target(); len(t) > 0 && t[0] == '/' {
+		if len(target) > 0 && target[0] == '/' {
 			dst = append(dst, e.PathPrefix...)
 		}
-		dst = append(dst, r.Target()...)
+		dst = append(dst, target...)
 		dst = append(dst, " HTTP/1.1"...)
 		dst = append(dst, term...)
 	}
@@ -81,9 +102,13 @@ func (e *Edits) AppendRequest(dst []byte, r *httpstream.Request) (out []byte, he
 		}
 	}
 	client := r.Client.Addr().Unmap().String()
+	var setDone []bool
+	if len(e.Set) > 0 {
+		setDone = make([]bool, len(e.Set))
+	}
 	for i := range r.Lines {
 		name := r.Name(i)
-		if isHopByHop(name, named) {
+		if isHopByHop(name, named) || containsFold(e.Remove, name) {
 			continue
 		}
 		l := r.LineBytes(i)
@@ -91,12 +116,22 @@ func (e *Edits) AppendRequest(dst []byte, r *httpstream.Request) (out []byte, he
 		if len(l) >= 2 && l[len(l)-2] == '\r' {
 			lt = l[len(l)-2:]
 		}
+		if j := indexHeader(e.Set, name); j >= 0 {
+			if !setDone[j] {
+				dst = appendLine(dst, name, e.Set[j].Value, lt)
+				setDone[j] = true
+			}
+			continue
+		}
+		if j := indexHeader(e.Replace, name); j >= 0 {
+			dst = appendLine(dst, name, e.Replace[j].Value, lt)
+			continue
+		}
 		switch {
+		case equalFold(name, "Host") && e.FixedHost != "":
+			dst = appendLine(dst, name, e.FixedHost, lt)
 		case equalFold(name, "Host") && !e.KeepHost:
-			dst = append(dst, name...)
-			dst = append(dst, ": "...)
-			dst = append(dst, e.Host...)
-			dst = append(dst, lt...)
+			dst = appendLine(dst, name, e.Host, lt)
 		case i == lastXFF:
 			dst = append(dst, l[:len(l)-len(lt)]...)
 			if len(r.Value(i)) > 0 {
@@ -110,7 +145,10 @@ func (e *Edits) AppendRequest(dst []byte, r *httpstream.Request) (out []byte, he
 	}
 	if !have.host {
 		host := e.Host
-		if e.KeepHost && r.Server.IsValid() {
+		switch {
+		case e.FixedHost != "":
+			host = e.FixedHost
+		case e.KeepHost && r.Server.IsValid():
 			host = r.Server.Addr().Unmap().String()
 		}
 		dst = appendHeader(dst, "Host", host)
@@ -127,9 +165,47 @@ func (e *Edits) AppendRequest(dst []byte, r *httpstream.Request) (out []byte, he
 	if h, ok := r.Get("Host"); ok && !have.fhost {
 		dst = appendHeader(dst, "X-Forwarded-Host", string(h))
 	}
+	for j, h := range e.Set {
+		if !setDone[j] {
+			dst = appendHeader(dst, h.Name, h.Value)
+		}
+	}
+	for _, h := range e.Add {
+		dst = appendHeader(dst, h.Name, h.Value)
+	}
+	if e.Marker.Name != "" {
+		dst = appendHeader(dst, e.Marker.Name, e.Marker.Value)
+	}
 	dst = append(dst, r.BlankLine()...)
 	headLen = len(dst)
 	return append(dst, r.Body()...), headLen
+}
+
+// appendLine writes a header line keeping the captured name's casing and
+// line terminator.
+func appendLine(dst, name []byte, value string, term []byte) []byte {
+	dst = append(dst, name...)
+	dst = append(dst, ": "...)
+	dst = append(dst, value...)
+	return append(dst, term...)
+}
+
+func indexHeader(hs []Header, name []byte) int {
+	for i, h := range hs {
+		if equalFold(name, h.Name) {
+			return i
+		}
+	}
+	return -1
+}
+
+func containsFold(names []string, name []byte) bool {
+	for _, n := range names {
+		if equalFold(name, n) {
+			return true
+		}
+	}
+	return false
 }
 
 func appendHeader(dst []byte, name, value string) []byte {
@@ -140,10 +216,8 @@ func appendHeader(dst []byte, name, value string) []byte {
 }
 
 func isHopByHop(name []byte, named [][]byte) bool {
-	for _, h := range hopByHop {
-		if equalFold(name, h) {
-			return true
-		}
+	if containsFold(hopByHop, name) {
+		return true
 	}
 	for _, n := range named {
 		if bytes.EqualFold(name, n) {

@@ -2,6 +2,8 @@ package replay
 
 import (
 	"net/netip"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/shadowtap/shadowtap/internal/httpstream"
@@ -71,5 +73,34 @@ func BenchmarkAppendRequest(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		buf, _ = e.AppendRequest(buf[:0], p)
+	}
+}
+
+func TestAppendRequestRewrites(t *testing.T) {
+	e := Edits{
+		Host:        "cand.internal",
+		FixedHost:   "fixed.internal",
+		PathMatch:   regexp.MustCompile(`^/api/v1/(.*)$`),
+		PathReplace: "/api/v2/$1",
+		Remove:      []string{"x-debug", "cookie"},
+		Set:         []Header{{"X-Env", "staging"}, {"X-Tenant", "t2"}},
+		Replace:     []Header{{"Authorization", "Bearer staging"}, {"X-Api-Key", "k2"}},
+		Add:         []Header{{"X-Extra", "1"}},
+		Marker:      Header{"X-Shadowtap-Replay", "candidate"},
+	}
+	in := "POST /api/v1/orders?id=5 HTTP/1.1\r\nHost: shop\r\nX-Debug: 1\r\nCookie: a=b\r\nauthorization: Bearer prod\r\n" +
+		"X-Env: prod\r\nX-Env: again\r\nContent-Length: 2\r\n\r\nok"
+	want := "POST /api/v2/orders?id=5 HTTP/1.1\r\nHost: fixed.internal\r\nauthorization: Bearer staging\r\nX-Env: staging\r\nContent-Length: 2\r\n" +
+		"X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Port: 8080\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: shop\r\n" +
+		"X-Tenant: t2\r\nX-Extra: 1\r\nX-Shadowtap-Replay: candidate\r\n\r\nok"
+	got, _ := e.AppendRequest(nil, parse(t, in))
+	if string(got) != want {
+		t.Errorf("\n got %q\nwant %q", got, want)
+	}
+	// A path that does not match is left alone; X-Api-Key is only replaced
+	// where present, never added.
+	got, _ = e.AppendRequest(nil, parse(t, "GET /health HTTP/1.1\r\nHost: shop\r\n\r\n"))
+	if !strings.HasPrefix(string(got), "GET /health HTTP/1.1\r\n") || strings.Contains(string(got), "X-Api-Key") {
+		t.Errorf("got %q", got)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 )
 
@@ -108,6 +109,77 @@ func TestBounds(t *testing.T) {
 	}{{-1, "", ""}, {100.5, "", ""}, {math.NaN(), "", ""}, {50, "header", ""}, {50, "cookie", ""}} {
 		if _, err := New(bad.p, bad.by, bad.h); err == nil {
 			t.Errorf("%+v accepted", bad)
+		}
+	}
+}
+
+func TestCookieQueryXFF(t *testing.T) {
+	const n = 20_000
+	for _, mode := range []struct {
+		by  By
+		key string
+		req func(i int) string
+	}{
+		{ByCookie, "sid", func(i int) string {
+			return fmt.Sprintf("GET / HTTP/1.1\r\nCookie: theme=dark; sid=s%d; lang=en\r\n\r\n", i)
+		}},
+		{ByQuery, "user", func(i int) string { return fmt.Sprintf("GET /p?a=1&user=u%d&b=2 HTTP/1.1\r\n\r\n", i) }},
+		{ByXFF, "", func(i int) string {
+			return fmt.Sprintf("GET / HTTP/1.1\r\nX-Forwarded-For: 203.0.%d.%d, 10.0.0.1\r\n\r\n", i/250, i%250)
+		}},
+	} {
+		s, err := New(30, mode.by, mode.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept := 0
+		for i := range n {
+			// The same key from another balancer address decides the same.
+			r1 := request(t, mode.req(i), "10.0.0.1:1")
+			r2 := request(t, mode.req(i), "10.0.0.2:2")
+			k := s.Keep(r1)
+			if k != s.Keep(r2) {
+				t.Fatalf("%s: key %d decided differently", mode.by, i)
+			}
+			if k {
+				kept++
+			}
+		}
+		sd := math.Sqrt(n * 0.3 * 0.7)
+		if d := math.Abs(float64(kept) - n*0.3); d > 5*sd {
+			t.Errorf("%s: kept %d of %d", mode.by, kept, n)
+		}
+		if s.Keyless.Load() != 0 {
+			t.Errorf("%s: %d keyless", mode.by, s.Keyless.Load())
+		}
+	}
+	// The real client behind a balancer decides as it would directly.
+	x, _ := New(50, ByXFF, "")
+	a, _ := New(50, ByAddr, "")
+	for i := range 200 {
+		ip := fmt.Sprintf("198.51.100.%d", i)
+		via := request(t, "GET / HTTP/1.1\r\nX-Forwarded-For: "+ip+"\r\n\r\n", "10.0.0.9:1")
+		direct := request(t, "GET / HTTP/1.1\r\n\r\n", ip+":5000")
+		if x.Keep(via) != a.Keep(direct) {
+			t.Fatalf("%s: xff and remoteaddr disagree", ip)
+		}
+	}
+}
+
+func TestPolicyRoutes(t *testing.T) {
+	p, err := NewPolicy(config.Sampling{Percentage: 100, By: "header", Key: "X-User", Routes: []config.Route{
+		{Path: "^/api/payments", Percentage: 0}, {Path: "^/api/search$", Percentage: 100},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		user := fmt.Sprintf("X-User: u%d\r\n", i)
+		if p.Keep(request(t, "POST /api/payments/charge?x=1 HTTP/1.1\r\n"+user+"Content-Length: 0\r\n\r\n", "10.0.0.1:1")) {
+			t.Fatal("payments replayed at 0%")
+		}
+		if !p.Keep(request(t, "GET /api/search?q=x HTTP/1.1\r\n"+user+"\r\n", "10.0.0.1:1")) {
+			t.Fatal("search not replayed at 100%")
 		}
 	}
 }

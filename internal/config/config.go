@@ -1,0 +1,188 @@
+// Package config is shadowtap's configuration: one typed struct with
+// documented defaults, read from a YAML file (strictly: an unknown key is an
+// error naming its line), from environment variables and from flags, then
+// checked as a whole by Validate.
+//
+// Precedence, highest first: command-line flags, SHADOWTAP_* environment
+// variables, the file given with -config, the defaults. Per-target settings
+// live only in the file; the AWS sample's flags (-destination, -percentage,
+// -percentage-by, -percentage-by-header, -keep-host-header) set the defaults
+// of every target, and -destination adds a target named "default".
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is every setting. Start from Default.
+type Config struct {
+	Listen       string        `yaml:"listen"`        // UDP address receiving VXLAN
+	VNIs         []uint32      `yaml:"vnis"`          // accepted VNIs; empty: any
+	Ports        []uint16      `yaml:"ports"`         // server ports whose requests are replayed
+	HealthListen string        `yaml:"health_listen"` // TCP health-check address; "" disables
+	AdminListen  string        `yaml:"admin_listen"`  // /healthz and /metrics; "" disables
+	ReadBuffer   int           `yaml:"read_buffer"`   // UDP receive buffer, bytes
+	MaxBody      int64         `yaml:"max_body"`      // larger request bodies are skipped
+	MaxFlows     int           `yaml:"max_flows"`     // TCP connections tracked at once
+	ReorderWait  time.Duration `yaml:"reorder_wait"`  // wait for a missing segment before a gap
+	IdleTimeout  time.Duration `yaml:"idle_timeout"`  // forget an idle connection
+	DrainTimeout time.Duration `yaml:"drain_timeout"` // on SIGTERM, finish queued replays
+	// Dedup merges the two copies of a connection mirrored from both ends
+	// (two sessions, two outer sources): flows are keyed by the inner
+	// 5-tuple alone, so each request is replayed once.
+	Dedup     bool   `yaml:"dedup"`
+	LogLevel  string `yaml:"log_level"`  // debug, info, warn, error
+	LogFormat string `yaml:"log_format"` // text, json
+
+	Defaults    Defaults `yaml:"defaults"`    // for every target
+	Destination string   `yaml:"destination"` // adds a target named "default"
+	Targets     []Target `yaml:"targets"`
+}
+
+// Defaults apply to every target that does not set its own.
+type Defaults struct {
+	Sampling           Sampling      `yaml:"sampling"`
+	KeepHostHeader     bool          `yaml:"keep_host_header"`
+	InsecureSkipVerify bool          `yaml:"insecure_skip_verify"`
+	Workers            int           `yaml:"workers"`    // concurrent replays per target
+	Queue              int           `yaml:"queue"`      // requests waiting per target
+	RateLimit          float64       `yaml:"rate_limit"` // requests per second per target; 0: none
+	DialTimeout        time.Duration `yaml:"dial_timeout"`
+	ResponseTimeout    time.Duration `yaml:"response_timeout"`
+	Marker             Marker        `yaml:"marker"`
+}
+
+// Target is one test environment and what it receives.
+type Target struct {
+	Name               string        `yaml:"name"`
+	Destination        string        `yaml:"destination"` // http(s)://host[:port][/prefix]
+	KeepHostHeader     *bool         `yaml:"keep_host_header"`
+	InsecureSkipVerify *bool         `yaml:"insecure_skip_verify"`
+	Workers            int           `yaml:"workers"`
+	Queue              int           `yaml:"queue"`
+	RateLimit          *float64      `yaml:"rate_limit"`
+	DialTimeout        time.Duration `yaml:"dial_timeout"`
+	ResponseTimeout    time.Duration `yaml:"response_timeout"`
+	Sampling           *Sampling     `yaml:"sampling"`
+	Filters            Filters       `yaml:"filters"`
+	Rewrite            Rewrite       `yaml:"rewrite"`
+	Credentials        Credentials   `yaml:"credentials"`
+	Marker             *Marker       `yaml:"marker"`
+}
+
+// Sampling selects a share of requests, consistently per key.
+type Sampling struct {
+	Percentage float64 `yaml:"percentage"` // 0-100
+	// By is what a decision is keyed on: "" (each request at random),
+	// header, cookie, query (a query parameter), remoteaddr (the TCP peer)
+	// or xff (the client address in X-Forwarded-For: the real user behind a
+	// load balancer).
+	By     string  `yaml:"by"`
+	Key    string  `yaml:"key"`    // header, cookie or query parameter name
+	Routes []Route `yaml:"routes"` // per-route percentages; the first match wins
+}
+
+// Route gives requests whose path matches Path their own percentage.
+type Route struct {
+	Path       string  `yaml:"path"` // regular expression on the path
+	Percentage float64 `yaml:"percentage"`
+}
+
+// Filters decide which requests reach a target; all that are set must pass.
+type Filters struct {
+	Methods         []string          `yaml:"methods"`           // allowed; empty: all
+	DenyMethods     []string          `yaml:"deny_methods"`      // refused
+	SafeMethodsOnly bool              `yaml:"safe_methods_only"` // only GET, HEAD, OPTIONS
+	Path            string            `yaml:"path"`              // regexp the path must match
+	PathNot         string            `yaml:"path_not"`          // regexp the path must not match
+	Host            string            `yaml:"host"`              // regexp the Host must match
+	HeadersPresent  []string          `yaml:"headers_present"`   // headers that must be there
+	HeadersMatch    map[string]string `yaml:"headers_match"`     // header -> regexp its value must match
+	MaxSize         int64             `yaml:"max_size"`          // largest request (head and body), bytes; 0: any
+}
+
+// Rewrite changes requests for a target, beyond the core's permitted edits.
+type Rewrite struct {
+	SetHeaders    map[string]string `yaml:"set_headers"`    // replace (or add) these headers
+	AddHeaders    map[string]string `yaml:"add_headers"`    // add these header lines
+	RemoveHeaders []string          `yaml:"remove_headers"` // remove these headers
+	Path          *PathRewrite      `yaml:"path"`           // rewrite the request-target
+	Host          string            `yaml:"host"`           // a fixed Host header
+}
+
+// PathRewrite replaces the request-target (path and query) matching Match
+// with Replace, in which $1 ... name the groups.
+type PathRewrite struct {
+	Match   string `yaml:"match"`
+	Replace string `yaml:"replace"`
+}
+
+// Credentials says what happens to production's credentials. By default
+// they reach the target unchanged.
+type Credentials struct {
+	Remove  []string          `yaml:"remove"`  // headers removed, e.g. Authorization, Cookie
+	Replace map[string]string `yaml:"replace"` // headers whose value is replaced where present
+}
+
+// Marker is a header added to every replayed request so the test
+// environment can tell replayed traffic; its value is the target's name.
+type Marker struct {
+	Enabled *bool  `yaml:"enabled"`
+	Name    string `yaml:"name"`
+}
+
+// DefaultMarkerName is the marker header's name unless configured.
+const DefaultMarkerName = "X-Shadowtap-Replay"
+
+// Default returns the documented defaults.
+func Default() Config {
+	return Config{
+		Listen:       ":4789",
+		Ports:        []uint16{80},
+		HealthListen: ":4789",
+		AdminListen:  ":4790",
+		ReadBuffer:   64 << 20,
+		MaxBody:      10 << 20,
+		MaxFlows:     100_000,
+		ReorderWait:  200 * time.Millisecond,
+		IdleTimeout:  2 * time.Minute,
+		DrainTimeout: 10 * time.Second,
+		LogLevel:     "info",
+		LogFormat:    "text",
+		Defaults: Defaults{
+			Sampling:        Sampling{Percentage: 100},
+			Workers:         64,
+			Queue:           10_000,
+			DialTimeout:     3 * time.Second,
+			ResponseTimeout: 10 * time.Second,
+			Marker:          Marker{Name: DefaultMarkerName},
+		},
+	}
+}
+
+// LoadFile decodes the YAML file at path over c. Unknown keys are errors.
+func (c *Config) LoadFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	return c.Load(b, path)
+}
+
+// Load decodes YAML over c; name is used in errors.
+func (c *Config) Load(b []byte, name string) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	// An empty document decodes to io.EOF: it changes nothing.
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s: %w", name, err)
+	}
+	return nil
+}

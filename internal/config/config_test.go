@@ -1,0 +1,171 @@
+package config
+
+import (
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBadFiles checks that each file under testdata/bad gives exactly the
+// error in the .err file beside it.
+func TestBadFiles(t *testing.T) {
+	files, _ := filepath.Glob("testdata/bad/*.yaml")
+	if len(files) < 8 {
+		t.Fatalf("only %d bad files", len(files))
+	}
+	for _, f := range files {
+		want, err := os.ReadFile(strings.TrimSuffix(f, ".yaml") + ".err")
+		if err != nil {
+			t.Errorf("%s: no .err file", f)
+			continue
+		}
+		c := Default()
+		err = c.LoadFile(f)
+		if err == nil {
+			err = c.Validate()
+		}
+		if err == nil {
+			t.Errorf("%s: accepted", f)
+			continue
+		}
+		if got := err.Error(); got != strings.TrimRight(string(want), "\n") {
+			t.Errorf("%s:\n got %q\nwant %q", f, got, want)
+		}
+	}
+}
+
+func TestGoodFiles(t *testing.T) {
+	files, _ := filepath.Glob("testdata/good/*.yaml")
+	for _, f := range files {
+		c := Default()
+		if err := c.LoadFile(f); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Validate(); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	c := Default()
+	c.LoadFile("testdata/good/full.yaml")
+	ts := c.Resolve()
+	if len(ts) != 2 {
+		t.Fatalf("targets: %+v", ts)
+	}
+	cand, base := ts[0], ts[1]
+	if cand.RateLimit != 500 || cand.Workers != 32 || cand.Sampling.By != "cookie" || len(cand.Sampling.Routes) != 2 ||
+		cand.MarkerName != "X-Replayed-By" || !cand.InsecureSkipVerify || cand.DialTimeout != 2*time.Second {
+		t.Errorf("candidate = %+v", cand)
+	}
+	if base.RateLimit != 2000 || base.Sampling.By != "xff" || base.MarkerName != "" || !base.KeepHostHeader || !base.Filters.SafeMethodsOnly {
+		t.Errorf("baseline = %+v", base)
+	}
+	if !c.Dedup || c.ReorderWait != 100*time.Millisecond || c.VNIs[0] != 5569041 {
+		t.Errorf("top level = %+v", c)
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	c := Default()
+	c.LoadFile("testdata/good/full.yaml")
+	w := c.Warnings()
+	// candidate: POST, PUT, PATCH reach it (DELETE is denied); its Cookie is
+	// removed and Authorization replaced. baseline: safe methods only, and
+	// both credentials removed.
+	if len(w) != 1 || !strings.Contains(w[0], `target "candidate" receives POST, PUT, PATCH requests`) {
+		t.Errorf("warnings = %q", w)
+	}
+	c = Default()
+	c.Destination = "http://x"
+	w = c.Warnings()
+	if len(w) != 2 || !strings.Contains(w[1], "Authorization and Cookie") {
+		t.Errorf("warnings = %q", w)
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "c.yaml")
+	os.WriteFile(file, []byte("destination: http://file\nvnis: [1]\nlisten: ':1'\nmax_flows: 7\ndefaults: {workers: 3}\n"), 0o644)
+	env := map[string]string{"SHADOWTAP_LISTEN": ":2", "SHADOWTAP_VNI": "2,3", "SHADOWTAP_WORKERS": "9", "SHADOWTAP_CONFIG": file}
+	getenv := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	c, path, err := FromArgs([]string{"-vni", "4", "-destination", "http://flag"}, getenv, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// flag > env > file > default
+	if path != file || c.Destination != "http://flag" || c.Listen != ":2" || c.Defaults.Workers != 9 || c.MaxFlows != 7 ||
+		len(c.VNIs) != 1 || c.VNIs[0] != 4 || c.Defaults.Queue != Default().Defaults.Queue {
+		t.Errorf("config = %+v", c)
+	}
+	// The -config flag names the file too; a bad environment value is an error.
+	fs = flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	if _, _, err := FromArgs([]string{"-config=" + file}, func(k string) (string, bool) {
+		if k == "SHADOWTAP_PERCENTAGE" {
+			return "lots", true
+		}
+		return "", false
+	}, fs); err == nil || !strings.Contains(err.Error(), "SHADOWTAP_PERCENTAGE") {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func TestDestinationFlagKeepsFileTargets(t *testing.T) {
+	c := Default()
+	c.Load([]byte("targets: [{name: default, destination: 'http://old'}, {name: b, destination: 'http://b'}]"), "inline")
+	c.Destination = "http://new"
+	ts := c.Resolve()
+	if len(ts) != 2 || ts[0].Destination != "http://new" || ts[1].Name != "b" {
+		t.Errorf("targets = %+v", ts)
+	}
+}
+
+func TestFlagsOfTheAWSSample(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	c, _, err := FromArgs([]string{"-destination", "http://staging:8080", "-percentage", "12.5", "-percentage-by", "header",
+		"-percentage-by-header", "X-User", "-filter-request-port", "8080,80", "-keep-host-header", "-vni", "7", "-vni", "8,9"},
+		func(string) (string, bool) { return "", false }, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ts := c.Resolve()
+	if len(ts) != 1 || ts[0].Name != "default" || ts[0].Sampling.Percentage != 12.5 || ts[0].Sampling.Key != "X-User" ||
+		!ts[0].KeepHostHeader || len(c.Ports) != 2 || c.Ports[0] != 8080 || len(c.VNIs) != 3 {
+		t.Errorf("config = %+v, targets %+v", c, ts)
+	}
+}
+
+func TestFlagErrors(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-destination", "ftp://x"}, "scheme must be http or https"},
+		{[]string{"-destination", "http://x", "-percentage", "101"}, "percentage 101 is not between 0 and 100"},
+		{[]string{"-destination", "http://x", "-percentage-by", "header"}, "by header needs key"},
+		{[]string{"-destination", "http://x", "-percentage-by", "rot13"}, `by "rot13" is not one of`},
+		{[]string{"-destination", "http://x", "-workers", "0"}, "workers: must be positive"},
+		{[]string{"-destination", "http://x", "-reorder-wait", "5m"}, "reorder_wait: must be shorter than idle_timeout"},
+		{[]string{"-destination", "http://x", "-log-format", "xml"}, `log_format: "xml"`},
+		{[]string{"-filter-request-port", "0"}, `"0" is not a port`},
+		{[]string{"-vni", "16777216"}, "is not a VNI"},
+	} {
+		fs := flag.NewFlagSet("x", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		c, _, err := FromArgs(tt.args, func(string) (string, bool) { return "", false }, fs)
+		if err == nil {
+			err = c.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: err = %v, want %q", tt.args, err, tt.want)
+		}
+	}
+}

@@ -1,0 +1,345 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Resolved is a target with every default applied.
+type Resolved struct {
+	Name               string
+	Destination        string
+	KeepHostHeader     bool
+	InsecureSkipVerify bool
+	Workers, Queue     int
+	RateLimit          float64
+	DialTimeout        time.Duration
+	ResponseTimeout    time.Duration
+	Sampling           Sampling
+	Filters            Filters
+	Rewrite            Rewrite
+	Credentials        Credentials
+	MarkerName         string // "" when the marker is off
+}
+
+// DefaultTargetName is the target -destination defines.
+const DefaultTargetName = "default"
+
+// Resolve returns the targets with defaults applied, "default" first when
+// Destination is set.
+func (c *Config) Resolve() []Resolved {
+	targets := c.Targets
+	if c.Destination != "" {
+		i := slices.IndexFunc(targets, func(t Target) bool { return t.Name == DefaultTargetName })
+		if i >= 0 {
+			targets = slices.Clone(targets)
+			targets[i].Destination = c.Destination
+		} else {
+			targets = append([]Target{{Name: DefaultTargetName, Destination: c.Destination}}, targets...)
+		}
+	}
+	out := make([]Resolved, 0, len(targets))
+	d := c.Defaults
+	for _, t := range targets {
+		r := Resolved{
+			Name: t.Name, Destination: t.Destination,
+			KeepHostHeader: d.KeepHostHeader, InsecureSkipVerify: d.InsecureSkipVerify,
+			Workers: or(t.Workers, d.Workers), Queue: or(t.Queue, d.Queue), RateLimit: d.RateLimit,
+			DialTimeout: or(t.DialTimeout, d.DialTimeout), ResponseTimeout: or(t.ResponseTimeout, d.ResponseTimeout),
+			Sampling: d.Sampling, Filters: t.Filters, Rewrite: t.Rewrite, Credentials: t.Credentials,
+		}
+		if t.KeepHostHeader != nil {
+			r.KeepHostHeader = *t.KeepHostHeader
+		}
+		if t.InsecureSkipVerify != nil {
+			r.InsecureSkipVerify = *t.InsecureSkipVerify
+		}
+		if t.RateLimit != nil {
+			r.RateLimit = *t.RateLimit
+		}
+		if t.Sampling != nil {
+			r.Sampling = *t.Sampling
+		}
+		m := d.Marker
+		if t.Marker != nil {
+			if t.Marker.Enabled != nil {
+				m.Enabled = t.Marker.Enabled
+			}
+			if t.Marker.Name != "" {
+				m.Name = t.Marker.Name
+			}
+		}
+		if m.Enabled == nil || *m.Enabled {
+			r.MarkerName = or(m.Name, DefaultMarkerName)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func or[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// SafeMethods are the methods safe_methods_only allows: they do not change
+// state on a well-behaved server.
+var SafeMethods = []string{"GET", "HEAD", "OPTIONS"}
+
+// UnsafeMethods are the methods the start-up warning names.
+var UnsafeMethods = []string{"POST", "PUT", "PATCH", "DELETE"}
+
+var tokenRe = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+// Validate checks the whole configuration and reports every problem.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.Listen == "" {
+		add("listen: required")
+	}
+	if len(c.Ports) == 0 {
+		add("ports: at least one port")
+	}
+	for _, p := range c.Ports {
+		if p == 0 {
+			add("ports: 0 is not a port")
+		}
+	}
+	for _, v := range c.VNIs {
+		if v >= 1<<24 {
+			add("vnis: %d is not a VNI (0-16777215)", v)
+		}
+	}
+	for _, v := range []struct {
+		name string
+		n    int64
+	}{{"read_buffer", int64(c.ReadBuffer)}, {"max_body", c.MaxBody}, {"max_flows", int64(c.MaxFlows)},
+		{"reorder_wait", int64(c.ReorderWait)}, {"idle_timeout", int64(c.IdleTimeout)}, {"drain_timeout", int64(c.DrainTimeout)}} {
+		if v.n <= 0 {
+			add("%s: must be positive", v.name)
+		}
+	}
+	if c.ReorderWait >= c.IdleTimeout {
+		add("reorder_wait: must be shorter than idle_timeout")
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
+		add("log_level: %q is not debug, info, warn or error", c.LogLevel)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		add("log_format: %q is not text or json", c.LogFormat)
+	}
+	if err := validateSampling(c.Defaults.Sampling); err != nil {
+		add("defaults.sampling: %v", err)
+	}
+	targets := c.Resolve()
+	if len(targets) == 0 {
+		add("no target: set -destination (or destination:) or add targets")
+	}
+	seen := map[string]bool{}
+	for i, t := range targets {
+		where := fmt.Sprintf("target %q", t.Name)
+		if t.Name == "" {
+			where = fmt.Sprintf("targets[%d]", i)
+			add("%s: name is required", where)
+		} else if seen[t.Name] {
+			add("%s: name used twice", where)
+		}
+		seen[t.Name] = true
+		for _, err := range validateTarget(t) {
+			add("%s: %v", where, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateDestination checks an http(s)://host[:port][/prefix] URL.
+func ValidateDestination(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("%q: scheme must be http or https", s)
+	}
+	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q: want scheme://host[:port][/prefix]", s)
+	}
+	return nil
+}
+
+func validateTarget(t Resolved) []error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if t.Destination == "" {
+		add("destination: required")
+	} else if err := ValidateDestination(t.Destination); err != nil {
+		add("destination: %v", err)
+	}
+	if t.Workers <= 0 {
+		add("workers: must be positive")
+	}
+	if t.Queue <= 0 {
+		add("queue: must be positive")
+	}
+	if t.RateLimit < 0 {
+		add("rate_limit: must not be negative")
+	}
+	if t.DialTimeout <= 0 || t.ResponseTimeout <= 0 {
+		add("dial_timeout and response_timeout: must be positive")
+	}
+	if err := validateSampling(t.Sampling); err != nil {
+		add("sampling: %v", err)
+	}
+	f := t.Filters
+	for _, m := range append(slices.Clone(f.Methods), f.DenyMethods...) {
+		if !tokenRe.MatchString(m) {
+			add("filters: %q is not a method", m)
+		}
+	}
+	if f.SafeMethodsOnly && len(f.Methods) > 0 {
+		add("filters: methods and safe_methods_only exclude each other")
+	}
+	for _, re := range []struct{ name, expr string }{{"filters.path", f.Path}, {"filters.path_not", f.PathNot}, {"filters.host", f.Host}} {
+		if _, err := regexp.Compile(re.expr); err != nil {
+			add("%s: %v", re.name, err)
+		}
+	}
+	for _, h := range keys(f.HeadersMatch) {
+		if _, err := regexp.Compile(f.HeadersMatch[h]); err != nil {
+			add("filters.headers_match[%s]: %v", h, err)
+		}
+	}
+	if f.MaxSize < 0 {
+		add("filters.max_size: must not be negative")
+	}
+	if p := t.Rewrite.Path; p != nil {
+		if p.Match == "" {
+			add("rewrite.path.match: required")
+		} else if _, err := regexp.Compile(p.Match); err != nil {
+			add("rewrite.path.match: %v", err)
+		}
+		if p.Replace == "" || !strings.HasPrefix(p.Replace, "/") && !strings.HasPrefix(p.Replace, "$") {
+			add("rewrite.path.replace: must give a path starting with / (or a group)")
+		}
+	}
+	headerSets := []struct {
+		where  string
+		names  []string
+		values map[string]string
+	}{
+		{"rewrite.set_headers", keys(t.Rewrite.SetHeaders), t.Rewrite.SetHeaders},
+		{"rewrite.add_headers", keys(t.Rewrite.AddHeaders), t.Rewrite.AddHeaders},
+		{"rewrite.remove_headers", t.Rewrite.RemoveHeaders, nil},
+		{"credentials.remove", t.Credentials.Remove, nil},
+		{"credentials.replace", keys(t.Credentials.Replace), t.Credentials.Replace},
+	}
+	for _, set := range headerSets {
+		for _, h := range set.names {
+			if !tokenRe.MatchString(h) {
+				add("%s: %q is not a header name", set.where, h)
+			}
+			if strings.EqualFold(h, "Host") || strings.EqualFold(h, "Content-Length") || strings.EqualFold(h, "Transfer-Encoding") {
+				add("%s: %s cannot be changed here (Host: use rewrite.host)", set.where, h)
+			}
+			if strings.ContainsAny(set.values[h], "\r\n\x00") {
+				add("%s[%s]: value must be one line", set.where, h)
+			}
+		}
+	}
+	if t.MarkerName != "" && !tokenRe.MatchString(t.MarkerName) {
+		add("marker.name: %q is not a header name", t.MarkerName)
+	}
+	return errs
+}
+
+func validateSampling(s Sampling) error {
+	var errs []error
+	if s.Percentage < 0 || s.Percentage > 100 || s.Percentage != s.Percentage {
+		errs = append(errs, fmt.Errorf("percentage %v is not between 0 and 100", s.Percentage))
+	}
+	switch s.By {
+	case "", "remoteaddr", "xff":
+	case "header", "cookie", "query":
+		if s.Key == "" {
+			errs = append(errs, fmt.Errorf("by %s needs key (the %s name)", s.By, s.By))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("by %q is not one of \"\", header, cookie, query, remoteaddr, xff", s.By))
+	}
+	for i, r := range s.Routes {
+		if _, err := regexp.Compile(r.Path); err != nil || r.Path == "" {
+			errs = append(errs, fmt.Errorf("routes[%d].path: %q is not a regular expression", i, r.Path))
+		}
+		if r.Percentage < 0 || r.Percentage > 100 {
+			errs = append(errs, fmt.Errorf("routes[%d].percentage %v is not between 0 and 100", i, r.Percentage))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func keys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Warnings returns what a careful operator should know about a valid
+// configuration: targets that receive state-changing methods, and targets
+// that receive production's credentials.
+func (c *Config) Warnings() []string {
+	var out []string
+	for _, t := range c.Resolve() {
+		if m := t.unsafeMethods(); len(m) > 0 {
+			out = append(out, fmt.Sprintf("target %q receives %s requests: side effects (payments, orders, e-mails) run again in the test environment unless it is isolated from real providers; set filters.safe_methods_only: true to replay only GET, HEAD and OPTIONS",
+				t.Name, strings.Join(m, ", ")))
+		}
+		if kept := t.keptCredentials(); len(kept) > 0 {
+			out = append(out, fmt.Sprintf("target %q receives production's %s headers unchanged; remove or replace them under credentials",
+				t.Name, strings.Join(kept, " and ")))
+		}
+	}
+	return out
+}
+
+// unsafeMethods lists the unsafe methods t's filters let through.
+func (t Resolved) unsafeMethods() []string {
+	f := t.Filters
+	if f.SafeMethodsOnly {
+		return nil
+	}
+	var out []string
+	for _, m := range UnsafeMethods {
+		allowed := len(f.Methods) == 0 || slices.ContainsFunc(f.Methods, func(x string) bool { return strings.EqualFold(x, m) })
+		denied := slices.ContainsFunc(f.DenyMethods, func(x string) bool { return strings.EqualFold(x, m) })
+		if allowed && !denied {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (t Resolved) keptCredentials() []string {
+	var out []string
+	for _, h := range []string{"Authorization", "Cookie"} {
+		handled := slices.ContainsFunc(append(slices.Clone(t.Credentials.Remove), t.Rewrite.RemoveHeaders...), func(x string) bool { return strings.EqualFold(x, h) })
+		for k := range t.Credentials.Replace {
+			handled = handled || strings.EqualFold(k, h)
+		}
+		if !handled {
+			out = append(out, h)
+		}
+	}
+	return out
+}

@@ -1,0 +1,227 @@
+// Package target routes extracted requests to the test environments: each
+// target has its own filters, sampling, rewrites, limits and replayer, so
+// a slow or failing target never holds up another. The set of targets can
+// be replaced while running (configuration reload) without losing queued
+// requests or reordering a connection.
+package target
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shadowtap/shadowtap/internal/config"
+	"github.com/shadowtap/shadowtap/internal/filter"
+	"github.com/shadowtap/shadowtap/internal/httpstream"
+	"github.com/shadowtap/shadowtap/internal/ratelog"
+	"github.com/shadowtap/shadowtap/internal/replay"
+	"github.com/shadowtap/shadowtap/internal/sample"
+)
+
+// Stats count what a target did with the requests offered to it.
+type Stats struct {
+	Filtered   [filter.NumReasons]atomic.Uint64
+	SampledOut atomic.Uint64
+	Replay     replay.Stats
+}
+
+// Target is one test environment.
+type Target struct {
+	Name     string
+	Conf     config.Resolved
+	Stats    *Stats
+	filter   *filter.Filter
+	sampling *sample.Policy
+	replayer *replay.Replayer
+}
+
+// Keyless returns how many requests lacked their sampling key.
+func (t *Target) Keyless() uint64 { return t.sampling.Keyless() }
+
+// Set is the targets in force.
+type Set struct {
+	Targets []*Target
+}
+
+// Fanout offers every request to every target. It is the engine's sink.
+type Fanout struct {
+	cur atomic.Pointer[Set]
+	log *ratelog.Limiter
+}
+
+// NewFanout returns a fanout over set.
+func NewFanout(set *Set, log *ratelog.Limiter) *Fanout {
+	f := &Fanout{log: log}
+	f.cur.Store(set)
+	return f
+}
+
+// Current returns the targets in force.
+func (f *Fanout) Current() *Set { return f.cur.Load() }
+
+// Swap puts set in force and returns the previous one.
+func (f *Fanout) Swap(set *Set) *Set { return f.cur.Swap(set) }
+
+// Submit offers r, of production connection conn, to each target.
+func (f *Fanout) Submit(conn uint64, r *httpstream.Request) {
+	for _, t := range f.cur.Load().Targets {
+		if reason := t.filter.Check(r); reason != filter.Pass {
+			t.Stats.Filtered[reason].Add(1)
+			continue
+		}
+		if !t.sampling.Keep(r) {
+			t.Stats.SampledOut.Add(1)
+			continue
+		}
+		if !t.replayer.Submit(conn, r) {
+			f.log.Warn("drop_"+t.Name, "target over its queue or rate limit: dropping requests (whole connections first)",
+				"target", t.Name, "queued", t.Stats.Replay.Queued.Load())
+		}
+	}
+}
+
+// EndConn tells every target that production connection conn is over.
+func (f *Fanout) EndConn(conn uint64) {
+	for _, t := range f.cur.Load().Targets {
+		t.replayer.EndConn(conn)
+	}
+}
+
+// Build makes the targets of a resolved configuration and starts the
+// replayers it creates with ctx. A replayer of prev whose connection
+// settings (destination, TLS, pool, timeouts) are unchanged is kept, its
+// edits and rate limit updated; the others are returned as retired, to be
+// stopped by the caller once the new set is in force.
+func Build(ctx context.Context, rs []config.Resolved, prev *Set, log *slog.Logger, onResult func(replay.Result)) (set *Set, retired []*Target, err error) {
+	set = &Set{}
+	kept := map[*Target]bool{}
+	for _, r := range rs {
+		t, err := build(r)
+		if err != nil {
+			return nil, nil, fmt.Errorf("target %q: %w", r.Name, err)
+		}
+		dest, err := replay.ParseDestination(r.Destination)
+		if err != nil {
+			return nil, nil, fmt.Errorf("target %q: %w", r.Name, err)
+		}
+		edits := Edits(r, dest)
+		if old := find(prev, r.Name); old != nil && sameConnection(old.Conf, r) {
+			old.replayer.SetPolicy(edits, r.RateLimit)
+			t.Stats, t.replayer = old.Stats, old.replayer
+			kept[old] = true
+		} else {
+			t.Stats = &Stats{}
+			copts := replay.DefaultClientOptions
+			copts.DialTimeout, copts.ResponseTimeout, copts.InsecureTLS, copts.MaxIdle = r.DialTimeout, r.ResponseTimeout, r.InsecureSkipVerify, r.Workers
+			t.replayer = replay.New(replay.NewClient(dest, copts),
+				replay.Options{Name: r.Name, Workers: r.Workers, MaxQueue: r.Queue, Edits: edits, RateLimit: r.RateLimit},
+				&t.Stats.Replay, log, onResult)
+			t.replayer.Start(ctx)
+		}
+		set.Targets = append(set.Targets, t)
+	}
+	if prev != nil {
+		for _, t := range prev.Targets {
+			if !kept[t] {
+				retired = append(retired, t)
+			}
+		}
+	}
+	return set, retired, nil
+}
+
+func build(r config.Resolved) (*Target, error) {
+	f, err := filter.New(r.Filters)
+	if err != nil {
+		return nil, err
+	}
+	s, err := sample.NewPolicy(r.Sampling)
+	if err != nil {
+		return nil, err
+	}
+	return &Target{Name: r.Name, Conf: r, filter: f, sampling: s}, nil
+}
+
+func find(s *Set, name string) *Target {
+	if s == nil {
+		return nil
+	}
+	for _, t := range s.Targets {
+		if t.Name == name {
+			return t
+		}
+	}
+	return nil
+}
+
+func sameConnection(a, b config.Resolved) bool {
+	return a.Destination == b.Destination && a.InsecureSkipVerify == b.InsecureSkipVerify && a.Workers == b.Workers &&
+		a.Queue == b.Queue && a.DialTimeout == b.DialTimeout && a.ResponseTimeout == b.ResponseTimeout
+}
+
+// Edits returns the replay edits of a target: the core's, and the
+// configured rewrites, credentials and marker.
+func Edits(r config.Resolved, dest replay.Destination) replay.Edits {
+	e := replay.Edits{Host: dest.Host, KeepHost: r.KeepHostHeader, PathPrefix: dest.PathPrefix, FixedHost: r.Rewrite.Host}
+	if p := r.Rewrite.Path; p != nil {
+		e.PathMatch, e.PathReplace = regexp.MustCompile(p.Match), p.Replace
+	}
+	e.Remove = append(slices.Clone(r.Rewrite.RemoveHeaders), r.Credentials.Remove...)
+	e.Set = headers(r.Rewrite.SetHeaders)
+	e.Replace = headers(r.Credentials.Replace)
+	e.Add = headers(r.Rewrite.AddHeaders)
+	if r.MarkerName != "" {
+		e.Marker = replay.Header{Name: r.MarkerName, Value: r.Name}
+	}
+	return e
+}
+
+// headers returns m as header lines in name order (maps have none).
+func headers(m map[string]string) []replay.Header {
+	var out []replay.Header
+	for k, v := range m {
+		out = append(out, replay.Header{Name: k, Value: v})
+	}
+	slices.SortFunc(out, func(a, b replay.Header) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		if a.Name > b.Name {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Stop stops the targets' replayers concurrently, each draining its queue
+// until ctx ends: a blackholed target does not delay the others.
+func Stop(ctx context.Context, ts []*Target) {
+	var wg sync.WaitGroup
+	for _, t := range ts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t.replayer.Stop(ctx)
+		}()
+	}
+	wg.Wait()
+}
+
+// Retire stops retired targets in the background, each with its own
+// drain deadline.
+func Retire(ts []*Target, drain time.Duration) {
+	if len(ts) == 0 {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), drain)
+		defer cancel()
+		Stop(ctx, ts)
+	}()
+}
