@@ -40,7 +40,11 @@ func TestBadFiles(t *testing.T) {
 
 func TestGoodFiles(t *testing.T) {
 	files, _ := filepath.Glob("testdata/good/*.yaml")
-	for _, f := range files {
+	examples, _ := filepath.Glob("../../examples/*.yaml")
+	if len(examples) == 0 {
+		t.Error("no example configuration")
+	}
+	for _, f := range append(files, examples...) {
 		c := Default()
 		if err := c.LoadFile(f); err != nil {
 			t.Fatal(err)
