@@ -28,11 +28,13 @@ type Server struct {
 	Delay time.Duration // wait before answering (a slow test environment)
 	Hold  bool          // never answer (a blackholed one)
 
-	mu    sync.Mutex
-	reqs  []Received
-	conns int
-	open  map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu      sync.Mutex
+	reqs    []Received
+	conns   int
+	active  int // requests being answered
+	maxSeen int
+	open    map[net.Conn]struct{}
+	wg      sync.WaitGroup
 }
 
 // Listen starts a server on addr ("127.0.0.1:0" for any free port).
@@ -60,6 +62,13 @@ func (s *Server) Requests() []Received {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]Received(nil), s.reqs...)
+}
+
+// MaxConcurrent returns the most requests it was answering at once.
+func (s *Server) MaxConcurrent() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxSeen
 }
 
 // Conns returns how many connections were accepted.
@@ -129,11 +138,16 @@ func (s *Server) serve(c net.Conn, id int) {
 			for _, r := range pending {
 				s.mu.Lock()
 				s.reqs = append(s.reqs, Received{Conn: id, Remote: c.RemoteAddr().String(), Raw: r.Raw, At: time.Now()})
+				s.active++
+				s.maxSeen = max(s.maxSeen, s.active)
 				s.mu.Unlock()
 				if s.Hold {
 					continue
 				}
 				time.Sleep(s.Delay)
+				s.mu.Lock()
+				s.active--
+				s.mu.Unlock()
 				body := "ok"
 				if string(r.Method()) == "HEAD" {
 					fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
