@@ -113,7 +113,8 @@ func nextLine(b []byte, i int) (line span, next int) {
 	return span{int32(i), int32(end)}, next
 }
 
-// parseHead parses a complete head into r (whose Raw starts with it).
+// parseHead parses a complete request head into r (whose Raw starts
+// with it).
 func parseHead(r *Request, headLen int, maxLines int) error {
 	b := r.Raw[:headLen]
 	rl, i := nextLine(b, 0)
@@ -122,8 +123,15 @@ func parseHead(r *Request, headLen int, maxLines int) error {
 		return errRequestLine
 	}
 	r.method, r.target, r.proto = m, t, v
-	r.HeadLen = headLen
-	r.Lines = r.Lines[:0]
+	return parseFields(&r.Message, i, headLen, maxLines)
+}
+
+// parseFields parses the header lines of m from offset i to the end of
+// its head.
+func parseFields(m *Message, i, headLen, maxLines int) error {
+	b := m.Raw[:headLen]
+	m.HeadLen = headLen
+	m.Lines = m.Lines[:0]
 	for i < headLen {
 		l, next := nextLine(b, i)
 		if l.start == l.end { // the blank line
@@ -150,10 +158,10 @@ func parseHead(r *Request, headLen int, maxLines int) error {
 				return errHeaderLine
 			}
 		}
-		if len(r.Lines) == maxLines {
+		if len(m.Lines) == maxLines {
 			return errTooMany
 		}
-		r.Lines = append(r.Lines, Line{
+		m.Lines = append(m.Lines, Line{
 			full:    l,
 			name:    span{l.start, l.start + int32(colon)},
 			value:   span{l.start + int32(vs), l.start + int32(ve)},

@@ -199,7 +199,7 @@ func (p *Parser) head() bool {
 	if end > p.opts.MaxHeaderBytes {
 		return p.reject(RejectHeaderTooLarge)
 	}
-	p.req = Request{Raw: p.buf, Lines: p.req.Lines[:0]}
+	p.req = Request{Message: Message{Raw: p.buf, Lines: p.req.Lines[:0]}}
 	switch err := parseHead(&p.req, end, p.opts.MaxHeaderLines); err {
 	case nil:
 	case errObsFold:

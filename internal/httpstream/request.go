@@ -5,17 +5,23 @@ import (
 	"net/netip"
 )
 
+// Message is what requests and responses share: every byte as it crossed
+// the wire, and views into those bytes.
+type Message struct {
+	Raw     []byte
+	HeadLen int // bytes of the start line and header block, blank line included
+	Lines   []Line
+}
+
 // Request is one HTTP/1.x request exactly as it crossed the wire. Raw holds
 // every byte of it (request line, header lines with their original
 // terminators, body with its chunk framing and trailers); the other fields
 // are views into Raw.
 type Request struct {
-	Raw     []byte
-	HeadLen int // bytes of the request line and header block, blank line included
-	Lines   []Line
-	method  span
-	target  span
-	proto   span
+	Message
+	method span
+	target span
+	proto  span
 
 	Chunked   bool
 	Expect100 bool
@@ -48,27 +54,29 @@ func (r *Request) Target() []byte { return r.target.of(r.Raw) }
 func (r *Request) Proto() []byte { return r.proto.of(r.Raw) }
 
 // RequestLineEnd returns the offset just past the request line's terminator.
-func (r *Request) RequestLineEnd() int {
-	if len(r.Lines) > 0 {
-		return int(r.Lines[0].full.start)
+func (r *Request) RequestLineEnd() int { return r.startLineEnd() }
+
+func (m *Message) startLineEnd() int {
+	if len(m.Lines) > 0 {
+		return int(m.Lines[0].full.start)
 	}
-	return r.HeadLen - blankLen(r.Raw[:r.HeadLen])
+	return m.HeadLen - blankLen(m.Raw[:m.HeadLen])
 }
 
 // Name returns header line i's field name, as cased on the wire.
-func (r *Request) Name(i int) []byte { return r.Lines[i].name.of(r.Raw) }
+func (r *Message) Name(i int) []byte { return r.Lines[i].name.of(r.Raw) }
 
 // Value returns header line i's field value without surrounding space.
-func (r *Request) Value(i int) []byte { return r.Lines[i].value.of(r.Raw) }
+func (r *Message) Value(i int) []byte { return r.Lines[i].value.of(r.Raw) }
 
 // LineBytes returns header line i with its original terminator.
-func (r *Request) LineBytes(i int) []byte {
+func (r *Message) LineBytes(i int) []byte {
 	l := r.Lines[i]
 	return r.Raw[l.full.start:l.termEnd]
 }
 
 // Get returns the value of the first header named name (case-insensitive).
-func (r *Request) Get(name string) ([]byte, bool) {
+func (r *Message) Get(name string) ([]byte, bool) {
 	for i := range r.Lines {
 		if asciiEqualFold(r.Name(i), name) {
 			return r.Value(i), true
@@ -78,13 +86,13 @@ func (r *Request) Get(name string) ([]byte, bool) {
 }
 
 // BlankLine returns the line terminator that ends the head.
-func (r *Request) BlankLine() []byte { return r.Raw[r.HeadLen-blankLen(r.Raw[:r.HeadLen]) : r.HeadLen] }
+func (r *Message) BlankLine() []byte { return r.Raw[r.HeadLen-blankLen(r.Raw[:r.HeadLen]) : r.HeadLen] }
 
 // Body returns the body bytes as they were sent (chunk framing included).
-func (r *Request) Body() []byte { return r.Raw[r.HeadLen:] }
+func (r *Message) Body() []byte { return r.Raw[r.HeadLen:] }
 
 // Head returns the request line and header block, blank line included.
-func (r *Request) Head() []byte { return r.Raw[:r.HeadLen] }
+func (r *Message) Head() []byte { return r.Raw[:r.HeadLen] }
 
 func blankLen(head []byte) int {
 	if bytes.HasSuffix(head, []byte("\r\n")) {
