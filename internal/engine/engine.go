@@ -20,6 +20,17 @@ type Sink interface {
 	EndConn(conn uint64)
 }
 
+// ResponseSink, when the sink implements it and Config.PairResponses is
+// set, receives production's response for every request submitted, once,
+// after it: resp is nil when the response was not seen (lost to a gap,
+// not mirrored, the connection ended first).
+type ResponseSink interface {
+	Response(conn uint64, req *httpstream.Request, resp *httpstream.Response)
+}
+
+// maxPending bounds the requests of one connection awaiting a response.
+const maxPending = 1024
+
 // Config selects what the engine tracks.
 type Config struct {
 	Ports      []uint16 // server ports whose requests are extracted
@@ -31,6 +42,9 @@ type Config struct {
 	// connection mirrored from both ends (two sessions, two outer sources,
 	// perhaps two VNIs) merge and each request is extracted once.
 	Dedup bool
+	// PairResponses parses the server's direction too and pairs each
+	// response with its request (recording, inspection, comparison).
+	PairResponses bool
 }
 
 // Stats count packets and requests at the engine.
@@ -39,9 +53,13 @@ type Stats struct {
 	Bytes       atomic.Uint64
 	Decode      [decode.NumReasons]atomic.Uint64
 	VNIFiltered atomic.Uint64
+	Paired      atomic.Uint64 // requests paired with production's response
+	NoResponse  atomic.Uint64 // requests whose response was not seen
+	Unmatched   atomic.Uint64 // responses without a request waiting
 
 	Reassembly reassembly.Stats
 	HTTP       httpstream.Stats
+	Responses  httpstream.ResponseStats
 }
 
 // Engine processes the packets of one shard.
@@ -51,6 +69,7 @@ type Engine struct {
 	vnis     map[uint32]bool
 	asm      *reassembly.Assembler
 	sink     Sink
+	rsink    ResponseSink // nil: responses are not parsed
 	stats    *Stats
 	log      *ratelog.Limiter
 	pkt      decode.Packet
@@ -61,6 +80,9 @@ type Engine struct {
 // New returns an engine.
 func New(cfg Config, sink Sink, stats *Stats, log *ratelog.Limiter) *Engine {
 	e := &Engine{cfg: cfg, sink: sink, stats: stats, log: log}
+	if rs, ok := sink.(ResponseSink); ok && cfg.PairResponses {
+		e.rsink = rs
+	}
 	for _, p := range cfg.Ports {
 		e.ports[p/64] |= 1 << (p % 64)
 	}
@@ -176,45 +198,116 @@ func (f *factory) New(k reassembly.Key, d reassembly.Dir, p *decode.Packet) reas
 		e.log.Warn("http_"+reason, "stopped parsing a connection", "reason", reason,
 			"client", hf.client.String(), "server", hf.server.String())
 	}
+	if e.rsink != nil {
+		hf.resp = httpstream.NewResponseParser(e.cfg.HTTP, &e.stats.Responses, &e.stats.HTTP, hf.nextIsHead, hf.response)
+	}
 	return hf
 }
 
-// httpFlow extracts the requests of one connection. The server's direction
-// is not parsed yet.
+// httpFlow extracts the requests of one connection and, when asked, the
+// responses, pairing them in order.
 type httpFlow struct {
 	e              *Engine
 	id             uint64
 	clientDir      reassembly.Dir
 	client, server netip.AddrPort
 	parser         *httpstream.Parser
+	resp           *httpstream.ResponseParser // nil unless pairing
+	pending        []*httpstream.Request      // submitted, awaiting a response
+	// skip counts responses still to come for requests dropped from a
+	// full pending list: they are discarded so that pairing stays aligned.
+	skip int
 }
 
 func (h *httpFlow) Data(d reassembly.Dir, b []byte, ts int64) {
 	if d == h.clientDir {
 		h.parser.Feed(b, ts)
+	} else if h.resp != nil {
+		h.resp.Feed(b, ts)
 	}
 }
 
 func (h *httpFlow) Gap(d reassembly.Dir, n int) {
 	if d == h.clientDir {
 		h.parser.Gap(n)
+	} else if h.resp != nil {
+		h.resp.Gap(n)
 	}
 }
 
 func (h *httpFlow) Fin(d reassembly.Dir) {
 	if d == h.clientDir {
 		h.parser.End()
+	} else if h.resp != nil {
+		h.resp.End() // a body delimited by the close ends here
 	}
 }
 
 func (h *httpFlow) End(reassembly.EndReason) {
 	h.parser.End()
+	if h.resp != nil {
+		h.resp.End()
+		h.lost(len(h.pending))
+	}
 	h.e.sink.EndConn(h.id)
 }
 
 func (h *httpFlow) emit(r *httpstream.Request) {
 	r.Client, r.Server, r.ConnID = h.client, h.server, h.id
 	h.e.sink.Submit(h.id, r)
+	if h.resp != nil {
+		if len(h.pending) == maxPending {
+			h.lost(1)
+			h.skip++
+		}
+		h.pending = append(h.pending, r)
+	}
+}
+
+func (h *httpFlow) nextIsHead() bool {
+	return len(h.pending) > 0 && string(h.pending[0].Method()) == "HEAD"
+}
+
+// response pairs a response with the oldest request awaiting one. After
+// a gap in the server's direction (resynced) the responses lost with it
+// are not known: the response is paired with the newest request that had
+// ended before it began, and older ones count as unanswered. That is
+// exact for keep-alive without pipelining, by far the common case.
+func (h *httpFlow) response(r *httpstream.Response, resynced bool) {
+	if resynced {
+		h.skip = 0 // the resync below realigns
+		k := -1
+		for i, q := range h.pending {
+			if q.End <= r.Start {
+				k = i
+			}
+		}
+		if k > 0 {
+			h.lost(k)
+		}
+	}
+	if h.skip > 0 {
+		h.skip--
+		return
+	}
+	if len(h.pending) == 0 {
+		h.e.stats.Unmatched.Add(1)
+		return
+	}
+	req := h.pending[0]
+	h.pending[0] = nil
+	h.pending = h.pending[1:]
+	h.e.stats.Paired.Add(1)
+	h.e.rsink.Response(h.id, req, r)
+}
+
+// lost reports the n oldest pending requests as unanswered.
+func (h *httpFlow) lost(n int) {
+	for _, q := range h.pending[:n] {
+		h.e.stats.NoResponse.Add(1)
+		h.e.rsink.Response(h.id, q, nil)
+	}
+	h.pending = append(h.pending[:0], h.pending[n:]...)
 }
 
 // HandleIP processes one raw IP packet that was not encapsulated.

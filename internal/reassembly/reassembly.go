@@ -130,6 +130,7 @@ type segment struct {
 	data    []byte
 	missing int
 	fin     bool
+	ts      int64 // when it was captured: delivered with it, however late
 }
 
 // New returns an assembler that makes consumers with f.
@@ -216,13 +217,13 @@ func (a *Assembler) Assemble(outer [16]byte, p *decode.Packet, ts int64) {
 		a.hold(f, d, seq, p.Payload, p.Missing, fin, ts)
 		return
 	}
-	a.deliver(f, d, seq, p.Payload, p.Missing, fin)
+	a.deliver(f, d, seq, p.Payload, p.Missing, fin, ts)
 	a.drain(f, d)
 	a.checkClosed(k, f)
 }
 
 // deliver passes the part of a segment at or before h.next that is new.
-func (a *Assembler) deliver(f *flow, d Dir, seq uint32, data []byte, missing int, fin bool) {
+func (a *Assembler) deliver(f *flow, d Dir, seq uint32, data []byte, missing int, fin bool, ts int64) {
 	h := &f.half[d]
 	trim := seqDiff(h.next, seq) // bytes already delivered
 	end := seq + uint32(len(data)+missing)
@@ -230,7 +231,7 @@ func (a *Assembler) deliver(f *flow, d Dir, seq uint32, data []byte, missing int
 		a.stats.DuplicateSegs.Add(1)
 	}
 	if trim < len(data) {
-		f.c.Data(d, data[trim:], f.lastSeen)
+		f.c.Data(d, data[trim:], ts)
 		h.next += uint32(len(data) - trim)
 		trim = 0
 	} else {
@@ -263,7 +264,7 @@ func (a *Assembler) hold(f *flow, d Dir, seq uint32, data []byte, missing int, f
 		a.stats.DuplicateSegs.Add(1)
 		return
 	}
-	s := segment{seq: seq, data: append([]byte(nil), data...), missing: missing, fin: fin}
+	s := segment{seq: seq, data: append([]byte(nil), data...), missing: missing, fin: fin, ts: ts}
 	if found {
 		a.unbuffer(h, len(h.pending[i].data))
 		h.pending[i] = s
@@ -291,7 +292,7 @@ func (a *Assembler) drain(f *flow, d Dir) {
 		h.pending[0] = segment{}
 		h.pending = h.pending[1:]
 		a.unbuffer(h, len(s.data))
-		a.deliver(f, d, s.seq, s.data, s.missing, s.fin)
+		a.deliver(f, d, s.seq, s.data, s.missing, s.fin, s.ts)
 	}
 	if len(h.pending) == 0 {
 		h.pending = nil

@@ -229,3 +229,37 @@ func TestCaps(t *testing.T) {
 		t.Errorf("stream = %q", got)
 	}
 }
+
+type tsRecorder struct {
+	recorder
+	ts []int64
+}
+
+func (r *tsRecorder) Data(d Dir, b []byte, ts int64) { r.recorder.Data(d, b, ts); r.ts = append(r.ts, ts) }
+
+type tsFactory struct{ r *tsRecorder }
+
+func (f *tsFactory) New(Key, Dir, *decode.Packet) Consumer { return f.r }
+
+// TestHeldSegmentsKeepTheirTime: a segment delivered after waiting for a
+// hole carries the time it was captured, not the time of delivery.
+func TestHeldSegmentsKeepTheirTime(t *testing.T) {
+	var st Stats
+	rec := &tsRecorder{}
+	a := New(DefaultOptions, &tsFactory{rec}, &st)
+	c := synth.NewConn(client, server, 1, 1)
+	feed := func(s synth.Segment, ts int64) {
+		var p decode.Packet
+		p.DecodeEthernet(synth.AppendFrame(nil, s))
+		a.Assemble([16]byte{}, &p, ts)
+	}
+	for _, s := range c.Handshake() {
+		feed(s, 1)
+	}
+	segs := split(c, "aaaabbbb", 4)
+	feed(segs[1], 100) // held
+	feed(segs[0], 500) // fills the hole: both delivered now
+	if len(rec.ts) != 2 || rec.ts[0] != 500 || rec.ts[1] != 100 {
+		t.Errorf("delivery times %v, want [500 100]", rec.ts)
+	}
+}
