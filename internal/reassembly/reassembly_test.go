@@ -235,7 +235,10 @@ type tsRecorder struct {
 	ts []int64
 }
 
-func (r *tsRecorder) Data(d Dir, b []byte, ts int64) { r.recorder.Data(d, b, ts); r.ts = append(r.ts, ts) }
+func (r *tsRecorder) Data(d Dir, b []byte, ts int64) {
+	r.recorder.Data(d, b, ts)
+	r.ts = append(r.ts, ts)
+}
 
 type tsFactory struct{ r *tsRecorder }
 
