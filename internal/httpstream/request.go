@@ -54,9 +54,10 @@ func (r *Request) Target() []byte { return r.target.of(r.Raw) }
 func (r *Request) Proto() []byte { return r.proto.of(r.Raw) }
 
 // RequestLineEnd returns the offset just past the request line's terminator.
-func (r *Request) RequestLineEnd() int { return r.startLineEnd() }
+func (r *Request) RequestLineEnd() int { return r.StartLineEnd() }
 
-func (m *Message) startLineEnd() int {
+// StartLineEnd returns the offset just past the start line's terminator.
+func (m *Message) StartLineEnd() int {
 	if len(m.Lines) > 0 {
 		return int(m.Lines[0].full.start)
 	}

@@ -1,0 +1,316 @@
+package recording
+
+import (
+	"bytes"
+	"compress/flate"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/shadowtap/shadowtap/internal/httpstream"
+)
+
+// Ext is the recording files' extension.
+const Ext = ".strec"
+
+// Reader reads records from one or more files in order.
+type Reader struct {
+	files []string
+	f     *os.File
+	buf   []byte
+	eof   bool
+	// Torn counts bytes at the end of a file that did not make a whole
+	// record (a crash while writing); Skipped counts bytes of corrupt
+	// frames passed over to reach the next valid one.
+	Torn, Skipped int
+}
+
+// Open returns a reader over paths; a directory stands for its recording
+// files in name (and so time) order.
+func Open(paths ...string) (*Reader, error) {
+	var files []string
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("recording: %w", err)
+		}
+		if st.IsDir() {
+			m, _ := filepath.Glob(filepath.Join(p, "*"+Ext))
+			slices.Sort(m)
+			files = append(files, m...)
+		} else {
+			files = append(files, p)
+		}
+	}
+	if len(files) == 0 {
+		return nil, errors.New("recording: no recording files")
+	}
+	return &Reader{files: files}, nil
+}
+
+// IsRecording reports whether the file at path starts like a recording.
+func IsRecording(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var h [16]byte
+	_, err = io.ReadFull(f, h[:])
+	return err == nil && h == FileMagic
+}
+
+// Next returns the next record, or io.EOF after the last.
+func (rd *Reader) Next() (Record, error) {
+	for {
+		if rd.f == nil {
+			if len(rd.files) == 0 {
+				return Record{}, io.EOF
+			}
+			if err := rd.openNext(); err != nil {
+				return Record{}, err
+			}
+		}
+		r, n, err := parseFrame(rd.buf)
+		switch {
+		case err == nil:
+			rd.buf = rd.buf[n:]
+			return r, nil
+		case errors.Is(err, io.ErrUnexpectedEOF) && !rd.eof:
+			if err := rd.fill(); err != nil {
+				return Record{}, err
+			}
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			// End of the file inside a frame: the torn last record.
+			rd.Torn += len(rd.buf)
+			rd.closeFile()
+		default:
+			// A corrupt frame: pass over it to the next frame start.
+			i := bytes.Index(rd.buf[1:], []byte{frameMagic >> 8, frameMagic & 0xff})
+			if i < 0 {
+				keep := min(len(rd.buf), 1)
+				rd.Skipped += len(rd.buf) - keep
+				rd.buf = rd.buf[len(rd.buf)-keep:]
+				if rd.eof {
+					rd.Torn += len(rd.buf)
+					rd.closeFile()
+				} else if err := rd.fill(); err != nil {
+					return Record{}, err
+				}
+				continue
+			}
+			rd.Skipped += i + 1
+			rd.buf = rd.buf[i+1:]
+		}
+	}
+}
+
+func (rd *Reader) openNext() error {
+	name := rd.files[0]
+	rd.files = rd.files[1:]
+	f, err := os.Open(name)
+	if err != nil {
+		return fmt.Errorf("recording: %w", err)
+	}
+	var h [16]byte
+	if _, err := io.ReadFull(f, h[:]); err != nil || h != FileMagic {
+		f.Close()
+		return fmt.Errorf("recording: %s is not a shadowtap recording", name)
+	}
+	rd.f, rd.buf, rd.eof = f, rd.buf[:0], false
+	return nil
+}
+
+func (rd *Reader) fill() error {
+	chunk := make([]byte, 256<<10)
+	n, err := rd.f.Read(chunk)
+	rd.buf = append(rd.buf, chunk[:n]...)
+	if errors.Is(err, io.EOF) {
+		rd.eof = true
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("recording: %w", err)
+	}
+	return nil
+}
+
+func (rd *Reader) closeFile() {
+	rd.f.Close()
+	rd.f, rd.buf = nil, rd.buf[:0]
+}
+
+// Close releases the open file.
+func (rd *Reader) Close() error {
+	if rd.f != nil {
+		rd.closeFile()
+	}
+	return nil
+}
+
+// WriterOptions configure a writer.
+type WriterOptions struct {
+	Path     string        // the file; with rotation, the name the files are derived from
+	MaxBytes int64         // start a new file past this size; 0: never
+	MaxAge   time.Duration // start a new file after this long; 0: never
+	// Redact names the headers whose values are replaced by "REDACTED"
+	// (Authorization, Cookie, ... in requests, Set-Cookie in responses).
+	Redact []string
+	Now    func() time.Time
+}
+
+// DefaultRedact are the credential headers redacted unless asked to keep them.
+var DefaultRedact = []string{"Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie", "X-Api-Key"}
+
+// Writer appends records; each is written whole with one write, so a
+// crash tears at most the last one.
+type Writer struct {
+	opts    WriterOptions
+	f       *os.File
+	name    string
+	size    int64
+	opened  time.Time
+	seq     int
+	buf     []byte
+	scratch bytes.Buffer
+	fw      *flate.Writer
+}
+
+// Create opens the (first) file.
+func Create(opts WriterOptions) (*Writer, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	fw, _ := flate.NewWriter(nil, flate.DefaultCompression)
+	w := &Writer{opts: opts, fw: fw}
+	return w, w.rotate()
+}
+
+func (w *Writer) rotating() bool { return w.opts.MaxBytes > 0 || w.opts.MaxAge > 0 }
+
+// Name returns the file being written.
+func (w *Writer) Name() string { return w.name }
+
+func (w *Writer) rotate() error {
+	if w.f != nil {
+		if err := w.f.Close(); err != nil {
+			return fmt.Errorf("recording: %w", err)
+		}
+	}
+	w.name = w.opts.Path
+	if w.rotating() {
+		w.seq++
+		base := strings.TrimSuffix(w.opts.Path, Ext)
+		w.name = fmt.Sprintf("%s-%s-%04d%s", base, w.opts.Now().UTC().Format("20060102T150405Z"), w.seq, Ext)
+	}
+	f, err := os.OpenFile(w.name, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return fmt.Errorf("recording: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("recording: %w", err)
+	}
+	if st.Size() == 0 {
+		if _, err := f.Write(FileMagic[:]); err != nil {
+			f.Close()
+			return fmt.Errorf("recording: %w", err)
+		}
+	} else if !IsRecording(w.name) {
+		f.Close()
+		return fmt.Errorf("recording: %s exists and is not a shadowtap recording", w.name)
+	}
+	w.f, w.size, w.opened = f, st.Size()+int64(len(FileMagic)), w.opts.Now()
+	return nil
+}
+
+// Write appends r, redacting the configured headers first.
+func (w *Writer) Write(r Record) error {
+	if len(w.opts.Redact) > 0 {
+		r = redactRecord(r, w.opts.Redact)
+	}
+	if w.rotating() && (w.opts.MaxBytes > 0 && w.size >= w.opts.MaxBytes || w.opts.MaxAge > 0 && w.opts.Now().Sub(w.opened) >= w.opts.MaxAge) {
+		if err := w.rotate(); err != nil {
+			return err
+		}
+	}
+	w.buf = appendFrame(w.buf[:0], &r, &w.scratch, w.fw)
+	n, err := w.f.Write(w.buf)
+	w.size += int64(n)
+	if err != nil {
+		return fmt.Errorf("recording: %w", err)
+	}
+	return nil
+}
+
+// Sync flushes the file to stable storage.
+func (w *Writer) Sync() error { return w.f.Sync() }
+
+// Close closes the file.
+func (w *Writer) Close() error { return w.f.Close() }
+
+func redactRecord(r Record, names []string) Record {
+	if out, changed := redact(r.Request, names, true); changed {
+		r.Request, r.Redacted = out, true
+	}
+	if r.HasResponse {
+		if out, changed := redact(r.Response, names, false); changed {
+			r.Response, r.Redacted = out, true
+		}
+	}
+	return r
+}
+
+// redact replaces the values of the named headers in a request's or a
+// response's head.
+func redact(raw []byte, names []string, isRequest bool) ([]byte, bool) {
+	m, ok := parseMessage(raw, isRequest)
+	if !ok {
+		return raw, false
+	}
+	changed := false
+	out := append([]byte(nil), raw[:m.StartLineEnd()]...)
+	for i := range m.Lines {
+		name := m.Name(i)
+		if slices.ContainsFunc(names, func(n string) bool { return strings.EqualFold(n, string(name)) }) {
+			l := m.LineBytes(i)
+			term := l[len(l)-1:]
+			if len(l) > 1 && l[len(l)-2] == '\r' {
+				term = l[len(l)-2:]
+			}
+			out = append(append(append(out, name...), ": REDACTED"...), term...)
+			changed = true
+			continue
+		}
+		out = append(out, m.LineBytes(i)...)
+	}
+	out = append(out, m.BlankLine()...)
+	return append(out, m.Body()...), changed
+}
+
+func parseMessage(raw []byte, isRequest bool) (*httpstream.Message, bool) {
+	var m *httpstream.Message
+	if isRequest {
+		httpstream.NewParser(httpstream.DefaultOptions, &httpstream.Stats{}, func(r *httpstream.Request) {
+			if m == nil {
+				m = &r.Message
+			}
+		}).Feed(raw, 0)
+	} else {
+		p := httpstream.NewResponseParser(httpstream.DefaultOptions, &httpstream.ResponseStats{}, &httpstream.Stats{},
+			func() bool { return false }, func(r *httpstream.Response, _ bool) {
+				if m == nil {
+					m = &r.Message
+				}
+			})
+		p.Feed(raw, 0)
+		p.End()
+	}
+	return m, m != nil
+}

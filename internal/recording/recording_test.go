@@ -1,0 +1,175 @@
+package recording
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func sampleRecords() []Record {
+	var out []Record
+	for i := range 20 {
+		r := Record{
+			Start: 1_700_000_000_000_000_000 + int64(i)*1e6, Conn: uint64(i / 3), Index: i % 3,
+			Client:  netip.MustParseAddrPort(fmt.Sprintf("10.0.0.%d:%d", i, 40000+i)),
+			Server:  netip.MustParseAddrPort("[2001:db8::1]:80"),
+			Request: fmt.Appendf(nil, "GET /items/%d HTTP/1.1\r\nHost: shop\r\nX-Pad: %s\r\n\r\n", i, strings.Repeat("p", i*50)),
+		}
+		r.End = r.Start + 1000
+		if i%4 != 0 {
+			r.HasResponse, r.Status, r.RespStart, r.RespEnd = true, 200+i, r.End+5e5, r.End+9e5
+			r.Response = fmt.Appendf(nil, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n%02d", i)
+			r.BodyTruncated = i%5 == 0
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func writeAll(t *testing.T, path string, recs []Record) {
+	t.Helper()
+	w, err := Create(WriterOptions{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if err := w.Write(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+}
+
+func readAll(t *testing.T, paths ...string) ([]Record, *Reader) {
+	t.Helper()
+	rd, err := Open(paths...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	var out []Record
+	for {
+		r, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			return out, rd
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "r"+Ext)
+	recs := sampleRecords()
+	writeAll(t, path, recs)
+	got, rd := readAll(t, path)
+	if !reflect.DeepEqual(got, recs) || rd.Torn != 0 || rd.Skipped != 0 {
+		t.Fatalf("read %d records (torn %d, skipped %d), wrote %d", len(got), rd.Torn, rd.Skipped, len(recs))
+	}
+	if got[1].Latency() != 5e5 {
+		t.Errorf("latency = %d", got[1].Latency())
+	}
+	// Appending to an existing recording keeps what was there.
+	writeAll(t, path, recs[:2])
+	got, _ = readAll(t, path)
+	if len(got) != len(recs)+2 {
+		t.Errorf("after append: %d records", len(got))
+	}
+}
+
+// TestTornLastRecord truncates a recording at every byte offset of its
+// last record: every earlier record reads back, the torn one is counted.
+func TestTornLastRecord(t *testing.T) {
+	dir := t.TempDir()
+	full := filepath.Join(dir, "full"+Ext)
+	recs := sampleRecords()
+	writeAll(t, full, recs[:len(recs)-1])
+	st, _ := os.Stat(full)
+	lastStart := st.Size()
+	writeAll(t, full, recs[len(recs)-1:])
+	data, _ := os.ReadFile(full)
+	cut := filepath.Join(dir, "cut"+Ext)
+	for off := lastStart; off < int64(len(data)); off++ {
+		os.WriteFile(cut, data[:off], 0o644)
+		got, rd := readAll(t, cut)
+		if !reflect.DeepEqual(got, recs[:len(recs)-1]) {
+			t.Fatalf("cut at %d: %d records", off, len(got))
+		}
+		if want := int(off - lastStart); rd.Torn+rd.Skipped != want {
+			t.Fatalf("cut at %d: torn %d skipped %d, want %d", off, rd.Torn, rd.Skipped, want)
+		}
+	}
+}
+
+func TestCorruptRecordIsSkipped(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c"+Ext)
+	recs := sampleRecords()
+	writeAll(t, path, recs)
+	data, _ := os.ReadFile(path)
+	// Flip a byte inside the fourth record's payload.
+	off := len(FileMagic)
+	for range 3 {
+		_, n, err := parseFrame(data[off:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		off += n
+	}
+	data[off+frameHeader+3] ^= 0xff
+	os.WriteFile(path, data, 0o644)
+	got, rd := readAll(t, path)
+	want := append(append([]Record(nil), recs[:3]...), recs[4:]...)
+	if !reflect.DeepEqual(got, want) || rd.Skipped == 0 {
+		t.Errorf("read %d records, skipped %d", len(got), rd.Skipped)
+	}
+}
+
+func TestRotationBySize(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Date(2026, 11, 22, 7, 0, 0, 0, time.UTC)
+	w, err := Create(WriterOptions{Path: filepath.Join(dir, "day"+Ext), MaxBytes: 1000, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := sampleRecords()
+	for _, r := range recs {
+		w.Write(r)
+	}
+	w.Close()
+	files, _ := filepath.Glob(filepath.Join(dir, "*"+Ext))
+	if len(files) < 3 || !strings.Contains(files[0], "day-20261122T070000Z-0001") {
+		t.Fatalf("files = %v", files)
+	}
+	got, _ := readAll(t, dir)
+	if !reflect.DeepEqual(got, recs) {
+		t.Errorf("read %d records across %d files", len(got), len(files))
+	}
+}
+
+func TestRedaction(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x"+Ext)
+	w, _ := Create(WriterOptions{Path: path, Redact: DefaultRedact})
+	w.Write(Record{Client: netip.MustParseAddrPort("10.0.0.1:1"), Server: netip.MustParseAddrPort("10.0.0.2:80"),
+		Request:     []byte("POST /login HTTP/1.1\r\nHost: h\r\nauthorization: Bearer secret\r\nCookie: sid=abc\r\nContent-Length: 2\r\n\r\nhi"),
+		HasResponse: true, Status: 200, Response: []byte("HTTP/1.1 200 OK\r\nSet-Cookie: sid=new\r\nContent-Length: 0\r\n\r\n")})
+	w.Close()
+	got, _ := readAll(t, path)
+	want := "POST /login HTTP/1.1\r\nHost: h\r\nauthorization: REDACTED\r\nCookie: REDACTED\r\nContent-Length: 2\r\n\r\nhi"
+	if string(got[0].Request) != want || !bytes.Contains(got[0].Response, []byte("Set-Cookie: REDACTED\r\n")) || !got[0].Redacted {
+		t.Errorf("request %q\nresponse %q", got[0].Request, got[0].Response)
+	}
+	req, err := got[0].ParseRequest()
+	if err != nil || string(req.Method()) != "POST" || string(req.Body()) != "hi" {
+		t.Errorf("parse: %v", err)
+	}
+}
