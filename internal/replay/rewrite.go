@@ -101,7 +101,10 @@ func (e *Edits) AppendRequest(dst []byte, r *httpstream.Request) (out []byte, he
 			have.fhost = true
 		}
 	}
-	client := r.Client.Addr().Unmap().String()
+	client := "" // unknown for requests from files without addresses (GoReplay)
+	if r.Client.IsValid() {
+		client = r.Client.Addr().Unmap().String()
+	}
 	var setDone []bool
 	if len(e.Set) > 0 {
 		setDone = make([]bool, len(e.Set))
@@ -132,7 +135,7 @@ func (e *Edits) AppendRequest(dst []byte, r *httpstream.Request) (out []byte, he
 			dst = appendLine(dst, name, e.FixedHost, lt)
 		case equalFold(name, "Host") && !e.KeepHost:
 			dst = appendLine(dst, name, e.Host, lt)
-		case i == lastXFF:
+		case i == lastXFF && client != "":
 			dst = append(dst, l[:len(l)-len(lt)]...)
 			if len(r.Value(i)) > 0 {
 				dst = append(dst, ", "...)
@@ -153,10 +156,10 @@ func (e *Edits) AppendRequest(dst []byte, r *httpstream.Request) (out []byte, he
 		}
 		dst = appendHeader(dst, "Host", host)
 	}
-	if lastXFF < 0 {
+	if lastXFF < 0 && client != "" {
 		dst = appendHeader(dst, "X-Forwarded-For", client)
 	}
-	if !have.port {
+	if !have.port && r.Server.IsValid() {
 		dst = appendHeader(dst, "X-Forwarded-Port", strconv.Itoa(int(r.Server.Port())))
 	}
 	if !have.proto {
