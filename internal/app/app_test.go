@@ -238,3 +238,30 @@ func get(t *testing.T, url string) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
+
+// TestGeneveListener: a Gateway Load Balancer appliance deployment, Geneve
+// on its own port, with AWS-style options and IPv4 inside.
+func TestGeneveListener(t *testing.T) {
+	test, _ := rawserver.Listen("127.0.0.1:0")
+	defer test.Close()
+	cfg := config.Default()
+	cfg.Destination = "http://" + test.Addr()
+	cfg.GeneveListen = "127.0.0.1:0"
+	h, stop := start(t, cfg)
+	defer stop()
+	out, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(h.GeneveAddr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	opts := make([]byte, 16)
+	c := synth.NewConn(client(3), server, 1, 1)
+	segs := append(c.Handshake(), c.ClientData([]byte("GET /gwlb HTTP/1.1\r\nHost: p\r\n\r\n"))...)
+	for _, s := range segs {
+		out.Write(synth.AppendGeneve(nil, 99, 0x0800, opts, synth.AppendFrame(nil, s)[14:]))
+	}
+	waitFor(t, func() bool { return len(test.Requests()) == 1 })
+	if !strings.HasPrefix(string(test.Requests()[0].Raw), "GET /gwlb HTTP/1.1\r\n") {
+		t.Errorf("got %q", test.Requests()[0].Raw)
+	}
+}

@@ -40,6 +40,8 @@ type Handler struct {
 
 	listener *capture.Listener
 	eng      *engine.Engine
+	geneve   *capture.Listener // nil unless GeneveListen
+	genEng   *engine.Engine
 	fanout   *target.Fanout
 	health   net.Listener
 	admin    *http.Server
@@ -69,6 +71,14 @@ func New(cfg config.Config, log *slog.Logger) (*Handler, error) {
 	if got := h.Capture.ReadBuffer.Load(); got < int64(cfg.ReadBuffer) {
 		log.Warn("socket receive buffer is smaller than asked; raise net.core.rmem_max or grant CAP_NET_ADMIN",
 			"asked", cfg.ReadBuffer, "got", got)
+	}
+	if cfg.GeneveListen != "" {
+		gopts := copts
+		gopts.Addr = cfg.GeneveListen
+		if h.geneve, err = capture.Listen(gopts, &h.Capture); err != nil {
+			h.Close()
+			return nil, err
+		}
 	}
 	if cfg.HealthListen != "" {
 		if h.health, err = net.Listen("tcp", cfg.HealthListen); err != nil {
@@ -104,8 +114,15 @@ func New(cfg config.Config, log *slog.Logger) (*Handler, error) {
 	ropts.MaxFlows, ropts.ReorderWait, ropts.IdleTimeout = cfg.MaxFlows, cfg.ReorderWait, cfg.IdleTimeout
 	hopts := httpstream.DefaultOptions
 	hopts.MaxBodyBytes = cfg.MaxBody
-	h.eng = engine.New(engine.Config{Ports: cfg.Ports, VNIs: cfg.VNIs, Reassembly: ropts, HTTP: hopts, Dedup: cfg.Dedup},
-		h.fanout, &h.Engine, ratelog.New(log, 10*time.Second))
+	ecfg := engine.Config{Ports: cfg.Ports, VNIs: cfg.VNIs, Reassembly: ropts, HTTP: hopts, Dedup: cfg.Dedup}
+	elog := ratelog.New(log, 10*time.Second)
+	h.eng = engine.New(ecfg, h.fanout, &h.Engine, elog)
+	if h.geneve != nil {
+		// A second engine, owned by the Geneve reader; it shares the
+		// counters and the targets, and numbers its connections apart.
+		ecfg.FirstConnID = 1 << 62
+		h.genEng = engine.New(ecfg, h.fanout, &h.Engine, elog)
+	}
 	return h, nil
 }
 
@@ -182,6 +199,14 @@ func restartOnly(a, b config.Config) []string {
 // ListenAddr returns the UDP address receiving VXLAN.
 func (h *Handler) ListenAddr() netip.AddrPort { return h.listener.Addr() }
 
+// GeneveAddr returns the UDP address receiving Geneve, if enabled.
+func (h *Handler) GeneveAddr() netip.AddrPort {
+	if h.geneve == nil {
+		return netip.AddrPort{}
+	}
+	return h.geneve.Addr()
+}
+
 // AdminAddr returns the admin server's address, if enabled.
 func (h *Handler) AdminAddr() string {
 	if h.adminLn == nil {
@@ -204,6 +229,9 @@ func (h *Handler) Registry() *prometheus.Registry { return h.reg }
 // Close releases the sockets of a handler that was not run.
 func (h *Handler) Close() {
 	h.listener.Close()
+	if h.geneve != nil {
+		h.geneve.Close()
+	}
 	if h.health != nil {
 		h.health.Close()
 	}
@@ -254,6 +282,16 @@ func (h *Handler) Run(ctx context.Context) error {
 	h.log.Info("shadowtap started", "listen", h.listener.Addr().String(), "targets", names, "ports", h.cfg.Ports,
 		"health", h.HealthAddr(), "admin", h.AdminAddr(), "receive_buffer", h.Capture.ReadBuffer.Load())
 
+	if h.geneve != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := h.geneve.Run(ctx, h.genEng.HandleGeneve, h.genEng.Tick); err != nil {
+				h.log.Error("geneve capture", "err", err)
+			}
+			h.genEng.Flush()
+		}()
+	}
 	err := h.listener.Run(ctx, h.eng.HandleVXLAN, h.eng.Tick)
 	h.eng.Flush()
 	h.log.Info("capture stopped; draining replays", "deadline", h.cfg.DrainTimeout)

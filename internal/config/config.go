@@ -24,6 +24,7 @@ import (
 // Config is every setting. Start from Default.
 type Config struct {
 	Listen       string        `yaml:"listen"`        // UDP address receiving VXLAN
+	GeneveListen string        `yaml:"geneve_listen"` // UDP address receiving Geneve (GWLB appliance); "" disables
 	VNIs         []uint32      `yaml:"vnis"`          // accepted VNIs; empty: any
 	Ports        []uint16      `yaml:"ports"`         // server ports whose requests are replayed
 	HealthListen string        `yaml:"health_listen"` // TCP health-check address; "" disables

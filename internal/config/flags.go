@@ -27,6 +27,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.Defaults.KeepHostHeader, "keep-host-header", c.Defaults.KeepHostHeader, "send the captured Host header instead of the destination's")
 
 	fs.StringVar(&c.Listen, "listen", c.Listen, "UDP address receiving VXLAN mirror traffic")
+	fs.StringVar(&c.GeneveListen, "geneve-listen", c.GeneveListen, `UDP address receiving Geneve, as a Gateway Load Balancer appliance (":6081"; "" disables)`)
 	fs.Var(newList(func(s string) error {
 		v, err := strconv.ParseUint(s, 10, 32)
 		if err != nil || v >= 1<<24 {

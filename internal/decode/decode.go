@@ -37,6 +37,7 @@ const (
 	Fragment             // IP fragment: counted, not reassembled
 	NotTCP               // UDP, ICMP, ...: ignored, not an error
 	ShortTCP             // TCP header cut short or data offset invalid
+	ShortGeneve          // datagram shorter than its Geneve header and options
 	NumReasons
 )
 
@@ -50,6 +51,7 @@ var reasonNames = [NumReasons]string{
 	Fragment:      "fragment",
 	NotTCP:        "not_tcp",
 	ShortTCP:      "short_tcp",
+	ShortGeneve:   "short_geneve",
 }
 
 func (r Reason) String() string {
@@ -101,6 +103,41 @@ func (p *Packet) DecodeVXLAN(b []byte) Reason {
 	p.VXLAN = true
 	p.VNI = uint32(b[4])<<16 | uint32(b[5])<<8 | uint32(b[6])
 	return p.decodeEthernet(b[8:])
+}
+
+// GenevePort is the IANA port for Geneve (RFC 8926), on which a Gateway
+// Load Balancer sends traffic to its appliances.
+const GenevePort = 6081
+
+// DecodeGeneve decodes a Geneve datagram (the UDP payload): its header and
+// options (AWS's are skipped), then an Ethernet frame or an IP packet; an
+// IP packet that carries VXLAN (UDP 4789) is decapsulated again. VNI is
+// the innermost network id.
+func (p *Packet) DecodeGeneve(b []byte) Reason {
+	if len(b) < 8 {
+		return ShortGeneve
+	}
+	hl := 8 + int(b[0]&0x3f)*4
+	if len(b) < hl {
+		return ShortGeneve
+	}
+	p.VXLAN = false
+	p.VNI = uint32(b[4])<<16 | uint32(b[5])<<8 | uint32(b[6])
+	proto := binary.BigEndian.Uint16(b[2:4])
+	inner := b[hl:]
+	switch proto {
+	case 0x6558: // transparent Ethernet bridging
+		return p.decodeEthernet(inner)
+	case 0x0800, 0x86dd:
+		if _, dport, udp, ok := OuterUDPFromIP(proto, inner); ok && dport == VXLANPort {
+			return p.DecodeVXLAN(udp)
+		}
+		if proto == 0x0800 {
+			return p.decodeIPv4(inner)
+		}
+		return p.decodeIPv6(inner)
+	}
+	return NotIP
 }
 
 // DecodeEthernet decodes an Ethernet frame that was not encapsulated.

@@ -152,3 +152,14 @@ func FuzzDecodeVXLAN(f *testing.F) {
 		}
 	})
 }
+
+func FuzzDecodeGeneve(f *testing.F) {
+	f.Add(append([]byte{2, 0, 0x65, 0x58, 0, 0x10, 0x92, 0, 1, 8, 1, 3, 0, 0, 0, 0}, vxlanHTTP[8:]...))
+	f.Add(append([]byte{0, 0, 0x08, 0, 0, 0, 1, 0}, vxlanHTTP[8+14+4:]...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var p Packet
+		if p.DecodeGeneve(b) == OK && (p.Missing < 0 || len(p.Payload) > len(b)) {
+			t.Fatalf("payload %d bytes, missing %d, input %d", len(p.Payload), p.Missing, len(b))
+		}
+	})
+}

@@ -45,6 +45,9 @@ type Config struct {
 	// PairResponses parses the server's direction too and pairs each
 	// response with its request (recording, inspection, comparison).
 	PairResponses bool
+	// FirstConnID numbers this engine's connections from it, so that two
+	// engines feeding one sink (VXLAN and Geneve) never share an id.
+	FirstConnID uint64
 }
 
 // Stats count packets and requests at the engine.
@@ -79,7 +82,7 @@ type Engine struct {
 
 // New returns an engine.
 func New(cfg Config, sink Sink, stats *Stats, log *ratelog.Limiter) *Engine {
-	e := &Engine{cfg: cfg, sink: sink, stats: stats, log: log}
+	e := &Engine{cfg: cfg, sink: sink, stats: stats, log: log, nextID: cfg.FirstConnID}
 	if rs, ok := sink.(ResponseSink); ok && cfg.PairResponses {
 		e.rsink = rs
 	}
@@ -110,6 +113,12 @@ func (e *Engine) HandleVXLAN(outer netip.Addr, b []byte, ts int64) {
 		e.dropped(r, outer)
 		return
 	}
+	e.tunneled(outer, p, ts)
+}
+
+// tunneled assembles a decapsulated packet, keyed by its tunnel's sender
+// and network id (or, with Dedup, by the inner 5-tuple alone).
+func (e *Engine) tunneled(outer netip.Addr, p *decode.Packet, ts int64) {
 	if e.vnis != nil && !e.vnis[p.VNI] {
 		e.stats.VNIFiltered.Add(1)
 		return
@@ -120,6 +129,17 @@ func (e *Engine) HandleVXLAN(outer netip.Addr, b []byte, ts int64) {
 	}
 	e.asm.Assemble(key, p, ts)
 	e.maybeTick(ts)
+}
+
+// HandleGeneve processes one Geneve datagram from outer, seen at ts.
+func (e *Engine) HandleGeneve(outer netip.Addr, b []byte, ts int64) {
+	e.count(len(b))
+	p := &e.pkt
+	if r := p.DecodeGeneve(b); r != decode.OK {
+		e.dropped(r, outer)
+		return
+	}
+	e.tunneled(outer, p, ts)
 }
 
 // HandleFrame processes one Ethernet frame that was not encapsulated.

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shadowtap/shadowtap/internal/decode"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 	"github.com/shadowtap/shadowtap/internal/pcapfile"
 	"github.com/shadowtap/shadowtap/internal/ratelog"
@@ -160,6 +161,13 @@ func TestNonHTTPCapturesAreIgnored(t *testing.T) {
 		}
 		if len(sink.reqs) != 0 || ps.Packets == 0 {
 			t.Errorf("%s: %d requests from %d packets", f, len(sink.reqs), ps.Packets)
+		}
+		if f == "zeek__geneve-vxlan-dns-truncated.pcap" {
+			// Geneve (protocol IPv4) -> UDP 4789 VXLAN -> Ethernet -> DNS:
+			// decoded all the way down to the UDP that is not TCP.
+			if ps.Geneve != 2 || st.Decode[decode.NotTCP].Load() != 2 {
+				t.Errorf("geneve: %d datagrams, not-TCP %d", ps.Geneve, st.Decode[decode.NotTCP].Load())
+			}
 		}
 		if f == "suricata__vxlan-decoder-03.pcap" {
 			// The AWS capture: SSH flows on port 22 are tracked (and not

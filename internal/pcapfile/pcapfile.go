@@ -24,6 +24,7 @@ import (
 // Handler takes the packets of a file; *engine.Engine is one.
 type Handler interface {
 	HandleVXLAN(outer netip.Addr, b []byte, ts int64)
+	HandleGeneve(outer netip.Addr, b []byte, ts int64)
 	HandleFrame(b []byte, ts int64)
 	HandleIP(b []byte, ts int64)
 	Tick(now int64)
@@ -34,6 +35,7 @@ type Handler interface {
 type Stats struct {
 	Packets   int
 	VXLAN     int
+	Geneve    int
 	Skipped   int // link-layer headers that could not be read
 	FirstTime int64
 	LastTime  int64
@@ -121,10 +123,17 @@ func dispatch(p Packet, vxlanPort uint16, h Handler, st *Stats) {
 		st.Skipped++
 		return
 	}
-	if src, dport, udp, ok := decode.OuterUDPFromIP(etype, payload); ok && dport == vxlanPort {
-		st.VXLAN++
-		h.HandleVXLAN(src, udp, ts)
-		return
+	if src, dport, udp, ok := decode.OuterUDPFromIP(etype, payload); ok {
+		switch dport {
+		case vxlanPort:
+			st.VXLAN++
+			h.HandleVXLAN(src, udp, ts)
+			return
+		case decode.GenevePort:
+			st.Geneve++
+			h.HandleGeneve(src, udp, ts)
+			return
+		}
 	}
 	if p.Link == layers.LinkTypeEthernet {
 		h.HandleFrame(p.Data, ts)

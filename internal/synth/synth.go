@@ -126,3 +126,26 @@ func (c *Conn) Close() []Segment {
 func (c *Conn) ClientACK() Segment {
 	return Segment{Src: c.Client, Dst: c.Server, Seq: c.cseq, Ack: c.sseq, Flags: decode.FlagACK}
 }
+
+// AppendGeneve appends a Geneve header (with opts, a multiple of 4 bytes,
+// as AWS's Gateway Load Balancer adds) for protocol proto and vni, then
+// payload.
+func AppendGeneve(dst []byte, vni uint32, proto uint16, opts, payload []byte) []byte {
+	dst = append(dst, byte(len(opts)/4), 0, byte(proto>>8), byte(proto), byte(vni>>16), byte(vni>>8), byte(vni), 0)
+	dst = append(dst, opts...)
+	return append(dst, payload...)
+}
+
+// AppendIPv4UDP appends an IPv4/UDP packet from src to dst carrying payload.
+func AppendIPv4UDP(b []byte, src, dst netip.AddrPort, payload []byte) []byte {
+	b = append(b, 0x45, 0)
+	b = binary.BigEndian.AppendUint16(b, uint16(28+len(payload)))
+	b = append(b, 0, 1, 0x40, 0, 64, 17, 0, 0)
+	s, d := src.Addr().As4(), dst.Addr().As4()
+	b = append(append(b, s[:]...), d[:]...)
+	b = binary.BigEndian.AppendUint16(b, src.Port())
+	b = binary.BigEndian.AppendUint16(b, dst.Port())
+	b = binary.BigEndian.AppendUint16(b, uint16(8+len(payload)))
+	b = append(b, 0, 0)
+	return append(b, payload...)
+}
