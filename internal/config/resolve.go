@@ -25,6 +25,9 @@ type Resolved struct {
 	Rewrite            Rewrite
 	Credentials        Credentials
 	MarkerName         string // "" when the marker is off
+	// Block makes the target wait rather than drop when its queue or rate
+	// limit is full: set by `shadowtap replay`, never from a file.
+	Block bool
 }
 
 // DefaultTargetName is the target -destination defines.
@@ -101,6 +104,12 @@ var tokenRe = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 // Validate checks the whole configuration and reports every problem.
 func (c *Config) Validate() error {
+	return errors.Join(c.ValidateCapture(), c.validateTargets())
+}
+
+// ValidateCapture checks the settings of capture alone (no targets), as
+// record and inspect need.
+func (c *Config) ValidateCapture() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.Listen == "" {
@@ -137,6 +146,12 @@ func (c *Config) Validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		add("log_format: %q is not text or json", c.LogFormat)
 	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) validateTargets() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if err := validateSampling(c.Defaults.Sampling); err != nil {
 		add("defaults.sampling: %v", err)
 	}

@@ -48,6 +48,10 @@ type Config struct {
 	// FirstConnID numbers this engine's connections from it, so that two
 	// engines feeding one sink (VXLAN and Geneve) never share an id.
 	FirstConnID uint64
+	// AllPorts treats every TCP connection as a possible HTTP one (for
+	// inspecting a capture): the server is the side that answered the
+	// SYN, or the lower port. Connections that are not HTTP stop parsing.
+	AllPorts bool
 }
 
 // Stats count packets and requests at the engine.
@@ -102,7 +106,7 @@ func New(cfg Config, sink Sink, stats *Stats, log *ratelog.Limiter) *Engine {
 	return e
 }
 
-func (e *Engine) isPort(p uint16) bool { return e.ports[p/64]&(1<<(p%64)) != 0 }
+func (e *Engine) isPort(p uint16) bool { return e.cfg.AllPorts || e.ports[p/64]&(1<<(p%64)) != 0 }
 
 // HandleVXLAN processes one VXLAN datagram from outer, seen at ts (unix ns).
 // b is only read during the call.
@@ -195,6 +199,8 @@ func (f *factory) New(k reassembly.Key, d reassembly.Dir, p *decode.Packet) reas
 	switch {
 	case p.Flags&(decode.FlagSYN|decode.FlagACK) == decode.FlagSYN|decode.FlagACK:
 		serverIsDst = false
+	case e.cfg.AllPorts:
+		serverIsDst = p.Flags&decode.FlagSYN != 0 || p.DstPrt <= p.SrcPrt
 	case e.isPort(p.DstPrt):
 		serverIsDst = true
 	case e.isPort(p.SrcPrt):

@@ -114,7 +114,8 @@ type Parser struct {
 	start   int64
 	last    int64
 	index   int
-	held    int // bytes of buf counted in stats.Buffered
+	held    int  // bytes of buf counted in stats.Buffered
+	lineOK  bool // the request line of the message in progress was checked
 }
 
 // NewParser returns a parser that passes each complete request to emit,
@@ -188,6 +189,23 @@ func (p *Parser) head() bool {
 	if p.buf[0] == 0x16 { // TLS handshake record
 		return p.stop(StopTLS)
 	}
+	// Judge the request line as soon as it is whole: another protocol
+	// (SSH, a binary one) is recognised at once rather than held until a
+	// head's worth of bytes has arrived.
+	if !p.lineOK {
+		i := bytes.IndexByte(p.buf, '\n')
+		if i < 0 && len(p.buf) > p.opts.MaxHeaderBytes {
+			return p.reject(RejectHeaderTooLarge)
+		}
+		if i < 0 {
+			return false
+		}
+		line, _ := nextLine(p.buf, 0)
+		if _, _, _, ok := parseRequestLine(line.of(p.buf), false); !ok {
+			return p.reject(RejectRequestLine)
+		}
+		p.lineOK = true
+	}
 	end := findHeadEnd(p.buf, p.scanned)
 	if end < 0 {
 		p.scanned = len(p.buf)
@@ -223,7 +241,7 @@ func (p *Parser) head() bool {
 	if _, ok := p.req.Get("Upgrade"); ok {
 		return p.stop(StopUpgrade)
 	}
-	p.cur, p.scanned = end, 0
+	p.cur, p.scanned, p.lineOK = end, 0, false
 	p.skip, p.bodyLen, p.lenLeft, p.chunked = false, 0, 0, chunkReader{}
 	p.req.Chunked = false
 	if r, ok := p.framing(); !ok {
@@ -415,7 +433,7 @@ func (p *Parser) Gap(n int) {
 	}
 	p.state = stateResync
 	p.buf = p.buf[:0]
-	p.cur, p.scanned = 0, 0
+	p.cur, p.scanned, p.lineOK = 0, 0, false
 }
 
 // resync looks for a line that is a request line with a known method.

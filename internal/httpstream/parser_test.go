@@ -226,3 +226,17 @@ func TestGlobalBudget(t *testing.T) {
 		t.Errorf("buffered after end = %d", st.Buffered.Load())
 	}
 }
+
+func TestOtherProtocolRejectedAtFirstLine(t *testing.T) {
+	// An SSH banner is refused as soon as its line is whole, not after
+	// a head's worth of bytes.
+	got, st := run(t, DefaultOptions, "SSH-2.0-OpenSSH_9.6\r\n", "\x00\x00\x04\x14binary")
+	if len(got) != 0 || st.Rejected[RejectRequestLine].Load() != 1 {
+		t.Errorf("got %q, rejected %d", got, st.Rejected[RejectRequestLine].Load())
+	}
+	// A request line split over segments is still accepted.
+	got, _ = run(t, DefaultOptions, "GET /a", " HTTP/1.1\r", "\nHost: h\r\n\r\n")
+	if len(got) != 1 {
+		t.Errorf("split request line: %q", got)
+	}
+}

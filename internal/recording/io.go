@@ -233,7 +233,7 @@ func (w *Writer) rotate() error {
 // Write appends r, redacting the configured headers first.
 func (w *Writer) Write(r Record) error {
 	if len(w.opts.Redact) > 0 {
-		r = redactRecord(r, w.opts.Redact)
+		r = Redact(r, w.opts.Redact)
 	}
 	if w.rotating() && (w.opts.MaxBytes > 0 && w.size >= w.opts.MaxBytes || w.opts.MaxAge > 0 && w.opts.Now().Sub(w.opened) >= w.opts.MaxAge) {
 		if err := w.rotate(); err != nil {
@@ -255,7 +255,9 @@ func (w *Writer) Sync() error { return w.f.Sync() }
 // Close closes the file.
 func (w *Writer) Close() error { return w.f.Close() }
 
-func redactRecord(r Record, names []string) Record {
+// Redact returns r with the values of the named headers replaced by
+// "REDACTED" in its request and response.
+func Redact(r Record, names []string) Record {
 	if out, changed := redact(r.Request, names, true); changed {
 		r.Request, r.Redacted = out, true
 	}

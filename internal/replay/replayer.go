@@ -21,6 +21,9 @@ type Options struct {
 	MaxQueue  int    // requests waiting; beyond it requests are dropped
 	Edits     Edits
 	RateLimit float64 // requests per second admitted; 0: no limit
+	// Block makes Submit wait for queue space and for the rate limit
+	// instead of dropping: replaying a file as fast as the target allows.
+	Block bool
 }
 
 // Result is the outcome of one replay, passed to the OnResult hook.
@@ -63,6 +66,7 @@ type Replayer struct {
 	cancel context.CancelFunc
 
 	mu     sync.Mutex
+	space  *sync.Cond // signalled when the queue shrinks (Block)
 	conns  map[uint64]*connQueue
 	ready  chan *connQueue
 	queued int
@@ -90,6 +94,7 @@ func New(client *Client, opts Options, stats *Stats, log *slog.Logger, onResult 
 		// one request while there, so MaxQueue bounds it.
 		ready: make(chan *connQueue, opts.MaxQueue+1),
 	}
+	r.space = sync.NewCond(&r.mu)
 	r.SetPolicy(opts.Edits, opts.RateLimit)
 	return r
 }
@@ -126,6 +131,9 @@ func (r *Replayer) Start(ctx context.Context) {
 // it returns false when the request was dropped.
 func (r *Replayer) Submit(conn uint64, req *httpstream.Request) bool {
 	r.stats.Submitted.Add(1)
+	if r.opts.Block {
+		return r.submitWait(conn, req)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.conns[conn]
@@ -159,6 +167,40 @@ func (r *Replayer) Submit(conn uint64, req *httpstream.Request) bool {
 			r.stats.RateLimited.Add(1)
 			return false
 		}
+	}
+	q.accepted++
+	q.reqs = append(q.reqs, req)
+	r.queued++
+	r.stats.Queued.Store(int64(r.queued))
+	if !q.running && len(q.reqs) == 1 {
+		q.running = true
+		r.ready <- q
+	}
+	return true
+}
+
+// submitWait queues a request, waiting for the rate limit and for room in
+// the queue; it drops only when the replayer is stopping.
+func (r *Replayer) submitWait(conn uint64, req *httpstream.Request) bool {
+	if lim := r.limiter.Load(); lim != nil && r.ctx != nil {
+		if lim.Wait(r.ctx) != nil {
+			r.stats.QueueDrops.Add(1)
+			return false
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.queued >= r.opts.MaxQueue && !r.closed {
+		r.space.Wait()
+	}
+	if r.closed {
+		r.stats.QueueDrops.Add(1)
+		return false
+	}
+	q := r.conns[conn]
+	if q == nil {
+		q = &connQueue{id: conn}
+		r.conns[conn] = q
 	}
 	q.accepted++
 	q.reqs = append(q.reqs, req)
@@ -221,6 +263,7 @@ func (r *Replayer) drain(ctx context.Context, q *connQueue) {
 		// Counted in flight under the lock that took it off the queue, so
 		// Stop never sees it in neither.
 		r.stats.InFlight.Add(1)
+		r.space.Signal()
 		r.mu.Unlock()
 		if ctx.Err() != nil { // past the stop deadline: drop what is left
 			r.stats.QueueDrops.Add(1)
@@ -256,6 +299,7 @@ func (r *Replayer) drain(ctx context.Context, q *connQueue) {
 func (r *Replayer) Stop(ctx context.Context) {
 	r.mu.Lock()
 	r.closed = true
+	r.space.Broadcast()
 	r.mu.Unlock()
 	done := make(chan struct{})
 	go func() {

@@ -305,3 +305,27 @@ func TestConcurrencyLimit(t *testing.T) {
 		t.Errorf("at most %d requests in flight, want exactly the 3 workers", m)
 	}
 }
+
+// TestBlockingSubmit: in blocking mode (replaying a file) nothing is
+// dropped however small the queue; the rate limit paces instead.
+func TestBlockingSubmit(t *testing.T) {
+	srv, _ := rawserver.Listen("127.0.0.1:0")
+	defer srv.Close()
+	srv.Delay = time.Millisecond
+	r, stats, _ := newReplayer(t, srv.Addr(), Options{Workers: 2, MaxQueue: 4, Block: true, RateLimit: 400}, DefaultClientOptions)
+	began := time.Now()
+	for i := range 100 {
+		if !r.Submit(uint64(i%7), parse(t, fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: h\r\n\r\n", i))) {
+			t.Fatalf("request %d dropped", i)
+		}
+	}
+	stop(r, 10*time.Second)
+	elapsed := time.Since(began)
+	if len(srv.Requests()) != 100 || stats.QueueDrops.Load() != 0 || stats.RateLimited.Load() != 0 {
+		t.Errorf("received %d, drops %d, rate limited %d", len(srv.Requests()), stats.QueueDrops.Load(), stats.RateLimited.Load())
+	}
+	// 100 requests at 400/s (burst 40) cannot take less than ~150 ms.
+	if elapsed < 100*time.Millisecond {
+		t.Errorf("paced at %v for 100 requests at 400/s", elapsed)
+	}
+}

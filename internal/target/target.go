@@ -119,7 +119,7 @@ func Build(ctx context.Context, rs []config.Resolved, prev *Set, log *slog.Logge
 			copts := replay.DefaultClientOptions
 			copts.DialTimeout, copts.ResponseTimeout, copts.InsecureTLS, copts.MaxIdle = r.DialTimeout, r.ResponseTimeout, r.InsecureSkipVerify, r.Workers
 			t.replayer = replay.New(replay.NewClient(dest, copts),
-				replay.Options{Name: r.Name, Workers: r.Workers, MaxQueue: r.Queue, Edits: edits, RateLimit: r.RateLimit},
+				replay.Options{Name: r.Name, Workers: r.Workers, MaxQueue: r.Queue, Edits: edits, RateLimit: r.RateLimit, Block: r.Block},
 				&t.Stats.Replay, log, onResult)
 			t.replayer.Start(ctx)
 		}

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -23,7 +23,7 @@ func TestExitCodes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		var out, errOut bytes.Buffer
-		if code := run(tt.args, &out, &errOut); code != tt.code {
+		if code := Main("dev", tt.args, &out, &errOut); code != tt.code {
 			t.Errorf("%v: exit %d, want %d", tt.args, code, tt.code)
 		}
 		if !strings.Contains(out.String()+errOut.String(), tt.out) {

@@ -1,0 +1,110 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/shadowtap/shadowtap/internal/player"
+	"github.com/shadowtap/shadowtap/internal/ratelog"
+	"github.com/shadowtap/shadowtap/internal/target"
+)
+
+// replayFiles replays capture files, recordings or GoReplay files to the
+// targets, with the same filters, sampling and limits as live replay.
+func replayFiles(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	speed := fs.String("speed", "1x", "1x keeps the original timing, 2x twice as fast, 0.5x half; max: as fast as the targets allow")
+	loops := fs.Int("loop", 1, "passes over the files; 0 loops until interrupted")
+	progress := fs.String("progress", "auto", "auto (a bar on a terminal, plain lines otherwise), bar, plain or off")
+	var inputs listFlag
+	fs.Var(&inputs, "input", "a capture file, recording or GoReplay file (repeatable; also as arguments)")
+	cfg, err := loadConfig(fs, args)
+	if err == nil {
+		err = cfg.Validate()
+	}
+	inputs = append(inputs, fs.Args()...)
+	sp, serr := player.ParseSpeed(*speed)
+	switch {
+	case err != nil:
+		return usageError(stderr, err)
+	case serr != nil:
+		return usageError(stderr, serr)
+	case len(inputs) == 0:
+		return usageError(stderr, errors.New("no input files"))
+	case *loops < 0:
+		return usageError(stderr, errors.New("-loop must not be negative"))
+	}
+	log := newLogger(cfg, stderr)
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
+	// Replaying a file waits for the targets rather than dropping: the
+	// queue and rate limit pace it.
+	rs := cfg.Resolve()
+	for i := range rs {
+		rs[i].Block = true
+	}
+	set, _, err := target.Build(ctx, rs, nil, log, nil)
+	if err != nil {
+		fmt.Fprintln(stderr, "replay:", err)
+		return 1
+	}
+	fanout := target.NewFanout(set, ratelog.New(log, 10*time.Second))
+	open := openAll(inputs, sourceOptions(cfg, false))
+	perPass, span, err := player.Scan(open)
+	if err != nil {
+		fmt.Fprintln(stderr, "replay:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "replaying %d requests (%s of traffic) from %d file(s) at %s, %s\n", perPass, span.Round(time.Millisecond),
+		len(inputs), *speed, passes(*loops))
+	r := &player.Renderer{W: stderr, PlainEvery: 5 * time.Second}
+	switch *progress {
+	case "auto":
+		f, ok := stderr.(*os.File)
+		r.Terminal = ok && term.IsTerminal(int(f.Fd()))
+	case "bar":
+		r.Terminal = true
+	case "plain", "off":
+	default:
+		return usageError(stderr, fmt.Errorf("-progress %q: want auto, bar, plain or off", *progress))
+	}
+	show := r.Show
+	if *progress == "off" {
+		show = nil
+	}
+	p, err := player.Play(ctx, open, perPass, span, fanout, player.Options{Speed: sp, Loops: *loops}, 200*time.Millisecond, show)
+	drain, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	target.Stop(drain, set.Targets)
+	cancel()
+	p = player.Tally(fanout, p)
+	if *progress != "off" {
+		r.Done(p)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "replay:", err)
+		return 1
+	}
+	if p.Unparsed > 0 {
+		fmt.Fprintf(stderr, "replay: %d recorded requests did not parse and were skipped\n", p.Unparsed)
+	}
+	return 0
+}
+
+func passes(n int) string {
+	if n == 0 {
+		return "looping until interrupted"
+	}
+	if n == 1 {
+		return "once"
+	}
+	return fmt.Sprintf("%d times", n)
+}

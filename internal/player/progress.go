@@ -1,0 +1,61 @@
+package player
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// Renderer shows progress: a bar redrawn in place on a terminal, plain
+// lines at most every PlainEvery otherwise.
+type Renderer struct {
+	W          io.Writer
+	Terminal   bool
+	PlainEvery time.Duration
+	last       time.Time
+}
+
+// Show renders p.
+func (r *Renderer) Show(p Progress) {
+	if r.Terminal {
+		fmt.Fprintf(r.W, "\r\x1b[K%s", r.line(p, true))
+		return
+	}
+	if time.Since(r.last) < r.PlainEvery {
+		return
+	}
+	r.last = time.Now()
+	fmt.Fprintln(r.W, r.line(p, false))
+}
+
+// Done ends the display with a final line.
+func (r *Renderer) Done(p Progress) {
+	if r.Terminal {
+		fmt.Fprint(r.W, "\r\x1b[K")
+	}
+	fmt.Fprintln(r.W, r.line(p, false))
+}
+
+func (r *Renderer) line(p Progress, bar bool) string {
+	var b strings.Builder
+	if p.Total > 0 {
+		frac := min(float64(p.Sent)/float64(p.Total), 1)
+		if bar {
+			const width = 30
+			n := int(frac * width)
+			fmt.Fprintf(&b, "[%s%s] ", strings.Repeat("=", n), strings.Repeat(" ", width-n))
+		}
+		fmt.Fprintf(&b, "%d/%d requests (%.0f%%)", p.Sent, p.Total, frac*100)
+	} else {
+		fmt.Fprintf(&b, "%d requests", p.Sent)
+	}
+	fmt.Fprintf(&b, ", %.0f req/s, %d answered, %d errors", p.Rate(), p.Answered, p.Failed)
+	if p.Dropped > 0 {
+		fmt.Fprintf(&b, ", %d not replayed", p.Dropped)
+	}
+	if p.Remaining >= 0 {
+		fmt.Fprintf(&b, ", %s left", p.Remaining.Round(time.Second))
+	}
+	return b.String()
+}

@@ -1,0 +1,295 @@
+// Package source reads captured exchanges from files of any kind shadowtap
+// knows: capture files (pcap or pcapng, optionally gzipped; VXLAN, Geneve
+// or plain), shadowtap recordings, and GoReplay files. Each yields
+// recording.Records in capture order, so that replay, record and inspect
+// treat them alike.
+package source
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/shadowtap/shadowtap/internal/engine"
+	"github.com/shadowtap/shadowtap/internal/goreplay"
+	"github.com/shadowtap/shadowtap/internal/httpstream"
+	"github.com/shadowtap/shadowtap/internal/pcapfile"
+	"github.com/shadowtap/shadowtap/internal/ratelog"
+	"github.com/shadowtap/shadowtap/internal/reassembly"
+	"github.com/shadowtap/shadowtap/internal/recording"
+)
+
+// Kind is a file's format.
+type Kind string
+
+const (
+	Capture   Kind = "capture"
+	Recording Kind = "recording"
+	GoReplay  Kind = "goreplay"
+)
+
+// Source yields exchanges.
+type Source interface {
+	Next() (recording.Record, error) // io.EOF after the last
+	Close() error
+}
+
+// Options configure how capture files are read.
+type Options struct {
+	Ports         []uint16 // server ports; empty with AllPorts
+	AllPorts      bool
+	VNIs          []uint32
+	MaxBody       int64
+	PairResponses bool // parse production's responses too (record, inspect)
+	Dedup         bool
+	Log           *slog.Logger
+}
+
+// Detect returns the kind of the file at path.
+func Detect(path string) (Kind, error) {
+	if recording.IsRecording(path) {
+		return Recording, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var r io.Reader = bufio.NewReader(f)
+	head := make([]byte, 512)
+	n, _ := io.ReadFull(r, head)
+	head = head[:n]
+	if n >= 2 && head[0] == 0x1f && head[1] == 0x8b {
+		f.Seek(0, io.SeekStart)
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			return "", err
+		}
+		head = make([]byte, 512)
+		n, _ = io.ReadFull(zr, head)
+		head = head[:n]
+	}
+	switch {
+	case len(head) >= 4 && (bytes.Equal(head[:4], []byte{0xa1, 0xb2, 0xc3, 0xd4}) || bytes.Equal(head[:4], []byte{0xd4, 0xc3, 0xb2, 0xa1}) ||
+		bytes.Equal(head[:4], []byte{0xa1, 0xb2, 0x3c, 0x4d}) || bytes.Equal(head[:4], []byte{0x4d, 0x3c, 0xb2, 0xa1}) ||
+		bytes.Equal(head[:4], []byte{0x0a, 0x0d, 0x0d, 0x0a})):
+		return Capture, nil
+	case goreplay.LooksLike(head):
+		return GoReplay, nil
+	}
+	return "", fmt.Errorf("%s: not a capture file, a shadowtap recording or a GoReplay file", path)
+}
+
+// Open opens a file of any known kind.
+func Open(path string, opts Options) (Source, Kind, error) {
+	kind, err := Detect(path)
+	if err != nil {
+		return nil, "", err
+	}
+	switch kind {
+	case Recording:
+		rd, err := recording.Open(path)
+		return rd, kind, err
+	case GoReplay:
+		s, err := openGoReplay(path)
+		return s, kind, err
+	}
+	s, err := OpenCapture(path, opts)
+	return s, kind, err
+}
+
+// CaptureSource extracts exchanges from a capture file with the engine.
+type CaptureSource struct {
+	ch     chan recording.Record
+	done   chan struct{}
+	errc   chan error
+	Engine engine.Stats
+	File   pcapfile.Stats
+	// VNIs counts datagrams per VXLAN or Geneve network id; read it (and
+	// File) after Next returned io.EOF.
+	VNIs map[uint32]int
+}
+
+// vniCounter counts tunnel network ids on their way to the engine.
+type vniCounter struct {
+	*engine.Engine
+	vnis map[uint32]int
+}
+
+func (v vniCounter) HandleVXLAN(outer netip.Addr, b []byte, ts int64) {
+	if len(b) >= 8 {
+		v.vnis[uint32(b[4])<<16|uint32(b[5])<<8|uint32(b[6])]++
+	}
+	v.Engine.HandleVXLAN(outer, b, ts)
+}
+
+func (v vniCounter) HandleGeneve(outer netip.Addr, b []byte, ts int64) {
+	if len(b) >= 8 {
+		v.vnis[uint32(b[4])<<16|uint32(b[5])<<8|uint32(b[6])]++
+	}
+	v.Engine.HandleGeneve(outer, b, ts)
+}
+
+// OpenCapture starts extracting from the capture file at path.
+func OpenCapture(path string, opts Options) (*CaptureSource, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s := &CaptureSource{ch: make(chan recording.Record, 1024), done: make(chan struct{}), errc: make(chan error, 1), VNIs: map[uint32]int{}}
+	hopts := httpstream.DefaultOptions
+	if opts.MaxBody > 0 {
+		hopts.MaxBodyBytes = opts.MaxBody
+	}
+	ropts := reassembly.DefaultOptions
+	ropts.IdleTimeout = time.Hour // a file may have long pauses; its end flushes every flow
+	cfg := engine.Config{Ports: opts.Ports, AllPorts: opts.AllPorts, VNIs: opts.VNIs, Reassembly: ropts, HTTP: hopts,
+		PairResponses: opts.PairResponses, Dedup: opts.Dedup}
+	eng := engine.New(cfg, &captureSink{s: s, pairing: opts.PairResponses}, &s.Engine, ratelog.New(log, 10*time.Second))
+	go func() {
+		defer f.Close()
+		st, err := pcapfile.PlayReader(f, 4789, vniCounter{eng, s.VNIs})
+		s.File = st
+		s.errc <- err
+		close(s.ch)
+	}()
+	return s, nil
+}
+
+// Next returns the next exchange.
+func (s *CaptureSource) Next() (recording.Record, error) {
+	r, ok := <-s.ch
+	if !ok {
+		if err := <-s.errc; err != nil {
+			s.errc <- err
+			return recording.Record{}, err
+		}
+		s.errc <- nil
+		return recording.Record{}, io.EOF
+	}
+	return r, nil
+}
+
+// Close stops handing out exchanges (the file is still read to its end,
+// then closed).
+func (s *CaptureSource) Close() error {
+	select {
+	case <-s.done:
+	default:
+		close(s.done)
+	}
+	for range s.ch {
+	}
+	return nil
+}
+
+type captureSink struct {
+	s       *CaptureSource
+	pairing bool
+}
+
+func (c *captureSink) send(r recording.Record) {
+	select {
+	case c.s.ch <- r:
+	case <-c.s.done:
+	}
+}
+
+func (c *captureSink) Submit(_ uint64, r *httpstream.Request) {
+	if !c.pairing {
+		c.send(recording.FromExchange(r, nil))
+	}
+}
+
+func (c *captureSink) EndConn(uint64) {}
+
+func (c *captureSink) Response(_ uint64, req *httpstream.Request, resp *httpstream.Response) {
+	c.send(recording.FromExchange(req, resp))
+}
+
+// goReplaySource reads a GoReplay file: each request payload becomes an
+// exchange of its own connection; an original response (type 2) that
+// directly follows its request is attached to it.
+type goReplaySource struct {
+	f    *os.File
+	r    *goreplay.Reader
+	next *goreplay.Payload
+	n    uint64
+}
+
+func openGoReplay(path string) (*goReplaySource, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	r, err := goreplay.NewReader(f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &goReplaySource{f: f, r: r}, nil
+}
+
+func (g *goReplaySource) read() (goreplay.Payload, error) {
+	if g.next != nil {
+		p := *g.next
+		g.next = nil
+		return p, nil
+	}
+	return g.r.Next()
+}
+
+func (g *goReplaySource) Next() (recording.Record, error) {
+	for {
+		p, err := g.read()
+		if err != nil {
+			return recording.Record{}, err
+		}
+		if p.Kind != goreplay.Request {
+			continue
+		}
+		g.n++
+		rec := recording.Record{Start: p.Time, End: p.Time, Conn: g.n, Request: p.Data}
+		q, err := g.r.Next()
+		switch {
+		case errors.Is(err, io.EOF):
+		case err != nil:
+			return rec, nil
+		case q.Kind == goreplay.Response && q.ID == p.ID:
+			rec.HasResponse, rec.Response = true, q.Data
+			rec.RespStart = p.Time + max(q.Latency, 0)
+			rec.RespEnd = rec.RespStart
+			rec.Status = statusOf(q.Data)
+		default:
+			g.next = &q
+		}
+		return rec, nil
+	}
+}
+
+func statusOf(resp []byte) int {
+	if len(resp) >= 12 && bytes.HasPrefix(resp, []byte("HTTP/1.")) {
+		code := 0
+		for _, c := range resp[9:12] {
+			if c < '0' || c > '9' {
+				return 0
+			}
+			code = code*10 + int(c-'0')
+		}
+		return code
+	}
+	return 0
+}
+
+func (g *goReplaySource) Close() error { return g.f.Close() }
