@@ -1,0 +1,210 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shadowtap/shadowtap/internal/rawserver"
+	"github.com/shadowtap/shadowtap/internal/recording"
+	"github.com/shadowtap/shadowtap/internal/source"
+	"github.com/shadowtap/shadowtap/internal/synth"
+)
+
+const pcaps = "../../testdata/pcaps/"
+
+func run(t *testing.T, args ...string) (string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	if code := Main("dev", args, &out, &errOut); code != 0 {
+		t.Fatalf("shadowtap %s: exit %d\n%s%s", strings.Join(args, " "), code, out.String(), errOut.String())
+	}
+	return out.String(), errOut.String()
+}
+
+// replayTo replays files to a fresh raw server and returns what it received.
+func replayTo(t *testing.T, port string, files ...string) []string {
+	t.Helper()
+	srv, err := rawserver.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	run(t, append([]string{"replay", "-speed", "max", "-progress", "off", "-filter-request-port", port,
+		"-destination", "http://" + srv.Addr()}, files...)...)
+	var got []string
+	for _, r := range srv.Requests() {
+		// The Host header names the server, which differs per run.
+		got = append(got, strings.ReplaceAll(string(r.Raw), srv.Addr(), "TEST"))
+	}
+	slices.Sort(got)
+	return got
+}
+
+// TestRoundTrips: capture file -> recording -> replay delivers exactly the
+// same requests as replaying the capture directly; so does the GoReplay
+// file shadowtap writes.
+func TestRoundTrips(t *testing.T) {
+	for _, c := range []struct{ file, port string }{
+		{"zeek__http-cooper-grill-dvwa.pcapng", "80"},
+		{"zeek__http-pipelined-requests.pcap", "80"},
+		{"arkime__wireshark-retrans.pcap", "4000"},
+		{"zeek__vxlan-encapsulated-http.pcap", "80"},
+	} {
+		dir := t.TempDir()
+		capture := pcaps + c.file
+		strec := filepath.Join(dir, "r.strec")
+		gor := filepath.Join(dir, "r.gor")
+		run(t, "record", "-keep-credentials", "-filter-request-port", c.port, "-input", capture, "-output", strec)
+		run(t, "record", "-keep-credentials", "-filter-request-port", c.port, "-input", capture, "-output", gor)
+		direct := replayTo(t, c.port, capture)
+		if len(direct) == 0 {
+			t.Fatalf("%s: nothing replayed", c.file)
+		}
+		if fromRec := replayTo(t, c.port, strec); !slices.Equal(fromRec, direct) {
+			t.Errorf("%s: recording replays %d requests, capture %d, or they differ", c.file, len(fromRec), len(direct))
+		}
+		// GoReplay's format has no client or server address: its replays
+		// lack exactly the X-Forwarded-For and X-Forwarded-Port lines.
+		if fromGor := replayTo(t, c.port, gor); !slices.Equal(fromGor, withoutAddresses(direct)) {
+			t.Errorf("%s: GoReplay file replays %d requests, capture %d, or they differ", c.file, len(fromGor), len(direct))
+		}
+		// The GoReplay file reads back with the same requests and responses.
+		a, b := readRecords(t, strec), readRecords(t, gor)
+		if len(a) != len(b) {
+			t.Fatalf("%s: %d vs %d records", c.file, len(a), len(b))
+		}
+		for i := range a {
+			if !bytes.Equal(a[i].Request, b[i].Request) || !bytes.Equal(a[i].Response, b[i].Response) || a[i].Status != b[i].Status {
+				t.Errorf("%s: record %d differs after GoReplay", c.file, i)
+			}
+		}
+	}
+}
+
+func withoutAddresses(reqs []string) []string {
+	var out []string
+	for _, r := range reqs {
+		var b strings.Builder
+		for _, line := range strings.SplitAfter(r, "\n") {
+			if !strings.HasPrefix(line, "X-Forwarded-For: ") && !strings.HasPrefix(line, "X-Forwarded-Port: ") {
+				b.WriteString(line)
+			}
+		}
+		out = append(out, b.String())
+	}
+	slices.Sort(out)
+	return out
+}
+
+func readRecords(t *testing.T, path string) []recording.Record {
+	src, _, err := source.Open(path, source.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	var out []recording.Record
+	for {
+		r, err := src.Next()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+}
+
+func TestRecordRedactsByDefault(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "r.strec")
+	run(t, "record", "-input", pcaps+"zeek__http-cooper-grill-dvwa.pcapng", "-output", out)
+	recs := readRecords(t, out)
+	if len(recs) != 3 {
+		t.Fatalf("%d records", len(recs))
+	}
+	for _, r := range recs {
+		if !r.Redacted || !bytes.Contains(r.Request, []byte("Cookie: REDACTED")) {
+			t.Errorf("not redacted: %q", firstLine(r.Request))
+		}
+	}
+}
+
+func TestInspect(t *testing.T) {
+	dir := t.TempDir()
+	rec := filepath.Join(dir, "r.strec")
+	run(t, "record", "-input", pcaps+"zeek__http-1000-requests-one-dropped-response.pcap.gz", "-output", rec)
+	for _, c := range []struct {
+		file string
+		want []string
+	}{
+		{pcaps + "zeek__http-1000-requests-one-dropped-response.pcap.gz", []string{"requests     1000 on 1 connections", "methods      GET 1000",
+			"responses    999 seen (status 200 999), 1 not seen", "gaps 1 (238 bytes)", "1000  GET /"}},
+		{pcaps + "suricata__vxlan-decoder-03.pcap", []string{"VXLAN 100", "VNIs         5569041 100", "rejected request_line 4"}},
+		{pcaps + "zeek__geneve-vxlan-dns-truncated.pcap", []string{"Geneve 2"}},
+		{rec, []string{"recording", "requests     1000", "responses    999 seen"}},
+	} {
+		out, _ := run(t, "inspect", c.file)
+		for _, w := range c.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("inspect %s lacks %q:\n%s", filepath.Base(c.file), w, out)
+			}
+		}
+	}
+}
+
+// TestRecordLive records from the VXLAN listener for a fixed time.
+func TestRecordLive(t *testing.T) {
+	ln, _ := net.ListenPacket("udp", "127.0.0.1:0")
+	addr := ln.LocalAddr().String()
+	ln.Close()
+	out := filepath.Join(t.TempDir(), "live.strec")
+	done := make(chan string)
+	go func() {
+		o, _ := run(t, "record", "-listen", addr, "-read-buffer", "1048576", "-duration", "1500ms", "-output", out)
+		done <- o
+	}()
+	time.Sleep(300 * time.Millisecond)
+	conn, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := synth.NewConn(netip.MustParseAddrPort("10.0.0.1:5000"), netip.MustParseAddrPort("10.0.0.2:80"), 1, 1)
+	segs := append(c.Handshake(), c.ClientData([]byte("GET /live HTTP/1.1\r\nHost: h\r\n\r\n"))...)
+	segs = append(segs, c.ServerData([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))...)
+	segs = append(segs, c.Close()...)
+	for _, s := range segs {
+		conn.Write(synth.AppendVXLAN(nil, 1, synth.AppendFrame(nil, s)))
+	}
+	o := <-done
+	recs := readRecords(t, out)
+	if len(recs) != 1 || recs[0].Status != 200 || !strings.Contains(o, "recorded 1 exchanges (1 with production's response)") {
+		t.Errorf("records %+v, output %q", recs, o)
+	}
+}
+
+func TestReplayUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"replay", "-destination", "http://x", "-speed", "fast", pcaps + "zeek__http-get_nosyn.pcap"},
+		{"replay", "-destination", "http://x"},
+		{"record", "-input", pcaps + "zeek__http-get_nosyn.pcap"},
+		{"record", "-output", "x.bin", "-format", "pcap"},
+	} {
+		var out, errOut bytes.Buffer
+		if code := Main("dev", args, &out, &errOut); code != 2 {
+			t.Errorf("%v: exit %d: %s", args, code, errOut.String())
+		}
+	}
+	var out, errOut bytes.Buffer
+	if code := Main("dev", []string{"inspect", os.DevNull}, &out, &errOut); code != 1 {
+		t.Errorf("inspect of a non-capture: exit %d", code)
+	}
+}

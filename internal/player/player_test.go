@@ -1,0 +1,115 @@
+package player
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shadowtap/shadowtap/internal/config"
+	"github.com/shadowtap/shadowtap/internal/ratelog"
+	"github.com/shadowtap/shadowtap/internal/rawserver"
+	"github.com/shadowtap/shadowtap/internal/recording"
+	"github.com/shadowtap/shadowtap/internal/source"
+	"github.com/shadowtap/shadowtap/internal/target"
+)
+
+type sliceSource struct{ recs []recording.Record }
+
+func (s *sliceSource) Next() (recording.Record, error) {
+	if len(s.recs) == 0 {
+		return recording.Record{}, io.EOF
+	}
+	r := s.recs[0]
+	s.recs = s.recs[1:]
+	return r, nil
+}
+func (s *sliceSource) Close() error { return nil }
+
+// fiveOver400ms returns five requests on two connections spread over 400 ms.
+func fiveOver400ms() func() (source.Source, error) {
+	var recs []recording.Record
+	for i := range 5 {
+		recs = append(recs, recording.Record{Start: int64(i) * 100e6, End: int64(i)*100e6 + 1, Conn: uint64(i % 2), Index: i / 2,
+			Client: netip.MustParseAddrPort("10.0.0.1:1"), Server: netip.MustParseAddrPort("10.0.0.2:80"),
+			Request: fmt.Appendf(nil, "GET /%d HTTP/1.1\r\nHost: h\r\n\r\n", i)})
+	}
+	return func() (source.Source, error) {
+		return &sliceSource{recs: append([]recording.Record(nil), recs...)}, nil
+	}
+}
+
+func fanoutTo(t *testing.T, addr string) (*target.Fanout, *target.Set) {
+	cfg := config.Default()
+	cfg.Destination = "http://" + addr
+	rs := cfg.Resolve()
+	rs[0].Block = true
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	set, _, err := target.Build(context.Background(), rs, nil, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return target.NewFanout(set, ratelog.New(log, time.Minute)), set
+}
+
+func TestPlaySpeedAndLoop(t *testing.T) {
+	for _, c := range []struct {
+		speed   float64
+		loops   int
+		minTime time.Duration
+	}{
+		{2, 1, 180 * time.Millisecond}, // 400 ms of traffic at 2x
+		{0, 3, 0},                      // as fast as possible, three passes
+	} {
+		srv, _ := rawserver.Listen("127.0.0.1:0")
+		f, set := fanoutTo(t, srv.Addr())
+		open := fiveOver400ms()
+		n, span, err := Scan(open)
+		if err != nil || n != 5 || span != 400*time.Millisecond {
+			t.Fatalf("scan: %d %v %v", n, span, err)
+		}
+		began := time.Now()
+		p, err := Play(context.Background(), open, n, span, f, Options{Speed: c.speed, Loops: c.loops}, time.Hour, nil)
+		elapsed := time.Since(began)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		target.Stop(ctx, set.Targets)
+		cancel()
+		p = Tally(f, p)
+		if err != nil || p.Sent != int64(5*c.loops) || p.Answered != uint64(5*c.loops) || len(srv.Requests()) != 5*c.loops {
+			t.Errorf("speed %v loops %d: %+v, server got %d, err %v", c.speed, c.loops, p, len(srv.Requests()), err)
+		}
+		if elapsed < c.minTime {
+			t.Errorf("speed %v: took %v, original timing needs at least %v", c.speed, elapsed, c.minTime)
+		}
+		srv.Close()
+	}
+}
+
+func TestRenderer(t *testing.T) {
+	var b bytes.Buffer
+	p := Progress{Sent: 50, Total: 200, Answered: 48, Failed: 2, Elapsed: 10 * time.Second, Remaining: 30 * time.Second}
+	(&Renderer{W: &b, Terminal: true}).Show(p)
+	if got := b.String(); !strings.HasPrefix(got, "\r\x1b[K[=======") || !strings.Contains(got, "50/200 requests (25%), 5 req/s, 48 answered, 2 errors, 30s left") {
+		t.Errorf("bar = %q", got)
+	}
+	b.Reset()
+	r := &Renderer{W: &b, PlainEvery: time.Hour}
+	r.Show(p)
+	r.Show(p) // within the interval: not repeated
+	if n := strings.Count(b.String(), "\n"); n != 1 || strings.Contains(b.String(), "\r") {
+		t.Errorf("plain = %q", b.String())
+	}
+	for _, s := range []string{"1x", "2x", "0.5x", "3", "max"} {
+		if _, err := ParseSpeed(s); err != nil {
+			t.Errorf("%s: %v", s, err)
+		}
+	}
+	if _, err := ParseSpeed("-1x"); err == nil {
+		t.Error("-1x accepted")
+	}
+}
