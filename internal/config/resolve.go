@@ -28,6 +28,9 @@ type Resolved struct {
 	// Block makes the target wait rather than drop when its queue or rate
 	// limit is full: set by `shadowtap replay`, never from a file.
 	Block bool
+	// KeepBody keeps this many bytes of each response body, for the
+	// comparison: set for the targets it compares.
+	KeepBody int64
 }
 
 // DefaultTargetName is the target -destination defines.

@@ -69,6 +69,7 @@ type ClientOptions struct {
 	MaxIdle         int
 	MaxDiscard      int64 // response bodies larger than this close the connection
 	InsecureTLS     bool  // accept any certificate (self-signed staging)
+	KeepBody        int64 // keep up to this many body bytes for comparison; 0: keep none
 }
 
 // DefaultClientOptions suit a test environment in the same region.
@@ -109,10 +110,12 @@ func NewClient(dest Destination, opts ClientOptions) *Client {
 
 // Response is what the destination answered.
 type Response struct {
-	Status   int
-	Header   http.Header
-	BodySize int64
-	Reused   bool // sent on a kept-alive connection
+	Status        int
+	Header        http.Header
+	BodySize      int64
+	Body          []byte // up to KeepBody bytes, as sent (not decoded)
+	BodyTruncated bool
+	Reused        bool // sent on a kept-alive connection
 }
 
 // FailReason classifies replay failures for counting.
@@ -278,15 +281,24 @@ func (c *Client) roundTrip(cn *conn, req []byte, headLen int, method string, exp
 // finish discards the response body, bounded in time and size.
 func (c *Client) finish(cn *conn, resp *http.Response) (*Response, error) {
 	cn.SetDeadline(time.Now().Add(c.opts.BodyTimeout))
-	n, err := io.Copy(io.Discard, io.LimitReader(resp.Body, c.opts.MaxDiscard+1))
+	var kept []byte
+	var n int64
+	if c.opts.KeepBody > 0 {
+		// The body as sent: net/http does not decompress what it reads
+		// with ReadResponse; chunked framing is removed.
+		kept, _ = io.ReadAll(io.LimitReader(resp.Body, c.opts.KeepBody))
+		n = int64(len(kept))
+	}
+	rest, err := io.Copy(io.Discard, io.LimitReader(resp.Body, c.opts.MaxDiscard+1))
+	n += rest
 	resp.Body.Close()
 	if err != nil {
 		return nil, classify(err, FailRead)
 	}
-	if n > c.opts.MaxDiscard {
+	if rest > c.opts.MaxDiscard {
 		resp.Close = true
 	}
-	return &Response{Status: resp.StatusCode, Header: resp.Header, BodySize: n}, nil
+	return &Response{Status: resp.StatusCode, Header: resp.Header, BodySize: n, Body: kept, BodyTruncated: rest > 0 && c.opts.KeepBody > 0}, nil
 }
 
 func classify(err error, def FailReason) error {
