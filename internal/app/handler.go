@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,7 +20,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/shadowtap/shadowtap/internal/capture"
+	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/config"
+	"github.com/shadowtap/shadowtap/internal/diff"
 	"github.com/shadowtap/shadowtap/internal/engine"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 	"github.com/shadowtap/shadowtap/internal/metrics"
@@ -53,6 +57,9 @@ type Handler struct {
 	workCtx    context.Context // the replayers'; ends after the final drain
 	cancelWork context.CancelFunc
 	reloadMu   sync.Mutex
+
+	compare *compare.Comparator // nil unless comparing
+	diffLog *os.File
 }
 
 // New validates cfg, binds the handler's sockets and starts the targets'
@@ -94,19 +101,25 @@ func New(cfg config.Config, log *slog.Logger) (*Handler, error) {
 	}
 
 	h.workCtx, h.cancelWork = context.WithCancel(context.Background())
-	set, _, err := target.Build(h.workCtx, cfg.Resolve(), nil, log, h.result)
+	set, _, err := target.Build(h.workCtx, h.resolve(cfg), nil, log, h.result)
 	if err != nil {
 		h.Close()
 		return nil, err
 	}
 	h.fanout = target.NewFanout(set, ratelog.New(log, 10*time.Second))
+	if cfg.Comparing() {
+		if err := h.startCompare(); err != nil {
+			h.Close()
+			return nil, err
+		}
+	}
 	for _, w := range cfg.Warnings() {
 		log.Warn(w)
 	}
 
 	h.metrics = metrics.Register(h.reg, metrics.Sources{
 		Capture: &h.Capture, KernelDrops: h.listener.KernelDrops, Engine: &h.Engine,
-		Targets: func() []*target.Target { return h.fanout.Current().Targets },
+		Targets: func() []*target.Target { return h.fanout.Current().Targets }, Compare: h.compare,
 	})
 	h.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 
@@ -114,7 +127,8 @@ func New(cfg config.Config, log *slog.Logger) (*Handler, error) {
 	ropts.MaxFlows, ropts.ReorderWait, ropts.IdleTimeout = cfg.MaxFlows, cfg.ReorderWait, cfg.IdleTimeout
 	hopts := httpstream.DefaultOptions
 	hopts.MaxBodyBytes = cfg.MaxBody
-	ecfg := engine.Config{Ports: cfg.Ports, VNIs: cfg.VNIs, Reassembly: ropts, HTTP: hopts, Dedup: cfg.Dedup}
+	ecfg := engine.Config{Ports: cfg.Ports, VNIs: cfg.VNIs, Reassembly: ropts, HTTP: hopts, Dedup: cfg.Dedup,
+		PairResponses: cfg.Comparing() && cfg.Compare.VsProduction()}
 	elog := ratelog.New(log, 10*time.Second)
 	h.eng = engine.New(ecfg, h.fanout, &h.Engine, elog)
 	if h.geneve != nil {
@@ -126,8 +140,51 @@ func New(cfg config.Config, log *slog.Logger) (*Handler, error) {
 	return h, nil
 }
 
+// resolve returns the targets of cfg; those compared keep response bodies.
+func (h *Handler) resolve(cfg config.Config) []config.Resolved {
+	rs := cfg.Resolve()
+	for i := range rs {
+		if cm := cfg.Compare; cfg.Comparing() && (rs[i].Name == cm.Candidate || rs[i].Name == cm.Baseline || rs[i].Name == cm.Secondary) {
+			rs[i].KeepBody = cm.MaxBody
+		}
+	}
+	return rs
+}
+
+func (h *Handler) startCompare() error {
+	cm := h.cfg.Compare
+	host, _ := os.Hostname()
+	cc := compare.Config{Candidate: cm.Candidate, Baseline: cm.Baseline, Secondary: cm.Secondary, AgainstProduction: cm.VsProduction(),
+		Diff: diff.DefaultOptions, Patterns: cm.Endpoints, MaxEndpoints: cm.MaxEndpoints, Wait: cm.Wait, MaxPending: 100_000,
+		Queue: 10_000, MinSamples: cm.MinSamples, Threshold: cm.Threshold, LogMaxBody: cm.LogMaxBody, Redact: cm.Redact, Handler: host}
+	cc.Diff.IgnoreHeaders = append(slices.Clone(diff.DefaultIgnoreHeaders), cm.IgnoreHeaders...)
+	for _, r := range cm.Ignore {
+		cc.Ignore = append(cc.Ignore, compare.IgnoreRule{Endpoint: r.Endpoint, Field: r.Field})
+	}
+	if cm.Log != "" {
+		f, err := os.OpenFile(cm.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+		if err != nil {
+			return fmt.Errorf("compare log: %w", err)
+		}
+		h.diffLog, cc.Log = f, f
+	}
+	c, err := compare.New(cc, h.log)
+	if err != nil {
+		return err
+	}
+	h.compare = c
+	h.fanout.SetComparer(c)
+	return nil
+}
+
+// Comparator returns the comparison, or nil.
+func (h *Handler) Comparator() *compare.Comparator { return h.compare }
+
 func (h *Handler) result(r replay.Result) {
 	h.metrics.Observe(r)
+	if h.compare != nil {
+		h.compare.Result(r)
+	}
 	if r.Err != nil {
 		kind := "replay_failed_" + r.Target
 		var re *replay.Error
@@ -159,7 +216,7 @@ func (h *Handler) Reload(cfg config.Config) error {
 	for _, f := range restartOnly(h.cfg, cfg) {
 		h.log.Warn("setting changed: takes effect after a restart", "setting", f)
 	}
-	set, retired, err := target.Build(h.workCtx, cfg.Resolve(), h.fanout.Current(), h.log, h.result)
+	set, retired, err := target.Build(h.workCtx, h.resolve(cfg), h.fanout.Current(), h.log, h.result)
 	if err != nil {
 		return fmt.Errorf("reload refused, configuration unchanged: %w", err)
 	}
@@ -265,6 +322,10 @@ func (h *Handler) Run(ctx context.Context) error {
 			w.Write([]byte("ok\n"))
 		})
 		mux.Handle("/metrics", promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{Registry: h.reg}))
+		if h.compare != nil {
+			mux.Handle("/report", h.compare.Handler())
+			mux.Handle("/api/report", h.compare.Handler())
+		}
 		h.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		wg.Add(1)
 		go func() {
@@ -300,6 +361,12 @@ func (h *Handler) Run(ctx context.Context) error {
 	target.Stop(drainCtx, h.Targets())
 	h.reloadMu.Unlock()
 	cancel()
+	if h.compare != nil {
+		h.compare.Close() // writes the last statistics to the log
+		if h.diffLog != nil {
+			h.diffLog.Close()
+		}
+	}
 
 	if h.admin != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)

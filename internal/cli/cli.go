@@ -27,6 +27,7 @@ const usage = `usage:
   shadowtap replay [-speed 1x|2x|max] [-loop N] -destination URL FILE...
                                              replay capture files, recordings or GoReplay files
   shadowtap inspect FILE...                  summarise a capture file, recording or GoReplay file
+  shadowtap report [-o report.html] LOG...   merge handlers' difference logs into one HTML report
   shadowtap validate-config FILE             check a configuration file and show its warnings
   shadowtap demo                             run everything on loopback and check exactness
   shadowtap version
@@ -50,6 +51,8 @@ func Main(version string, args []string, stdout, stderr io.Writer) int {
 		return replayFiles(ctx, args, stdout, stderr)
 	case "inspect":
 		return inspect(args, stdout, stderr)
+	case "report":
+		return report(args, stdout, stderr)
 	case "demo":
 		fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 		fs.SetOutput(stderr)

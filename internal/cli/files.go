@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -124,4 +125,12 @@ func outputFormat(format, path string) (string, error) {
 		return format, nil
 	}
 	return "", fmt.Errorf("-format %q: want strec or goreplay", format)
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
 }

@@ -145,25 +145,19 @@ func (c *Comparator) Compares(target string) bool {
 	return target != "" && (target == c.cfg.Candidate || target == c.cfg.Baseline || target == c.cfg.Secondary)
 }
 
-// Expect registers a request and which targets accepted it. Without the
-// candidate there is nothing to compare.
-func (c *Comparator) Expect(req *httpstream.Request, accepted func(target string) bool) {
-	if !accepted(c.cfg.Candidate) {
-		return
-	}
+// Expect registers a request before it is sent to the targets: every
+// configured answer is expected until Skip says a target will not answer.
+func (c *Comparator) Expect(req *httpstream.Request) {
 	x := &exchange{req: req, expect: partCand, deadline: c.cfg.Now().Add(c.cfg.Wait),
 		endpoint: c.grouper.Name(string(req.Method()), string(req.Target()))}
 	if c.cfg.AgainstProduction {
 		x.expect |= partProd
 	}
-	if c.cfg.Baseline != "" && accepted(c.cfg.Baseline) {
+	if c.cfg.Baseline != "" {
 		x.expect |= partBase
-		if c.cfg.Secondary != "" && accepted(c.cfg.Secondary) {
+		if c.cfg.Secondary != "" {
 			x.expect |= partSec
 		}
-	}
-	if x.expect == partCand {
-		return // nothing to compare the candidate with
 	}
 	c.Stats.Exchanges.Add(1)
 	c.mu.Lock()
@@ -173,6 +167,25 @@ func (c *Comparator) Expect(req *httpstream.Request, accepted func(target string
 		return
 	}
 	c.pending[key{req.ConnID, req.Index}] = x
+}
+
+// Skip says target will not answer req (filtered, sampled out, dropped).
+func (c *Comparator) Skip(req *httpstream.Request, target string) {
+	if part := c.part(target); part != 0 {
+		c.arrive(req, part, side{}, false)
+	}
+}
+
+func (c *Comparator) part(target string) int {
+	switch target {
+	case c.cfg.Candidate:
+		return partCand
+	case c.cfg.Baseline:
+		return partBase
+	case c.cfg.Secondary:
+		return partSec
+	}
+	return 0
 }
 
 // Production records production's response (nil: not seen).
@@ -188,15 +201,8 @@ func (c *Comparator) Production(req *httpstream.Request, resp *httpstream.Respon
 
 // Result records a replay's answer.
 func (c *Comparator) Result(r replay.Result) {
-	var part int
-	switch r.Target {
-	case c.cfg.Candidate:
-		part = partCand
-	case c.cfg.Baseline:
-		part = partBase
-	case c.cfg.Secondary:
-		part = partSec
-	default:
+	part := c.part(r.Target)
+	if part == 0 {
 		return
 	}
 	var s side
@@ -219,7 +225,14 @@ func (c *Comparator) arrive(req *httpstream.Request, part int, s side, ok bool) 
 	if ok {
 		x.sides[bitIndex(part)] = s
 	} else {
-		x.expect &^= part // it failed: compare without it
+		x.expect &^= part // it failed or was not sent: compare without it
+	}
+	if x.expect&partCand == 0 {
+		// The candidate will not answer (its filters or sampling): not
+		// an exchange to compare, and not a loss.
+		delete(c.pending, k)
+		c.mu.Unlock()
+		return
 	}
 	complete := x.got&x.expect == x.expect
 	if complete {
@@ -241,7 +254,7 @@ func bitIndex(part int) int {
 
 func (c *Comparator) submit(x *exchange) {
 	if x.expect&partCand == 0 || x.expect&^partCand == 0 {
-		c.Stats.Incomplete.Add(1)
+		c.Stats.Incomplete.Add(1) // no candidate answer, or nothing to compare it with
 		return
 	}
 	select {

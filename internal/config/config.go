@@ -45,6 +45,34 @@ type Config struct {
 	Defaults    Defaults `yaml:"defaults"`    // for every target
 	Destination string   `yaml:"destination"` // adds a target named "default"
 	Targets     []Target `yaml:"targets"`
+	Compare     Compare  `yaml:"compare"` // compare responses; off unless a candidate is named
+}
+
+// Compare configures the comparison of responses: the candidate target
+// against production's mirrored answers and, with a baseline target (the
+// old version on the same test data), against the baseline.
+type Compare struct {
+	Candidate         string        `yaml:"candidate"`          // target running the new code
+	Baseline          string        `yaml:"baseline"`           // target running the old code, optional
+	Secondary         string        `yaml:"secondary"`          // a second baseline, for noise, optional
+	AgainstProduction *bool         `yaml:"against_production"` // default true
+	IgnoreHeaders     []string      `yaml:"ignore_headers"`     // added to the default list
+	Ignore            []IgnoreRule  `yaml:"ignore"`             // fields to leave out, by endpoint
+	Endpoints         []string      `yaml:"endpoints"`          // path templates, e.g. /users/{name}/orders
+	MaxEndpoints      int           `yaml:"max_endpoints"`
+	MaxBody           int64         `yaml:"max_body"` // bytes of a body compared
+	Log               string        `yaml:"log"`      // JSON Lines file of differences; "" for none
+	LogMaxBody        int           `yaml:"log_max_body"`
+	Redact            []string      `yaml:"redact"` // headers never written to the log or page
+	MinSamples        int           `yaml:"min_samples"`
+	Threshold         float64       `yaml:"threshold"` // difference rate above noise that is a regression
+	Wait              time.Duration `yaml:"wait"`      // for all answers of an exchange
+}
+
+// IgnoreRule leaves a field out of the comparison; "*" matches any run.
+type IgnoreRule struct {
+	Endpoint string `yaml:"endpoint"` // e.g. "GET /api/*"
+	Field    string `yaml:"field"`    // e.g. "body.items[*].updatedAt", "header.X-Build"
 }
 
 // Defaults apply to every target that does not set its own.
@@ -165,8 +193,19 @@ func Default() Config {
 			ResponseTimeout: 10 * time.Second,
 			Marker:          Marker{Name: DefaultMarkerName},
 		},
+		Compare: Compare{
+			MaxEndpoints: 500, MaxBody: 1 << 20, LogMaxBody: 16 << 10, MinSamples: 5, Threshold: 0.1, Wait: 30 * time.Second,
+			Redact: []string{"Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie", "X-Api-Key"},
+		},
 	}
 }
+
+// Comparing reports whether responses are compared.
+func (c *Config) Comparing() bool { return c.Compare.Candidate != "" }
+
+// AgainstProduction reports whether the candidate is compared with
+// production's mirrored answers.
+func (c *Compare) VsProduction() bool { return c.AgainstProduction == nil || *c.AgainstProduction }
 
 // LoadFile decodes the YAML file at path over c. Unknown keys are errors.
 func (c *Config) LoadFile(path string) error {

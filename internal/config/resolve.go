@@ -162,6 +162,7 @@ func (c *Config) validateTargets() error {
 	if len(targets) == 0 {
 		add("no target: set -destination (or destination:) or add targets")
 	}
+	errs = append(errs, c.validateCompare(targets)...)
 	seen := map[string]bool{}
 	for i, t := range targets {
 		where := fmt.Sprintf("target %q", t.Name)
@@ -177,6 +178,39 @@ func (c *Config) validateTargets() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func (c *Config) validateCompare(targets []Resolved) []error {
+	cm := c.Compare
+	if cm.Candidate == "" {
+		if cm.Baseline != "" || cm.Secondary != "" {
+			return []error{errors.New("compare: baseline and secondary need a candidate")}
+		}
+		return nil
+	}
+	var errs []error
+	names := map[string]bool{}
+	for _, t := range targets {
+		names[t.Name] = true
+	}
+	for _, n := range []struct{ role, name string }{{"candidate", cm.Candidate}, {"baseline", cm.Baseline}, {"secondary", cm.Secondary}} {
+		if n.name != "" && !names[n.name] {
+			errs = append(errs, fmt.Errorf("compare.%s: no target named %q", n.role, n.name))
+		}
+	}
+	if cm.Secondary != "" && cm.Baseline == "" {
+		errs = append(errs, errors.New("compare.secondary: needs a baseline"))
+	}
+	if cm.Baseline == "" && !cm.VsProduction() {
+		errs = append(errs, errors.New("compare: with against_production off, a baseline is needed"))
+	}
+	if cm.Threshold <= 0 || cm.Threshold >= 1 {
+		errs = append(errs, fmt.Errorf("compare.threshold: %v is not between 0 and 1", cm.Threshold))
+	}
+	if cm.MinSamples < 1 || cm.MaxEndpoints < 1 || cm.MaxBody < 1 || cm.Wait <= 0 {
+		errs = append(errs, errors.New("compare: min_samples, max_endpoints, max_body and wait must be positive"))
+	}
+	return errs
 }
 
 // ValidateDestination checks an http(s)://host[:port][/prefix] URL.

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shadowtap/shadowtap/internal/capture"
+	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/decode"
 	"github.com/shadowtap/shadowtap/internal/engine"
 	"github.com/shadowtap/shadowtap/internal/filter"
@@ -25,6 +26,7 @@ type Sources struct {
 	KernelDrops func() (uint64, error)
 	Engine      *engine.Stats
 	Targets     func() []*target.Target // read at each scrape: reloads change them
+	Compare     *compare.Comparator     // nil unless comparing
 }
 
 // Metrics holds the observed (not counted) metrics.
@@ -117,12 +119,21 @@ var (
 	mConnsRefused = counter("shadowtap_replay_connections_refused_total", "Production connections a target did not replay, to keep the others whole.", "target")
 	mQueued       = gauge("shadowtap_replay_queue_length", "Requests waiting to be replayed, by target.", "target")
 	mInFlight     = gauge("shadowtap_replay_in_flight", "Requests being replayed, by target.", "target")
+
+	mCmpExchanges  = counter("shadowtap_compare_exchanges_total", "Requests registered for comparison.")
+	mCmpCompared   = counter("shadowtap_compare_compared_total", "Exchanges compared.")
+	mCmpIncomplete = counter("shadowtap_compare_incomplete_total", "Exchanges not compared: an answer never came.")
+	mCmpDropped    = counter("shadowtap_compare_dropped_total", "Exchanges not compared because the comparison was over its bounds.")
+	mCmpEndpoint   = gauge("shadowtap_compare_endpoint_compared", "Exchanges compared, by endpoint group and comparison (bounded: compare.max_endpoints).", "endpoint", "comparison")
+	mCmpMatched    = gauge("shadowtap_compare_endpoint_matched", "Exchanges without a difference outside noisy fields, by endpoint group and comparison.", "endpoint", "comparison")
+	mCmpRegress    = gauge("shadowtap_compare_endpoint_regressions", "Fields (and latency) differing clearly above noise, by endpoint group and comparison.", "endpoint", "comparison")
 )
 
 var all = []metric{mDatagrams, mBytes, mReadErrors, mKernelDrops, mReadBuffer, mPackets, mDecode, mVNI, mTruncated,
 	mFlowsOpen, mFlowsOpened, mFlowsEnded, mFlowsRefused, mGaps, mGapBytes, mOOO, mDup, mForced, mBuffered, mPickups,
 	mCaptured, mRejected, mStopped, mTooLarge, mOverBudget, mHTTPBuffered, mLost, mIncomplete, mResyncs, mFiltered, mSampledOut, mKeyless,
-	mSubmitted, mReplayed, mFailed, mQueueDrops, mRateLimited, mConnsRefused, mQueued, mInFlight}
+	mSubmitted, mReplayed, mFailed, mQueueDrops, mRateLimited, mConnsRefused, mQueued, mInFlight,
+	mCmpExchanges, mCmpCompared, mCmpIncomplete, mCmpDropped, mCmpEndpoint, mCmpMatched, mCmpRegress}
 
 var endNames = [4]string{reassembly.EndClosed: "closed", reassembly.EndReset: "reset", reassembly.EndIdle: "idle", reassembly.EndFlushed: "flushed"}
 
@@ -183,6 +194,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit(mLost, u(h.LostToGap.Load()))
 		emit(mIncomplete, u(h.Incomplete.Load()))
 		emit(mResyncs, u(h.Resyncs.Load()))
+	}
+	if cmp := c.src.Compare; cmp != nil {
+		emit(mCmpExchanges, u(cmp.Stats.Exchanges.Load()))
+		emit(mCmpCompared, u(cmp.Stats.Compared.Load()))
+		emit(mCmpIncomplete, u(cmp.Stats.Incomplete.Load()))
+		emit(mCmpDropped, u(cmp.Stats.Dropped.Load()))
+		for _, e := range cmp.Report().Endpoints {
+			for _, cr := range e.Comparisons {
+				emit(mCmpEndpoint, float64(cr.Compared), e.Name, cr.Comparison)
+				emit(mCmpMatched, float64(cr.Matched), e.Name, cr.Comparison)
+				emit(mCmpRegress, float64(cr.Regressions), e.Name, cr.Comparison)
+			}
+		}
 	}
 	if c.src.Targets == nil {
 		return

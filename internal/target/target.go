@@ -48,10 +48,30 @@ type Set struct {
 	Targets []*Target
 }
 
+// Comparer is told which requests the compared targets will answer, and
+// production's responses.
+type Comparer interface {
+	Compares(target string) bool
+	Expect(req *httpstream.Request)
+	Skip(req *httpstream.Request, target string)
+	Production(req *httpstream.Request, resp *httpstream.Response)
+}
+
 // Fanout offers every request to every target. It is the engine's sink.
 type Fanout struct {
-	cur atomic.Pointer[Set]
-	log *ratelog.Limiter
+	cur     atomic.Pointer[Set]
+	log     *ratelog.Limiter
+	compare Comparer // nil: no comparison
+}
+
+// SetComparer makes the fanout report to c; call it before traffic.
+func (f *Fanout) SetComparer(c Comparer) { f.compare = c }
+
+// Response hands production's response to the comparison.
+func (f *Fanout) Response(_ uint64, req *httpstream.Request, resp *httpstream.Response) {
+	if f.compare != nil {
+		f.compare.Production(req, resp)
+	}
 }
 
 // NewFanout returns a fanout over set.
@@ -69,18 +89,25 @@ func (f *Fanout) Swap(set *Set) *Set { return f.cur.Swap(set) }
 
 // Submit offers r, of production connection conn, to each target.
 func (f *Fanout) Submit(conn uint64, r *httpstream.Request) {
+	// The comparison learns of the request before any target can answer.
+	if f.compare != nil {
+		f.compare.Expect(r)
+	}
 	for _, t := range f.cur.Load().Targets {
-		if reason := t.filter.Check(r); reason != filter.Pass {
+		sent := false
+		switch reason := t.filter.Check(r); {
+		case reason != filter.Pass:
 			t.Stats.Filtered[reason].Add(1)
-			continue
-		}
-		if !t.sampling.Keep(r) {
+		case !t.sampling.Keep(r):
 			t.Stats.SampledOut.Add(1)
-			continue
-		}
-		if !t.replayer.Submit(conn, r) {
+		case !t.replayer.Submit(conn, r):
 			f.log.Warn("drop_"+t.Name, "target over its queue or rate limit: dropping requests (whole connections first)",
 				"target", t.Name, "queued", t.Stats.Replay.Queued.Load())
+		default:
+			sent = true
+		}
+		if !sent && f.compare != nil && f.compare.Compares(t.Name) {
+			f.compare.Skip(r, t.Name)
 		}
 	}
 }
