@@ -27,6 +27,9 @@ type Server struct {
 	ln    net.Listener
 	Delay time.Duration // wait before answering (a slow test environment)
 	Hold  bool          // never answer (a blackholed one)
+	// Respond, when set before traffic, returns each request's whole
+	// response (status line, headers, body); otherwise 200 "ok".
+	Respond func(r *httpstream.Request) []byte
 
 	mu      sync.Mutex
 	reqs    []Received
@@ -149,6 +152,10 @@ func (s *Server) serve(c net.Conn, id int) {
 				s.active--
 				s.mu.Unlock()
 				body := "ok"
+				if s.Respond != nil {
+					w.Write(s.Respond(r))
+					continue
+				}
 				if string(r.Method()) == "HEAD" {
 					fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
 				} else {
