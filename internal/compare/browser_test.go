@@ -33,8 +33,8 @@ func bigReport(n int) Report {
 				Samples: []FieldSample{{"body.items[3].price", "changed", "4.25", "4.3"}}},
 				{Key: "body.generatedAt", Diffs: 100, Rate: 1, NoiseRate: 1}}
 			e.Samples = []Sample{{Comparison: VsProduction, Request: "GET /api/items/7\nHost: shop",
-				Reference: Side{Status: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: `{"items":[{"price":4.25}]}`, LatencyMS: 4},
-				Candidate: Side{Status: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: `{"items":[{"price":4.3}]}`, LatencyMS: 5},
+				Reference:   Side{Status: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: `{"items":[{"price":4.25}]}`, LatencyMS: 4},
+				Candidate:   Side{Status: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: `{"items":[{"price":4.3}]}`, LatencyMS: 5},
 				Differences: []diff.Difference{{Field: "body.items[0].price", Key: "body.items[*].price", Kind: diff.Changed, Ref: "4.25", Cand: "4.3"}}}}
 			r.Regressions++
 		}
