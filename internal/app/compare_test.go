@@ -4,62 +4,24 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/config"
-	"github.com/shadowtap/shadowtap/internal/httpstream"
+	"github.com/shadowtap/shadowtap/internal/fakeshop"
 	"github.com/shadowtap/shadowtap/internal/rawserver"
 	"github.com/shadowtap/shadowtap/internal/synth"
 )
 
-// shop answers like one deployment of a small shop API: the same data,
-// with its own timestamp and request id each time (noise). The planted
-// one is the candidate with known differences.
-type shop struct {
-	mu      sync.Mutex
-	rng     *rand.Rand
-	planted bool
-}
-
-func (s *shop) respond(target string) []byte {
-	s.mu.Lock()
-	noise := fmt.Sprintf(`"generatedAt":"2026-11-22T07:%02d:%02d.%06dZ","requestId":"%016x"`, s.rng.IntN(60), s.rng.IntN(60), s.rng.IntN(1e6), s.rng.Uint64())
-	s.mu.Unlock()
-	status, body := 200, ""
-	switch {
-	case strings.HasPrefix(target, "/api/items/"):
-		price := "4.25"
-		if s.planted {
-			price = "4.30"
-		}
-		body = fmt.Sprintf(`{%s,"items":[{"sku":"a","price":1},{"sku":"b","price":2},{"sku":"c","price":3},{"sku":"d","price":%s}]}`, noise, price)
-	case strings.HasPrefix(target, "/api/users/"):
-		body = fmt.Sprintf(`{%s,"name":"ann","email":"ann@example.com"}`, noise)
-		if s.planted {
-			body = fmt.Sprintf(`{%s,"name":"ann"}`, noise)
-		}
-	default:
-		body = fmt.Sprintf(`{%s,"ok":true}`, noise)
-		if s.planted {
-			status = 500
-		}
-	}
-	return fmt.Appendf(nil, "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nDate: %d\r\nContent-Length: %d\r\n\r\n%s", status, time.Now().UnixNano(), len(body), body)
-}
-
-func shopServer(t *testing.T, s *shop) *rawserver.Server {
+func shopServer(t *testing.T, s *fakeshop.Shop) *rawserver.Server {
 	srv, err := rawserver.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.Respond = func(r *httpstream.Request) []byte { return s.respond(string(r.Target())) }
+	srv.Respond = s.Handler()
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -69,11 +31,10 @@ func shopServer(t *testing.T, s *shop) *rawserver.Server {
 // against production and against a baseline (with a second baseline for
 // noise), then reads the report's JSON API and the difference log.
 func TestCompareEndToEnd(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 4))
-	cand := shopServer(t, &shop{rng: rng, planted: true})
-	base := shopServer(t, &shop{rng: rng})
-	base2 := shopServer(t, &shop{rng: rng})
-	prod := &shop{rng: rng}
+	cand := shopServer(t, fakeshop.New(1, true))
+	base := shopServer(t, fakeshop.New(2, false))
+	base2 := shopServer(t, fakeshop.New(3, false))
+	prod := fakeshop.New(4, false)
 	logPath := filepath.Join(t.TempDir(), "diffs.jsonl")
 	cfg := config.Default()
 	cfg.Targets = []config.Target{
@@ -85,14 +46,14 @@ func TestCompareEndToEnd(t *testing.T) {
 	cfg.Compare.Log = logPath
 	h, stop := start(t, cfg)
 	m := newMirror(t, h)
-	paths := []string{"/api/items/1", "/api/items/2", "/api/users/7", "/api/health"}
+	paths := fakeshop.Paths
 	n := 0
 	for round := range 8 {
 		c := synth.NewConn(client(round), server, uint32(round)*1000, uint32(round)*5000)
 		m.send(1, c.Handshake())
 		for _, p := range paths {
 			m.send(1, c.ClientData(fmt.Appendf(nil, "GET %s HTTP/1.1\r\nHost: shop\r\nCookie: sid=secret\r\n\r\n", p)))
-			m.send(1, c.ServerData(prod.respond(p)))
+			m.send(1, c.ServerData(prod.Respond(p)))
 			n++
 		}
 		m.send(1, c.Close())

@@ -7,10 +7,13 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -20,8 +23,10 @@ import (
 	"time"
 
 	"github.com/shadowtap/shadowtap/internal/app"
+	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/demo"
+	"github.com/shadowtap/shadowtap/internal/fakeshop"
 	"github.com/shadowtap/shadowtap/internal/netlab"
 	"github.com/shadowtap/shadowtap/internal/rawserver"
 )
@@ -184,5 +189,114 @@ func runMirror(t *testing.T, mtu int) {
 		ra.Segments.Load(), ra.Gaps.Load(), ra.TruncatedSegs.Load(), h.Capture.KernelDrops.Load())
 	if ra.Gaps.Load() != 0 || ra.TruncatedSegs.Load() != 0 {
 		t.Errorf("gaps %d truncated %d on a clean path", ra.Gaps.Load(), ra.TruncatedSegs.Load())
+	}
+}
+
+// TestKernelVXLANCompare mirrors both directions of production's traffic
+// with the kernel's VXLAN, compares a candidate with planted differences
+// against production and against a baseline, and ends with the report's
+// JSON API.
+func TestKernelVXLANCompare(t *testing.T) {
+	if err := netlab.Available(); err != nil {
+		t.Skip("network namespaces:", err)
+	}
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("needs curl")
+	}
+	lab, err := netlab.Setup(netlab.Options{InnerMTU: 1500, VNI: 77})
+	if err != nil {
+		t.Skip("cannot build namespaces here:", err)
+	}
+	t.Cleanup(lab.Close)
+	serve := func(s *fakeshop.Shop) *rawserver.Server {
+		srv, err := rawserver.Listen("127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.Respond = s.Handler()
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	cand, base, base2 := serve(fakeshop.New(1, true)), serve(fakeshop.New(2, false)), serve(fakeshop.New(3, false))
+	if err := lab.Do(lab.Prod, func() error {
+		ln, err := net.Listen("tcp", "198.18.0.2:80")
+		if err != nil {
+			return err
+		}
+		prod := rawserver.Serve(ln)
+		prod.Respond = fakeshop.New(4, false).Handler()
+		t.Cleanup(prod.Close)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Listen, cfg.HealthListen, cfg.AdminListen = "198.18.1.1:4789", "", ""
+	cfg.ReorderWait = 50 * time.Millisecond
+	cfg.Targets = []config.Target{{Name: "candidate", Destination: "http://" + cand.Addr()},
+		{Name: "baseline", Destination: "http://" + base.Addr()}, {Name: "baseline2", Destination: "http://" + base2.Addr()}}
+	cfg.Compare.Candidate, cfg.Compare.Baseline, cfg.Compare.Secondary = "candidate", "baseline", "baseline2"
+	var h *app.Handler
+	if err := lab.Do(lab.Mon, func() (err error) {
+		h, err = app.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	const rounds = 8
+	for range rounds { // one keep-alive connection per round, every path
+		var args []string
+		for _, p := range fakeshop.Paths {
+			args = append(args, "-o", "/dev/null", "http://198.18.0.2"+p)
+		}
+		if out, err := lab.Exec(lab.Client, "curl", append([]string{"-sS", "--max-time", "20"}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("curl: %v: %s", err, out)
+		}
+	}
+	want := uint64(rounds * len(fakeshop.Paths))
+	deadline := time.Now().Add(20 * time.Second)
+	for h.Comparator().Stats.Compared.Load() < want && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	api := httptest.NewServer(h.Comparator().Handler())
+	defer api.Close()
+	resp, err := http.Get(api.URL + "/api/report")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r compare.Report
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, e := range r.Endpoints {
+		for _, c := range e.Comparisons {
+			for _, f := range c.Fields {
+				if f.Regression {
+					got[e.Name+" "+c.Comparison+" "+f.Key] = true
+				}
+			}
+		}
+	}
+	for _, p := range fakeshop.Planted {
+		for _, cmp := range []string{compare.VsProduction, compare.VsBaseline} {
+			ep, field, _ := strings.Cut(strings.TrimPrefix(p, "GET "), " ")
+			if key := "GET " + ep + " " + cmp + " " + field; !got[key] {
+				t.Errorf("regression %q not reported (compared %d of %d); reported: %v", key, h.Comparator().Stats.Compared.Load(), want, got)
+			}
+		}
+	}
+	for k := range got {
+		if strings.Contains(k, "generatedAt") || strings.Contains(k, "requestId") {
+			t.Errorf("noise reported as a regression: %s", k)
+		}
 	}
 }
