@@ -17,11 +17,10 @@ import (
 )
 
 func shopServer(t *testing.T, s *fakeshop.Shop) *rawserver.Server {
-	srv, err := rawserver.Listen("127.0.0.1:0")
+	srv, err := s.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.Respond = s.Handler()
 	t.Cleanup(srv.Close)
 	return srv
 }

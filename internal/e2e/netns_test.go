@@ -73,20 +73,7 @@ func runMirror(t *testing.T, mtu int) {
 	cfg.Listen, cfg.HealthListen, cfg.AdminListen = "198.18.1.1:4789", "", ""
 	cfg.VNIs = []uint32{4242}
 	cfg.ReorderWait = 50 * time.Millisecond
-	var h *app.Handler
-	if err := lab.Do(lab.Mon, func() (err error) {
-		h, err = app.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	h := startHandler(t, lab, cfg)
 
 	dir := t.TempDir()
 	big := filepath.Join(dir, "big")
@@ -209,11 +196,10 @@ func TestKernelVXLANCompare(t *testing.T) {
 	}
 	t.Cleanup(lab.Close)
 	serve := func(s *fakeshop.Shop) *rawserver.Server {
-		srv, err := rawserver.Listen("127.0.0.1:0")
+		srv, err := s.Listen("127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv.Respond = s.Handler()
 		t.Cleanup(srv.Close)
 		return srv
 	}
@@ -236,20 +222,7 @@ func TestKernelVXLANCompare(t *testing.T) {
 	cfg.Targets = []config.Target{{Name: "candidate", Destination: "http://" + cand.Addr()},
 		{Name: "baseline", Destination: "http://" + base.Addr()}, {Name: "baseline2", Destination: "http://" + base2.Addr()}}
 	cfg.Compare.Candidate, cfg.Compare.Baseline, cfg.Compare.Secondary = "candidate", "baseline", "baseline2"
-	var h *app.Handler
-	if err := lab.Do(lab.Mon, func() (err error) {
-		h, err = app.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	h := startHandler(t, lab, cfg)
 	const rounds = 8
 	for range rounds { // one keep-alive connection per round, every path
 		var args []string
@@ -299,4 +272,25 @@ func TestKernelVXLANCompare(t *testing.T) {
 			t.Errorf("noise reported as a regression: %s", k)
 		}
 	}
+}
+
+// startHandler creates the handler in the monitor namespace (its sockets
+// live there) and runs it until the test ends.
+func startHandler(t *testing.T, lab *netlab.Lab, cfg config.Config) *app.Handler {
+	t.Helper()
+	var h *app.Handler
+	if err := lab.Do(lab.Mon, func() (err error) {
+		h, err = app.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return h
 }

@@ -112,17 +112,36 @@ func (e *Engine) isPort(p uint16) bool { return e.cfg.AllPorts || e.ports[p/64]&
 // b is only read during the call.
 func (e *Engine) HandleVXLAN(outer netip.Addr, b []byte, ts int64) {
 	e.count(len(b))
+	e.tunnel(outer, e.pkt.DecodeVXLAN(b), ts)
+}
+
+// HandleGeneve processes one Geneve datagram from outer, seen at ts.
+func (e *Engine) HandleGeneve(outer netip.Addr, b []byte, ts int64) {
+	e.count(len(b))
+	e.tunnel(outer, e.pkt.DecodeGeneve(b), ts)
+}
+
+// HandleFrame processes one Ethernet frame that was not encapsulated.
+func (e *Engine) HandleFrame(b []byte, ts int64) {
+	e.count(len(b))
+	e.plain(e.pkt.DecodeEthernet(b), ts)
+}
+
+// HandleIP processes one raw IP packet that was not encapsulated.
+func (e *Engine) HandleIP(b []byte, ts int64) {
+	e.count(len(b))
+	e.plain(e.pkt.DecodeIP(b), ts)
+}
+
+// tunnel assembles a decapsulated packet (decoded with result r), keyed by
+// its tunnel's sender and network id, or with Dedup by the inner 5-tuple
+// alone.
+func (e *Engine) tunnel(outer netip.Addr, r decode.Reason, ts int64) {
 	p := &e.pkt
-	if r := p.DecodeVXLAN(b); r != decode.OK {
+	if r != decode.OK {
 		e.dropped(r, outer)
 		return
 	}
-	e.tunneled(outer, p, ts)
-}
-
-// tunneled assembles a decapsulated packet, keyed by its tunnel's sender
-// and network id (or, with Dedup, by the inner 5-tuple alone).
-func (e *Engine) tunneled(outer netip.Addr, p *decode.Packet, ts int64) {
 	if e.vnis != nil && !e.vnis[p.VNI] {
 		e.stats.VNIFiltered.Add(1)
 		return
@@ -135,26 +154,13 @@ func (e *Engine) tunneled(outer netip.Addr, p *decode.Packet, ts int64) {
 	e.maybeTick(ts)
 }
 
-// HandleGeneve processes one Geneve datagram from outer, seen at ts.
-func (e *Engine) HandleGeneve(outer netip.Addr, b []byte, ts int64) {
-	e.count(len(b))
-	p := &e.pkt
-	if r := p.DecodeGeneve(b); r != decode.OK {
-		e.dropped(r, outer)
-		return
-	}
-	e.tunneled(outer, p, ts)
-}
-
-// HandleFrame processes one Ethernet frame that was not encapsulated.
-func (e *Engine) HandleFrame(b []byte, ts int64) {
-	e.count(len(b))
-	p := &e.pkt
-	if r := p.DecodeEthernet(b); r != decode.OK {
+// plain assembles a packet that came without a tunnel.
+func (e *Engine) plain(r decode.Reason, ts int64) {
+	if r != decode.OK {
 		e.dropped(r, netip.Addr{})
 		return
 	}
-	e.asm.Assemble([16]byte{}, p, ts)
+	e.asm.Assemble([16]byte{}, &e.pkt, ts)
 	e.maybeTick(ts)
 }
 
@@ -334,16 +340,4 @@ func (h *httpFlow) lost(n int) {
 		h.e.rsink.Response(h.id, q, nil)
 	}
 	h.pending = append(h.pending[:0], h.pending[n:]...)
-}
-
-// HandleIP processes one raw IP packet that was not encapsulated.
-func (e *Engine) HandleIP(b []byte, ts int64) {
-	e.count(len(b))
-	p := &e.pkt
-	if r := p.DecodeIP(b); r != decode.OK {
-		e.dropped(r, netip.Addr{})
-		return
-	}
-	e.asm.Assemble([16]byte{}, p, ts)
-	e.maybeTick(ts)
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shadowtap/shadowtap/internal/httpstream"
+	"github.com/shadowtap/shadowtap/internal/rawserver"
 )
 
 // Shop is one deployment.
@@ -71,4 +72,14 @@ func (s *Shop) Respond(target string) []byte {
 // Handler adapts Respond to rawserver.Server.Respond.
 func (s *Shop) Handler() func(*httpstream.Request) []byte {
 	return func(r *httpstream.Request) []byte { return s.Respond(string(r.Target())) }
+}
+
+// Listen serves the shop on addr ("127.0.0.1:0" for any free port).
+func (s *Shop) Listen(addr string) (*rawserver.Server, error) {
+	srv, err := rawserver.Listen(addr)
+	if err != nil {
+		return nil, err
+	}
+	srv.Respond = s.Handler()
+	return srv, nil
 }

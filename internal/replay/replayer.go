@@ -136,11 +136,7 @@ func (r *Replayer) Submit(conn uint64, req *httpstream.Request) bool {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	q := r.conns[conn]
-	if q == nil {
-		q = &connQueue{id: conn}
-		r.conns[conn] = q
-	}
+	q := r.queueOf(conn)
 	if q.dropping || r.closed {
 		r.stats.QueueDrops.Add(1)
 		return false
@@ -168,14 +164,7 @@ func (r *Replayer) Submit(conn uint64, req *httpstream.Request) bool {
 			return false
 		}
 	}
-	q.accepted++
-	q.reqs = append(q.reqs, req)
-	r.queued++
-	r.stats.Queued.Store(int64(r.queued))
-	if !q.running && len(q.reqs) == 1 {
-		q.running = true
-		r.ready <- q
-	}
+	r.enqueue(q, req)
 	return true
 }
 
@@ -197,11 +186,24 @@ func (r *Replayer) submitWait(conn uint64, req *httpstream.Request) bool {
 		r.stats.QueueDrops.Add(1)
 		return false
 	}
+	q := r.queueOf(conn)
+	r.enqueue(q, req)
+	return true
+}
+
+// queueOf returns conn's queue, making it. r.mu is held.
+func (r *Replayer) queueOf(conn uint64) *connQueue {
 	q := r.conns[conn]
 	if q == nil {
 		q = &connQueue{id: conn}
 		r.conns[conn] = q
 	}
+	return q
+}
+
+// enqueue appends req to q and hands q to a worker unless one has it.
+// r.mu is held.
+func (r *Replayer) enqueue(q *connQueue, req *httpstream.Request) {
 	q.accepted++
 	q.reqs = append(q.reqs, req)
 	r.queued++
@@ -210,7 +212,6 @@ func (r *Replayer) submitWait(conn uint64, req *httpstream.Request) bool {
 		q.running = true
 		r.ready <- q
 	}
-	return true
 }
 
 // EndConn says production connection conn is over; its queue is forgotten
