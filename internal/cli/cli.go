@@ -28,6 +28,8 @@ const usage = `usage:
                                              replay capture files, recordings or GoReplay files
   shadowtap inspect FILE...                  summarise a capture file, recording or GoReplay file
   shadowtap report [-o report.html] LOG...   merge handlers' difference logs into one HTML report
+  shadowtap sessions sync -target T -filter F -tag K=V [-dry-run] [-watch 1m]
+                                             create/remove traffic mirror sessions for matching instances
   shadowtap validate-config FILE             check a configuration file and show its warnings
   shadowtap demo                             run everything on loopback and check exactness
   shadowtap version
@@ -53,6 +55,8 @@ func Main(version string, args []string, stdout, stderr io.Writer) int {
 		return inspect(args, stdout, stderr)
 	case "report":
 		return report(args, stdout, stderr)
+	case "sessions":
+		return sessionsCmd(ctx, args, stdout, stderr)
 	case "demo":
 		fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 		fs.SetOutput(stderr)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/shadowtap/shadowtap/internal/rawserver"
 	"github.com/shadowtap/shadowtap/internal/recording"
+	"github.com/shadowtap/shadowtap/internal/sessions/ec2fake"
 	"github.com/shadowtap/shadowtap/internal/source"
 	"github.com/shadowtap/shadowtap/internal/synth"
 )
@@ -243,5 +245,38 @@ func TestReportCommand(t *testing.T) {
 	os.WriteFile(bad, []byte("{not json\n"), 0o644)
 	if code := Main("dev", []string{"report", "-o", html, bad}, &o, &e); code != 1 || !strings.Contains(e.String(), "line 1") {
 		t.Errorf("bad log: exit %d %q", code, e.String())
+	}
+}
+
+func TestSessionsSyncCommand(t *testing.T) {
+	f := &ec2fake.Server{PageSize: 10, Refuse: map[string]string{"eni-3": "InvalidParameterValue"}, Instances: []ec2fake.Instance{
+		{ID: "i-1", ENI: "eni-1", Type: "m5.large", State: "running", Tags: map[string]string{"app": "shop"}},
+		{ID: "i-2", ENI: "eni-2", Type: "m5.large", State: "running", Tags: map[string]string{"app": "shop"}},
+	}}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
+	t.Setenv("AWS_CONFIG_FILE", os.DevNull)
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
+	args := []string{"sessions", "sync", "-region", "us-east-1", "-endpoint", srv.URL, "-target", "tmt-1", "-filter", "tmf-1", "-vni", "77", "-tag", "app=shop"}
+	out, _ := run(t, append(args, "-dry-run")...)
+	if !strings.Contains(out, "2 created, 0 deleted") || !strings.Contains(out, "dry run") || len(f.CallsOf("Create")) != 0 {
+		t.Errorf("dry run: %s", out)
+	}
+	out, _ = run(t, args...)
+	if !strings.Contains(out, "2 created") || len(f.CallsOf("CreateTrafficMirrorSession")) != 2 {
+		t.Errorf("sync: %s", out)
+	}
+	// A refusal is reported and makes the exit code 1.
+	f.Mu.Lock()
+	f.Instances = append(f.Instances, ec2fake.Instance{ID: "i-3", ENI: "eni-3", Type: "t2.micro", State: "running", Tags: map[string]string{"app": "shop"}})
+	f.Mu.Unlock()
+	var o, e bytes.Buffer
+	if code := Main("dev", args, &o, &e); code != 1 || !strings.Contains(o.String(), "refused  instance i-3") || !strings.Contains(o.String(), "2 already mirrored") {
+		t.Errorf("refusal: exit %d\n%s%s", code, o.String(), e.String())
+	}
+	if code := Main("dev", []string{"sessions", "sync", "-target", "t", "-filter", "f"}, &o, &e); code != 2 {
+		t.Errorf("no selector: exit %d", code)
 	}
 }
