@@ -19,17 +19,17 @@ const templateFile = "shadowtap-cfn.yaml"
 // required lists, for the resource types the template uses, the
 // properties the CloudFormation resource specification marks required.
 var required = map[string][]string{
-	"AWS::EC2::SecurityGroup":                    {"GroupDescription"},
-	"AWS::IAM::Role":                             {"AssumeRolePolicyDocument"},
-	"AWS::IAM::InstanceProfile":                  {"Roles"},
-	"AWS::EC2::LaunchTemplate":                   {"LaunchTemplateData"},
-	"AWS::ElasticLoadBalancingV2::LoadBalancer":  {},
-	"AWS::ElasticLoadBalancingV2::TargetGroup":   {},
-	"AWS::ElasticLoadBalancingV2::Listener":      {"DefaultActions", "LoadBalancerArn"},
-	"AWS::AutoScaling::AutoScalingGroup":         {"MaxSize", "MinSize"},
-	"AWS::EC2::TrafficMirrorTarget":              {},
-	"AWS::EC2::TrafficMirrorFilter":              {},
-	"AWS::EC2::TrafficMirrorFilterRule":          {"DestinationCidrBlock", "RuleAction", "RuleNumber", "SourceCidrBlock", "TrafficDirection", "TrafficMirrorFilterId"},
+	"AWS::EC2::SecurityGroup":                   {"GroupDescription"},
+	"AWS::IAM::Role":                            {"AssumeRolePolicyDocument"},
+	"AWS::IAM::InstanceProfile":                 {"Roles"},
+	"AWS::EC2::LaunchTemplate":                  {"LaunchTemplateData"},
+	"AWS::ElasticLoadBalancingV2::LoadBalancer": {},
+	"AWS::ElasticLoadBalancingV2::TargetGroup":  {},
+	"AWS::ElasticLoadBalancingV2::Listener":     {"DefaultActions", "LoadBalancerArn"},
+	"AWS::AutoScaling::AutoScalingGroup":        {"MaxSize", "MinSize"},
+	"AWS::EC2::TrafficMirrorTarget":             {},
+	"AWS::EC2::TrafficMirrorFilter":             {},
+	"AWS::EC2::TrafficMirrorFilterRule":         {"DestinationCidrBlock", "RuleAction", "RuleNumber", "SourceCidrBlock", "TrafficDirection", "TrafficMirrorFilterId"},
 }
 
 var pseudo = []string{"AWS::AccountId", "AWS::NotificationARNs", "AWS::NoValue", "AWS::Partition", "AWS::Region",
