@@ -36,6 +36,7 @@ func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.Var(&subnets, "subnet", "select instances in this subnet (repeatable)")
 	fs.Var(&vpcs, "vpc", "select instances in this VPC (repeatable)")
 	fs.BoolVar(&o.DryRun, "dry-run", false, "print the plan; change nothing")
+	fs.BoolVar(&o.DeleteAll, "delete-all", false, "tear down: delete every session shadowtap created for -target (no selector needed)")
 	watch := fs.Duration("watch", 0, "repeat every interval until interrupted")
 	region := fs.String("region", "", "AWS region (default: the SDK's)")
 	endpoint := fs.String("endpoint", "", "EC2 endpoint URL (default: the region's)")
@@ -52,7 +53,7 @@ func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		o.Tags[k] = v
 	}
 	o.Subnets, o.VPCs = subnets, vpcs
-	if len(o.Tags) == 0 && len(o.Subnets) == 0 && len(o.VPCs) == 0 {
+	if len(o.Tags) == 0 && len(o.Subnets) == 0 && len(o.VPCs) == 0 && !o.DeleteAll {
 		return usageError(stderr, errors.New("select instances with -tag, -subnet or -vpc"))
 	}
 	var opts []func(*awsconfig.LoadOptions) error

@@ -49,6 +49,7 @@ type Options struct {
 	Subnets       []string          // in one of these subnets
 	VPCs          []string          // in one of these VPCs
 	DryRun        bool              // plan only
+	DeleteAll     bool              // tear down: delete every session shadowtap created for Target
 }
 
 // Kind of a planned step.
@@ -112,9 +113,12 @@ func Sync(ctx context.Context, api API, o Options) (Result, error) {
 	if o.SessionNumber < 1 || o.SessionNumber > 32766 {
 		return r, fmt.Errorf("sessions: session number %d is not between 1 and 32766", o.SessionNumber)
 	}
-	instances, err := matching(ctx, api, o)
-	if err != nil {
-		return r, err
+	var instances []instance
+	if !o.DeleteAll {
+		var err error
+		if instances, err = matching(ctx, api, o); err != nil {
+			return r, err
+		}
 	}
 	all, err := allSessions(ctx, api)
 	if err != nil {
@@ -134,8 +138,12 @@ func Sync(ctx context.Context, api API, o Options) (Result, error) {
 		if !managed(s) || aws.ToString(s.TrafficMirrorTargetId) != o.Target || wanted[aws.ToString(s.NetworkInterfaceId)] {
 			continue
 		}
+		why := "instance gone or no longer selected"
+		if o.DeleteAll {
+			why = "tearing down"
+		}
 		step := Step{Kind: Delete, Instance: tag(s.Tags, TagInstance), Interface: aws.ToString(s.NetworkInterfaceId),
-			Session: aws.ToString(s.TrafficMirrorSessionId), Number: aws.ToInt32(s.SessionNumber), Why: "instance gone or no longer selected"}
+			Session: aws.ToString(s.TrafficMirrorSessionId), Number: aws.ToInt32(s.SessionNumber), Why: why}
 		if !o.DryRun {
 			if _, err := api.DeleteTrafficMirrorSession(ctx, &ec2.DeleteTrafficMirrorSessionInput{TrafficMirrorSessionId: s.TrafficMirrorSessionId}); err != nil {
 				step.Kind, step.Why = Refused, "delete refused: "+describe(err)

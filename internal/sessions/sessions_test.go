@@ -126,3 +126,21 @@ func TestOptionsChecked(t *testing.T) {
 		}
 	}
 }
+
+func TestDeleteAll(t *testing.T) {
+	f := &ec2fake.Server{PageSize: 10, Instances: []ec2fake.Instance{web("i-1", "m5.large")}}
+	ctx := context.Background()
+	sessions.Sync(ctx, f.Client(t), opts)
+	f.Mu.Lock()
+	f.Sessions = append(f.Sessions, ec2fake.Session{ID: "tms-other", ENI: "eni-1", Target: "tmt-ids", Number: 2})
+	f.Mu.Unlock()
+	o := opts
+	o.DeleteAll = true
+	r, err := sessions.Sync(ctx, f.Client(t), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := f.CallsOf("DeleteTrafficMirrorSession"); r.Deleted != 1 || len(d) != 1 || d[0] != "DeleteTrafficMirrorSession tms-0001" {
+		t.Errorf("deleted %d: %q", r.Deleted, d)
+	}
+}
