@@ -280,9 +280,6 @@ func (h *Handler) HealthAddr() string {
 	return h.health.Addr().String()
 }
 
-// Registry returns the handler's metrics registry.
-func (h *Handler) Registry() *prometheus.Registry { return h.reg }
-
 // Close releases the sockets of a handler that was not run.
 func (h *Handler) Close() {
 	h.listener.Close()

@@ -92,9 +92,6 @@ func (r *Message) BlankLine() []byte { return r.Raw[r.HeadLen-blankLen(r.Raw[:r.
 // Body returns the body bytes as they were sent (chunk framing included).
 func (r *Message) Body() []byte { return r.Raw[r.HeadLen:] }
 
-// Head returns the request line and header block, blank line included.
-func (r *Message) Head() []byte { return r.Raw[:r.HeadLen] }
-
 func blankLen(head []byte) int {
 	if bytes.HasSuffix(head, []byte("\r\n")) {
 		return 2

@@ -249,9 +249,6 @@ func (w *Writer) Write(r Record) error {
 	return nil
 }
 
-// Sync flushes the file to stable storage.
-func (w *Writer) Sync() error { return w.f.Sync() }
-
 // Close closes the file.
 func (w *Writer) Close() error { return w.f.Close() }
 

@@ -112,12 +112,6 @@ func (r *Replayer) SetPolicy(e Edits, rateLimit float64) {
 	r.limiter.Store(rate.NewLimiter(rate.Limit(rateLimit), max(1, int(math.Ceil(rateLimit/10)))))
 }
 
-// Stats returns the replayer's counters.
-func (r *Replayer) Stats() *Stats { return r.stats }
-
-// Name returns the target's name.
-func (r *Replayer) Name() string { return r.opts.Name }
-
 // Start launches the workers; they stop when ctx ends or Stop is called.
 func (r *Replayer) Start(ctx context.Context) {
 	r.ctx, r.cancel = context.WithCancel(ctx)
