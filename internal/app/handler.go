@@ -69,8 +69,7 @@ func New(cfg config.Config, log *slog.Logger) (*Handler, error) {
 		return nil, err
 	}
 	h := &Handler{cfg: cfg, log: log, reg: prometheus.NewRegistry(), failLog: ratelog.New(log, 10*time.Second)}
-	copts := capture.DefaultOptions
-	copts.Addr, copts.ReadBuffer = cfg.Listen, cfg.ReadBuffer
+	copts := CaptureOptions(cfg)
 	var err error
 	if h.listener, err = capture.Listen(copts, &h.Capture); err != nil {
 		return nil, err
@@ -123,12 +122,8 @@ func New(cfg config.Config, log *slog.Logger) (*Handler, error) {
 	})
 	h.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 
-	ropts := reassembly.DefaultOptions
-	ropts.MaxFlows, ropts.ReorderWait, ropts.IdleTimeout = cfg.MaxFlows, cfg.ReorderWait, cfg.IdleTimeout
-	hopts := httpstream.DefaultOptions
-	hopts.MaxBodyBytes = cfg.MaxBody
-	ecfg := engine.Config{Ports: cfg.Ports, VNIs: cfg.VNIs, Reassembly: ropts, HTTP: hopts, Dedup: cfg.Dedup,
-		PairResponses: cfg.Comparing() && cfg.Compare.VsProduction()}
+	ecfg := EngineConfig(cfg)
+	ecfg.PairResponses = cfg.Comparing() && cfg.Compare.VsProduction()
 	elog := ratelog.New(log, 10*time.Second)
 	h.eng = engine.New(ecfg, h.fanout, &h.Engine, elog)
 	if h.geneve != nil {
@@ -179,6 +174,24 @@ func (h *Handler) startCompare() error {
 
 // Comparator returns the comparison, or nil.
 func (h *Handler) Comparator() *compare.Comparator { return h.compare }
+
+// CaptureOptions derives the VXLAN listener's settings from cfg.
+func CaptureOptions(cfg config.Config) capture.Options {
+	o := capture.DefaultOptions
+	o.Addr, o.ReadBuffer = cfg.Listen, cfg.ReadBuffer
+	return o
+}
+
+// EngineConfig derives the engine's settings from cfg: ports, VNIs,
+// reassembly bounds and timeouts, the body limit, dedup. The handler and
+// `shadowtap record` share it; each decides on PairResponses.
+func EngineConfig(cfg config.Config) engine.Config {
+	ropts := reassembly.DefaultOptions
+	ropts.MaxFlows, ropts.ReorderWait, ropts.IdleTimeout = cfg.MaxFlows, cfg.ReorderWait, cfg.IdleTimeout
+	hopts := httpstream.DefaultOptions
+	hopts.MaxBodyBytes = cfg.MaxBody
+	return engine.Config{Ports: cfg.Ports, VNIs: cfg.VNIs, Reassembly: ropts, HTTP: hopts, Dedup: cfg.Dedup}
+}
 
 func (h *Handler) result(r replay.Result) {
 	h.metrics.Observe(r)

@@ -10,12 +10,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shadowtap/shadowtap/internal/app"
 	"github.com/shadowtap/shadowtap/internal/capture"
 	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/engine"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 	"github.com/shadowtap/shadowtap/internal/ratelog"
-	"github.com/shadowtap/shadowtap/internal/reassembly"
 	"github.com/shadowtap/shadowtap/internal/recording"
 )
 
@@ -128,22 +128,17 @@ func (l *liveRecorder) Response(_ uint64, req *httpstream.Request, resp *httpstr
 }
 
 func recordLive(ctx context.Context, cfg config.Config, write func(recording.Record) error, log *slog.Logger) error {
-	copts := capture.DefaultOptions
-	copts.Addr, copts.ReadBuffer = cfg.Listen, cfg.ReadBuffer
 	var cst capture.Stats
-	l, err := capture.Listen(copts, &cst)
+	l, err := capture.Listen(app.CaptureOptions(cfg), &cst)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	ropts := reassembly.DefaultOptions
-	ropts.MaxFlows, ropts.ReorderWait, ropts.IdleTimeout = cfg.MaxFlows, cfg.ReorderWait, cfg.IdleTimeout
-	hopts := httpstream.DefaultOptions
-	hopts.MaxBodyBytes = cfg.MaxBody
 	sink := &liveRecorder{write: write}
 	var st engine.Stats
-	eng := engine.New(engine.Config{Ports: cfg.Ports, VNIs: cfg.VNIs, Reassembly: ropts, HTTP: hopts, Dedup: cfg.Dedup, PairResponses: true},
-		sink, &st, ratelog.New(log, 10*time.Second))
+	ecfg := app.EngineConfig(cfg)
+	ecfg.PairResponses = true
+	eng := engine.New(ecfg, sink, &st, ratelog.New(log, 10*time.Second))
 	log.Info("recording", "listen", l.Addr().String(), "ports", cfg.Ports)
 	err = l.Run(ctx, eng.HandleVXLAN, eng.Tick)
 	eng.Flush()
