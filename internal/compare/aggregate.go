@@ -18,13 +18,8 @@ type aggregate struct {
 	endpoints map[string]*endpointStats
 	// The last production answer to each idempotent request, to learn
 	// production's own noise from identical requests; bounded.
-	prodLast map[uint64]prodSeen
+	prodLast map[uint64]diff.Message
 	noise    map[string]*noiseStats // over all endpoints, by comparison
-}
-
-type prodSeen struct {
-	endpoint string
-	msg      diff.Message
 }
 
 const maxProdLast = 4096
@@ -116,7 +111,7 @@ const (
 )
 
 func newAggregate(Config) *aggregate {
-	return &aggregate{endpoints: map[string]*endpointStats{}, prodLast: map[uint64]prodSeen{}, noise: map[string]*noiseStats{}}
+	return &aggregate{endpoints: map[string]*endpointStats{}, prodLast: map[uint64]diff.Message{}, noise: map[string]*noiseStats{}}
 }
 
 func (a *aggregate) globalNoise(cmp string) *noiseStats {
@@ -162,18 +157,19 @@ func (a *aggregate) observeProduction(c *Comparator, req *httpstream.Request, re
 		return
 	}
 	k := requestKey(req)
-	name := c.grouper.Name(m, string(req.Target()))
 	c.aggMu.Lock()
 	defer c.aggMu.Unlock()
 	if prev, ok := a.prodLast[k]; ok {
-		a.endpoint(name).noise(VsProduction).add(c.filter(name, diff.Compare(prev.msg, s.msg, c.cfg.Diff)))
+		// The endpoint is named only for a repeat: most answers are not.
+		name := c.grouper.Name(m, string(req.Target()))
+		a.endpoint(name).noise(VsProduction).add(c.filter(name, diff.Compare(prev, s.msg, c.cfg.Diff)))
 	} else if len(a.prodLast) >= maxProdLast {
 		for old := range a.prodLast { // evict one, arbitrarily: bounded memory
 			delete(a.prodLast, old)
 			break
 		}
 	}
-	a.prodLast[k] = prodSeen{endpoint: name, msg: s.msg}
+	a.prodLast[k] = s.msg
 }
 
 // record counts one comparison and keeps samples; it logs differences.
