@@ -21,7 +21,7 @@ const Ext = ".strec"
 // Reader reads records from one or more files in order.
 type Reader struct {
 	files []string
-	f     *os.File
+	f     io.ReadCloser
 	buf   []byte
 	eof   bool
 	// Torn counts bytes at the end of a file that did not make a whole
@@ -65,7 +65,8 @@ func IsRecording(path string) bool {
 	return err == nil && h == FileMagic
 }
 
-// Next returns the next record, or io.EOF after the last.
+// Next returns the next record, or io.EOF after the last. A record's
+// byte slices stay valid after later calls.
 func (rd *Reader) Next() (Record, error) {
 	for {
 		if rd.f == nil {
@@ -117,6 +118,12 @@ func (rd *Reader) openNext() error {
 	if err != nil {
 		return fmt.Errorf("recording: %w", err)
 	}
+	return rd.start(f, name)
+}
+
+// start reads the magic of the file f (named name, for errors) and makes
+// it the one records are read from.
+func (rd *Reader) start(f io.ReadCloser, name string) error {
 	var h [16]byte
 	if _, err := io.ReadFull(f, h[:]); err != nil || h != FileMagic {
 		f.Close()
@@ -126,10 +133,18 @@ func (rd *Reader) openNext() error {
 	return nil
 }
 
+// readSize is how much fill asks the file for at a time.
+const readSize = 256 << 10
+
+// fill reads more of the file after the buffered bytes. It reads into the
+// buffer's spare capacity, after every byte already handed out in a record,
+// so records returned earlier are never overwritten.
 func (rd *Reader) fill() error {
-	chunk := make([]byte, 256<<10)
-	n, err := rd.f.Read(chunk)
-	rd.buf = append(rd.buf, chunk[:n]...)
+	if cap(rd.buf)-len(rd.buf) < readSize {
+		rd.buf = slices.Grow(rd.buf, readSize)
+	}
+	n, err := rd.f.Read(rd.buf[len(rd.buf):cap(rd.buf)])
+	rd.buf = rd.buf[:len(rd.buf)+n]
 	if errors.Is(err, io.EOF) {
 		rd.eof = true
 		return nil

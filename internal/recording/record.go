@@ -158,13 +158,21 @@ func (d *decoder) bytes() []byte {
 	return v
 }
 
+// addr reads what appendAddr wrote. An empty address with port 0 is the
+// unknown one: GoReplay files carry no addresses, and their records
+// must read back. A 16-byte IPv4-mapped address reads as the IPv4 address
+// appendAddr would have written, so that a record written again is the same.
 func (d *decoder) addr() netip.AddrPort {
-	ip, ok := netip.AddrFromSlice(d.bytes())
+	b := d.bytes()
 	port := d.uvarint()
+	if len(b) == 0 && port == 0 {
+		return netip.AddrPort{}
+	}
+	ip, ok := netip.AddrFromSlice(b)
 	if !ok || port > 65535 {
 		d.err = errPayload
 	}
-	return netip.AddrPortFrom(ip, uint16(port))
+	return netip.AddrPortFrom(ip.Unmap(), uint16(port))
 }
 
 func decodePayload(b []byte) (Record, error) {
