@@ -87,7 +87,14 @@ func (rd *Reader) Next() (Record, error) {
 				return Record{}, err
 			}
 		case errors.Is(err, io.ErrUnexpectedEOF):
-			// End of the file inside a frame: the torn last record.
+			// The file ends inside a frame: a torn last record, or a
+			// corrupt length field that claims more than the file holds.
+			// Only in the second case does a whole frame follow.
+			if i := nextFrame(rd.buf); i > 0 {
+				rd.Skipped += i
+				rd.buf = rd.buf[i:]
+				continue
+			}
 			rd.Torn += len(rd.buf)
 			rd.closeFile()
 		default:
@@ -109,6 +116,24 @@ func (rd *Reader) Next() (Record, error) {
 			rd.buf = rd.buf[i+1:]
 		}
 	}
+}
+
+// nextFrame returns the offset in b, past its first byte, of the first
+// whole valid frame, or -1.
+func nextFrame(b []byte) int {
+	magic := []byte{frameMagic >> 8, frameMagic & 0xff}
+	for off := 1; off < len(b); {
+		i := bytes.Index(b[off:], magic)
+		if i < 0 {
+			return -1
+		}
+		off += i
+		if _, _, err := parseFrame(b[off:]); err == nil {
+			return off
+		}
+		off++
+	}
+	return -1
 }
 
 func (rd *Reader) openNext() error {

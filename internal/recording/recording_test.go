@@ -2,6 +2,7 @@ package recording
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -171,5 +172,30 @@ func TestRedaction(t *testing.T) {
 	req, err := got[0].ParseRequest()
 	if err != nil || string(req.Method()) != "POST" || string(req.Body()) != "hi" {
 		t.Errorf("parse: %v", err)
+	}
+}
+
+// TestCorruptLengthIsSkipped corrupts the length field of a record in the
+// middle so that it claims more bytes than the file holds: only that
+// record is lost, not every record after it.
+func TestCorruptLengthIsSkipped(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "l"+Ext)
+	recs := sampleRecords()
+	writeAll(t, path, recs)
+	data, _ := os.ReadFile(path)
+	off := len(FileMagic)
+	for range 3 {
+		_, n, err := parseFrame(data[off:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		off += n
+	}
+	binary.BigEndian.PutUint32(data[off+4:], uint32(len(data))) // past the end of the file
+	os.WriteFile(path, data, 0o644)
+	got, rd := readAll(t, path)
+	want := append(append([]Record(nil), recs[:3]...), recs[4:]...)
+	if !reflect.DeepEqual(got, want) || rd.Skipped == 0 || rd.Torn != 0 {
+		t.Errorf("read %d records, skipped %d, torn %d; want %d records", len(got), rd.Skipped, rd.Torn, len(want))
 	}
 }
