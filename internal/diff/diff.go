@@ -1,9 +1,15 @@
-// Package diff compares two HTTP responses: status, headers (less those
-// that differ for reasons other than the code), and bodies by media type.
-// JSON is compared structurally, with field paths such as
-// body.items[3].price, type changes, missing and extra fields, and
-// numbers compared by value (1.0 equals 1). Text and HTML are compared by
-// lines, anything else by digest. Content encodings are decoded first.
+// Package diff compares two HTTP responses as a client sees them: bodies
+// de-chunked and content-decoded, headers by meaning where HTTP defines it
+// (media types parsed, comma lists by element), JSON structurally (field
+// paths such as body.items[3].price, type changes, missing and extra
+// fields and elements, reordered arrays reported once as "order"),
+// text line by line with a real diff (locators line:N in the reference),
+// CSV by row and column, anything else by digest.
+//
+// Every difference carries a Key that generalises it across requests
+// (list indices become [*], a text line becomes its template) and the
+// Shape of both values, so that the caller can learn which keys are noise
+// and whether a difference keeps the value's shape.
 package diff
 
 import (
@@ -13,13 +19,10 @@ import (
 	"compress/zlib"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
-	"math/big"
 	"mime"
 	"net/http"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,6 +35,7 @@ type Message struct {
 	Status    int
 	Header    http.Header
 	Body      []byte // as sent: possibly content-encoded
+	Chunked   bool   // Body still carries its chunked transfer framing (as mirrored)
 	Truncated bool   // Body is a prefix of a longer body
 }
 
@@ -43,21 +47,30 @@ const (
 	Missing Kind = "missing" // in the reference, not in the candidate
 	Extra   Kind = "extra"   // in the candidate, not in the reference
 	Type    Kind = "type"    // another JSON type
+	Order   Kind = "order"   // the same elements in another order
 )
 
 // Difference is one field that differs.
 type Difference struct {
-	Field string `json:"field"` // body.items[3].price
-	Key   string `json:"key"`   // body.items[*].price: the field across requests
-	Kind  Kind   `json:"kind"`
-	Ref   string `json:"ref"` // short renderings
-	Cand  string `json:"cand"`
+	Field     string `json:"field"`                // body.items[3].price, line:12, row:3 col:price
+	CandField string `json:"cand_field,omitempty"` // where the candidate's side is, when it is elsewhere (line:13)
+	Key       string `json:"key"`                  // body.items[*].price: the field across requests
+	Kind      Kind   `json:"kind"`
+	Ref       string `json:"ref"` // short renderings
+	Cand      string `json:"cand"`
+	// Shapes of both values (see Shape), for changed scalars and lines:
+	// equal shapes and a key known to vary on its own make noise.
+	RefShape  string `json:"-"`
+	CandShape string `json:"-"`
 }
 
 // Options tune a comparison.
 type Options struct {
 	IgnoreHeaders []string // canonical header names not compared
 	MaxDecoded    int64    // bound on a decoded body
+	// Unordered reports whether the array at a key is a set: its order is
+	// not compared. nil: every array is ordered.
+	Unordered func(key string) bool
 }
 
 // DefaultIgnoreHeaders differ between two deployments of the same code.
@@ -75,132 +88,176 @@ const maxRender = 160
 
 // Compare returns how cand differs from ref.
 func Compare(ref, cand Message, opts Options) []Difference {
+	return CompareParsed(Parse(ref, opts), Parse(cand, opts), opts)
+}
+
+// Parsed is a message made ready to compare: body decoded and, by media
+// type, parsed. Parse once, compare many times (production's answer is
+// compared with the candidate and learned from).
+type Parsed struct {
+	Msg   Message
+	Body  []byte // de-chunked and content-decoded (or as sent when decoding failed)
+	Media string // json, csv, text or binary
+	json  *jdoc  // nil unless Media is json and the body parsed
+	csv   [][]string
+}
+
+// Parse decodes and parses m's body.
+func Parse(m Message, opts Options) *Parsed {
+	p := &Parsed{Msg: m}
+	b, err := Decode(m, opts.MaxDecoded)
+	if err != nil {
+		b = m.Body
+		if m.Chunked {
+			b, _ = Dechunk(m.Body)
+		}
+	}
+	p.Body = b
+	p.Media = mediaKind(m.Header)
+	switch p.Media {
+	case "json":
+		if !m.Truncated {
+			if d, err := parseJSON(b); err == nil {
+				p.json = d
+			}
+		}
+	case "csv":
+		if !m.Truncated {
+			p.csv = parseCSV(b)
+		}
+	}
+	return p
+}
+
+// CompareParsed returns how cand differs from ref.
+func CompareParsed(ref, cand *Parsed, opts Options) []Difference {
 	var out []Difference
-	if ref.Status != cand.Status {
-		out = append(out, Difference{"status", "status", Changed, strconv.Itoa(ref.Status), strconv.Itoa(cand.Status)})
+	if ref.Msg.Status != cand.Msg.Status {
+		a, b := strconv.Itoa(ref.Msg.Status), strconv.Itoa(cand.Msg.Status)
+		out = append(out, Difference{Field: "status", Key: "status", Kind: Changed, Ref: a, Cand: b})
 	}
-	out = append(out, compareHeaders(ref.Header, cand.Header, opts)...)
-	return append(out, compareBodies(ref, cand, opts)...)
+	out = compareHeaders(out, ref.Msg.Header, cand.Msg.Header, opts)
+	return compareBodies(out, ref, cand, opts)
 }
 
-func compareHeaders(a, b http.Header, opts Options) []Difference {
-	var out []Difference
-	names := map[string]bool{}
-	for k := range a {
-		names[http.CanonicalHeaderKey(k)] = true
-	}
-	for k := range b {
-		names[http.CanonicalHeaderKey(k)] = true
-	}
-	sorted := make([]string, 0, len(names))
-	for k := range names {
-		if !slices.Contains(opts.IgnoreHeaders, k) {
-			sorted = append(sorted, k)
-		}
-	}
-	slices.Sort(sorted)
-	for _, k := range sorted {
-		av, bv := headerValue(a, k), headerValue(b, k)
-		field := "header." + k
-		switch {
-		case av == bv:
-		case a.Values(k) == nil:
-			out = append(out, Difference{field, field, Extra, "", render(bv)})
-		case b.Values(k) == nil:
-			out = append(out, Difference{field, field, Missing, render(av), ""})
-		default:
-			out = append(out, Difference{field, field, Changed, render(av), render(bv)})
-		}
-	}
-	return out
-}
-
-// headerValue joins a header's values; for Set-Cookie only the cookie
-// names count (their values are session data).
-func headerValue(h http.Header, k string) string {
-	vs := h.Values(k)
-	if k == "Set-Cookie" {
-		names := make([]string, 0, len(vs))
-		for _, v := range vs {
-			name, _, _ := strings.Cut(v, "=")
-			names = append(names, strings.TrimSpace(name))
-		}
-		slices.Sort(names)
-		return strings.Join(names, ", ")
-	}
-	return strings.Join(vs, ", ")
-}
-
-func compareBodies(ref, cand Message, opts Options) []Difference {
-	a, aerr := decode(ref, opts.MaxDecoded)
-	b, berr := decode(cand, opts.MaxDecoded)
-	if aerr != nil || berr != nil {
-		a, b = ref.Body, cand.Body // compare what was sent
-	}
-	if ref.Truncated || cand.Truncated {
+func compareBodies(out []Difference, ref, cand *Parsed, opts Options) []Difference {
+	a, b := ref.Body, cand.Body
+	if ref.Msg.Truncated || cand.Msg.Truncated {
 		// Only the part both sides kept can be compared.
 		n := min(len(a), len(b))
 		a, b = a[:n], b[:n]
 	}
 	if bytes.Equal(a, b) {
-		return nil
+		return out
 	}
-	switch mediaKind(ref.Header, cand.Header) {
-	case "json":
-		var av, bv any
-		if decodeJSON(a, &av) == nil && decodeJSON(b, &bv) == nil {
-			var out []Difference
-			walkJSON("body", av, bv, &out)
-			return out
-		}
-		return compareText(a, b)
-	case "text":
-		return compareText(a, b)
+	kind := ref.Media
+	if kind == "binary" && cand.Media != "binary" {
+		kind = cand.Media
 	}
-	return []Difference{{"body(digest)", "body(digest)", Changed, digest(a), digest(b)}}
+	switch {
+	case ref.json != nil && cand.json != nil:
+		w := jwalker{a: ref.json, b: cand.json, opts: &opts, out: out}
+		w.path = append(w.path, "body"...)
+		w.key = append(w.key, "body"...)
+		w.walk(0, 0)
+		return w.out
+	case ref.csv != nil && cand.csv != nil:
+		return compareCSV(out, ref.csv, cand.csv)
+	case kind == "json" || kind == "csv" || kind == "text":
+		return compareText(out, a, b)
+	}
+	return append(out, Difference{Field: "body(digest)", Key: "body(digest)", Kind: Changed, Ref: digest(a), Cand: digest(b)})
 }
 
-// decode undoes the Content-Encoding, bounded in size.
-func decode(m Message, limit int64) ([]byte, error) {
-	enc := strings.ToLower(strings.TrimSpace(m.Header.Get("Content-Encoding")))
+// Dechunk removes chunked transfer framing: the body a client sees. ok is
+// false when the framing is broken or cut short; the data up to there is
+// returned.
+func Dechunk(b []byte) (out []byte, ok bool) {
+	out = make([]byte, 0, len(b))
+	for {
+		nl := bytes.IndexByte(b, '\n')
+		if nl < 0 {
+			return out, false
+		}
+		line := bytes.TrimRight(b[:nl], "\r")
+		if i := bytes.IndexByte(line, ';'); i >= 0 {
+			line = line[:i] // chunk extensions
+		}
+		n, err := strconv.ParseUint(string(bytes.TrimSpace(line)), 16, 62)
+		if err != nil {
+			return out, false
+		}
+		b = b[nl+1:]
+		if n == 0 {
+			return out, true // trailers follow; not part of the body
+		}
+		if uint64(len(b)) < n {
+			return append(out, b...), false
+		}
+		out = append(out, b[:n]...)
+		b = b[n:]
+		switch {
+		case bytes.HasPrefix(b, []byte("\r\n")):
+			b = b[2:]
+		case bytes.HasPrefix(b, []byte("\n")):
+			b = b[1:]
+		default:
+			return out, false
+		}
+	}
+}
+
+// Decode returns the body a client sees: de-chunked, then the
+// Content-Encoding undone, bounded in size.
+func Decode(m Message, limit int64) ([]byte, error) {
+	body := m.Body
+	if m.Chunked {
+		var ok bool
+		body, ok = Dechunk(body)
+		if !ok && !m.Truncated {
+			return nil, fmt.Errorf("diff: broken chunked framing")
+		}
+	}
+	if limit <= 0 {
+		limit = DefaultOptions.MaxDecoded
+	}
 	var r io.Reader
+	enc := strings.ToLower(strings.TrimSpace(m.Header.Get("Content-Encoding")))
 	switch enc {
 	case "", "identity":
-		return m.Body, nil
+		return body, nil
 	case "gzip", "x-gzip":
-		zr, err := gzip.NewReader(bytes.NewReader(m.Body))
+		zr, err := gzip.NewReader(bytes.NewReader(body))
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("diff: gzip: %w", err)
 		}
 		r = zr
 	case "deflate":
 		// "deflate" is zlib-wrapped by the RFC, raw by some servers.
-		if zr, err := zlib.NewReader(bytes.NewReader(m.Body)); err == nil {
+		if zr, err := zlib.NewReader(bytes.NewReader(body)); err == nil {
 			r = zr
 		} else {
-			r = flate.NewReader(bytes.NewReader(m.Body))
+			r = flate.NewReader(bytes.NewReader(body))
 		}
 	case "br":
-		r = brotli.NewReader(bytes.NewReader(m.Body))
+		r = brotli.NewReader(bytes.NewReader(body))
 	default:
-		return nil, fmt.Errorf("content encoding %q", enc)
+		return nil, fmt.Errorf("diff: content encoding %q", enc)
 	}
 	b, err := io.ReadAll(io.LimitReader(r, limit))
 	if err != nil && !(m.Truncated && (err == io.ErrUnexpectedEOF || err == io.EOF)) {
-		return nil, err
+		return nil, fmt.Errorf("diff: %s: %w", enc, err)
 	}
 	return b, nil
 }
 
-func mediaKind(a, b http.Header) string {
-	ct := a.Get("Content-Type")
-	if ct == "" {
-		ct = b.Get("Content-Type")
-	}
-	mt, _, _ := mime.ParseMediaType(ct)
+func mediaKind(h http.Header) string {
+	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
 	switch {
 	case mt == "application/json" || strings.HasSuffix(mt, "+json"):
 		return "json"
+	case mt == "text/csv":
+		return "csv"
 	case strings.HasPrefix(mt, "text/") || mt == "application/xml" || strings.HasSuffix(mt, "+xml") ||
 		mt == "application/javascript" || mt == "application/x-www-form-urlencoded":
 		return "text"
@@ -208,127 +265,27 @@ func mediaKind(a, b http.Header) string {
 	return "binary"
 }
 
-func decodeJSON(b []byte, v *any) error {
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
-	if err := d.Decode(v); err != nil {
-		return err
-	}
-	if d.More() {
-		return fmt.Errorf("trailing data")
-	}
-	return nil
-}
-
-var indexRe = regexp.MustCompile(`\[\d+\]`)
-
 // Key generalises a field path across requests: list indices become [*].
-func Key(field string) string { return indexRe.ReplaceAllString(field, "[*]") }
-
-var identRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-
-func child(path, key string) string {
-	if identRe.MatchString(key) {
-		return path + "." + key
+func Key(field string) string {
+	if !strings.Contains(field, "[") {
+		return field
 	}
-	return path + "[" + strconv.Quote(key) + "]"
-}
-
-func walkJSON(path string, a, b any, out *[]Difference) {
-	add := func(k Kind, av, bv any) {
-		ra, rb := "", ""
-		if av != nil || k != Extra {
-			ra = renderJSON(av)
-		}
-		if bv != nil || k != Missing {
-			rb = renderJSON(bv)
-		}
-		*out = append(*out, Difference{path, Key(path), k, ra, rb})
-	}
-	if typeOf(a) != typeOf(b) {
-		add(Type, a, b)
-		return
-	}
-	switch av := a.(type) {
-	case map[string]any:
-		bv := b.(map[string]any)
-		keys := make([]string, 0, len(av)+len(bv))
-		for k := range av {
-			keys = append(keys, k)
-		}
-		for k := range bv {
-			if _, ok := av[k]; !ok {
-				keys = append(keys, k)
+	var b strings.Builder
+	for i := 0; i < len(field); i++ {
+		if field[i] == '[' {
+			j := i + 1
+			for j < len(field) && field[j] >= '0' && field[j] <= '9' {
+				j++
+			}
+			if j > i+1 && j < len(field) && field[j] == ']' {
+				b.WriteString("[*]")
+				i = j
+				continue
 			}
 		}
-		slices.Sort(keys)
-		for _, k := range keys {
-			x, inA := av[k]
-			y, inB := bv[k]
-			p := child(path, k)
-			switch {
-			case !inB:
-				*out = append(*out, Difference{p, Key(p), Missing, renderJSON(x), ""})
-			case !inA:
-				*out = append(*out, Difference{p, Key(p), Extra, "", renderJSON(y)})
-			default:
-				walkJSON(p, x, y, out)
-			}
-		}
-	case []any:
-		bv := b.([]any)
-		for i := range max(len(av), len(bv)) {
-			p := fmt.Sprintf("%s[%d]", path, i)
-			switch {
-			case i >= len(bv):
-				*out = append(*out, Difference{p, Key(p), Missing, renderJSON(av[i]), ""})
-			case i >= len(av):
-				*out = append(*out, Difference{p, Key(p), Extra, "", renderJSON(bv[i])})
-			default:
-				walkJSON(p, av[i], bv[i], out)
-			}
-		}
-	case json.Number:
-		if !sameNumber(av, b.(json.Number)) {
-			add(Changed, a, b)
-		}
-	default:
-		if a != b {
-			add(Changed, a, b)
-		}
+		b.WriteByte(field[i])
 	}
-}
-
-func typeOf(v any) string {
-	switch v.(type) {
-	case map[string]any:
-		return "object"
-	case []any:
-		return "array"
-	case json.Number:
-		return "number"
-	case string:
-		return "string"
-	case bool:
-		return "bool"
-	}
-	return "null"
-}
-
-// sameNumber compares numbers by value at full precision: 1.0 == 1,
-// 1e2 == 100.
-func sameNumber(a, b json.Number) bool {
-	if a == b {
-		return true
-	}
-	x, ok1 := new(big.Float).SetPrec(256).SetString(string(a))
-	y, ok2 := new(big.Float).SetPrec(256).SetString(string(b))
-	return ok1 && ok2 && x.Cmp(y) == 0
-}
-
-func renderJSON(v any) string {
-	b, _ := json.Marshal(v)
-	return render(string(b))
+	return b.String()
 }
 
 func render(s string) string {
@@ -338,38 +295,114 @@ func render(s string) string {
 	return s
 }
 
+func renderBytes(b []byte) string {
+	if len(b) > maxRender {
+		return string(b[:maxRender]) + "…"
+	}
+	return string(b)
+}
+
 func digest(b []byte) string {
 	h := sha256.Sum256(b)
 	return fmt.Sprintf("%d bytes, sha256 %s", len(b), hex.EncodeToString(h[:8]))
 }
 
-// compareText reports the first differing line and how many differ.
-func compareText(a, b []byte) []Difference {
-	al, bl := strings.Split(string(a), "\n"), strings.Split(string(b), "\n")
-	first := 0
-	for first < len(al) && first < len(bl) && al[first] == bl[first] {
-		first++
+// Headers compared as comma-separated lists, element by element and in any
+// order (RFC 9110 5.6.1: optional whitespace around the commas). The value
+// says whether the elements are case-insensitive tokens.
+var listHeaders = map[string]bool{
+	"Vary": true, "Allow": false, "Cache-Control": true, "Access-Control-Allow-Methods": false,
+	"Access-Control-Allow-Headers": true, "Access-Control-Expose-Headers": true, "Content-Language": true,
+	"Accept-Ranges": true, "Accept-Patch": true, "Accept-Post": true, "Pragma": true, "Trailer": true,
+}
+
+func compareHeaders(out []Difference, a, b http.Header, opts Options) []Difference {
+	names := make([]string, 0, len(a)+len(b))
+	for k := range a {
+		names = append(names, http.CanonicalHeaderKey(k))
 	}
-	line := func(ls []string) string {
-		if first < len(ls) {
-			return render(fmt.Sprintf("line %d: %s", first+1, ls[first]))
+	for k := range b {
+		names = append(names, http.CanonicalHeaderKey(k))
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	for _, k := range names {
+		if slices.Contains(opts.IgnoreHeaders, k) {
+			continue
 		}
-		return fmt.Sprintf("(%d lines)", len(ls))
-	}
-	count := map[string]int{}
-	for _, l := range al {
-		count[l]++
-	}
-	changed := 0
-	for _, l := range bl {
-		if count[l] > 0 {
-			count[l]--
-		} else {
-			changed++
+		av, bv := a.Values(k), b.Values(k)
+		field := "header." + k
+		switch {
+		case av == nil && bv == nil:
+		case av == nil:
+			out = append(out, Difference{Field: field, Key: field, Kind: Extra, Cand: render(strings.Join(bv, ", "))})
+		case bv == nil:
+			out = append(out, Difference{Field: field, Key: field, Kind: Missing, Ref: render(strings.Join(av, ", "))})
+		default:
+			x, y := HeaderMeaning(k, av), HeaderMeaning(k, bv)
+			if x != y {
+				out = append(out, Difference{Field: field, Key: field, Kind: Changed, Ref: render(x), Cand: render(y),
+					RefShape: Shape(x), CandShape: Shape(y)})
+			}
 		}
 	}
-	for _, n := range count {
-		changed += n
+	return out
+}
+
+// HeaderMeaning renders a header's values so that two renderings are
+// equal when the values mean the same: media types parsed (type, subtype
+// and parameter names case-insensitive, charset's value too, parameters
+// in any order, whitespace ignored), comma lists by element, Set-Cookie by
+// cookie names (values are session data), anything else verbatim.
+func HeaderMeaning(name string, vs []string) string {
+	switch name {
+	case "Content-Type":
+		v := strings.Join(vs, ",")
+		mt, params, err := mime.ParseMediaType(v)
+		if err != nil {
+			return strings.TrimSpace(v)
+		}
+		keys := make([]string, 0, len(params))
+		for k := range params {
+			keys = append(keys, k) // ParseMediaType lower-cases the names
+		}
+		slices.Sort(keys)
+		var b strings.Builder
+		b.WriteString(mt)
+		for _, k := range keys {
+			v := params[k]
+			if k == "charset" {
+				v = strings.ToLower(v)
+			}
+			b.WriteString("; " + k + "=" + v)
+		}
+		return b.String()
+	case "Set-Cookie":
+		names := make([]string, 0, len(vs))
+		for _, v := range vs {
+			n, _, _ := strings.Cut(v, "=")
+			names = append(names, strings.TrimSpace(n))
+		}
+		slices.Sort(names)
+		return strings.Join(names, ", ")
 	}
-	return []Difference{{"body(text)", "body(text)", Changed, line(al), line(bl) + fmt.Sprintf(" (%d lines differ)", changed)}}
+	fold, isList := listHeaders[name]
+	if !isList {
+		return strings.Join(vs, ", ")
+	}
+	var elems []string
+	for _, v := range vs {
+		for e := range strings.SplitSeq(v, ",") {
+			e = strings.Trim(e, " \t")
+			if e == "" {
+				continue // empty list elements are allowed and mean nothing
+			}
+			if fold {
+				e = strings.ToLower(e)
+			}
+			elems = append(elems, e)
+		}
+	}
+	slices.Sort(elems)
+	return strings.Join(elems, ", ")
 }

@@ -3,9 +3,10 @@ package diff
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"fmt"
 	"net/http"
-	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/andybalholm/brotli"
@@ -38,46 +39,209 @@ func br(s string) string {
 	return b.String()
 }
 
+func chunk(s string, size int) string {
+	var b strings.Builder
+	for len(s) > 0 {
+		n := min(size, len(s))
+		fmt.Fprintf(&b, "%x\r\n%s\r\n", n, s[:n])
+		s = s[n:]
+	}
+	return b.String() + "0\r\nX-Trailer: 1\r\n\r\n"
+}
+
+// line renders a difference compactly: field[>cand_field] key kind ref -> cand.
+func line(d Difference) string {
+	f := d.Field
+	if d.CandField != "" {
+		f += ">" + d.CandField
+	}
+	return fmt.Sprintf("%s %s %s %s -> %s", f, d.Key, d.Kind, d.Ref, d.Cand)
+}
+
 func TestCompare(t *testing.T) {
 	const js = "application/json"
+	chunked := msg(200, js, chunk(`{"a":1,"b":[1,2,3]}`, 5))
+	chunked.Chunked = true
+	chunkedGz := msg(200, js, chunk(gz(`{"a":1}`), 7), "Content-Encoding", "gzip")
+	chunkedGz.Chunked = true
 	tests := []struct {
 		name      string
 		ref, cand Message
-		want      []Difference
+		want      []string
 	}{
 		{"identical", msg(200, js, `{"a":1}`), msg(200, js, `{"a":1}`), nil},
-		{"status", msg(200, js, `{}`), msg(500, js, `{}`), []Difference{{"status", "status", Changed, "200", "500"}}},
+		{"status", msg(200, js, `{}`), msg(500, js, `{}`), []string{"status status changed 200 -> 500"}},
 		{"ignored headers", msg(200, js, `{}`, "Date", "Mon", "Server", "a", "X-Request-Id", "1"),
 			msg(200, js, `{}`, "Date", "Tue", "Server", "b", "X-Request-Id", "2"), nil},
 		{"header changed, missing, extra", msg(200, js, `{}`, "Cache-Control", "max-age=60", "X-Old", "1"),
-			msg(200, js, `{}`, "Cache-Control", "no-store", "X-New", "2"), []Difference{
-				{"header.Cache-Control", "header.Cache-Control", Changed, "max-age=60", "no-store"},
-				{"header.X-New", "header.X-New", Extra, "", "2"},
-				{"header.X-Old", "header.X-Old", Missing, "1", ""}}},
+			msg(200, js, `{}`, "Cache-Control", "no-store", "X-New", "2"), []string{
+				"header.Cache-Control header.Cache-Control changed max-age=60 -> no-store",
+				"header.X-New header.X-New extra  -> 2",
+				"header.X-Old header.X-Old missing 1 -> "}},
+		{"media type by meaning", msg(200, "application/json; charset=UTF-8", `{}`),
+			msg(200, "Application/JSON;Charset=utf-8", `{}`), nil},
+		{"media type parameter order and whitespace", msg(200, `text/plain; charset=utf-8; format=flowed`, ``),
+			msg(200, `text/plain;format=flowed ;charset="utf-8"`, ``), nil},
+		{"media type changed", msg(200, "application/json; charset=utf-8", `{}`), msg(200, "text/plain; charset=utf-8", `{}`),
+			[]string{"header.Content-Type header.Content-Type changed application/json; charset=utf-8 -> text/plain; charset=utf-8"}},
+		{"charset changed", msg(200, "text/plain; charset=utf-8", ``), msg(200, "text/plain; charset=iso-8859-1", ``),
+			[]string{"header.Content-Type header.Content-Type changed text/plain; charset=utf-8 -> text/plain; charset=iso-8859-1"}},
+		{"comma lists by element", msg(200, js, `{}`, "Vary", "Accept-Encoding, Origin", "Cache-Control", "no-cache,  max-age=0"),
+			msg(200, js, `{}`, "Vary", "origin,accept-encoding", "Cache-Control", "max-age=0", "Cache-Control", "no-cache"), nil},
+		{"comma list element lost", msg(200, js, `{}`, "Allow", "GET, POST"), msg(200, js, `{}`, "Allow", "GET"),
+			[]string{"header.Allow header.Allow changed GET, POST -> GET"}},
 		{"set-cookie values are not compared, names are", msg(200, js, `{}`, "Set-Cookie", "sid=abc; Path=/"),
 			msg(200, js, `{}`, "Set-Cookie", "sid=xyz; Path=/"), nil},
 		{"set-cookie name", msg(200, js, `{}`, "Set-Cookie", "sid=abc"), msg(200, js, `{}`, "Set-Cookie", "session=abc"),
-			[]Difference{{"header.Set-Cookie", "header.Set-Cookie", Changed, "sid", "session"}}},
+			[]string{"header.Set-Cookie header.Set-Cookie changed sid -> session"}},
 		{"deep list value", msg(200, js, `{"items":[{"sku":"a","price":1.5},{"sku":"b","price":2},{"sku":"c","price":3},{"sku":"d","price":4.25}]}`),
 			msg(200, js, `{"items":[{"sku":"a","price":1.5},{"sku":"b","price":2},{"sku":"c","price":3},{"sku":"d","price":4.3}]}`),
-			[]Difference{{"body.items[3].price", "body.items[*].price", Changed, "4.25", "4.3"}}},
+			[]string{"body.items[3].price body.items[*].price changed 4.25 -> 4.3"}},
 		{"missing, extra and type", msg(200, js, `{"a":1,"b":"x","c":true}`), msg(200, js, `{"a":"1","c":true,"d":null}`),
-			[]Difference{{"body.a", "body.a", Type, "1", `"1"`}, {"body.b", "body.b", Missing, `"x"`, ""}, {"body.d", "body.d", Extra, "", "null"}}},
+			[]string{`body.a body.a type 1 -> "1"`, `body.b body.b missing "x" -> `, "body.d body.d extra  -> null"}},
+		{"members in another order are equal", msg(200, js, `{"a":1,"b":{"x":[1,2],"y":null}}`),
+			msg(200, js, `{"b":{"y":null,"x":[1,2]},"a":1}`), nil},
 		{"numbers by value", msg(200, js, `{"a":1.0,"b":1e2,"c":[0.10]}`), msg(200, js, `{"a":1,"b":100,"c":[0.1]}`), nil},
-		{"list length", msg(200, js, `[1,2,3]`), msg(200, js, `[1,2]`), []Difference{{"body[2]", "body[*]", Missing, "3", ""}}},
-		{"odd keys quoted", msg(200, js, `{"a.b":1}`), msg(200, js, `{"a.b":2}`), []Difference{{`body["a.b"]`, `body["a.b"]`, Changed, "1", "2"}}},
+		{"escaped strings by value", msg(200, js, `{"a":"\u0041"}`), msg(200, js, `{"a":"A"}`), nil},
+		{"list shorter", msg(200, js, `[1,2,3]`), msg(200, js, `[1,2]`), []string{"body[2] body[*] missing 3 -> "}},
+		{"reordered list is one difference", msg(200, js, `{"ids":[{"id":1},{"id":2},{"id":3}]}`),
+			msg(200, js, `{"ids":[{"id":3},{"id":1},{"id":2}]}`),
+			[]string{`body.ids body.ids:order order [{"id":1},{"id":2},{"id":3}] -> [{"id":3},{"id":1},{"id":2}]`}},
+		{"element missing in the middle", msg(200, js, `{"ids":[{"id":1},{"id":2},{"id":3},{"id":4}]}`),
+			msg(200, js, `{"ids":[{"id":1},{"id":3},{"id":4}]}`), []string{`body.ids[1] body.ids[*] missing {"id":2} -> `}},
+		{"element extra at the start", msg(200, js, `["b","c"]`), msg(200, js, `["a","b","c"]`), []string{`body[0] body[*] extra  -> "a"`}},
+		{"element changed between equal ones", msg(200, js, `[{"n":1},{"n":2},{"n":3}]`), msg(200, js, `[{"n":1},{"n":5},{"n":3}]`),
+			[]string{"body[1].n body[*].n changed 2 -> 5"}},
+		{"odd keys quoted", msg(200, js, `{"a.b":1}`), msg(200, js, `{"a.b":2}`), []string{`body["a.b"] body["a.b"] changed 1 -> 2`}},
 		{"gzip decoded first", msg(200, js, gz(`{"a":1}`), "Content-Encoding", "gzip"), msg(200, js, `{"a":1}`), nil},
 		{"brotli decoded first", msg(200, js, br(`{"a":[1,2]}`), "Content-Encoding", "br"), msg(200, js, `{"a":[1,3]}`),
-			[]Difference{{"body.a[1]", "body.a[*]", Changed, "2", "3"}}},
+			[]string{"body.a[1] body.a[*] changed 2 -> 3"}},
+		{"chunked production body", chunked, msg(200, js, `{"a":1,"b":[1,2,3]}`), nil},
+		{"chunked and gzipped", chunkedGz, msg(200, js, `{"a":2}`), []string{"body.a body.a changed 1 -> 2"}},
 		{"text by lines", msg(200, "text/html", "<p>\nhello\n</p>\n"), msg(200, "text/html", "<p>\nhullo\n</p>\n"),
-			[]Difference{{"body(text)", "body(text)", Changed, "line 2: hello", "line 2: hullo (2 lines differ)"}}},
+			[]string{`line:2>line:2 line "hello" changed hello -> hullo`}},
+		{"text: a change below an inserted line", msg(200, "text/plain", "a\nb\nc 1\nd\n"), msg(200, "text/plain", "a\nnew\nb\nc 2\nd\n"),
+			[]string{`line:2>line:2 line "new" extra  -> new`, `line:3>line:4 line "c {n}" changed c 1 -> c 2`}},
+		{"csv by row and column", msg(200, "text/csv", "sku,price,name\nA,1,x\nB,2,y\nC,3,z\n"),
+			msg(200, "text/csv", "sku,name,price\nA,x,1\nB,y,2.5\nC,z,3\n"), []string{"row:2 col:price>row:2 col:price col:price changed 2 -> 2.5"}},
+		{"csv missing row", msg(200, "text/csv", "sku,price\nA,1\nB,2\nC,3\n"), msg(200, "text/csv", "sku,price\nA,1\nC,3\n"),
+			[]string{"row:2 row missing B,2 -> "}},
 		{"binary by digest", msg(200, "image/png", "\x89PNGa"), msg(200, "image/png", "\x89PNGb"),
-			[]Difference{{"body(digest)", "body(digest)", Changed, digest([]byte("\x89PNGa")), digest([]byte("\x89PNGb"))}}},
+			[]string{"body(digest) body(digest) changed " + digest([]byte("\x89PNGa")) + " -> " + digest([]byte("\x89PNGb"))}},
 	}
 	for _, tt := range tests {
-		got := Compare(tt.ref, tt.cand, DefaultOptions)
-		if !reflect.DeepEqual(got, tt.want) {
-			t.Errorf("%s:\n got %+v\nwant %+v", tt.name, got, tt.want)
+		var got []string
+		for _, d := range Compare(tt.ref, tt.cand, DefaultOptions) {
+			got = append(got, line(d))
+		}
+		if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+			t.Errorf("%s:\n got %q\nwant %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestUnorderedArrays(t *testing.T) {
+	opts := DefaultOptions
+	opts.Unordered = func(key string) bool { return key == "body.tags" }
+	ref := msg(200, "application/json", `{"tags":["a","b","c"],"ids":[1,2]}`)
+	for _, tt := range []struct {
+		cand string
+		want []string
+	}{
+		{`{"tags":["c","a","b"],"ids":[1,2]}`, nil},
+		{`{"tags":["c","a"],"ids":[2,1]}`, []string{`body.tags[1] body.tags[*] missing "b" -> `, "body.ids body.ids:order order [1,2] -> [2,1]"}},
+		{`{"tags":["c","x","a"],"ids":[1,2]}`, []string{`body.tags[1] body.tags[*] changed "b" -> "x"`}},
+	} {
+		var got []string
+		for _, d := range Compare(ref, msg(200, "application/json", tt.cand), opts) {
+			got = append(got, line(d))
+		}
+		if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+			t.Errorf("%s:\n got %q\nwant %q", tt.cand, got, tt.want)
+		}
+	}
+}
+
+func TestShapes(t *testing.T) {
+	for in, want := range map[string]string{
+		"0b7c6a1e-3f7e-4c1b-9a55-2f8f0f1d2e3c": "uuid",
+		"01HZY3K5W6Q8R9T0V1X2Y3Z4AB":           "ulid",
+		"2026-11-26T13:28:29.123Z":             "time:9999-99-99T99:99:99.999Z",
+		"2026-11-26 13:28:29":                  "time:9999-99-99 99:99:99",
+		"Thu, 26 Nov 2026 13:28:29 GMT":        "time:http",
+		"9f86d081884c7d659a2feaa0c55ad015":     "hex32",
+		"eyJhbGciOiJIUzI1NiJ9x":                "token",
+		"SKU-00012":                            "str",
+		"ann":                                  "str",
+	} {
+		if got := Shape(in); got != want {
+			t.Errorf("Shape(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for in, want := range map[string]string{"17": "int", "1.5": "float", "1764163709": "epoch-s", "1764163709123": "epoch-ms"} {
+		if got := NumberShape([]byte(in)); got != want {
+			t.Errorf("NumberShape(%s) = %q, want %q", in, got, want)
+		}
+	}
+	k, sh, vol := LineTemplate([]byte("generated 2026-11-26T13:28:29Z by node 7 req 9f86d081884c7d659a2feaa0c55ad015"))
+	if k != "generated {ts} by node {n} req {hex}" || sh != "generated {time:9999-99-99T99:99:99Z} by node 7 req {hex32}" || !vol {
+		t.Errorf("LineTemplate: %q %q %v", k, sh, vol)
+	}
+}
+
+func TestDechunk(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want string
+		ok   bool
+	}{
+		{chunk("hello, world", 5), "hello, world", true},
+		{"5;ext=1\r\nhello\r\n0\r\n\r\n", "hello", true},
+		{"5\nhello\n0\n\n", "hello", true},
+		{"5\r\nhel", "hel", false},
+		{"zz\r\nhello\r\n", "", false},
+	} {
+		got, ok := Dechunk([]byte(tt.in))
+		if string(got) != tt.want || ok != tt.ok {
+			t.Errorf("Dechunk(%q) = %q, %v", tt.in, got, ok)
+		}
+	}
+}
+
+func TestLCS(t *testing.T) {
+	// The matched pairs form a longest common subsequence: checked
+	// against the quadratic dynamic programme on random sequences.
+	rnd := uint64(1)
+	next := func() uint64 { rnd = rnd*6364136223846793005 + 1442695040888963407; return rnd >> 60 }
+	for trial := range 300 {
+		a, b := make([]uint64, int(next())+trial%7), make([]uint64, int(next())+trial%5)
+		for i := range a {
+			a[i] = next() % 4
+		}
+		for i := range b {
+			b[i] = next() % 4
+		}
+		ps := lcs(a, b)
+		for i, p := range ps {
+			if a[p.a] != b[p.b] || i > 0 && (p.a <= ps[i-1].a || p.b <= ps[i-1].b) {
+				t.Fatalf("%v %v: bad pairs %v", a, b, ps)
+			}
+		}
+		dp := make([][]int, len(a)+1)
+		for i := range dp {
+			dp[i] = make([]int, len(b)+1)
+		}
+		for i := len(a) - 1; i >= 0; i-- {
+			for j := len(b) - 1; j >= 0; j-- {
+				if a[i] == b[j] {
+					dp[i][j] = dp[i+1][j+1] + 1
+				} else {
+					dp[i][j] = max(dp[i+1][j], dp[i][j+1])
+				}
+			}
+		}
+		if len(ps) != dp[0][0] {
+			t.Fatalf("%v %v: %d pairs, LCS is %d", a, b, len(ps), dp[0][0])
 		}
 	}
 }
@@ -97,13 +261,19 @@ func TestTruncatedBodiesCompareTheirCommonPrefix(t *testing.T) {
 
 func FuzzCompareJSON(f *testing.F) {
 	f.Add(`{"a":[1,{"b":2}]}`, `{"a":[1,{"b":3}],"c":null}`)
+	f.Add(`[3,1,2]`, `[1,2,3]`)
 	f.Fuzz(func(t *testing.T, a, b string) {
 		d := Compare(msg(200, "application/json", a), msg(200, "application/json", b), DefaultOptions)
 		if a == b && len(d) != 0 {
 			t.Fatalf("identical bodies differ: %+v", d)
 		}
+		// The parser accepts all that encoding/json accepts (it is more
+		// lenient with numbers: harmless for a comparison).
+		if _, err := parseJSON([]byte(a)); json.Valid([]byte(a)) && err != nil {
+			t.Fatalf("parseJSON(%q): %v, encoding/json valid %v", a, err, json.Valid([]byte(a)))
+		}
 		for _, x := range d {
-			if x.Key != Key(x.Field) {
+			if x.Kind != Order && !strings.HasPrefix(x.Key, "line") && x.Key != Key(x.Field) {
 				t.Fatal(fmt.Sprint("key ", x.Key, " of ", x.Field))
 			}
 		}
