@@ -336,13 +336,13 @@ func redact(raw []byte, names []string, isRequest bool) ([]byte, bool) {
 func parseMessage(raw []byte, isRequest bool) (*httpstream.Message, bool) {
 	var m *httpstream.Message
 	if isRequest {
-		httpstream.NewParser(httpstream.DefaultOptions, &httpstream.Stats{}, func(r *httpstream.Request) {
+		httpstream.NewParser(messageOptions(raw), &httpstream.Stats{}, func(r *httpstream.Request) {
 			if m == nil {
 				m = &r.Message
 			}
 		}).Feed(raw, 0)
 	} else {
-		p := httpstream.NewResponseParser(httpstream.DefaultOptions, &httpstream.ResponseStats{}, &httpstream.Stats{},
+		p := httpstream.NewResponseParser(messageOptions(raw), &httpstream.ResponseStats{}, &httpstream.Stats{},
 			func() bool { return false }, func(r *httpstream.Response, _ bool) {
 				if m == nil {
 					m = &r.Message

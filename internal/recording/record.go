@@ -66,7 +66,7 @@ func FromExchange(req *httpstream.Request, resp *httpstream.Response) Record {
 // ParseRequest parses the recorded request for replay.
 func (r *Record) ParseRequest() (*httpstream.Request, error) {
 	var req *httpstream.Request
-	p := httpstream.NewParser(httpstream.DefaultOptions, &httpstream.Stats{}, func(q *httpstream.Request) {
+	p := httpstream.NewParser(messageOptions(r.Request), &httpstream.Stats{}, func(q *httpstream.Request) {
 		if req == nil {
 			req = q
 		}
@@ -77,6 +77,16 @@ func (r *Record) ParseRequest() (*httpstream.Request, error) {
 	}
 	req.Client, req.Server, req.ConnID, req.Index, req.Start, req.End = r.Client, r.Server, r.Conn, r.Index, r.Start, r.End
 	return req, nil
+}
+
+// messageOptions are the parser's limits for one recorded message. The
+// message was captured whole, perhaps under a max_body above the default,
+// so its own length bounds its body: with the default limit a larger body
+// would not parse, and so neither replay nor have its credentials redacted.
+func messageOptions(raw []byte) httpstream.Options {
+	o := httpstream.DefaultOptions
+	o.MaxBodyBytes = max(o.MaxBodyBytes, int64(len(raw)))
+	return o
 }
 
 // appendPayload encodes r (see docs/recording.md).

@@ -199,3 +199,25 @@ func TestCorruptLengthIsSkipped(t *testing.T) {
 		t.Errorf("read %d records, skipped %d, torn %d; want %d records", len(got), rd.Skipped, rd.Torn, len(want))
 	}
 }
+
+// TestLargeBody records a request and a response whose bodies are over
+// the parser's default limit, as `record` does under a larger max_body:
+// their credentials are redacted and the request still parses for replay.
+func TestLargeBody(t *testing.T) {
+	body := bytes.Repeat([]byte("x"), 11<<20)
+	path := filepath.Join(t.TempDir(), "big"+Ext)
+	w, _ := Create(WriterOptions{Path: path, Redact: DefaultRedact})
+	w.Write(Record{Client: netip.MustParseAddrPort("10.0.0.1:1"), Server: netip.MustParseAddrPort("10.0.0.2:80"),
+		Request:     append(fmt.Appendf(nil, "POST /upload HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer s3cret\r\nContent-Length: %d\r\n\r\n", len(body)), body...),
+		HasResponse: true, Status: 200,
+		Response: append(fmt.Appendf(nil, "HTTP/1.1 200 OK\r\nSet-Cookie: sid=s3cret\r\nContent-Length: %d\r\n\r\n", len(body)), body...)})
+	w.Close()
+	got, _ := readAll(t, path)
+	if bytes.Contains(got[0].Request, []byte("s3cret")) || bytes.Contains(got[0].Response, []byte("s3cret")) {
+		t.Error("a credential was written to the recording")
+	}
+	req, err := got[0].ParseRequest()
+	if err != nil || len(req.Body()) != len(body) || !got[0].Redacted {
+		t.Errorf("parse: %v, redacted %v", err, got[0].Redacted)
+	}
+}
