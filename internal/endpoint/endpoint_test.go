@@ -37,3 +37,49 @@ func TestBound(t *testing.T) {
 		t.Errorf("overflow %d", g.Overflow())
 	}
 }
+
+// TestLearnedParameters: alphanumeric ids become a parameter after enough
+// distinct values; a handful of static names under a prefix do not;
+// names given before learning are renamed; user patterns still win.
+func TestLearnedParameters(t *testing.T) {
+	g, _ := New([]string{"/api/coupons/special/{x}"}, 1000)
+	var early []string
+	for i := range 30 {
+		early = append(early, g.Name("GET", fmt.Sprintf("/api/items/SKU-%05d/reviews?p=1", i)))
+		g.Name("POST", fmt.Sprintf("/api/coupons/CPN-%c%dQ2X", 'A'+i%26, i))
+		g.Name("GET", fmt.Sprintf("/api/%s", []string{"users", "orders", "items", "carts", "health"}[i%5]))
+	}
+	if got := g.Name("GET", "/api/items/SKU-99999/reviews"); got != "GET /api/items/{id}/reviews" {
+		t.Errorf("learned: %q", got)
+	}
+	if got := g.Name("POST", "/api/coupons/CPN-ZZZZZ9"); got != "POST /api/coupons/{id}" {
+		t.Errorf("learned: %q", got)
+	}
+	if got := g.Name("GET", "/api/orders"); got != "GET /api/orders" {
+		t.Errorf("static segment became %q", got)
+	}
+	if got := g.Name("GET", "/api/coupons/special/CPN-1"); got != "GET /api/coupons/special/{x}" {
+		t.Errorf("user pattern lost: %q", got)
+	}
+	if early[0] != "GET /api/items/SKU-00000/reviews" {
+		t.Errorf("first name %q: learned too early", early[0])
+	}
+	for _, n := range early {
+		if got := g.Rename(n); got != "GET /api/items/{id}/reviews" {
+			t.Errorf("Rename(%q) = %q", n, got)
+		}
+	}
+	if l := g.Learned(); len(l) != 2 || l[0] != "GET /api/items/{id}" {
+		t.Errorf("learned templates %q", l)
+	}
+}
+
+func TestLearningBounded(t *testing.T) {
+	g, _ := New(nil, 100)
+	for i := range 3 * maxPrefixes {
+		g.Name("GET", fmt.Sprintf("/a%d/b/c", i))
+	}
+	if len(g.prefixes) > maxPrefixes {
+		t.Errorf("%d prefixes", len(g.prefixes))
+	}
+}
