@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
+	"unicode"
 )
 
 // Separator ends every payload.
@@ -47,8 +49,18 @@ type Writer struct {
 // NewWriter returns a writer to w; call Flush at the end.
 func NewWriter(w io.Writer) *Writer { return &Writer{w: bufio.NewWriterSize(w, 64<<10)} }
 
-// Write writes one payload.
+// ErrUnrepresentable is returned by Write for a payload the format cannot
+// hold: its kind is not 1, 2 or 3, its ID is empty or has white space, or
+// its data holds the separator. Written anyway, it would read back as other
+// payloads, or stop the reader with ErrMalformed; nothing is written.
+var ErrUnrepresentable = errors.New("goreplay: payload cannot be written in GoReplay's format")
+
+// Write writes one payload; a negative Latency writes none, so it reads
+// back as -1.
 func (w *Writer) Write(p Payload) error {
+	if p.Kind < Request || p.Kind > ReplayedResponse || p.ID == "" || strings.IndexFunc(p.ID, unicode.IsSpace) >= 0 {
+		return ErrUnrepresentable
+	}
 	w.buf = append(w.buf[:0], p.Kind, ' ')
 	w.buf = append(w.buf, p.ID...)
 	w.buf = append(w.buf, ' ')
@@ -60,6 +72,13 @@ func (w *Writer) Write(p Payload) error {
 	w.buf = append(w.buf, '\n')
 	w.buf = append(w.buf, p.Data...)
 	w.buf = append(w.buf, Separator...)
+	// The reader ends the payload at the first separator: it must be the
+	// one just appended. Data that ends with the start of a separator, or
+	// starts with the rest of one after the header's newline, would make
+	// one earlier.
+	if bytes.Index(w.buf, []byte(Separator)) != len(w.buf)-len(Separator) {
+		return ErrUnrepresentable
+	}
 	_, err := w.w.Write(w.buf)
 	return err
 }
