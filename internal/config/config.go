@@ -35,6 +35,11 @@ type Config struct {
 	ReorderWait  time.Duration `yaml:"reorder_wait"`  // wait for a missing segment before a gap
 	IdleTimeout  time.Duration `yaml:"idle_timeout"`  // forget an idle connection
 	DrainTimeout time.Duration `yaml:"drain_timeout"` // on SIGTERM, finish queued replays
+	// HandshakeTimeout forgets sooner a connection that has not carried a
+	// payload byte (a handshake, a half-open SYN): default 5s, at most
+	// idle_timeout. When max_flows are tracked, such connections are the
+	// first to make room for a new one, then the least recently active.
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 	// Dedup merges the two copies of a connection mirrored from both ends
 	// (two sessions, two outer sources): flows are keyed by the inner
 	// 5-tuple alone, so each request is replayed once.
@@ -185,6 +190,8 @@ func Default() Config {
 		DrainTimeout: 10 * time.Second,
 		LogLevel:     "info",
 		LogFormat:    "text",
+		// Connections that carried no data go first, and sooner.
+		HandshakeTimeout: 5 * time.Second,
 		Defaults: Defaults{
 			Sampling:        Sampling{Percentage: 100},
 			Workers:         64,

@@ -67,7 +67,7 @@ func TestGoodFiles(t *testing.T) {
 	if base.RateLimit != 2000 || base.Sampling.By != "xff" || base.MarkerName != "" || !base.KeepHostHeader || !base.Filters.SafeMethodsOnly {
 		t.Errorf("baseline = %+v", base)
 	}
-	if !c.Dedup || c.ReorderWait != 100*time.Millisecond || c.VNIs[0] != 5569041 {
+	if !c.Dedup || c.ReorderWait != 100*time.Millisecond || c.HandshakeTimeout != 3*time.Second || c.VNIs[0] != 5569041 {
 		t.Errorf("top level = %+v", c)
 	}
 }
@@ -158,6 +158,8 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"-destination", "http://x", "-percentage-by", "rot13"}, `by "rot13" is not one of`},
 		{[]string{"-destination", "http://x", "-workers", "0"}, "workers: must be positive"},
 		{[]string{"-destination", "http://x", "-reorder-wait", "5m"}, "reorder_wait: must be shorter than idle_timeout"},
+		{[]string{"-destination", "http://x", "-handshake-timeout", "0s"}, "handshake_timeout: must be positive"},
+		{[]string{"-destination", "http://x", "-handshake-timeout", "3m"}, "handshake_timeout: must not be longer than idle_timeout"},
 		{[]string{"-destination", "http://x", "-log-format", "xml"}, `log_format: "xml"`},
 		{[]string{"-filter-request-port", "0"}, `"0" is not a port`},
 		{[]string{"-vni", "16777216"}, "is not a VNI"},

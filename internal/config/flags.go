@@ -43,6 +43,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxFlows, "max-flows", c.MaxFlows, "TCP connections tracked at once")
 	fs.DurationVar(&c.ReorderWait, "reorder-wait", c.ReorderWait, "wait for a missing segment this long before declaring a gap")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "forget a connection without packets for this long")
+	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", c.HandshakeTimeout, "forget a connection that has carried no data (handshake only, half-open) after this long without packets")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "on SIGTERM, finish queued replays for at most this long")
 	fs.BoolVar(&c.Dedup, "dedup", c.Dedup, "replay once a connection mirrored from both ends (flows keyed by the inner 5-tuple only)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")

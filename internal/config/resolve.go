@@ -135,13 +135,17 @@ func (c *Config) ValidateCapture() error {
 		name string
 		n    int64
 	}{{"read_buffer", int64(c.ReadBuffer)}, {"max_body", c.MaxBody}, {"max_flows", int64(c.MaxFlows)},
-		{"reorder_wait", int64(c.ReorderWait)}, {"idle_timeout", int64(c.IdleTimeout)}, {"drain_timeout", int64(c.DrainTimeout)}} {
+		{"reorder_wait", int64(c.ReorderWait)}, {"idle_timeout", int64(c.IdleTimeout)}, {"handshake_timeout", int64(c.HandshakeTimeout)},
+		{"drain_timeout", int64(c.DrainTimeout)}} {
 		if v.n <= 0 {
 			add("%s: must be positive", v.name)
 		}
 	}
 	if c.ReorderWait >= c.IdleTimeout {
 		add("reorder_wait: must be shorter than idle_timeout")
+	}
+	if c.HandshakeTimeout > c.IdleTimeout {
+		add("handshake_timeout: must not be longer than idle_timeout")
 	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
 		add("log_level: %q is not debug, info, warn or error", c.LogLevel)

@@ -275,9 +275,14 @@ func (h *httpFlow) Fin(d reassembly.Dir) {
 	}
 }
 
-func (h *httpFlow) End(reassembly.EndReason) {
-	h.parser.End()
+func (h *httpFlow) End(r reassembly.EndReason) {
+	h.parser.End() // a request in progress is counted incomplete, never emitted
 	if h.resp != nil {
+		if r == reassembly.EndEvicted {
+			// The connection did not close: a body running to the close
+			// was cut short, not completed.
+			h.resp.Gap(reassembly.UnknownGap)
+		}
 		h.resp.End()
 		h.lost(len(h.pending))
 	}
