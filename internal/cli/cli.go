@@ -28,7 +28,9 @@ const usage = `usage:
                                              replay capture files, recordings or GoReplay files
   shadowtap inspect FILE...                  summarise a capture file, recording or GoReplay file
   shadowtap report [-o report.html] LOG...   merge handlers' difference logs into one HTML report
-  shadowtap sessions sync -target T -filter F -tag K=V [-dry-run] [-watch 1m]
+  shadowtap sessions check -target T -filter F -tag K=V [-json]
+                                             pre-flight check of AWS mirroring for matching instances
+  shadowtap sessions sync -target T -filter F -tag K=V [-dry-run] [-watch 1m] [-force]
                                              create/remove traffic mirror sessions for matching instances
   shadowtap validate-config FILE             check a configuration file and show its warnings
   shadowtap demo                             run everything on loopback and check exactness

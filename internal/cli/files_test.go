@@ -259,7 +259,9 @@ func TestSessionsSyncCommand(t *testing.T) {
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
 	t.Setenv("AWS_CONFIG_FILE", os.DevNull)
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
-	args := []string{"sessions", "sync", "-region", "us-east-1", "-endpoint", srv.URL, "-target", "tmt-1", "-filter", "tmf-1", "-vni", "77", "-tag", "app=shop"}
+	// -force: this fake account has no target or filter to pre-flight check
+	// (sessions_test.go covers the check); this is about creating and refusals.
+	args := []string{"sessions", "sync", "-region", "us-east-1", "-endpoint", srv.URL, "-target", "tmt-1", "-filter", "tmf-1", "-vni", "77", "-tag", "app=shop", "-force"}
 	out, _ := run(t, append(args, "-dry-run")...)
 	if !strings.Contains(out, "2 created, 0 deleted") || !strings.Contains(out, "dry run") || len(f.CallsOf("Create")) != 0 {
 		t.Errorf("dry run: %s", out)

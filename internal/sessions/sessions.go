@@ -28,6 +28,12 @@ type API interface {
 	DescribeTrafficMirrorSessions(context.Context, *ec2.DescribeTrafficMirrorSessionsInput, ...func(*ec2.Options)) (*ec2.DescribeTrafficMirrorSessionsOutput, error)
 	CreateTrafficMirrorSession(context.Context, *ec2.CreateTrafficMirrorSessionInput, ...func(*ec2.Options)) (*ec2.CreateTrafficMirrorSessionOutput, error)
 	DeleteTrafficMirrorSession(context.Context, *ec2.DeleteTrafficMirrorSessionInput, ...func(*ec2.Options)) (*ec2.DeleteTrafficMirrorSessionOutput, error)
+	// Read-only calls of the pre-flight check.
+	DescribeTrafficMirrorTargets(context.Context, *ec2.DescribeTrafficMirrorTargetsInput, ...func(*ec2.Options)) (*ec2.DescribeTrafficMirrorTargetsOutput, error)
+	DescribeTrafficMirrorFilters(context.Context, *ec2.DescribeTrafficMirrorFiltersInput, ...func(*ec2.Options)) (*ec2.DescribeTrafficMirrorFiltersOutput, error)
+	DescribeNetworkInterfaces(context.Context, *ec2.DescribeNetworkInterfacesInput, ...func(*ec2.Options)) (*ec2.DescribeNetworkInterfacesOutput, error)
+	DescribeSecurityGroups(context.Context, *ec2.DescribeSecurityGroupsInput, ...func(*ec2.Options)) (*ec2.DescribeSecurityGroupsOutput, error)
+	DescribeNetworkAcls(context.Context, *ec2.DescribeNetworkAclsInput, ...func(*ec2.Options)) (*ec2.DescribeNetworkAclsOutput, error)
 }
 
 // Tags shadowtap puts on the sessions it creates.
@@ -50,6 +56,13 @@ type Options struct {
 	VPCs          []string          // in one of these VPCs
 	DryRun        bool              // plan only
 	DeleteAll     bool              // tear down: delete every session shadowtap created for Target
+	Force         bool              // sync: create sessions even where the pre-flight check fails
+
+	// What the pre-flight check compares against.
+	Port      int            // production's service port, which the filter must let through both ways (80)
+	SourceMTU int            // the sources' interface MTU (DefaultMTU)
+	TargetMTU int            // an interface target's MTU (DefaultMTU)
+	Types     *InstanceTypes // which instance types can be sources (DefaultInstanceTypes)
 }
 
 // Kind of a planned step.
@@ -97,15 +110,20 @@ func (s Step) String() string {
 type Result struct {
 	Steps                                  []Step
 	Created, Deleted, Kept, Refusals, Warn int
+	Check                                  *Report // the pre-flight check; nil with Force or DeleteAll
 }
 
 type instance struct {
 	id, eni, itype string
+	az, subnet, ip string
+	groups         []string
 }
 
 // Sync makes the sessions match the selector. It never stops at the first
-// refusal: every instance is handled and every refusal reported.
-func Sync(ctx context.Context, api API, o Options) (Result, error) {
+// refusal: every instance is handled and every refusal reported. Unless
+// o.Force, it runs Check first and creates no session the check says would
+// fail (lb reads the load balancer; it may be nil for an interface target).
+func Sync(ctx context.Context, api API, lb ELBAPI, o Options) (Result, error) {
 	var r Result
 	if o.Target == "" || o.Filter == "" {
 		return r, errors.New("sessions: -target and -filter are required")
@@ -127,6 +145,9 @@ func Sync(ctx context.Context, api API, o Options) (Result, error) {
 	byENI := map[string][]types.TrafficMirrorSession{}
 	for _, s := range all {
 		byENI[aws.ToString(s.NetworkInterfaceId)] = append(byENI[aws.ToString(s.NetworkInterfaceId)], s)
+	}
+	if !o.Force && !o.DeleteAll {
+		r.Check = check(ctx, api, lb, o, instances, all)
 	}
 	wanted := map[string]bool{}
 	for _, in := range instances {
@@ -213,6 +234,14 @@ func (r *Result) plan(ctx context.Context, api API, o Options, in instance, exis
 		}
 	}
 	step := Step{Kind: Create, Instance: in.id, Interface: in.eni, Number: n}
+	if r.Check != nil {
+		if f, blocked := r.Check.Blocker(in.eni); blocked {
+			step.Kind = Refused
+			step.Why = fmt.Sprintf("pre-flight %s %s: %s (-force creates it anyway)", f.Subject, f.Check, f.Message)
+			r.add(step)
+			return
+		}
+	}
 	if !o.DryRun {
 		out, err := api.CreateTrafficMirrorSession(ctx, &ec2.CreateTrafficMirrorSessionInput{
 			NetworkInterfaceId:    aws.String(in.eni),
@@ -261,6 +290,14 @@ func tag(tags []types.Tag, key string) string {
 // matching lists the running instances the selector names, with their
 // primary interface, following every page.
 func matching(ctx context.Context, api API, o Options) ([]instance, error) {
+	out, err := describeInstances(ctx, api, selector(o))
+	if err != nil {
+		return nil, fmt.Errorf("sessions: describing instances: %s", describe(err))
+	}
+	return out, nil
+}
+
+func selector(o Options) []types.Filter {
 	filters := []types.Filter{{Name: aws.String("instance-state-name"), Values: []string{"running"}}}
 	keys := make([]string, 0, len(o.Tags))
 	for k := range o.Tags {
@@ -276,19 +313,39 @@ func matching(ctx context.Context, api API, o Options) ([]instance, error) {
 	if len(o.VPCs) > 0 {
 		filters = append(filters, types.Filter{Name: aws.String("vpc-id"), Values: o.VPCs})
 	}
+	return filters
+}
+
+// describeInstances lists the instances the filters select, each with its
+// primary interface, following every page.
+func describeInstances(ctx context.Context, api API, filters []types.Filter) ([]instance, error) {
 	var out []instance
 	p := ec2.NewDescribeInstancesPaginator(api, &ec2.DescribeInstancesInput{Filters: filters})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("sessions: describing instances: %s", describe(err))
+			return nil, err
 		}
 		for _, res := range page.Reservations {
 			for _, in := range res.Instances {
 				for _, ni := range in.NetworkInterfaces {
-					if ni.Attachment != nil && aws.ToInt32(ni.Attachment.DeviceIndex) == 0 {
-						out = append(out, instance{id: aws.ToString(in.InstanceId), eni: aws.ToString(ni.NetworkInterfaceId), itype: string(in.InstanceType)})
+					if ni.Attachment == nil || aws.ToInt32(ni.Attachment.DeviceIndex) != 0 {
+						continue
 					}
+					x := instance{id: aws.ToString(in.InstanceId), eni: aws.ToString(ni.NetworkInterfaceId), itype: string(in.InstanceType),
+						subnet: aws.ToString(in.SubnetId), ip: aws.ToString(ni.PrivateIpAddress)}
+					if x.ip == "" {
+						x.ip = aws.ToString(in.PrivateIpAddress)
+					}
+					if in.Placement != nil {
+						x.az = aws.ToString(in.Placement.AvailabilityZone)
+					}
+					// The interface's groups are what a security group rule
+					// naming the source's group matches.
+					for _, g := range ni.Groups {
+						x.groups = append(x.groups, aws.ToString(g.GroupId))
+					}
+					out = append(out, x)
 				}
 			}
 		}
@@ -324,9 +381,9 @@ func (r Result) Report(w io.Writer, dry bool) {
 }
 
 // Watch runs Sync every interval until ctx ends, reporting each run.
-func Watch(ctx context.Context, api API, o Options, every time.Duration, w io.Writer) error {
+func Watch(ctx context.Context, api API, lb ELBAPI, o Options, every time.Duration, w io.Writer) error {
 	for {
-		r, err := Sync(ctx, api, o)
+		r, err := Sync(ctx, api, lb, o)
 		if err != nil {
 			fmt.Fprintln(w, "sync failed:", err)
 		} else {

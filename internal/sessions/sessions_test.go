@@ -10,22 +10,18 @@ import (
 	"github.com/shadowtap/shadowtap/internal/sessions/ec2fake"
 )
 
-func web(id string, itype string) ec2fake.Instance {
-	return ec2fake.Instance{ID: id, ENI: "eni-" + id[2:], Type: itype, Subnet: "subnet-a", VPC: "vpc-1", State: "running",
-		Tags: map[string]string{"role": "web"}}
-}
-
 var opts = sessions.Options{Target: "tmt-nlb", Filter: "tmf-http", VNI: 1234, SessionNumber: 1, Tags: map[string]string{"role": "web"}}
 
 func TestCreateSkipRemove(t *testing.T) {
-	f := &ec2fake.Server{PageSize: 2, Instances: []ec2fake.Instance{web("i-1", "m5.large"), web("i-2", "c7g.large"), web("i-3", "m6i.xlarge"),
-		{ID: "i-9", ENI: "eni-9", Type: "m5.large", Subnet: "subnet-a", VPC: "vpc-1", State: "running", Tags: map[string]string{"role": "db"}},
-		{ID: "i-8", ENI: "eni-8", Type: "m5.large", Subnet: "subnet-a", VPC: "vpc-1", State: "stopped", Tags: map[string]string{"role": "web"}}}}
-	api := f.Client(t)
+	f, lb := world(t, web("i-1", "m5.large"), web("i-2", "c5.large"), web("i-3", "m5.xlarge"),
+		ec2fake.Instance{ID: "i-9", ENI: "eni-9", Type: "m5.large", Subnet: "subnet-a", VPC: "vpc-1", State: "running", Tags: map[string]string{"role": "db"}},
+		ec2fake.Instance{ID: "i-8", ENI: "eni-8", Type: "m5.large", Subnet: "subnet-a", VPC: "vpc-1", State: "stopped", Tags: map[string]string{"role": "web"}})
+	f.PageSize = 2
+	api, elb := f.Client(t), lb.Client(t)
 	ctx := context.Background()
 
 	// First run: three sessions, across two pages of instances.
-	r, err := sessions.Sync(ctx, api, opts)
+	r, err := sessions.Sync(ctx, api, elb, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,13 +32,17 @@ func TestCreateSkipRemove(t *testing.T) {
 	if creates[0] != "CreateTrafficMirrorSession eni-1 target=tmt-nlb filter=tmf-http number=1 vni=1234 managed=true instance=i-1" {
 		t.Errorf("create call %q", creates[0])
 	}
-	if d := f.CallsOf("DescribeInstances"); len(d) != 2 || d[1] != "DescribeInstances 2" {
+	// Two pages of sources, then one of the handlers for the pre-flight check.
+	if d := f.CallsOf("DescribeInstances"); len(d) != 3 || d[1] != "DescribeInstances 2" {
 		t.Errorf("pagination: %q", d)
+	}
+	if r.Check == nil || r.Check.Fail != 0 {
+		t.Errorf("pre-flight check in a working account: %+v", r.Check)
 	}
 
 	// Second run: nothing to do.
 	f.Reset()
-	r, _ = sessions.Sync(ctx, api, opts)
+	r, _ = sessions.Sync(ctx, api, elb, opts)
 	if r.Created != 0 || r.Kept != 3 || len(f.CallsOf("CreateTrafficMirrorSession")) != 0 {
 		t.Errorf("second run: %+v", r)
 	}
@@ -54,7 +54,7 @@ func TestCreateSkipRemove(t *testing.T) {
 	f.Sessions = append(f.Sessions, ec2fake.Session{ID: "tms-theirs", ENI: "eni-9", Target: "tmt-nlb", Filter: "tmf-x", Number: 1, VNI: 1})
 	f.Mu.Unlock()
 	f.Reset()
-	r, _ = sessions.Sync(ctx, api, opts)
+	r, _ = sessions.Sync(ctx, api, elb, opts)
 	dels := f.CallsOf("DeleteTrafficMirrorSession")
 	if r.Deleted != 1 || len(dels) != 1 || dels[0] != "DeleteTrafficMirrorSession tms-0002" {
 		t.Errorf("deletes %q, result %+v", dels, r)
@@ -71,7 +71,12 @@ func TestRefusalsAndPriorities(t *testing.T) {
 			// i-4 has an intrusion-detection session at number 1.
 			{ID: "tms-ids", ENI: "eni-4", Target: "tmt-ids", Number: 1},
 		}}
-	r, err := sessions.Sync(context.Background(), f.Client(t), opts)
+	// -force skips the pre-flight check, which would refuse t2.micro and
+	// the interface at its limit itself (TestSyncRefusesWhatCheckFails):
+	// this test is about what AWS refuses and the priorities sync picks.
+	o := opts
+	o.Force = true
+	r, err := sessions.Sync(context.Background(), f.Client(t), nil, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,11 +105,11 @@ func TestRefusalsAndPriorities(t *testing.T) {
 }
 
 func TestDryRun(t *testing.T) {
-	f := &ec2fake.Server{PageSize: 10, Instances: []ec2fake.Instance{web("i-1", "m5.large")},
-		Sessions: []ec2fake.Session{{ID: "tms-old", ENI: "eni-gone", Target: "tmt-nlb", Number: 1, Tags: map[string]string{sessions.TagManaged: "true", sessions.TagInstance: "i-gone"}}}}
+	f, lb := world(t, web("i-1", "m5.large"))
+	f.Sessions = []ec2fake.Session{{ID: "tms-old", ENI: "eni-gone", Target: "tmt-nlb", Number: 1, Tags: map[string]string{sessions.TagManaged: "true", sessions.TagInstance: "i-gone"}}}
 	o := opts
 	o.DryRun = true
-	r, err := sessions.Sync(context.Background(), f.Client(t), o)
+	r, err := sessions.Sync(context.Background(), f.Client(t), lb.Client(t), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,22 +126,25 @@ func TestDryRun(t *testing.T) {
 func TestOptionsChecked(t *testing.T) {
 	f := &ec2fake.Server{PageSize: 10}
 	for _, o := range []sessions.Options{{Filter: "f", SessionNumber: 1}, {Target: "t", SessionNumber: 1}, {Target: "t", Filter: "f"}} {
-		if _, err := sessions.Sync(context.Background(), f.Client(t), o); err == nil {
+		if _, err := sessions.Sync(context.Background(), f.Client(t), nil, o); err == nil {
 			t.Errorf("%+v accepted", o)
 		}
 	}
 }
 
 func TestDeleteAll(t *testing.T) {
-	f := &ec2fake.Server{PageSize: 10, Instances: []ec2fake.Instance{web("i-1", "m5.large")}}
+	f, lb := world(t, web("i-1", "m5.large"))
 	ctx := context.Background()
-	sessions.Sync(ctx, f.Client(t), opts)
+	elb := lb.Client(t)
+	if r, _ := sessions.Sync(ctx, f.Client(t), elb, opts); r.Created != 1 {
+		t.Fatalf("setup: %+v", r)
+	}
 	f.Mu.Lock()
 	f.Sessions = append(f.Sessions, ec2fake.Session{ID: "tms-other", ENI: "eni-1", Target: "tmt-ids", Number: 2})
 	f.Mu.Unlock()
 	o := opts
 	o.DeleteAll = true
-	r, err := sessions.Sync(ctx, f.Client(t), o)
+	r, err := sessions.Sync(ctx, f.Client(t), elb, o)
 	if err != nil {
 		t.Fatal(err)
 	}
