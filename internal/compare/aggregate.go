@@ -8,85 +8,33 @@ import (
 	"time"
 
 	"github.com/shadowtap/shadowtap/internal/diff"
-	"github.com/shadowtap/shadowtap/internal/httpstream"
 )
 
-// aggregate is the comparator's state: per endpoint and comparison,
-// counts, differing fields, noise and latency. The worker writes it under
-// Comparator.aggMu; reports read it under the same lock.
+// aggregate is the comparator's state. The worker writes it under
+// Comparator.aggMu; reports and the log read it under the same lock.
 type aggregate struct {
-	endpoints map[string]*endpointStats
-	// The last production answer to each idempotent request, to learn
+	endpoints map[string]*EndpointState
+	// The last production answer to each safe request, to learn
 	// production's own noise from identical requests; bounded.
-	prodLast map[uint64]diff.Message
-	noise    map[string]*noiseStats // over all endpoints, by comparison
+	prodLast    map[uint64]prodAnswer
+	sampleBytes int // held by full samples, bounded by maxSampleBytes
+	renamed     [][2]string // endpoints folded into a template since the last statistics lines
 }
 
-const maxProdLast = 4096
-
-type endpointStats struct {
-	name     string
-	requests int
-	latency  map[string]*reservoir // production, candidate, baseline
-	cmp      map[string]*comparisonStats
-	noiseBy  map[string]*noiseStats
-	samples  []Sample
+type prodAnswer struct {
+	endpoint string
+	msg      diff.Message
 }
 
-type comparisonStats struct {
-	compared, exact, matched int
-	fields                   map[string]*fieldStats
-}
+const (
+	maxProdLast     = 4096
+	maxProdLastBody = 256 << 10
+	maxSampleBytes  = 64 << 20
+	maxSampleDiffs  = 20
+)
 
-type fieldStats struct {
-	diffs   int
-	samples []FieldSample
-}
-
-type noiseStats struct {
-	n      int
-	fields map[string]int
-	global *noiseStats
-}
-
-func (n *noiseStats) add(ds []diff.Difference) {
-	n.n++
-	seen := map[string]bool{}
-	for _, d := range ds {
-		if !seen[d.Key] {
-			seen[d.Key] = true
-			n.fields[d.Key]++
-		}
-	}
-	if n.global != nil {
-		n.global.add(ds)
-	}
-}
-
-// minNoiseSamples is how many noise observations make a noise rate.
-const minNoiseSamples = 3
-
-// rate is the share of noise observations in which key differed: the
-// endpoint's own when it has enough, else all endpoints'.
-func (n *noiseStats) rate(key string) float64 {
-	switch {
-	case n.n >= minNoiseSamples:
-		return float64(n.fields[key]) / float64(n.n)
-	case n.global != nil && n.global.n >= minNoiseSamples:
-		return float64(n.global.fields[key]) / float64(n.global.n)
-	}
-	return 0
-}
-
-// FieldSample is one observed difference.
-type FieldSample struct {
-	Field string `json:"field"`
-	Kind  string `json:"kind"`
-	Ref   string `json:"ref"`
-	Cand  string `json:"cand"`
-}
-
-// Side is one response in a sample.
+// Side is one response in a sample: what the client saw (the body
+// de-chunked and decoded).
 type Side struct {
 	Status    int         `json:"status"`
 	Header    http.Header `json:"header"`
@@ -94,147 +42,164 @@ type Side struct {
 	LatencyMS float64     `json:"latency_ms"`
 }
 
-// Sample is one exchange with differences, both sides shown.
+// Sample is one exchange in which a finding occurred, both sides shown,
+// with its differences that are not noise (Field and CandField locate
+// them in the bodies).
 type Sample struct {
 	Time        time.Time         `json:"time"`
 	Comparison  string            `json:"comparison"`
+	Findings    []string          `json:"findings"` // keys
 	Request     string            `json:"request"`
 	Reference   Side              `json:"reference"`
 	Candidate   Side              `json:"candidate"`
 	Differences []diff.Difference `json:"differences"`
 }
 
-const (
-	maxSamples      = 5
-	maxFieldSamples = 3
-	maxSampleDiffs  = 20
-)
-
-func newAggregate(Config) *aggregate {
-	return &aggregate{endpoints: map[string]*endpointStats{}, prodLast: map[uint64]diff.Message{}, noise: map[string]*noiseStats{}}
+func newAggregate() *aggregate {
+	return &aggregate{endpoints: map[string]*EndpointState{}, prodLast: map[uint64]prodAnswer{}}
 }
 
-func (a *aggregate) globalNoise(cmp string) *noiseStats {
-	n := a.noise[cmp]
-	if n == nil {
-		n = &noiseStats{fields: map[string]int{}}
-		a.noise[cmp] = n
-	}
-	return n
-}
-
-func (a *aggregate) endpoint(name string) *endpointStats {
+func (a *aggregate) endpoint(name string) *EndpointState {
 	ep := a.endpoints[name]
 	if ep == nil {
-		ep = &endpointStats{name: name, latency: map[string]*reservoir{}, cmp: map[string]*comparisonStats{}, noiseBy: map[string]*noiseStats{}}
-		for _, c := range []string{VsProduction, VsBaseline} {
-			ep.noiseBy[c] = &noiseStats{fields: map[string]int{}, global: a.globalNoise(c)}
-		}
+		ep = newEndpointState(name)
 		a.endpoints[name] = ep
 	}
 	return ep
 }
 
-func (ep *endpointStats) noise(cmp string) *noiseStats { return ep.noiseBy[cmp] }
-
-func (ep *endpointStats) lat(name string, d time.Duration) {
-	r := ep.latency[name]
-	if r == nil {
-		r = &reservoir{}
-		ep.latency[name] = r
-	}
-	r.add(d)
-}
-
-// observeProduction learns production's noise: identical idempotent
-// requests answered differently by production itself.
-func (a *aggregate) observeProduction(c *Comparator, req *httpstream.Request, resp *httpstream.Response, s side) {
-	if resp == nil {
+// consolidate folds endpoints named before a template was learned into
+// the template's.
+func (a *aggregate) consolidate(rename func(string) string) {
+	if rename == nil {
 		return
 	}
-	m := string(req.Method())
-	if m != "GET" && m != "HEAD" {
-		return
-	}
-	k := requestKey(req)
-	c.aggMu.Lock()
-	defer c.aggMu.Unlock()
-	if prev, ok := a.prodLast[k]; ok {
-		// The endpoint is named only for a repeat: most answers are not.
-		name := c.grouper.Name(m, string(req.Target()))
-		a.endpoint(name).noise(VsProduction).add(c.filter(name, diff.Compare(prev, s.msg, c.cfg.Diff)))
-	} else if len(a.prodLast) >= maxProdLast {
-		for old := range a.prodLast { // evict one, arbitrarily: bounded memory
-			delete(a.prodLast, old)
-			break
+	for name, ep := range a.endpoints {
+		if to := rename(name); to != name {
+			delete(a.endpoints, name)
+			if len(a.renamed) < maxFields*16 { // drained by the log's flush, if any
+				a.renamed = append(a.renamed, [2]string{name, to})
+			}
+			ep.Name = to
+			if dst := a.endpoints[to]; dst != nil {
+				dst.merge(ep)
+			} else {
+				a.endpoints[to] = ep
+			}
 		}
 	}
-	a.prodLast[k] = s.msg
 }
 
-// record counts one comparison and keeps samples; it logs differences.
-func (a *aggregate) record(c *Comparator, ep *endpointStats, cmp string, x *exchange, ref, cand side, ds []diff.Difference) {
-	ep.requests++
-	refName := "production"
-	if cmp == VsBaseline {
-		refName = "baseline"
-	}
-	if ref.latency > 0 {
-		ep.lat(refName, ref.latency)
-	}
-	ep.lat("candidate", cand.latency)
-	cs := ep.cmp[cmp]
-	if cs == nil {
-		cs = &comparisonStats{fields: map[string]*fieldStats{}}
-		ep.cmp[cmp] = cs
-	}
-	cs.compared++
+// record counts one comparison of an exchange: each key once, noise
+// explained by the reference's learned variation apart, the other keys of
+// an exchange whose status changed as the status finding's collateral.
+func (c *Comparator) record(ep *EndpointState, cmp, refName string, x *exchange, ref, cand side, pr, pc *diff.Parsed, ds []diff.Difference) {
+	cs := ep.comparison(cmp)
+	cs.Compared++
 	if len(ds) == 0 {
-		cs.exact++
-		cs.matched++
+		cs.Exact++
+		cs.Matched++
 		return
 	}
-	noisy := true
-	seen := map[string]bool{}
-	for _, d := range ds {
-		if ep.noise(cmp).rate(d.Key) == 0 {
-			noisy = false
-		}
-		if seen[d.Key] {
+	learner := ep.Learners[refName]
+	statusChanged := ds[0].Key == "status"
+	var findings []diff.Difference
+	noisyOnly := true
+	for i := range ds {
+		d := &ds[i]
+		if seenBefore(ds, i) {
 			continue
 		}
-		seen[d.Key] = true
-		f := cs.fields[d.Key]
-		if f == nil {
-			f = &fieldStats{}
-			cs.fields[d.Key] = f
+		if statusChanged && d.Key != "status" {
+			f := cs.field("status")
+			if f.Collateral == nil {
+				f.Collateral = map[string]int{}
+			}
+			if _, ok := f.Collateral[d.Key]; ok || len(f.Collateral) < maxCollateral {
+				f.Collateral[d.Key]++
+			}
+			continue
 		}
-		f.diffs++
-		if len(f.samples) < maxFieldSamples {
-			f.samples = append(f.samples, FieldSample{d.Field, string(d.Kind), d.Ref, d.Cand})
+		f := cs.field(d.Key)
+		if learner.explains(d) {
+			f.Volatile++
+			continue
+		}
+		f.Diffs++
+		if len(f.Samples) < maxFieldSamples {
+			f.Samples = append(f.Samples, FieldSample{d.Field, string(d.Kind), d.Ref, d.Cand})
+		}
+		findings = append(findings, *d)
+		if cs.Noise.rate(d.Key) == 0 {
+			noisyOnly = false
 		}
 	}
-	if noisy {
-		cs.matched++
+	if noisyOnly {
+		cs.Matched++
 	}
-	s := a.sample(c, cmp, x, ref, cand, ds)
-	if len(ep.samples) < maxSamples {
-		ep.samples = append(ep.samples, s)
+	if len(findings) == 0 {
+		return
 	}
-	if c.cfg.Log != nil {
-		line, _ := json.Marshal(logLine{Type: "diff", Handler: c.cfg.Handler, Endpoint: ep.name, Comparison: cmp, Sample: &s})
-		c.cfg.Log.Write(append(line, '\n'))
+	if statusChanged {
+		// The status finding's samples show the whole exchange.
+		findings = append(findings, ds[1:]...)
 	}
+	var s *Sample
+	sample := func() *Sample {
+		if s == nil {
+			s = c.sample(cmp, x, ref, cand, pr, pc, findings)
+		}
+		return s
+	}
+	for _, d := range findings {
+		f := cs.Fields[d.Key]
+		if f == nil || len(f.exchanges) >= maxExchanges || c.agg.sampleBytes >= maxSampleBytes {
+			continue
+		}
+		f.exchanges = append(f.exchanges, *sample())
+		c.agg.sampleBytes += len(s.Reference.Body) + len(s.Candidate.Body) + len(s.Request)
+	}
+	c.logDiff(ep, cmp, cs, findings, sample)
 }
 
-func (a *aggregate) sample(c *Comparator, cmp string, x *exchange, ref, cand side, ds []diff.Difference) Sample {
+// logDiff writes the exchange to the difference log when one of its
+// findings is not known noise and has fewer than LogSamples lines yet.
+func (c *Comparator) logDiff(ep *EndpointState, cmp string, cs *ComparisonState, findings []diff.Difference, sample func() *Sample) {
+	if c.cfg.Log == nil {
+		return
+	}
+	if cs.logged == nil {
+		cs.logged = map[string]int{}
+	}
+	write := false
+	for _, d := range findings {
+		if cs.Noise.rate(d.Key) > 0 || cs.logged[d.Key] >= c.cfg.LogSamples {
+			continue
+		}
+		if _, ok := cs.logged[d.Key]; ok || len(cs.logged) < maxFields {
+			cs.logged[d.Key]++
+			write = true
+		}
+	}
+	if !write {
+		return
+	}
+	line, _ := json.Marshal(logLine{Type: "diff", Handler: c.cfg.Handler, Endpoint: ep.Name, Comparison: cmp, Sample: sample()})
+	c.cfg.Log.Write(append(line, '\n'))
+}
+
+func (c *Comparator) sample(cmp string, x *exchange, ref, cand side, pr, pc *diff.Parsed, ds []diff.Difference) *Sample {
 	n := c.cfg.LogMaxBody
 	if n == 0 {
 		n = 16 << 10
 	}
-	side := func(s side) Side {
-		return Side{Status: s.msg.Status, Header: redactHeaders(s.msg.Header, c.cfg.Redact), Body: capBody(s.msg.Body, n),
-			LatencyMS: float64(s.latency) / float64(time.Millisecond)}
+	side := func(s side, p *diff.Parsed) Side {
+		lat := s.firstByte
+		if lat <= 0 {
+			lat = s.total
+		}
+		return Side{Status: s.msg.Status, Header: redactHeaders(s.msg.Header, c.cfg.Redact), Body: capBody(p.Body, n),
+			LatencyMS: float64(lat) / float64(time.Millisecond)}
 	}
 	req := x.req
 	head := header(&req.Message)
@@ -252,8 +217,14 @@ func (a *aggregate) sample(c *Comparator, cmp string, x *exchange, ref, cand sid
 	if body := req.Body(); len(body) > 0 {
 		b.WriteString("\n\n" + capBody(body, n))
 	}
-	return Sample{Time: c.cfg.Now(), Comparison: cmp, Request: b.String(), Reference: side(ref), Candidate: side(cand),
-		Differences: ds[:min(len(ds), maxSampleDiffs)]}
+	var keys []string
+	for i, d := range ds {
+		if !seenBefore(ds, i) {
+			keys = append(keys, d.Key)
+		}
+	}
+	return &Sample{Time: c.cfg.Now(), Comparison: cmp, Findings: keys, Request: b.String(), Reference: side(ref, pr),
+		Candidate: side(cand, pc), Differences: slices.Clone(ds[:min(len(ds), maxSampleDiffs)])}
 }
 
 func mapsKeys(h http.Header) func(func(string) bool) {
@@ -266,66 +237,49 @@ func mapsKeys(h http.Header) func(func(string) bool) {
 	}
 }
 
-// logLine is a line of the JSON Lines difference log.
+// logLine is a line of the JSON Lines difference log: "diff" lines are
+// sampled exchanges with a finding, "stats" lines each endpoint's
+// cumulative state (the last one per handler and endpoint counts).
 type logLine struct {
-	Type       string  `json:"type"` // "diff" or "stats"
-	Handler    string  `json:"handler"`
-	Endpoint   string  `json:"endpoint"`
-	Comparison string  `json:"comparison,omitempty"`
-	Sample     *Sample `json:"sample,omitempty"`
-	// stats lines: cumulative counts of this handler
-	Time       time.Time                           `json:"time,omitzero"`
-	Requests   int                                 `json:"requests,omitempty"`
-	Counts     map[string]comparisonCount          `json:"counts,omitempty"`
-	NoiseN     map[string]int                      `json:"noise_n,omitempty"`
-	Noise      map[string]map[string]int           `json:"noise,omitempty"`
-	LatencyMS  map[string][]float64                `json:"latency_ms,omitempty"`
-	LatencyN   map[string]int                      `json:"latency_n,omitempty"`
-	FieldSamps map[string]map[string][]FieldSample `json:"field_samples,omitempty"`
+	Type       string         `json:"type"`
+	Handler    string         `json:"handler"`
+	Endpoint   string         `json:"endpoint"`
+	Comparison string         `json:"comparison,omitempty"`
+	Sample     *Sample        `json:"sample,omitempty"`
+	Time       time.Time      `json:"time,omitzero"`
+	State      *EndpointState `json:"state,omitempty"`
+	Templates  []string       `json:"templates,omitempty"`
+	RenamedTo  string         `json:"renamed_to,omitempty"` // the endpoint's counts went there
 }
 
-type comparisonCount struct {
-	Compared int            `json:"compared"`
-	Exact    int            `json:"exact"`
-	Matched  int            `json:"matched"`
-	Fields   map[string]int `json:"fields"`
-}
-
-const logLatencySamples = 64
-
-// flushLog writes one cumulative stats line per endpoint.
-func (a *aggregate) flushLog(c *Comparator) {
+// flushLog writes a statistics line per endpoint changed since the last.
+func (c *Comparator) flushLog() {
 	if c.cfg.Log == nil {
 		return
 	}
 	c.aggMu.Lock()
 	defer c.aggMu.Unlock()
-	for _, ep := range a.endpoints {
-		l := logLine{Type: "stats", Handler: c.cfg.Handler, Endpoint: ep.name, Time: c.cfg.Now(), Requests: ep.requests,
-			Counts: map[string]comparisonCount{}, NoiseN: map[string]int{}, Noise: map[string]map[string]int{},
-			LatencyMS: map[string][]float64{}, LatencyN: map[string]int{}, FieldSamps: map[string]map[string][]FieldSample{}}
-		for name, cs := range ep.cmp {
-			cc := comparisonCount{Compared: cs.compared, Exact: cs.exact, Matched: cs.matched, Fields: map[string]int{}}
-			l.FieldSamps[name] = map[string][]FieldSample{}
-			for k, f := range cs.fields {
-				cc.Fields[k] = f.diffs
-				l.FieldSamps[name][k] = f.samples
-			}
-			l.Counts[name] = cc
-		}
-		for name, n := range ep.noiseBy {
-			if n.n > 0 {
-				l.NoiseN[name], l.Noise[name] = n.n, n.fields
+	c.agg.consolidate(c.grouper.Rename)
+	templates := c.grouper.Learned()
+	for _, r := range c.agg.renamed {
+		line, _ := json.Marshal(logLine{Type: "stats", Handler: c.cfg.Handler, Endpoint: r[0], Time: c.cfg.Now(), RenamedTo: r[1]})
+		c.cfg.Log.Write(append(line, '\n'))
+	}
+	c.agg.renamed = nil
+	for _, name := range slices.Sorted(func(yield func(string) bool) {
+		for k := range c.agg.endpoints {
+			if !yield(k) {
+				return
 			}
 		}
-		for name, r := range ep.latency {
-			vals := r.vals[:min(len(r.vals), logLatencySamples)]
-			for _, v := range vals {
-				l.LatencyMS[name] = append(l.LatencyMS[name], float64(v)/float64(time.Millisecond))
-			}
-			l.LatencyN[name] = r.n
+	}) {
+		ep := c.agg.endpoints[name]
+		if !ep.dirty {
+			continue
 		}
-		line, _ := json.Marshal(l)
+		ep.dirty = false
+		line, _ := json.Marshal(logLine{Type: "stats", Handler: c.cfg.Handler, Endpoint: name, Time: c.cfg.Now(), State: ep,
+			Templates: templates})
 		c.cfg.Log.Write(append(line, '\n'))
 	}
 }

@@ -2,12 +2,19 @@
 // with the test environments' answers to the replays: the candidate
 // against production (passive: no extra deployment) and, where a baseline
 // target runs the old version on the same test data, the candidate
-// against the baseline (Diffy-style). It learns which fields are noise
-// (they differ between production's answers to identical idempotent
-// requests, or between two baselines running the same version) and calls
-// a field a regression only when it differs clearly more often than its
-// noise. The work is bounded: under load, exchanges are dropped and
-// counted, never queued without bound, and capture is never slowed.
+// against the baseline (Diffy-style).
+//
+// What the client sees is compared (see package diff). Noise is learned
+// three ways, each feeding only its own comparison: from how a
+// reference's own answers vary by themselves (values unique per response,
+// times near the exchange, counters: no second deployment needed, every
+// method), from production's answers to identical safe requests, and from
+// a secondary baseline against the baseline. A field is a regression when
+// its difference rate is significantly above its noise rate (a one-sided
+// Wilson bound) and above a minimum rate; body differences of exchanges
+// whose status changed are collateral of the status finding. The work is
+// bounded: under load, exchanges are dropped and counted, never queued
+// without bound, and capture is never slowed.
 package compare
 
 import (
@@ -55,9 +62,12 @@ type Config struct {
 	MaxPending        int
 	Queue             int
 	MinSamples        int     // comparisons before a field can be a regression
-	Threshold         float64 // difference rate above the noise rate that makes a regression
+	Threshold         float64 // minimum difference rate of a regression (besides being above noise)
+	Confidence        float64 // one-sided confidence of "above noise"; 0: DefaultConfidence
 	Log               io.Writer
 	LogMaxBody        int
+	LogSamples        int           // difference-log lines per endpoint, comparison and finding; 0: 5
+	LogEvery          time.Duration // between statistics lines; 0: 30s
 	Redact            []string
 	Handler           string // this handler's name in reports
 	Now               func() time.Time
@@ -79,9 +89,15 @@ const (
 	partSec
 )
 
+// DefaultConfidence is the confidence at which a difference rate must be
+// above the noise rate.
+const DefaultConfidence = 0.99
+
 type side struct {
-	msg     diff.Message
-	latency time.Duration
+	msg       diff.Message
+	firstByte time.Duration // request's last byte to the answer's first
+	total     time.Duration // to the answer's last byte
+	at        time.Time     // when the answer came (for times in it)
 }
 
 type exchange struct {
@@ -110,7 +126,7 @@ type Comparator struct {
 	pending map[key]*exchange
 	work    chan *exchange
 
-	agg   *aggregate // owned by the worker; guarded by aggMu for readers
+	agg   *aggregate // written by the worker under aggMu; reports read it under aggMu
 	aggMu sync.Mutex
 
 	stop chan struct{}
@@ -125,12 +141,21 @@ func New(cfg Config, log *slog.Logger) (*Comparator, error) {
 	if cfg.MaxEndpoints == 0 {
 		cfg.MaxEndpoints = 500
 	}
+	if cfg.Confidence == 0 {
+		cfg.Confidence = DefaultConfidence
+	}
+	if cfg.LogSamples == 0 {
+		cfg.LogSamples = 5
+	}
+	if cfg.LogEvery == 0 {
+		cfg.LogEvery = 30 * time.Second
+	}
 	g, err := endpoint.New(cfg.Patterns, cfg.MaxEndpoints)
 	if err != nil {
 		return nil, err
 	}
 	c := &Comparator{cfg: cfg, log: log, grouper: g, pending: map[key]*exchange{}, work: make(chan *exchange, cfg.Queue),
-		agg: newAggregate(cfg), stop: make(chan struct{})}
+		agg: newAggregate(), stop: make(chan struct{})}
 	for _, r := range cfg.Ignore {
 		c.ignore = append(c.ignore, ignoreRule{glob(r.Endpoint), glob(r.Field)})
 	}
@@ -188,15 +213,25 @@ func (c *Comparator) part(target string) int {
 	return 0
 }
 
-// Production records production's response (nil: not seen).
+// Production records production's response (nil: not seen). Its body is
+// as mirrored: still chunked when it was sent so, which diff undoes.
 func (c *Comparator) Production(req *httpstream.Request, resp *httpstream.Response) {
 	var s side
 	if resp != nil {
-		s = side{msg: diff.Message{Status: resp.Status, Header: header(&resp.Message), Body: resp.Body(), Truncated: resp.BodyTruncated},
-			latency: time.Duration(resp.Start - req.End)}
+		te, _ := resp.Get("Transfer-Encoding")
+		s = side{msg: diff.Message{Status: resp.Status, Header: header(&resp.Message), Body: resp.Body(), Truncated: resp.BodyTruncated,
+			Chunked: finalChunked(string(te))},
+			firstByte: time.Duration(resp.Start - req.End), total: time.Duration(resp.End - req.End), at: time.Unix(0, resp.Start)}
 	}
 	c.arrive(req, partProd, s, resp != nil)
-	c.agg.observeProduction(c, req, resp, s)
+}
+
+// finalChunked reports whether chunked is the last transfer coding.
+func finalChunked(te string) bool {
+	if i := strings.LastIndexByte(te, ','); i >= 0 {
+		te = te[i+1:]
+	}
+	return strings.EqualFold(strings.TrimSpace(te), "chunked")
 }
 
 // Result records a replay's answer.
@@ -208,7 +243,7 @@ func (c *Comparator) Result(r replay.Result) {
 	var s side
 	if r.Resp != nil {
 		s = side{msg: diff.Message{Status: r.Resp.Status, Header: r.Resp.Header, Body: r.Resp.Body, Truncated: r.Resp.BodyTruncated},
-			latency: r.Duration}
+			firstByte: r.Resp.FirstByte, total: r.Duration, at: r.Started.Add(r.Duration)}
 	}
 	c.arrive(r.Req, part, s, r.Resp != nil)
 }
@@ -282,14 +317,14 @@ func (c *Comparator) sweeper() {
 	defer c.done.Done()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	flush := time.NewTicker(10 * time.Second)
+	flush := time.NewTicker(c.cfg.LogEvery)
 	defer flush.Stop()
 	for {
 		select {
 		case <-c.stop:
 			return
 		case <-flush.C:
-			c.agg.flushLog(c)
+			c.flushLog()
 		case <-t.C:
 			now := c.cfg.Now()
 			var due []*exchange
@@ -313,26 +348,83 @@ func (c *Comparator) sweeper() {
 func (c *Comparator) Close() {
 	close(c.stop)
 	c.done.Wait()
-	c.agg.flushLog(c)
+	c.flushLog()
 }
 
 func (c *Comparator) process(x *exchange) {
 	c.Stats.Compared.Add(1)
 	prod, cand, base, sec := x.sides[0], x.sides[1], x.sides[2], x.sides[3]
+	opts := c.cfg.Diff
+	// Parse each answer once, before taking the lock: it is most of the work.
+	pc := diff.Parse(cand.msg, opts)
+	var pp, pb, ps *diff.Parsed
+	if x.expect&partProd != 0 {
+		pp = diff.Parse(prod.msg, opts)
+	}
+	if x.expect&partBase != 0 {
+		pb = diff.Parse(base.msg, opts)
+		if x.expect&partSec != 0 {
+			ps = diff.Parse(sec.msg, opts)
+		}
+	}
 	c.aggMu.Lock()
 	defer c.aggMu.Unlock()
 	ep := c.agg.endpoint(x.endpoint)
-	if x.expect&partProd != 0 {
-		c.agg.record(c, ep, VsProduction, x, prod, cand, c.filter(x.endpoint, diff.Compare(prod.msg, cand.msg, c.cfg.Diff)))
+	ep.Requests++
+	ep.dirty = true
+	ep.lat("candidate first_byte", cand.firstByte)
+	ep.lat("candidate total", cand.total)
+	if pp != nil {
+		ep.lat("production first_byte", prod.firstByte)
+		ep.lat("production total", prod.total)
+		ep.learner("production").observe(pp, opts, x.req, prod.at)
+		c.identical(ep, x.req, pp)
+		cs := ep.comparison(VsProduction)
+		o := opts
+		o.Unordered = cs.Noise.unordered
+		c.record(ep, VsProduction, "production", x, prod, cand, pp, pc, c.filter(x.endpoint, diff.CompareParsed(pp, pc, o)))
 	}
-	if x.expect&partBase != 0 {
-		c.agg.record(c, ep, VsBaseline, x, base, cand, c.filter(x.endpoint, diff.Compare(base.msg, cand.msg, c.cfg.Diff)))
-		if x.expect&partSec != 0 {
-			// Two deployments of the same version: what differs is noise.
-			noise := c.filter(x.endpoint, diff.Compare(base.msg, sec.msg, c.cfg.Diff))
-			ep.noise(VsBaseline).add(noise)
-			ep.noise(VsProduction).add(noise)
+	if pb != nil {
+		ep.lat("baseline first_byte", base.firstByte)
+		ep.lat("baseline total", base.total)
+		ep.learner("baseline").observe(pb, opts, x.req, base.at)
+		cs := ep.comparison(VsBaseline)
+		if ps != nil {
+			// Two deployments of the same version: what differs is noise,
+			// of this comparison only.
+			cs.Noise.Source = "baseline vs secondary"
+			cs.Noise.add(c.filter(x.endpoint, diff.CompareParsed(pb, ps, opts)))
 		}
+		o := opts
+		o.Unordered = cs.Noise.unordered
+		c.record(ep, VsBaseline, "baseline", x, base, cand, pb, pc, c.filter(x.endpoint, diff.CompareParsed(pb, pc, o)))
+	}
+}
+
+// identical learns production's noise from its answers to identical safe
+// requests (unsafe ones may rightly answer differently the second time).
+func (c *Comparator) identical(ep *EndpointState, req *httpstream.Request, p *diff.Parsed) {
+	switch string(req.Method()) {
+	case "GET", "HEAD", "OPTIONS":
+	default:
+		return
+	}
+	a := c.agg
+	k := requestKey(req)
+	if prev, ok := a.prodLast[k]; ok && prev.endpoint == ep.Name {
+		cs := ep.comparison(VsProduction)
+		cs.Noise.Source = "production, identical requests"
+		cs.Noise.add(c.filter(ep.Name, diff.CompareParsed(diff.Parse(prev.msg, c.cfg.Diff), p, c.cfg.Diff)))
+	} else if !ok && len(a.prodLast) >= maxProdLast {
+		for old := range a.prodLast { // evict one, arbitrarily: bounded memory
+			delete(a.prodLast, old)
+			break
+		}
+	}
+	if len(p.Msg.Body) <= maxProdLastBody {
+		a.prodLast[k] = prodAnswer{endpoint: ep.Name, msg: p.Msg}
+	} else {
+		delete(a.prodLast, k)
 	}
 }
 
@@ -374,8 +466,8 @@ func header(m *httpstream.Message) http.Header {
 	return h
 }
 
-// requestKey identifies identical idempotent requests (for production
-// noise): the method, target and body.
+// requestKey identifies identical requests (for production noise): the
+// method, target and body.
 func requestKey(req *httpstream.Request) uint64 {
 	h := fnv.New64a()
 	h.Write(req.Method())

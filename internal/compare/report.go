@@ -7,88 +7,172 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
 )
 
-// Report is what the page and the JSON API show.
+// Report is what the page and the JSON API show (docs/compare-api.md).
 type Report struct {
-	Title       string           `json:"title"`
-	Handlers    []string         `json:"handlers"`
-	Live        bool             `json:"live"` // one handler's view
-	Generated   time.Time        `json:"generated"`
-	Compared    uint64           `json:"compared"`
-	Incomplete  uint64           `json:"incomplete"`
-	Dropped     uint64           `json:"dropped"`
-	Regressions int              `json:"regressions"`
+	Title       string    `json:"title"`
+	Handlers    []string  `json:"handlers"`
+	Live        bool      `json:"live"` // one handler's view
+	Generated   time.Time `json:"generated"`
+	Compared    uint64    `json:"compared"` // exchanges
+	Incomplete  uint64    `json:"incomplete"`
+	Dropped     uint64    `json:"dropped"`
+	Regressions int       `json:"regressions"` // distinct findings: endpoint and key, over the comparisons
+	Rules       Rules     `json:"rules"`
+	// Comparisons run, in the order of the page's columns.
+	Comparisons []string         `json:"comparisons"`
+	Templates   []string         `json:"templates"` // endpoint templates learned from the traffic
 	Endpoints   []EndpointReport `json:"endpoints"`
 }
 
-// EndpointReport is one endpoint group.
+// EndpointReport is one endpoint: every comparison's verdict side by side.
 type EndpointReport struct {
 	Name        string               `json:"name"`
-	Requests    int                  `json:"requests"`
-	Regressions int                  `json:"regressions"`
+	Requests    int                  `json:"requests"`    // exchanges compared
+	Regressions int                  `json:"regressions"` // distinct findings over its comparisons
+	Findings    []string             `json:"findings"`    // their keys ("latency p99 first_byte" for latency)
+	Verdicts    map[string]string    `json:"verdicts"`    // by comparison: regression, ok, too few
 	Comparisons []ComparisonReport   `json:"comparisons"`
-	Latency     map[string]Quantiles `json:"latency"`
-	Samples     []Sample             `json:"samples"`
+	Latency     map[string]Quantiles `json:"latency"` // by "side measure": "production first_byte", "candidate total"
+	Samples     []Sample             `json:"samples"` // exchanges where a finding occurs, regressions' first
 }
 
 // ComparisonReport is one comparison of an endpoint.
 type ComparisonReport struct {
-	Comparison        string        `json:"comparison"`
-	Compared          int           `json:"compared"`
-	Exact             int           `json:"exact"`
-	Matched           int           `json:"matched"` // no difference outside noisy fields
-	MatchRate         float64       `json:"match_rate"`
-	Regressions       int           `json:"regressions"`
-	LatencyRegression bool          `json:"latency_regression"`
-	Fields            []FieldReport `json:"fields"`
+	Comparison        string          `json:"comparison"`
+	Verdict           string          `json:"verdict"`
+	Compared          int             `json:"compared"`
+	Exact             int             `json:"exact"`
+	Matched           int             `json:"matched"` // no difference outside noise
+	MatchRate         float64         `json:"match_rate"`
+	Regressions       int             `json:"regressions"`
+	LatencyRegression bool            `json:"latency_regression"`
+	Latency           []LatencyReport `json:"latency"`
+	NoiseSource       string          `json:"noise_source"` // where its noise pairs come from
+	NoiseN            int             `json:"noise_n"`      // how many
+	Fields            []FieldReport   `json:"fields"`
 }
 
-// FieldReport is one field that differed.
+// FieldReport is one key that differed, with the decision and its evidence.
 type FieldReport struct {
-	Key        string        `json:"key"`
-	Diffs      int           `json:"diffs"`
-	Rate       float64       `json:"rate"`
-	NoiseRate  float64       `json:"noise_rate"`
-	Regression bool          `json:"regression"`
-	Samples    []FieldSample `json:"samples"`
+	Key        string  `json:"key"`
+	Diffs      int     `json:"diffs"` // exchanges where it differed, noise explained apart
+	Compared   int     `json:"compared"`
+	Rate       float64 `json:"rate"`
+	RateLow    float64 `json:"rate_low"` // one-sided lower bound at Rules.Confidence
+	NoiseRate  float64 `json:"noise_rate"`
+	NoiseDiffs int     `json:"noise_diffs"` // of NoiseN pairs
+	NoiseN     int     `json:"noise_n"`
+	// Learned: the reference's own values vary by themselves; Volatile
+	// differences were explained by it (same shape on both sides).
+	Learned    *Learned       `json:"learned,omitempty"`
+	Volatile   int            `json:"volatile"`
+	Regression bool           `json:"regression"`
+	Collateral map[string]int `json:"collateral,omitempty"` // status: keys that differed with it
+	Samples    []FieldSample  `json:"samples"`
+}
+
+// Learned is a noise verdict learned from a reference's own answers.
+type Learned struct {
+	Verdict string `json:"verdict"` // "unique per response (uuid)", "times near the exchange", "a counter"
+	N       int    `json:"n"`       // values it rests on
+	Shape   string `json:"shape"`
+}
+
+// LatencyReport compares one quantile of one measure, like with like.
+type LatencyReport struct {
+	Measure    string  `json:"measure"` // first_byte or total
+	Quantile   string  `json:"quantile"`
+	RefMS      float64 `json:"ref_ms"`
+	RefHighMS  float64 `json:"ref_high_ms"` // upper confidence bound
+	CandMS     float64 `json:"cand_ms"`
+	CandLowMS  float64 `json:"cand_low_ms"` // lower confidence bound
+	RefN       int     `json:"ref_n"`
+	CandN      int     `json:"cand_n"`
+	Regression bool    `json:"regression"`
 }
 
 // Rules decide what counts as a regression.
 type Rules struct {
-	MinSamples int
-	Threshold  float64
+	MinSamples int     `json:"min_samples"`
+	Threshold  float64 `json:"min_rate"`   // minimum difference rate
+	Confidence float64 `json:"confidence"` // of "significantly above noise"; 0: DefaultConfidence
 }
 
-const maxFieldsShown = 25
+// A candidate's latency quantile is a regression when its lower bound is
+// above the reference's upper bound by this factor and margin: the test
+// environment is rarely as fast as production, and a tail that doubles
+// matters where 10% does not.
+const (
+	latencyFactor   = 1.25
+	latencyMarginMS = 5
+	maxFieldsShown  = 25
+	maxEpSamples    = 12
+)
+
+var quantileLevels = []struct {
+	name string
+	q    float64
+}{{"p50", .5}, {"p95", .95}, {"p99", .99}}
 
 // report builds the report of the aggregate.
 func (a *aggregate) report(r Rules) Report {
-	var out Report
+	if r.Confidence == 0 {
+		r.Confidence = DefaultConfidence
+	}
+	zz := z(r.Confidence)
+	out := Report{Rules: r}
+	cmps := map[string]bool{}
 	for _, ep := range a.endpoints {
-		er := EndpointReport{Name: ep.name, Requests: ep.requests, Latency: map[string]Quantiles{}, Samples: ep.samples}
-		for name, res := range ep.latency {
-			er.Latency[name] = quantiles(res.vals, res.n)
+		er := EndpointReport{Name: ep.Name, Requests: ep.Requests, Latency: map[string]Quantiles{}, Verdicts: map[string]string{}}
+		for name, res := range ep.Latency {
+			er.Latency[name] = res.quantiles()
 		}
-		for _, name := range []string{VsBaseline, VsProduction} {
-			cs := ep.cmp[name]
+		found := map[string]bool{}
+		var samples []Sample
+		for _, name := range []string{VsProduction, VsBaseline} {
+			cs := ep.Comparisons[name]
 			if cs == nil {
 				continue
 			}
-			cr := ComparisonReport{Comparison: name, Compared: cs.compared, Exact: cs.exact, Matched: cs.matched}
-			if cs.compared > 0 {
-				cr.MatchRate = float64(cs.matched) / float64(cs.compared)
+			cmps[name] = true
+			refName := "production"
+			if name == VsBaseline {
+				refName = "baseline"
 			}
-			for k, f := range cs.fields {
-				fr := FieldReport{Key: k, Diffs: f.diffs, Rate: float64(f.diffs) / float64(max(cs.compared, 1)),
-					NoiseRate: ep.noise(name).rate(k), Samples: f.samples}
-				fr.Regression = cs.compared >= r.MinSamples && fr.Rate >= r.Threshold && fr.Rate > fr.NoiseRate+r.Threshold
+			learner := ep.Learners[refName]
+			cr := ComparisonReport{Comparison: name, Compared: cs.Compared, Exact: cs.Exact, Matched: cs.Matched,
+				NoiseSource: cs.Noise.Source, NoiseN: cs.Noise.N}
+			if cs.Compared > 0 {
+				cr.MatchRate = float64(cs.Matched) / float64(cs.Compared)
+			}
+			for k, f := range cs.Fields {
+				fr := FieldReport{Key: k, Diffs: f.Diffs, Compared: cs.Compared, Volatile: f.Volatile, Collateral: f.Collateral,
+					Samples: f.Samples, NoiseN: cs.Noise.N, NoiseDiffs: cs.Noise.Fields[k], NoiseRate: cs.Noise.rate(k)}
+				if cs.Compared > 0 {
+					fr.Rate = float64(f.Diffs) / float64(cs.Compared)
+					fr.RateLow = wilsonLower(f.Diffs, cs.Compared, zz)
+				}
+				if learner != nil {
+					if fl := learner.Fields[k]; fl != nil {
+						if v, ok := fl.verdict(); ok {
+							fr.Learned = &Learned{Verdict: v, N: fl.N, Shape: fl.Shape}
+						}
+					}
+				}
+				fr.Regression = cs.Compared >= r.MinSamples && f.Diffs > 0 && fr.Rate >= r.Threshold && fr.RateLow > fr.NoiseRate
 				if fr.Regression {
 					cr.Regressions++
+					if !found[k] {
+						found[k] = true
+						er.Findings = append(er.Findings, k)
+					}
 				}
 				cr.Fields = append(cr.Fields, fr)
 			}
@@ -101,22 +185,59 @@ func (a *aggregate) report(r Rules) Report {
 				}
 				return strings.Compare(x.Key, y.Key)
 			})
+			// Samples: the regressions' first, then the other findings'.
+			for _, fr := range cr.Fields {
+				for _, s := range cs.Fields[fr.Key].exchanges {
+					if len(samples) < maxEpSamples && !slices.ContainsFunc(samples, func(o Sample) bool {
+						return o.Time.Equal(s.Time) && o.Request == s.Request && o.Comparison == s.Comparison
+					}) {
+						samples = append(samples, s)
+					}
+				}
+			}
 			cr.Fields = cr.Fields[:min(len(cr.Fields), maxFieldsShown)]
-			refName := "production"
-			if name == VsBaseline {
-				refName = "baseline"
+			for _, m := range []string{"first_byte", "total"} {
+				ref, cand := ep.Latency[refName+" "+m], ep.Latency["candidate "+m]
+				if ref == nil || cand == nil || ref.N < r.MinSamples || cand.N < r.MinSamples {
+					continue
+				}
+				rs, csr := slices.Sorted(slices.Values(ref.Vals)), slices.Sorted(slices.Values(cand.Vals))
+				for _, ql := range quantileLevels {
+					_, rv, rhi := quantileCI(rs, ql.q, zz)
+					clo, cv, _ := quantileCI(csr, ql.q, zz)
+					lr := LatencyReport{Measure: m, Quantile: ql.name, RefMS: rv, RefHighMS: rhi, CandMS: cv, CandLowMS: clo,
+						RefN: ref.N, CandN: cand.N, Regression: clo > latencyFactor*rhi+latencyMarginMS}
+					if lr.Regression {
+						cr.LatencyRegression = true
+						cr.Regressions++
+						if k := "latency " + ql.name + " " + m; !found[k] {
+							found[k] = true
+							er.Findings = append(er.Findings, k)
+						}
+					}
+					cr.Latency = append(cr.Latency, lr)
+				}
 			}
-			ref, cand := er.Latency[refName], er.Latency["candidate"]
-			// Slower: the candidate's median well above the reference's.
-			if ref.N >= r.MinSamples && cand.N >= r.MinSamples && cand.P50 > 1.5*ref.P50+10 {
-				cr.LatencyRegression = true
-				cr.Regressions++
+			switch {
+			case cr.Regressions > 0:
+				cr.Verdict = "regression"
+			case cs.Compared < r.MinSamples:
+				cr.Verdict = "too few"
+			default:
+				cr.Verdict = "ok"
 			}
-			er.Regressions += cr.Regressions
+			er.Verdicts[name] = cr.Verdict
 			er.Comparisons = append(er.Comparisons, cr)
 		}
+		er.Samples = samples
+		er.Regressions = len(er.Findings)
 		out.Regressions += er.Regressions
 		out.Endpoints = append(out.Endpoints, er)
+	}
+	for _, name := range []string{VsProduction, VsBaseline} {
+		if cmps[name] {
+			out.Comparisons = append(out.Comparisons, name)
+		}
 	}
 	slices.SortFunc(out.Endpoints, func(x, y EndpointReport) int {
 		if x.Regressions != y.Regressions {
@@ -134,10 +255,12 @@ func (a *aggregate) report(r Rules) Report {
 // Report returns the live report of this handler.
 func (c *Comparator) Report() Report {
 	c.aggMu.Lock()
-	r := c.agg.report(Rules{MinSamples: c.cfg.MinSamples, Threshold: c.cfg.Threshold})
+	c.agg.consolidate(c.grouper.Rename)
+	r := c.agg.report(Rules{MinSamples: c.cfg.MinSamples, Threshold: c.cfg.Threshold, Confidence: c.cfg.Confidence})
 	c.aggMu.Unlock()
 	r.Title = "shadowtap: candidate vs reference"
 	r.Handlers, r.Live = []string{c.cfg.Handler}, true
+	r.Templates = c.grouper.Learned()
 	r.Compared, r.Incomplete, r.Dropped = c.Stats.Compared.Load(), c.Stats.Incomplete.Load(), c.Stats.Dropped.Load()
 	return r
 }
@@ -176,92 +299,98 @@ func (c *Comparator) Handler() http.Handler {
 }
 
 // MergeLogs builds one report from the difference logs of several
-// handlers: the last statistics line of each handler and endpoint counts,
-// summed over handlers; difference lines give the samples.
+// handlers: the last statistics line of each handler and endpoint holds
+// its cumulative state, merged over handlers; difference lines give the
+// samples.
 func MergeLogs(readers []io.Reader, rules Rules) (Report, error) {
 	type hk struct{ handler, endpoint string }
 	last := map[hk]logLine{}
-	samples := map[string][]Sample{}
+	var diffs []logLine
 	handlers := map[string]bool{}
+	templates := map[string]bool{}
 	for _, rd := range readers {
 		sc := bufio.NewScanner(rd)
 		sc.Buffer(make([]byte, 1<<20), 64<<20)
 		for n := 1; sc.Scan(); n++ {
 			var l logLine
 			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-				return Report{}, fmt.Errorf("line %d: %w", n, err)
+				return Report{}, fmt.Errorf("compare: log line %d: %w", n, err)
 			}
 			handlers[l.Handler] = true
+			for _, t := range l.Templates {
+				templates[t] = true
+			}
 			switch l.Type {
 			case "stats":
 				last[hk{l.Handler, l.Endpoint}] = l
 			case "diff":
-				if l.Sample != nil && len(samples[l.Endpoint]) < maxSamples {
-					samples[l.Endpoint] = append(samples[l.Endpoint], *l.Sample)
+				if l.Sample != nil {
+					diffs = append(diffs, l)
 				}
 			}
 		}
 		if err := sc.Err(); err != nil {
-			return Report{}, err
+			return Report{}, fmt.Errorf("compare: log: %w", err)
 		}
 	}
-	a := newAggregate(Config{})
+	a := newAggregate()
 	for _, l := range last {
-		ep := a.endpoint(l.Endpoint)
-		ep.requests += l.Requests
-		for name, cc := range l.Counts {
-			cs := ep.cmp[name]
-			if cs == nil {
-				cs = &comparisonStats{fields: map[string]*fieldStats{}}
-				ep.cmp[name] = cs
-			}
-			cs.compared += cc.Compared
-			cs.exact += cc.Exact
-			cs.matched += cc.Matched
-			for k, d := range cc.Fields {
-				f := cs.fields[k]
-				if f == nil {
-					f = &fieldStats{}
-					cs.fields[k] = f
-				}
-				f.diffs += d
-				if len(f.samples) < maxFieldSamples {
-					f.samples = append(f.samples, l.FieldSamps[name][k]...)
-					f.samples = f.samples[:min(len(f.samples), maxFieldSamples)]
-				}
-			}
-		}
-		for name, n := range l.NoiseN {
-			ns := ep.noise(name)
-			ns.n += n
-			ns.global.n += n
-			for k, v := range l.Noise[name] {
-				ns.fields[k] += v
-				ns.global.fields[k] += v
-			}
-		}
-		for name, vals := range l.LatencyMS {
-			for _, v := range vals {
-				ep.lat(name, time.Duration(v*float64(time.Millisecond)))
-			}
-			ep.latency[name].n += l.LatencyN[name] - len(vals)
+		if l.State != nil && l.RenamedTo == "" {
+			a.endpoint(l.Endpoint).merge(l.State)
 		}
 	}
-	for name, s := range samples {
-		if ep := a.endpoints[name]; ep != nil {
-			ep.samples = s
+	rename := renameWith(slices.Sorted(maps.Keys(templates)))
+	a.consolidate(rename)
+	for _, l := range diffs {
+		ep := a.endpoints[rename(l.Endpoint)]
+		if ep == nil || ep.Comparisons[l.Comparison] == nil {
+			continue
+		}
+		for _, k := range l.Sample.Findings {
+			if f := ep.Comparisons[l.Comparison].Fields[k]; f != nil && len(f.exchanges) < maxExchanges {
+				f.exchanges = append(f.exchanges, *l.Sample)
+			}
 		}
 	}
 	r := a.report(rules)
-	for h := range handlers {
-		r.Handlers = append(r.Handlers, h)
-	}
-	slices.Sort(r.Handlers)
+	r.Handlers = slices.Sorted(maps.Keys(handlers))
+	r.Templates = slices.Sorted(maps.Keys(templates))
 	r.Title = fmt.Sprintf("shadowtap release report: %d handler(s)", len(r.Handlers))
 	for _, e := range r.Endpoints {
-		for _, c := range e.Comparisons {
-			r.Compared += uint64(c.Compared)
-		}
+		r.Compared += uint64(e.Requests)
 	}
 	return r, nil
+}
+
+// renameWith maps endpoint names onto learned templates ("GET
+// /api/items/{id}": the segment after "GET /api/items" is a parameter),
+// for logs of handlers that learned different templates.
+func renameWith(templates []string) func(string) string {
+	params := map[string]string{}
+	for _, t := range templates {
+		if i := strings.LastIndexByte(t, '/'); i > 0 {
+			params[t[:i]] = t[i+1:]
+		}
+	}
+	return func(name string) string {
+		if len(params) == 0 {
+			return name
+		}
+		method, path, ok := strings.Cut(name, " ")
+		if !ok {
+			return name
+		}
+		segs := strings.Split(path, "/")
+		key := method + " "
+		for i, s := range segs {
+			if i > 0 {
+				if p, ok := params[key]; ok {
+					segs[i], s = p, p
+				}
+				key += "/"
+			}
+			key += s
+		}
+		return method + " " + strings.Join(segs, "/")
+	}
 }

@@ -1,0 +1,367 @@
+package compare
+
+import (
+	"bytes"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shadowtap/shadowtap/internal/diff"
+	"github.com/shadowtap/shadowtap/internal/httpstream"
+)
+
+// The comparator's state, per endpoint. It is plain data so that the
+// difference log's statistics lines carry it and `shadowtap report` merges
+// several handlers' states with the same code (merge) that folds an
+// endpoint renamed by template learning into its template's.
+
+// EndpointState is one endpoint's counts and what was learned.
+type EndpointState struct {
+	Name        string                      `json:"name"`
+	Requests    int                         `json:"requests"` // exchanges compared
+	Latency     map[string]*Reservoir       `json:"latency"`  // "production first_byte", "candidate total", ...
+	Comparisons map[string]*ComparisonState `json:"comparisons"`
+	// How each reference's own answers vary, by reference (production,
+	// baseline): the noise that needs no second deployment.
+	Learners map[string]*Learner `json:"learners"`
+
+	dirty bool // changed since the last statistics line
+}
+
+// ComparisonState counts one comparison (candidate vs a reference).
+type ComparisonState struct {
+	Compared int                    `json:"compared"`
+	Exact    int                    `json:"exact"`   // no difference at all
+	Matched  int                    `json:"matched"` // no difference but noise
+	Fields   map[string]*FieldState `json:"fields"`
+	// Noise: the same reference against itself, by key (identical
+	// requests to production; baseline against secondary).
+	Noise NoiseState `json:"noise"`
+
+	logged map[string]int // difference-log lines by finding key
+}
+
+// FieldState counts one key's differences.
+type FieldState struct {
+	Diffs      int            `json:"diffs"`                // exchanges with a difference not explained as noise
+	Volatile   int            `json:"volatile,omitempty"`   // differences explained by the learned variation
+	Collateral map[string]int `json:"collateral,omitempty"` // status: other keys that differed with it
+	Samples    []FieldSample  `json:"samples,omitempty"`
+
+	exchanges []Sample // where it occurs, for the detail view
+}
+
+// NoiseState counts the differences of a reference with itself.
+type NoiseState struct {
+	N      int            `json:"n"` // pairs compared
+	Fields map[string]int `json:"fields"`
+	Source string         `json:"source"`
+}
+
+// Learner follows, per key, how one reference's values vary from answer
+// to answer.
+type Learner struct {
+	Seq    int                    `json:"responses"`
+	Fields map[string]*FieldLearn `json:"fields"`
+}
+
+// FieldLearn is what one key's values did.
+type FieldLearn struct {
+	N         int    `json:"n"`     // values seen
+	Shape     string `json:"shape"` // the first value's shape
+	SameShape int    `json:"same_shape"`
+	Repeats   int    `json:"repeats"`    // values seen before in another response
+	InRequest int    `json:"in_request"` // values found in the request
+	Near      int    `json:"near"`       // times within nearWindow of the exchange
+	Inc       int    `json:"inc"`        // integers above the previous response's
+
+	recent    [recentValues]uint64
+	recentSeq [recentValues]int
+	pos       int
+	last      int64
+	lastSeq   int
+}
+
+// FieldSample is one observed difference, short.
+type FieldSample struct {
+	Field string `json:"field"`
+	Kind  string `json:"kind"`
+	Ref   string `json:"ref"`
+	Cand  string `json:"cand"`
+}
+
+const (
+	maxFields       = 256 // per comparison; more keys count under otherFields
+	maxLearnKeys    = 256 // per learner
+	maxCollateral   = 32
+	maxFieldSamples = 3
+	maxExchanges    = 2 // full samples per finding
+	recentValues    = 64
+	minLearn        = 8 // values before a variation is believed
+	nearWindow      = 10 * time.Minute
+	otherFields     = "(other fields)"
+)
+
+func newEndpointState(name string) *EndpointState {
+	return &EndpointState{Name: name, Latency: map[string]*Reservoir{}, Comparisons: map[string]*ComparisonState{},
+		Learners: map[string]*Learner{}}
+}
+
+func (ep *EndpointState) comparison(name string) *ComparisonState {
+	cs := ep.Comparisons[name]
+	if cs == nil {
+		cs = &ComparisonState{Fields: map[string]*FieldState{}, Noise: NoiseState{Fields: map[string]int{}}}
+		ep.Comparisons[name] = cs
+	}
+	return cs
+}
+
+func (ep *EndpointState) learner(ref string) *Learner {
+	l := ep.Learners[ref]
+	if l == nil {
+		l = &Learner{Fields: map[string]*FieldLearn{}}
+		ep.Learners[ref] = l
+	}
+	return l
+}
+
+func (ep *EndpointState) lat(name string, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	r := ep.Latency[name]
+	if r == nil {
+		r = &Reservoir{}
+		ep.Latency[name] = r
+	}
+	r.add(float64(d) / float64(time.Millisecond))
+}
+
+func (cs *ComparisonState) field(key string) *FieldState {
+	f := cs.Fields[key]
+	if f == nil {
+		if len(cs.Fields) >= maxFields {
+			key = otherFields
+			if f = cs.Fields[key]; f != nil {
+				return f
+			}
+		}
+		f = &FieldState{}
+		cs.Fields[key] = f
+	}
+	return f
+}
+
+func (n *NoiseState) add(ds []diff.Difference) {
+	n.N++
+	if n.Fields == nil {
+		n.Fields = map[string]int{}
+	}
+	for i, d := range ds {
+		if !seenBefore(ds, i) {
+			n.Fields[d.Key]++
+		}
+	}
+}
+
+// seenBefore reports whether ds[i]'s key came earlier in ds.
+func seenBefore(ds []diff.Difference, i int) bool {
+	for j := range i {
+		if ds[j].Key == ds[i].Key {
+			return true
+		}
+	}
+	return false
+}
+
+// minNoise is how many noise pairs make a noise rate.
+const minNoise = 3
+
+func (n *NoiseState) rate(key string) float64 {
+	if n.N < minNoise {
+		return 0
+	}
+	return float64(n.Fields[key]) / float64(n.N)
+}
+
+// unordered says whether production's own answers reorder an array: a set.
+func (n *NoiseState) unordered(key string) bool { return n.rate(key+":order") > 0 }
+
+// observe learns from one answer of the reference.
+func (l *Learner) observe(p *diff.Parsed, opts diff.Options, req *httpstream.Request, at time.Time) {
+	l.Seq++
+	target, body := req.Target(), req.Body()
+	p.Leaves(opts, func(v diff.Leaf) {
+		f := l.Fields[v.Key]
+		if f == nil {
+			if len(l.Fields) >= maxLearnKeys {
+				return
+			}
+			f = &FieldLearn{Shape: v.Shape, lastSeq: -1}
+			l.Fields[v.Key] = f
+		}
+		f.observe(l.Seq, v, target, body, at)
+	})
+}
+
+var lineTimeRe = regexp.MustCompile(`\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?`)
+
+func (f *FieldLearn) observe(seq int, v diff.Leaf, target, body []byte, at time.Time) {
+	f.N++
+	if v.Shape != f.Shape {
+		return
+	}
+	f.SameShape++
+	shape := v.Shape
+	switch {
+	case shape == "int":
+		if n, err := strconv.ParseInt(string(v.Value), 10, 64); err == nil {
+			if f.lastSeq >= 0 && f.lastSeq != seq && n > f.last {
+				f.Inc++
+			}
+			f.last, f.lastSeq = n, seq
+		}
+		return
+	case !volatileShape(shape):
+		return // no need to follow values that cannot be noise by shape
+	}
+	for i, h := range f.recent {
+		if h == v.Hash && f.recentSeq[i] != seq && f.recentSeq[i] != 0 {
+			f.Repeats++
+			break
+		}
+	}
+	f.recent[f.pos], f.recentSeq[f.pos] = v.Hash, seq
+	f.pos = (f.pos + 1) % recentValues
+	if len(v.Value) >= 6 && (bytes.Contains(target, v.Value) || bytes.Contains(body, v.Value)) {
+		f.InRequest++
+	}
+	if !at.IsZero() {
+		var t time.Time
+		ok := false
+		if strings.HasPrefix(shape, "time:") || strings.HasPrefix(shape, "epoch-") {
+			t, ok = diff.TimeOf(string(v.Value), shape)
+		} else if strings.Contains(shape, "{time:") {
+			if m := lineTimeRe.Find(v.Value); m != nil {
+				t, ok = diff.TimeOf(strings.Replace(string(m), " ", "T", 1), "time:")
+			}
+		}
+		if ok && t.Sub(at).Abs() <= nearWindow {
+			f.Near++
+		}
+	}
+}
+
+func volatileShape(s string) bool {
+	return diff.Volatile(s) || strings.Contains(s, "{time:") || strings.Contains(s, "{uuid}") ||
+		strings.Contains(s, "{hex") || strings.Contains(s, "{token}")
+}
+
+// verdict says whether the key's values vary from answer to answer by
+// themselves, and why.
+func (f *FieldLearn) verdict() (string, bool) {
+	if f == nil || f.N < minLearn || f.SameShape*20 < f.N*19 || f.InRequest*20 > f.N {
+		return "", false
+	}
+	switch {
+	case f.Near*10 >= f.N*9:
+		return "times near the exchange (" + f.Shape + ")", true
+	case f.Shape == "int":
+		if f.Inc*10 >= (f.N-1)*9 {
+			return "a counter (increasing integers)", true
+		}
+	case volatileShape(f.Shape) && f.Repeats*20 <= f.N:
+		return "unique per response (" + f.Shape + ")", true
+	}
+	return "", false
+}
+
+// explains reports whether the learned variation of d's key explains d:
+// a changed value with the reference's shape, the candidate's the same.
+func (l *Learner) explains(d *diff.Difference) bool {
+	if l == nil || d.Kind != diff.Changed || d.RefShape == "" || d.RefShape != d.CandShape {
+		return false
+	}
+	f := l.Fields[d.Key]
+	if f == nil || f.Shape != d.RefShape {
+		return false
+	}
+	_, ok := f.verdict()
+	return ok
+}
+
+// merge folds o into ep (another handler's, or an earlier name's).
+func (ep *EndpointState) merge(o *EndpointState) {
+	ep.Requests += o.Requests
+	ep.dirty = true
+	for k, r := range o.Latency {
+		if ep.Latency[k] == nil {
+			ep.Latency[k] = &Reservoir{}
+		}
+		ep.Latency[k].merge(r)
+	}
+	for k, c := range o.Comparisons {
+		ep.comparison(k).merge(c)
+	}
+	for k, l := range o.Learners {
+		ep.learner(k).merge(l)
+	}
+}
+
+func (cs *ComparisonState) merge(o *ComparisonState) {
+	cs.Compared += o.Compared
+	cs.Exact += o.Exact
+	cs.Matched += o.Matched
+	for k, f := range o.Fields {
+		g := cs.field(k)
+		g.Diffs += f.Diffs
+		g.Volatile += f.Volatile
+		for ck, n := range f.Collateral {
+			if g.Collateral == nil {
+				g.Collateral = map[string]int{}
+			}
+			g.Collateral[ck] += n
+		}
+		g.Samples = append(g.Samples, f.Samples...)[:min(len(g.Samples)+len(f.Samples), maxFieldSamples)]
+		g.exchanges = append(g.exchanges, f.exchanges...)[:min(len(g.exchanges)+len(f.exchanges), maxExchanges)]
+	}
+	cs.Noise.N += o.Noise.N
+	if cs.Noise.Fields == nil {
+		cs.Noise.Fields = map[string]int{}
+	}
+	for k, n := range o.Noise.Fields {
+		cs.Noise.Fields[k] += n
+	}
+	if cs.Noise.Source == "" {
+		cs.Noise.Source = o.Noise.Source
+	}
+}
+
+func (l *Learner) merge(o *Learner) {
+	l.Seq += o.Seq
+	for k, f := range o.Fields {
+		g := l.Fields[k]
+		if g == nil {
+			if len(l.Fields) >= maxLearnKeys {
+				continue
+			}
+			c := *f
+			l.Fields[k] = &c
+			continue
+		}
+		if g.Shape != f.Shape {
+			// Different shapes on two sides: the values do not keep one
+			// shape, so no verdict.
+			g.N += f.N
+			continue
+		}
+		g.N += f.N
+		g.SameShape += f.SameShape
+		g.Repeats += f.Repeats
+		g.InRequest += f.InRequest
+		g.Near += f.Near
+		g.Inc += f.Inc
+	}
+}
+
