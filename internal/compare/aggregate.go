@@ -17,7 +17,7 @@ type aggregate struct {
 	// The last production answer to each safe request, to learn
 	// production's own noise from identical requests; bounded.
 	prodLast    map[uint64]prodAnswer
-	sampleBytes int // held by full samples, bounded by maxSampleBytes
+	sampleBytes int         // held by full samples, bounded by maxSampleBytes
 	renamed     [][2]string // endpoints folded into a template since the last statistics lines
 }
 

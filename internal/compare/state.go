@@ -364,4 +364,3 @@ func (l *Learner) merge(o *Learner) {
 		g.Inc += f.Inc
 	}
 }
-

@@ -106,5 +106,5 @@ func quantileCI(sorted []float64, q, z float64) (lo, est, hi float64) {
 		return sorted[i]
 	}
 	w := z * math.Sqrt(n*q*(1-q))
-	return at(math.Floor(n*q - w - 1)), at(q*(n-1)), at(math.Ceil(n*q + w))
+	return at(math.Floor(n*q - w - 1)), at(q * (n - 1)), at(math.Ceil(n*q + w))
 }
