@@ -111,7 +111,8 @@ func TestHandlerEndToEnd(t *testing.T) {
 	metrics := get(t, "http://"+h.AdminAddr()+"/metrics")
 	for _, want := range []string{"shadowtap_requests_captured_total 10", "shadowtap_packets_vni_filtered_total 10",
 		`shadowtap_packets_dropped_total{reason="short_vxlan"} 1`, `shadowtap_requests_submitted_total{target="default"} 10`,
-		"shadowtap_socket_kernel_drops_total 0"} {
+		"shadowtap_socket_kernel_drops_total 0", `shadowtap_flows_evicted_total{reason="no_data"} 0`,
+		`shadowtap_flows_evicted_total{reason="lru"} 0`, `shadowtap_flows_ended_total{reason="evicted"} 0`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}

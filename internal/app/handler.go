@@ -188,6 +188,7 @@ func CaptureOptions(cfg config.Config) capture.Options {
 func EngineConfig(cfg config.Config) engine.Config {
 	ropts := reassembly.DefaultOptions
 	ropts.MaxFlows, ropts.ReorderWait, ropts.IdleTimeout = cfg.MaxFlows, cfg.ReorderWait, cfg.IdleTimeout
+	ropts.HandshakeTimeout = cfg.HandshakeTimeout
 	hopts := httpstream.DefaultOptions
 	hopts.MaxBodyBytes = cfg.MaxBody
 	return engine.Config{Ports: cfg.Ports, VNIs: cfg.VNIs, Reassembly: ropts, HTTP: hopts, Dedup: cfg.Dedup}
@@ -258,6 +259,7 @@ func restartOnly(a, b config.Config) []string {
 		{"health_listen", a.HealthListen, b.HealthListen}, {"admin_listen", a.AdminListen, b.AdminListen},
 		{"read_buffer", a.ReadBuffer, b.ReadBuffer}, {"max_body", a.MaxBody, b.MaxBody}, {"max_flows", a.MaxFlows, b.MaxFlows},
 		{"reorder_wait", a.ReorderWait, b.ReorderWait}, {"idle_timeout", a.IdleTimeout, b.IdleTimeout}, {"dedup", a.Dedup, b.Dedup},
+		{"handshake_timeout", a.HandshakeTimeout, b.HandshakeTimeout},
 		{"log_level", a.LogLevel, b.LogLevel}, {"log_format", a.LogFormat, b.LogFormat}} {
 		if !reflect.DeepEqual(f.x, f.y) {
 			out = append(out, f.name)

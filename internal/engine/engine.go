@@ -225,14 +225,6 @@ func (f *factory) New(k reassembly.Key, d reassembly.Dir, p *decode.Packet) reas
 		hf.client, hf.server = hf.server, hf.client
 		hf.clientDir = 1 - d
 	}
-	hf.parser = httpstream.NewParser(e.cfg.HTTP, &e.stats.HTTP, hf.emit)
-	hf.parser.Report = func(reason string) {
-		e.log.Warn("http_"+reason, "stopped parsing a connection", "reason", reason,
-			"client", hf.client.String(), "server", hf.server.String())
-	}
-	if e.rsink != nil {
-		hf.resp = httpstream.NewResponseParser(e.cfg.HTTP, &e.stats.Responses, &e.stats.HTTP, hf.nextIsHead, hf.response)
-	}
 	return hf
 }
 
@@ -243,47 +235,81 @@ type httpFlow struct {
 	id             uint64
 	clientDir      reassembly.Dir
 	client, server netip.AddrPort
-	parser         *httpstream.Parser
-	resp           *httpstream.ResponseParser // nil unless pairing
-	pending        []*httpstream.Request      // submitted, awaiting a response
+	// The parsers are made at their direction's first byte (requests,
+	// responses): they are most of a flow's memory, and the flows of a
+	// SYN flood never carry a byte.
+	parser  *httpstream.Parser
+	resp    *httpstream.ResponseParser // nil until the server's first byte, or unless pairing
+	pending []*httpstream.Request      // submitted, awaiting a response
 	// skip counts responses still to come for requests dropped from a
 	// full pending list: they are discarded so that pairing stays aligned.
 	skip int
 }
 
+// requests returns the request parser, made at the first call.
+func (h *httpFlow) requests() *httpstream.Parser {
+	if h.parser == nil {
+		e := h.e
+		h.parser = httpstream.NewParser(e.cfg.HTTP, &e.stats.HTTP, h.emit)
+		h.parser.Report = func(reason string) {
+			e.log.Warn("http_"+reason, "stopped parsing a connection", "reason", reason,
+				"client", h.client.String(), "server", h.server.String())
+		}
+	}
+	return h.parser
+}
+
+// responses returns the response parser, made at the first call; nil
+// unless pairing.
+func (h *httpFlow) responses() *httpstream.ResponseParser {
+	if h.resp == nil && h.e.rsink != nil {
+		e := h.e
+		h.resp = httpstream.NewResponseParser(e.cfg.HTTP, &e.stats.Responses, &e.stats.HTTP, h.nextIsHead, h.response)
+	}
+	return h.resp
+}
+
 func (h *httpFlow) Data(d reassembly.Dir, b []byte, ts int64) {
 	if d == h.clientDir {
-		h.parser.Feed(b, ts)
-	} else if h.resp != nil {
-		h.resp.Feed(b, ts)
+		h.requests().Feed(b, ts)
+	} else if r := h.responses(); r != nil {
+		r.Feed(b, ts)
 	}
 }
 
 func (h *httpFlow) Gap(d reassembly.Dir, n int) {
 	if d == h.clientDir {
-		h.parser.Gap(n)
-	} else if h.resp != nil {
-		h.resp.Gap(n)
+		h.requests().Gap(n)
+	} else if r := h.responses(); r != nil {
+		r.Gap(n)
 	}
 }
 
+// Fin and End leave a parser never made unmade: it would have nothing to
+// end.
 func (h *httpFlow) Fin(d reassembly.Dir) {
 	if d == h.clientDir {
-		h.parser.End()
+		if h.parser != nil {
+			h.parser.End()
+		}
 	} else if h.resp != nil {
 		h.resp.End() // a body delimited by the close ends here
 	}
 }
 
 func (h *httpFlow) End(r reassembly.EndReason) {
-	h.parser.End() // a request in progress is counted incomplete, never emitted
+	if h.parser != nil {
+		h.parser.End() // a request in progress is counted incomplete, never emitted
+	}
+	if h.resp != nil && r == reassembly.EndEvicted {
+		// The connection did not close: a body running to the close was
+		// cut short, not completed.
+		h.resp.Gap(reassembly.UnknownGap)
+	}
 	if h.resp != nil {
-		if r == reassembly.EndEvicted {
-			// The connection did not close: a body running to the close
-			// was cut short, not completed.
-			h.resp.Gap(reassembly.UnknownGap)
-		}
 		h.resp.End()
+	}
+	if h.e.rsink != nil {
 		h.lost(len(h.pending))
 	}
 	h.e.sink.EndConn(h.id)
@@ -292,7 +318,7 @@ func (h *httpFlow) End(r reassembly.EndReason) {
 func (h *httpFlow) emit(r *httpstream.Request) {
 	r.Client, r.Server, r.ConnID = h.client, h.server, h.id
 	h.e.sink.Submit(h.id, r)
-	if h.resp != nil {
+	if h.e.rsink != nil {
 		if len(h.pending) == maxPending {
 			h.lost(1)
 			h.skip++

@@ -91,7 +91,8 @@ var (
 	mFlowsOpen    = gauge("shadowtap_flows_open", "TCP connections tracked.")
 	mFlowsOpened  = counter("shadowtap_flows_opened_total", "TCP connections started to be tracked.")
 	mFlowsEnded   = counter("shadowtap_flows_ended_total", "TCP connections no longer tracked, by reason.", "reason")
-	mFlowsRefused = counter("shadowtap_flows_refused_total", "New connections not tracked because the flow table was full.")
+	mFlowsRefused = counter("shadowtap_flows_refused_total", "Connections not tracked because the flow table was full and their packet had nothing to deliver (a bare FIN), each once.")
+	mFlowsEvicted = counter("shadowtap_flows_evicted_total", "Connections ended to make room in a full flow table, by reason: no_data (never carried data), lru (least recently active).", "reason")
 	mGaps         = counter("shadowtap_tcp_gaps_total", "Holes in TCP streams declared lost.")
 	mGapBytes     = counter("shadowtap_tcp_gap_bytes_total", "Bytes in holes declared lost.")
 	mOOO          = counter("shadowtap_tcp_out_of_order_segments_total", "Segments held because an earlier one had not arrived.")
@@ -130,12 +131,10 @@ var (
 )
 
 var all = []metric{mDatagrams, mBytes, mReadErrors, mKernelDrops, mReadBuffer, mPackets, mDecode, mVNI, mTruncated,
-	mFlowsOpen, mFlowsOpened, mFlowsEnded, mFlowsRefused, mGaps, mGapBytes, mOOO, mDup, mForced, mBuffered, mPickups,
+	mFlowsOpen, mFlowsOpened, mFlowsEnded, mFlowsRefused, mFlowsEvicted, mGaps, mGapBytes, mOOO, mDup, mForced, mBuffered, mPickups,
 	mCaptured, mRejected, mStopped, mTooLarge, mOverBudget, mHTTPBuffered, mLost, mIncomplete, mResyncs, mFiltered, mSampledOut, mKeyless,
 	mSubmitted, mReplayed, mFailed, mQueueDrops, mRateLimited, mConnsRefused, mQueued, mInFlight,
 	mCmpExchanges, mCmpCompared, mCmpIncomplete, mCmpDropped, mCmpEndpoint, mCmpMatched, mCmpRegress}
-
-var endNames = [4]string{reassembly.EndClosed: "closed", reassembly.EndReset: "reset", reassembly.EndIdle: "idle", reassembly.EndFlushed: "flushed"}
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range all {
@@ -169,10 +168,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit(mTruncated, u(ra.TruncatedSegs.Load()))
 		emit(mFlowsOpen, float64(ra.FlowsOpen.Load()))
 		emit(mFlowsOpened, u(ra.FlowsOpened.Load()))
-		for r, name := range endNames {
-			emit(mFlowsEnded, u(ra.FlowsEnded[r].Load()), name)
+		for r := range reassembly.NumEndReasons {
+			emit(mFlowsEnded, u(ra.FlowsEnded[r].Load()), r.String())
 		}
 		emit(mFlowsRefused, u(ra.FlowsRefused.Load()))
+		for r := range reassembly.NumEvictReasons {
+			emit(mFlowsEvicted, u(ra.FlowsEvicted[r].Load()), r.String())
+		}
 		emit(mGaps, u(ra.Gaps.Load()))
 		emit(mGapBytes, u(ra.GapBytes.Load()))
 		emit(mOOO, u(ra.OutOfOrderSegs.Load()))
