@@ -126,6 +126,9 @@ func (c *Comparator) record(ep *EndpointState, cmp, refName string, x *exchange,
 			continue
 		}
 		f.Diffs++
+		if d.Kind == diff.Changed && d.RefShape != "" && d.RefShape == d.CandShape {
+			f.ShapeKept++
+		}
 		if len(f.Samples) < maxFieldSamples {
 			f.Samples = append(f.Samples, FieldSample{d.Field, string(d.Kind), d.Ref, d.Cand})
 		}

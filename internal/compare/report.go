@@ -155,18 +155,22 @@ func (a *aggregate) report(r Rules) Report {
 			for k, f := range cs.Fields {
 				fr := FieldReport{Key: k, Diffs: f.Diffs, Compared: cs.Compared, Volatile: f.Volatile, Collateral: f.Collateral,
 					Samples: f.Samples, NoiseN: cs.Noise.N, NoiseDiffs: cs.Noise.Fields[k], NoiseRate: cs.Noise.rate(k)}
-				if cs.Compared > 0 {
-					fr.Rate = float64(f.Diffs) / float64(cs.Compared)
-					fr.RateLow = wilsonLower(f.Diffs, cs.Compared, zz)
-				}
 				if learner != nil {
 					if fl := learner.Fields[k]; fl != nil {
 						if v, ok := fl.verdict(); ok {
 							fr.Learned = &Learned{Verdict: v, N: fl.N, Shape: fl.Shape}
+							// What differed before the variation was learned
+							// but kept the shape is explained by it too.
+							fr.Diffs -= f.ShapeKept
+							fr.Volatile += f.ShapeKept
 						}
 					}
 				}
-				fr.Regression = cs.Compared >= r.MinSamples && f.Diffs > 0 && fr.Rate >= r.Threshold && fr.RateLow > fr.NoiseRate
+				if cs.Compared > 0 {
+					fr.Rate = float64(fr.Diffs) / float64(cs.Compared)
+					fr.RateLow = wilsonLower(fr.Diffs, cs.Compared, zz)
+				}
+				fr.Regression = cs.Compared >= r.MinSamples && fr.Diffs > 0 && fr.Rate >= r.Threshold && fr.RateLow > fr.NoiseRate
 				if fr.Regression {
 					cr.Regressions++
 					if !found[k] {
@@ -196,10 +200,16 @@ func (a *aggregate) report(r Rules) Report {
 				}
 			}
 			cr.Fields = cr.Fields[:min(len(cr.Fields), maxFieldsShown)]
+			// Like with like: time to the first byte where both sides have
+			// it (production's from packets, the replay's measured), else
+			// the full duration.
 			for _, m := range []string{"first_byte", "total"} {
 				ref, cand := ep.Latency[refName+" "+m], ep.Latency["candidate "+m]
 				if ref == nil || cand == nil || ref.N < r.MinSamples || cand.N < r.MinSamples {
 					continue
+				}
+				if len(cr.Latency) > 0 {
+					break
 				}
 				rs, csr := slices.Sorted(slices.Values(ref.Vals)), slices.Sorted(slices.Values(cand.Vals))
 				for _, ql := range quantileLevels {

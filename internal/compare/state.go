@@ -44,8 +44,11 @@ type ComparisonState struct {
 
 // FieldState counts one key's differences.
 type FieldState struct {
-	Diffs      int            `json:"diffs"`                // exchanges with a difference not explained as noise
-	Volatile   int            `json:"volatile,omitempty"`   // differences explained by the learned variation
+	Diffs    int `json:"diffs"`              // exchanges with a difference not explained as noise
+	Volatile int `json:"volatile,omitempty"` // differences explained by the learned variation
+	// Differences that kept the value's shape before the variation was
+	// learned (the first answers): explained once it is.
+	ShapeKept  int            `json:"shape_kept,omitempty"`
 	Collateral map[string]int `json:"collateral,omitempty"` // status: other keys that differed with it
 	Samples    []FieldSample  `json:"samples,omitempty"`
 
@@ -317,6 +320,7 @@ func (cs *ComparisonState) merge(o *ComparisonState) {
 		g := cs.field(k)
 		g.Diffs += f.Diffs
 		g.Volatile += f.Volatile
+		g.ShapeKept += f.ShapeKept
 		for ck, n := range f.Collateral {
 			if g.Collateral == nil {
 				g.Collateral = map[string]int{}
