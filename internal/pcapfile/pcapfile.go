@@ -193,17 +193,27 @@ func linkPayload(lnk layers.LinkType, b []byte) (etype uint16, payload []byte, o
 }
 
 func open(r io.Reader) (packetReader, error) {
+	return openLevel(r, true)
+}
+
+// openLevel opens a capture file, gzipped if mayUnzip. A gzipped file holds
+// a capture, never another gzip stream: each level costs buffers and a
+// decompressor, and a small file of nested streams would cost many.
+func openLevel(r io.Reader, mayUnzip bool) (packetReader, error) {
 	br := bufio.NewReaderSize(r, 1<<16)
 	magic, err := br.Peek(4)
 	if err != nil {
 		return nil, fmt.Errorf("pcapfile: reading header: %w", err)
 	}
 	if magic[0] == 0x1f && magic[1] == 0x8b {
+		if !mayUnzip {
+			return nil, errors.New("pcapfile: a gzip stream inside a gzip stream")
+		}
 		zr, err := gzip.NewReader(br)
 		if err != nil {
 			return nil, fmt.Errorf("pcapfile: %w", err)
 		}
-		return open(zr)
+		return openLevel(zr, false)
 	}
 	if bytes.Equal(magic, []byte{0x0a, 0x0d, 0x0d, 0x0a}) {
 		ng, err := pcapgo.NewNgReader(br, pcapgo.DefaultNgReaderOptions)

@@ -2,8 +2,11 @@ package pcapfile
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/binary"
 	"net/netip"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,5 +86,33 @@ func TestLinkTypes(t *testing.T) {
 		if len(r.payloads) != 1 || r.payloads[0] != "GET /x HTTP/1.1\r\n\r\n" || st.Packets != 1 || st.Skipped != 0 {
 			t.Errorf("%s: payloads %q, stats %+v", tt.name, r.payloads, st)
 		}
+	}
+}
+
+// TestNestedGzip reads a small file of gzip streams nested a hundred deep.
+// Each level would cost a decompressor and its buffers, so a file a few
+// kilobytes long could take many megabytes; a gzipped capture holds a
+// capture, so the second level is refused.
+func TestNestedGzip(t *testing.T) {
+	var buf bytes.Buffer
+	w := pcapgo.NewWriter(&buf)
+	w.WriteFileHeader(65535, layers.LinkTypeEthernet)
+	file := buf.Bytes()
+	for range 100 {
+		var z bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&z, gzip.NoCompression)
+		zw.Write(file)
+		zw.Close()
+		file = z.Bytes()
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	err := each(bytes.NewReader(file), func(Packet) {})
+	runtime.ReadMemStats(&after)
+	if err == nil || !strings.Contains(err.Error(), "gzip stream inside a gzip stream") {
+		t.Errorf("err = %v", err)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 1<<20 {
+		t.Errorf("a %d-byte file allocated %d bytes", len(file), alloc)
 	}
 }
