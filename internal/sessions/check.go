@@ -587,7 +587,7 @@ func (c *checker) zone(add func(Finding), in instance) {
 	}
 	if _, ok := c.lbZones[in.az]; !ok {
 		add(Finding{Level: Fail, Check: "zone", Message: fmt.Sprintf("the load balancer has no node in %s and cross-zone load balancing is off", in.az),
-			Fix: fmt.Sprintf("turn on cross-zone load balancing, or add a subnet in %s to the load balancer (and recreate the sessions: AWS keeps sending existing ones where they went)", in.az)})
+			Fix: fmt.Sprintf("turn on cross-zone load balancing (AWS recommends it for mirror targets), or run the load balancer and a handler in %s", in.az)})
 		return
 	}
 	if c.healthy != nil && c.healthy[in.az] == 0 {
