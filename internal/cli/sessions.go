@@ -45,7 +45,7 @@ func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.Var(&subnets, "subnet", "select instances in this subnet (repeatable)")
 	fs.Var(&vpcs, "vpc", "select instances in this VPC (repeatable)")
 	fs.IntVar(&o.Port, "port", 80, "production's service port: the filter must mirror requests to it and responses from it")
-	fs.IntVar(&o.SourceMTU, "source-mtu", sessions.DefaultMTU, "the sources' interface MTU (EC2's default in a VPC is 9001)")
+	fs.IntVar(&o.SourceMTU, "source-mtu", sessions.DefaultMTU, "the sources' interface MTU (the default is EC2's in a VPC)")
 	fs.IntVar(&o.TargetMTU, "target-mtu", sessions.DefaultMTU, "an interface target's MTU")
 	typesFile := fs.String("instance-types", "", "YAML list of the instance types that can be mirror sources, replacing the built-in one (same shape)")
 	region := fs.String("region", "", "AWS region (default: the SDK's)")

@@ -136,6 +136,9 @@ func Check(ctx context.Context, api API, lb ELBAPI, o Options) (*Report, error) 
 	if o.Target == "" || o.Filter == "" {
 		return nil, errors.New("sessions: -target and -filter are required")
 	}
+	if o.Port < 0 || o.Port > 65535 || o.SourceMTU < 0 || o.TargetMTU < 0 {
+		return nil, fmt.Errorf("sessions: port %d or MTU %d/%d out of range", o.Port, o.SourceMTU, o.TargetMTU)
+	}
 	instances, err := matching(ctx, api, o)
 	if err != nil {
 		return nil, err

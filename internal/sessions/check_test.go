@@ -320,6 +320,13 @@ func TestCheckAPIErrors(t *testing.T) {
 	want(t, r, sessions.Fail, "target tmt-nope", "target", "InvalidTrafficMirrorTargetId.NotFound")
 	want(t, r, sessions.Fail, "filter tmf-nope", "filter", "InvalidTrafficMirrorFilterId.NotFound")
 
+	// Bad options are errors before any call.
+	o = opts
+	o.Port = 70000
+	if _, err := sessions.Check(context.Background(), f.Client(t), lb.Client(t), o); err == nil {
+		t.Error("port 70000 accepted")
+	}
+
 	// Without the instances there is nothing to check: an error.
 	f.Fail = map[string]string{"DescribeInstances": "RequestLimitExceeded"}
 	if _, err := sessions.Check(context.Background(), f.Client(t), lb.Client(t), opts); err == nil || !strings.Contains(err.Error(), "RequestLimitExceeded") {
