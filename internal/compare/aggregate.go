@@ -2,6 +2,7 @@ package compare
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -53,6 +54,8 @@ type Sample struct {
 	Reference   Side              `json:"reference"`
 	Candidate   Side              `json:"candidate"`
 	Differences []diff.Difference `json:"differences"`
+
+	logged bool // written to the difference log
 }
 
 func newAggregate() *aggregate {
@@ -156,39 +159,22 @@ func (c *Comparator) record(ep *EndpointState, cmp, refName string, x *exchange,
 	}
 	for _, d := range findings {
 		f := cs.Fields[d.Key]
-		if f == nil || len(f.exchanges) >= maxExchanges || c.agg.sampleBytes >= maxSampleBytes {
+		if f == nil || c.agg.sampleBytes >= maxSampleBytes {
 			continue
 		}
-		f.exchanges = append(f.exchanges, *sample())
-		c.agg.sampleBytes += len(s.Reference.Body) + len(s.Candidate.Body) + len(s.Request)
-	}
-	c.logDiff(ep, cmp, cs, findings, sample)
-}
-
-// logDiff writes the exchange to the difference log when one of its
-// findings is not known noise and has fewer than LogSamples lines yet.
-func (c *Comparator) logDiff(ep *EndpointState, cmp string, cs *ComparisonState, findings []diff.Difference, sample func() *Sample) {
-	if c.cfg.Log == nil {
-		return
-	}
-	if cs.logged == nil {
-		cs.logged = map[string]int{}
-	}
-	write := false
-	for _, d := range findings {
-		if cs.Noise.rate(d.Key) > 0 || cs.logged[d.Key] >= c.cfg.LogSamples {
-			continue
-		}
-		if _, ok := cs.logged[d.Key]; ok || len(cs.logged) < maxFields {
-			cs.logged[d.Key]++
-			write = true
+		keep := len(f.exchanges) < maxExchanges
+		pend := c.cfg.Log != nil && f.logged+len(f.pending) < c.cfg.LogSamples
+		if keep || pend {
+			s := sample()
+			if keep {
+				f.exchanges = append(f.exchanges, *s)
+			}
+			if pend {
+				f.pending = append(f.pending, s)
+			}
+			c.agg.sampleBytes += len(s.Reference.Body) + len(s.Candidate.Body) + len(s.Request)
 		}
 	}
-	if !write {
-		return
-	}
-	line, _ := json.Marshal(logLine{Type: "diff", Handler: c.cfg.Handler, Endpoint: ep.Name, Comparison: cmp, Sample: sample()})
-	c.cfg.Log.Write(append(line, '\n'))
 }
 
 func (c *Comparator) sample(cmp string, x *exchange, ref, cand side, pr, pc *diff.Parsed, ds []diff.Difference) *Sample {
@@ -255,7 +241,10 @@ type logLine struct {
 	RenamedTo  string         `json:"renamed_to,omitempty"` // the endpoint's counts went there
 }
 
-// flushLog writes a statistics line per endpoint changed since the last.
+// flushLog writes the exchanges held for the log whose finding is now
+// known not to be noise (its rate significantly above its noise rate: the
+// first answers of an endpoint cannot tell, so they wait), and a
+// statistics line per endpoint changed since the last.
 func (c *Comparator) flushLog() {
 	if c.cfg.Log == nil {
 		return
@@ -263,6 +252,35 @@ func (c *Comparator) flushLog() {
 	c.aggMu.Lock()
 	defer c.aggMu.Unlock()
 	c.agg.consolidate(c.grouper.Rename)
+	zz := z(c.cfg.Confidence)
+	for _, name := range slices.Sorted(maps.Keys(c.agg.endpoints)) {
+		ep := c.agg.endpoints[name]
+		for _, cmp := range []string{VsProduction, VsBaseline} {
+			cs := ep.Comparisons[cmp]
+			if cs == nil {
+				continue
+			}
+			learner := ep.Learners[refOf(cmp)]
+			for _, k := range slices.Sorted(maps.Keys(cs.Fields)) {
+				f := cs.Fields[k]
+				if len(f.pending) == 0 {
+					continue
+				}
+				if fr := fieldReport(cs, learner, k, f, zz); fr.Diffs == 0 || fr.RateLow <= fr.NoiseRate {
+					continue
+				}
+				for _, s := range f.pending {
+					if !s.logged {
+						s.logged = true
+						line, _ := json.Marshal(logLine{Type: "diff", Handler: c.cfg.Handler, Endpoint: name, Comparison: cmp, Sample: s})
+						c.cfg.Log.Write(append(line, '\n'))
+					}
+				}
+				f.logged += len(f.pending)
+				f.pending = nil
+			}
+		}
+	}
 	templates := c.grouper.Learned()
 	for _, r := range c.agg.renamed {
 		line, _ := json.Marshal(logLine{Type: "stats", Handler: c.cfg.Handler, Endpoint: r[0], Time: c.cfg.Now(), RenamedTo: r[1]})

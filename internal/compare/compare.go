@@ -129,8 +129,9 @@ type Comparator struct {
 	agg   *aggregate // written by the worker under aggMu; reports read it under aggMu
 	aggMu sync.Mutex
 
-	stop chan struct{}
-	done sync.WaitGroup
+	stop      chan struct{}
+	done      sync.WaitGroup
+	closeOnce sync.Once
 }
 
 // New starts a comparator; Close stops it.
@@ -345,10 +346,13 @@ func (c *Comparator) sweeper() {
 }
 
 // Close stops the comparator and writes the last statistics to the log.
+// A second Close does nothing.
 func (c *Comparator) Close() {
-	close(c.stop)
-	c.done.Wait()
-	c.flushLog()
+	c.closeOnce.Do(func() {
+		close(c.stop)
+		c.done.Wait()
+		c.flushLog()
+	})
 }
 
 func (c *Comparator) process(x *exchange) {

@@ -121,6 +121,37 @@ var quantileLevels = []struct {
 	q    float64
 }{{"p50", .5}, {"p95", .95}, {"p99", .99}}
 
+// refOf names a comparison's reference.
+func refOf(cmp string) string {
+	if cmp == VsBaseline {
+		return "baseline"
+	}
+	return "production"
+}
+
+// fieldReport states a key's counts, noise and learned variation, and its
+// rate's lower bound at z.
+func fieldReport(cs *ComparisonState, learner *Learner, k string, f *FieldState, zz float64) FieldReport {
+	fr := FieldReport{Key: k, Diffs: f.Diffs, Compared: cs.Compared, Volatile: f.Volatile, Collateral: f.Collateral,
+		Samples: f.Samples, NoiseN: cs.Noise.N, NoiseDiffs: cs.Noise.Fields[k], NoiseRate: cs.Noise.rate(k)}
+	if learner != nil {
+		if fl := learner.Fields[k]; fl != nil {
+			if v, ok := fl.verdict(); ok {
+				fr.Learned = &Learned{Verdict: v, N: fl.N, Shape: fl.Shape}
+				// What differed before the variation was learned but
+				// kept the shape is explained by it too.
+				fr.Diffs -= f.ShapeKept
+				fr.Volatile += f.ShapeKept
+			}
+		}
+	}
+	if cs.Compared > 0 {
+		fr.Rate = float64(fr.Diffs) / float64(cs.Compared)
+		fr.RateLow = wilsonLower(fr.Diffs, cs.Compared, zz)
+	}
+	return fr
+}
+
 // report builds the report of the aggregate.
 func (a *aggregate) report(r Rules) Report {
 	if r.Confidence == 0 {
@@ -142,10 +173,7 @@ func (a *aggregate) report(r Rules) Report {
 				continue
 			}
 			cmps[name] = true
-			refName := "production"
-			if name == VsBaseline {
-				refName = "baseline"
-			}
+			refName := refOf(name)
 			learner := ep.Learners[refName]
 			cr := ComparisonReport{Comparison: name, Compared: cs.Compared, Exact: cs.Exact, Matched: cs.Matched,
 				NoiseSource: cs.Noise.Source, NoiseN: cs.Noise.N}
@@ -153,23 +181,7 @@ func (a *aggregate) report(r Rules) Report {
 				cr.MatchRate = float64(cs.Matched) / float64(cs.Compared)
 			}
 			for k, f := range cs.Fields {
-				fr := FieldReport{Key: k, Diffs: f.Diffs, Compared: cs.Compared, Volatile: f.Volatile, Collateral: f.Collateral,
-					Samples: f.Samples, NoiseN: cs.Noise.N, NoiseDiffs: cs.Noise.Fields[k], NoiseRate: cs.Noise.rate(k)}
-				if learner != nil {
-					if fl := learner.Fields[k]; fl != nil {
-						if v, ok := fl.verdict(); ok {
-							fr.Learned = &Learned{Verdict: v, N: fl.N, Shape: fl.Shape}
-							// What differed before the variation was learned
-							// but kept the shape is explained by it too.
-							fr.Diffs -= f.ShapeKept
-							fr.Volatile += f.ShapeKept
-						}
-					}
-				}
-				if cs.Compared > 0 {
-					fr.Rate = float64(fr.Diffs) / float64(cs.Compared)
-					fr.RateLow = wilsonLower(fr.Diffs, cs.Compared, zz)
-				}
+				fr := fieldReport(cs, learner, k, f, zz)
 				fr.Regression = cs.Compared >= r.MinSamples && fr.Diffs > 0 && fr.Rate >= r.Threshold && fr.RateLow > fr.NoiseRate
 				if fr.Regression {
 					cr.Regressions++

@@ -38,8 +38,6 @@ type ComparisonState struct {
 	// Noise: the same reference against itself, by key (identical
 	// requests to production; baseline against secondary).
 	Noise NoiseState `json:"noise"`
-
-	logged map[string]int // difference-log lines by finding key
 }
 
 // FieldState counts one key's differences.
@@ -52,7 +50,9 @@ type FieldState struct {
 	Collateral map[string]int `json:"collateral,omitempty"` // status: other keys that differed with it
 	Samples    []FieldSample  `json:"samples,omitempty"`
 
-	exchanges []Sample // where it occurs, for the detail view
+	exchanges []Sample  // where it occurs, for the detail view
+	pending   []*Sample // for the difference log, until the finding is known not to be noise
+	logged    int       // written to the log
 }
 
 // NoiseState counts the differences of a reference with itself.

@@ -1,0 +1,78 @@
+package compare
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestDifferenceLogBoundedAndMerged: the log holds only exchanges with a
+// finding that is not noise, at most LogSamples per endpoint, comparison
+// and finding, plus statistics lines; an A/A run logs no exchange; two
+// handlers' logs merge into the same findings with doubled counts.
+func TestDifferenceLogBoundedAndMerged(t *testing.T) {
+	var aa bytes.Buffer
+	c, _ := simulate(t, false, false, &aa)
+	c.Close()
+	if n := strings.Count(aa.String(), `"type":"diff"`); n != 0 {
+		t.Errorf("A/A run logged %d exchanges", n)
+	}
+
+	var log bytes.Buffer
+	c, live := simulate(t, true, true, &log)
+	c.Close()
+	perKey := map[string]int{}
+	diffs := 0
+	sc := bufio.NewScanner(bytes.NewReader(log.Bytes()))
+	sc.Buffer(nil, 16<<20)
+	for sc.Scan() {
+		var l logLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			t.Fatal(err)
+		}
+		if l.Type != "diff" {
+			continue
+		}
+		diffs++
+		if strings.Contains(l.Sample.Request, "secret") {
+			t.Errorf("credential in the log: %q", l.Sample.Request)
+		}
+		for _, k := range l.Sample.Findings {
+			perKey[l.Endpoint+" "+l.Comparison+" "+k]++
+		}
+	}
+	// 8 planted findings in 2 comparisons, 5 lines each at most (an
+	// exchange may carry several findings; the status one its collateral).
+	if diffs == 0 || diffs > 2*len(planted)*5 {
+		t.Errorf("%d exchanges logged", diffs)
+	}
+	for _, f := range []string{"GET /api/stock/{id} candidate-vs-production status", "POST /api/orders candidate-vs-baseline body.status"} {
+		if perKey[f] != 5 {
+			t.Errorf("%s: %d lines, want 5", f, perKey[f])
+		}
+	}
+	if log.Len() > 4<<20 {
+		t.Errorf("log of %d bytes", log.Len())
+	}
+
+	merged, err := MergeLogs([]io.Reader{bytes.NewReader(log.Bytes()),
+		strings.NewReader(strings.ReplaceAll(log.String(), `"handler":"sim"`, `"handler":"sim2"`))}, live.Rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := findings(merged), findings(live); !slices.Equal(got, want) {
+		t.Errorf("merged findings\n%s\nlive\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if len(merged.Handlers) != 2 || merged.Compared != 2*live.Compared || merged.Regressions != live.Regressions {
+		t.Errorf("merged: handlers %v, compared %d (live %d), regressions %d", merged.Handlers, merged.Compared, live.Compared, merged.Regressions)
+	}
+	for _, e := range merged.Endpoints {
+		if e.Regressions > 0 && !strings.HasPrefix(e.Findings[0], "latency") && len(e.Samples) == 0 {
+			t.Errorf("%s: no samples in the merged report", e.Name)
+		}
+	}
+}
