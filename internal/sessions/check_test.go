@@ -392,6 +392,11 @@ func TestSyncRefusesWhatCheckFails(t *testing.T) {
 		"refused  instance i-2 interface eni-2 number 1 - pre-flight instance i-2 interface eni-2 instance type: c7g.large: family c7g cannot be a mirror source") {
 		t.Errorf("sync:\n%s", out.String())
 	}
+	// The failure itself is in the report, before the steps.
+	if !strings.HasPrefix(out.String(), "fail  instance i-2 interface eni-2  instance type: c7g.large") ||
+		!strings.Contains(out.String(), "pre-flight check: ") {
+		t.Errorf("sync report lacks the check's failure:\n%s", out.String())
+	}
 	if c := f.CallsOf("CreateTrafficMirrorSession"); len(c) != 1 || !strings.Contains(c[0], "eni-1") {
 		t.Errorf("creates: %q", c)
 	}

@@ -367,8 +367,16 @@ func allSessions(ctx context.Context, api API) ([]types.TrafficMirrorSession, er
 	return out, nil
 }
 
-// Report writes the steps and a summary.
+// Report writes the pre-flight check's failures, the steps and a summary.
 func (r Result) Report(w io.Writer, dry bool) {
+	if r.Check != nil {
+		for _, f := range r.Check.Findings {
+			if f.Level == Fail {
+				fmt.Fprintln(w, f)
+			}
+		}
+		fmt.Fprintf(w, "pre-flight check: %d ok, %d warnings, %d failures (all of them: shadowtap sessions check)\n", r.Check.OK, r.Check.Warn, r.Check.Fail)
+	}
 	for _, s := range r.Steps {
 		fmt.Fprintln(w, s)
 	}
