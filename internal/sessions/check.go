@@ -519,7 +519,7 @@ func (c *checker) source(in instance, existing []types.TrafficMirrorSession) {
 	f := Finding{Level: lvl, Check: "instance type", Message: msg}
 	switch lvl {
 	case Fail:
-		f.Fix = "mirror instances of a type AWS lists as a possible source, or change this instance's type: " + c.types.Source
+		f.Fix = "mirror instances of a type AWS does not exclude, or change this instance's type (" + c.types.Source + ")"
 	case Warn:
 		f.Fix = "check " + c.types.Source + " and, if AWS lists it now, give -instance-types a newer list"
 	}
@@ -772,7 +772,7 @@ func (c *checker) mtu() {
 		return
 	}
 	c.add(Finding{Level: Warn, Subject: subj, Check: "packet length",
-		Message: fmt.Sprintf("sources' MTU %d: packets longer than %d bytes reach the handlers cut (%s); shadowtap counts the cut bytes as gaps", c.o.SourceMTU, limit, why),
+		Message: fmt.Sprintf("sources' MTU %d: packets longer than %d bytes reach the handlers cut (%s); shadowtap counts them in shadowtap_truncated_segments_total and loses the cut bytes as gaps", c.o.SourceMTU, limit, why),
 		Fix: fmt.Sprintf("clamp the TCP MSS on the sources to %d (IPv6: %d), in both directions, e.g. iptables -t mangle -A POSTROUTING -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --set-mss %d and the same in PREROUTING; or set their MTU to %d; traffic through an internet gateway is at most 1500 bytes anyway",
 			limit-40, limit-60, limit-40, limit)})
 }
