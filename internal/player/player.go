@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/shadowtap/shadowtap/internal/source"
@@ -73,13 +74,15 @@ func Scan(open func() (source.Source, error)) (n int64, span time.Duration, err 
 func Play(ctx context.Context, open func() (source.Source, error), perPass int64, span time.Duration, f *target.Fanout,
 	opts Options, interval time.Duration, report func(Progress)) (Progress, error) {
 	began := time.Now()
-	var sent, unparsed int64
+	// The pass counts; the reporter goroutine reads the counts meanwhile.
+	var sent, unparsed atomic.Int64
 	total := perPass * int64(opts.Loops)
 	if opts.Loops == 0 {
 		total = -1
 	}
 	snapshot := func() Progress {
-		p := Tally(f, Progress{Sent: sent, Total: total, Unparsed: unparsed, Elapsed: time.Since(began), Remaining: -1})
+		sent := sent.Load()
+		p := Tally(f, Progress{Sent: sent, Total: total, Unparsed: unparsed.Load(), Elapsed: time.Since(began), Remaining: -1})
 		switch {
 		case total < 0:
 		case opts.Speed > 0 && perPass > 0:
@@ -144,7 +147,7 @@ func Tally(f *target.Fanout, p Progress) Progress {
 
 // playPass plays one pass; connection ids are made distinct per pass so
 // a loop never merges two passes' connections.
-func playPass(ctx context.Context, open func() (source.Source, error), pass uint64, f *target.Fanout, speed float64, sent, unparsed *int64) (int64, error) {
+func playPass(ctx context.Context, open func() (source.Source, error), pass uint64, f *target.Fanout, speed float64, sent, unparsed *atomic.Int64) (int64, error) {
 	src, err := open()
 	if err != nil {
 		return 0, err
@@ -186,13 +189,13 @@ func playPass(ctx context.Context, open func() (source.Source, error), pass uint
 		}
 		req, err := rec.ParseRequest()
 		if err != nil {
-			*unparsed++
+			unparsed.Add(1)
 			continue
 		}
 		req.ConnID = rec.Conn | pass<<48
 		conns[req.ConnID] = true
 		f.Submit(req.ConnID, req)
-		*sent++
+		sent.Add(1)
 	}
 }
 

@@ -113,3 +113,46 @@ func TestRenderer(t *testing.T) {
 		t.Error("-1x accepted")
 	}
 }
+
+// TestProgressWhilePlaying reports progress every millisecond while a
+// pass sends as fast as it can: the reporter reads the counters the pass
+// writes (the race detector checks they are shared safely), and what it
+// reads never goes backwards nor past what was sent.
+func TestProgressWhilePlaying(t *testing.T) {
+	srv, _ := rawserver.Listen("127.0.0.1:0")
+	defer srv.Close()
+	f, set := fanoutTo(t, srv.Addr())
+	const n = 2000
+	var recs []recording.Record
+	for i := range n {
+		req := fmt.Appendf(nil, "GET /%d HTTP/1.1\r\nHost: h\r\n\r\n", i)
+		if i%10 == 0 {
+			req = []byte("not http\r\n\r\n") // counted as unparsed
+		}
+		recs = append(recs, recording.Record{Start: int64(i), End: int64(i), Conn: uint64(i), Request: req,
+			Client: netip.MustParseAddrPort("10.0.0.1:1"), Server: netip.MustParseAddrPort("10.0.0.2:80")})
+	}
+	open := func() (source.Source, error) {
+		return &sliceSource{recs: append([]recording.Record(nil), recs...)}, nil
+	}
+	var reports []Progress
+	final, err := Play(context.Background(), open, n, 0, f, Options{Loops: 1}, time.Millisecond, func(p Progress) {
+		reports = append(reports, p)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	target.Stop(ctx, set.Targets)
+	cancel()
+	if err != nil || final.Sent != n-n/10 || final.Unparsed != n/10 {
+		t.Fatalf("final %+v, err %v", final, err)
+	}
+	if len(reports) == 0 {
+		t.Fatal("no progress reported")
+	}
+	var last Progress
+	for _, p := range reports {
+		if p.Sent < last.Sent || p.Unparsed < last.Unparsed || p.Sent > final.Sent || p.Unparsed > final.Unparsed {
+			t.Fatalf("progress went from %+v to %+v (final %+v)", last, p, final)
+		}
+		last = p
+	}
+}
