@@ -340,10 +340,21 @@ func TestCheckPagination(t *testing.T) {
 	f.PageSize = 1
 	f.SecurityGroups = append(f.SecurityGroups, ec2fake.SecurityGroup{ID: "sg-extra"})
 	f.Instances[2].Groups = []string{"sg-extra", "sg-handler"} // the second group admits VXLAN
-	f.NetworkACLs = append([]ec2fake.NetworkACL{{ID: "acl-other", Subnets: []string{"subnet-x"}}}, f.NetworkACLs...)
+	// The handlers' subnets have their own ACL, on the second page.
+	handlers := f.NetworkACLs[0]
+	handlers.ID, handlers.Subnets = "acl-handlers", []string{"subnet-h1", "subnet-h2"}
+	f.NetworkACLs[0].Subnets = []string{"subnet-a", "subnet-lb-a", "subnet-lb-b"}
+	f.NetworkACLs = append([]ec2fake.NetworkACL{{ID: "acl-other", Subnets: []string{"subnet-x"}}}, append(f.NetworkACLs, handlers)...)
+	f.Sessions = []ec2fake.Session{{ID: "tms-a", ENI: "eni-2", Target: "tmt-ids", Number: 5}, {ID: "tms-b", ENI: "eni-2", Target: "tmt-ids", Number: 6}}
 	r := check(t, f, lb, opts)
 	want(t, r, sessions.OK, "instance i-2 ", "reach", "passes")
-	for action, n := range map[string]int{"DescribeInstances": 2 + 2, "DescribeSecurityGroups": 2, "DescribeNetworkAcls": 1} {
+	want(t, r, sessions.OK, "instance i-2 ", "sessions", "2 of 3 sessions used")
+	for _, x := range r.Findings {
+		if x.Check == "reach" && x.Level != sessions.OK {
+			t.Errorf("a page not followed? %s", x)
+		}
+	}
+	for action, n := range map[string]int{"DescribeInstances": 2 + 2, "DescribeSecurityGroups": 2, "DescribeNetworkAcls": 2, "DescribeTrafficMirrorSessions": 2} {
 		if got := f.CallsOf(action); len(got) != n {
 			t.Errorf("%s: %q, want %d pages", action, got, n)
 		}
