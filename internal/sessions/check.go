@@ -540,6 +540,13 @@ func (c *checker) sessions(add func(Finding), existing []types.TrafficMirrorSess
 	case ours != nil:
 		add(Finding{Level: OK, Check: "sessions", Message: fmt.Sprintf("already mirrored to the target by %s (number %d); %d of %d sessions used",
 			aws.ToString(ours.TrafficMirrorSessionId), aws.ToInt32(ours.SessionNumber), len(existing), maxPerInterface)})
+		// A packet length set on the session cuts every longer packet,
+		// whatever the target could take.
+		if pl := int(aws.ToInt32(ours.PacketLength)); pl > 0 && pl < c.o.SourceMTU+innerEthernet && pl < nlbPacketLength {
+			add(Finding{Level: Warn, Check: "packet length", Message: fmt.Sprintf("%s keeps only %d bytes of each packet after the VXLAN header: longer packets reach the handlers cut",
+				aws.ToString(ours.TrafficMirrorSessionId), pl),
+				Fix: fmt.Sprintf("aws ec2 modify-traffic-mirror-session --traffic-mirror-session-id %s --remove-fields packet-length", aws.ToString(ours.TrafficMirrorSessionId))})
+		}
 	case len(existing) >= maxPerInterface:
 		ids := make([]string, len(existing))
 		for i, s := range existing {

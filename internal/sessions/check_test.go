@@ -142,6 +142,15 @@ func TestCheckSessionsAndPrecedence(t *testing.T) {
 	want(t, r, sessions.Warn, "instance i-3 ", "precedence", "tms-ids (number 1, target tmt-ids) comes before shadowtap's (number 2)")
 	want(t, r, sessions.OK, "instance i-4 ", "sessions", "already mirrored to the target by tms-ours")
 	want(t, r, sessions.Warn, "instance i-4 ", "precedence", "tms-log (number 5, target tmt-log) comes after shadowtap's (number 1)")
+	for _, x := range r.Findings {
+		if x.Interface == "eni-4" && x.Check == "packet length" {
+			t.Errorf("whole packets mirrored, yet: %s", x)
+		}
+	}
+	// Someone set a packet length on shadowtap's session: it cuts requests.
+	f.Sessions[4].PacketLength = 200
+	r = check(t, f, lb, opts)
+	want(t, r, sessions.Warn, "instance i-4 ", "packet length", "tms-ours keeps only 200 bytes")
 	// The failure is the interface's own: it blocks i-2 and nothing else.
 	if _, blocked := r.Blocker("eni-2"); !blocked {
 		t.Error("eni-2 not blocked")

@@ -110,6 +110,7 @@ type ACLEntry struct {
 type Session struct {
 	ID, ENI, Target, Filter string
 	Number, VNI             int
+	PacketLength            int // 0: the whole packet
 	Tags                    map[string]string
 }
 
@@ -269,8 +270,8 @@ func (f *Server) describeSessions(w http.ResponseWriter, r *http.Request) {
 	for _, s := range f.Sessions[start:end] {
 		fmt.Fprintf(&b, `<item><trafficMirrorSessionId>%s</trafficMirrorSessionId><trafficMirrorTargetId>%s</trafficMirrorTargetId>`+
 			`<trafficMirrorFilterId>%s</trafficMirrorFilterId><networkInterfaceId>%s</networkInterfaceId><ownerId>123456789012</ownerId>`+
-			`<packetLength>0</packetLength><sessionNumber>%d</sessionNumber><virtualNetworkId>%d</virtualNetworkId><tagSet>`,
-			s.ID, s.Target, s.Filter, s.ENI, s.Number, s.VNI)
+			`<packetLength>%d</packetLength><sessionNumber>%d</sessionNumber><virtualNetworkId>%d</virtualNetworkId><tagSet>`,
+			s.ID, s.Target, s.Filter, s.ENI, s.PacketLength, s.Number, s.VNI)
 		for k, v := range s.Tags {
 			fmt.Fprintf(&b, `<item><key>%s</key><value>%s</value></item>`, esc(k), esc(v))
 		}
