@@ -16,38 +16,52 @@ import (
 	"github.com/shadowtap/shadowtap/internal/diff"
 )
 
-// bigReport has n endpoints; every tenth has a regression on a price.
+// bigReport has n endpoints in two comparisons; every tenth has a
+// regression on a price (and a noisy time field beside it).
 func bigReport(n int) Report {
-	r := Report{Title: "shadowtap release report: 2 handler(s)", Handlers: []string{"h1", "h2"}, Generated: time.Now()}
+	r := Report{Title: "shadowtap release report: 2 handler(s)", Handlers: []string{"h1", "h2"}, Generated: time.Now(),
+		Comparisons: []string{VsProduction, VsBaseline}, Rules: Rules{MinSamples: 20, Threshold: 0.01, Confidence: 0.99},
+		Templates: []string{"GET /api/skus/{id}"}}
 	for i := range n {
 		name := fmt.Sprintf("GET /api/v1/resource%04d/{id}", i)
 		if i%10 == 0 {
 			name = fmt.Sprintf("GET /api/items%04d/{id}", i)
 		}
-		c := ComparisonReport{Comparison: VsProduction, Compared: 100 + i, Exact: 100, Matched: 100 + i, MatchRate: 1}
-		e := EndpointReport{Name: name, Requests: 100 + i, Latency: map[string]Quantiles{
-			"production": {N: 100, P50: 4, P95: 9, P99: 12}, "candidate": {N: 100, P50: 5, P95: 11, P99: 15}}}
+		e := EndpointReport{Name: name, Requests: 100 + i, Verdicts: map[string]string{}, Latency: map[string]Quantiles{
+			"production first_byte": {N: 100, P50: 4, P95: 9, P99: 12}, "candidate first_byte": {N: 100, P50: 5, P95: 11, P99: 15}}}
+		for _, cmp := range []string{VsProduction, VsBaseline} {
+			c := ComparisonReport{Comparison: cmp, Verdict: "ok", Compared: 100 + i, Exact: 100, Matched: 100 + i, MatchRate: 1,
+				NoiseSource: "production, identical requests", NoiseN: 40}
+			c.Fields = []FieldReport{{Key: "body.generatedAt", Diffs: 0, Compared: 100 + i, Volatile: 100 + i,
+				Learned: &Learned{Verdict: "times near the exchange (time:9999-99-99T99:99:99Z)", N: 300, Shape: "time:9999-99-99T99:99:99Z"}}}
+			if i%10 == 0 {
+				c.Regressions, c.MatchRate, c.Matched, c.Verdict = 1, 0.4, 40, "regression"
+				c.Fields = append([]FieldReport{{Key: "body.items[*].price", Diffs: 60, Compared: 100 + i, Rate: 0.6, RateLow: 0.48,
+					Regression: true, Samples: []FieldSample{{"body.items[0].price", "changed", "4.25", "4.3"}}}}, c.Fields...)
+			}
+			e.Verdicts[cmp] = c.Verdict
+			e.Comparisons = append(e.Comparisons, c)
+		}
 		if i%10 == 0 {
-			c.Regressions, c.MatchRate, c.Matched = 1, 0.4, 40
-			c.Fields = []FieldReport{{Key: "body.items[*].price", Diffs: 60, Rate: 0.6, Regression: true,
-				Samples: []FieldSample{{"body.items[3].price", "changed", "4.25", "4.3"}}},
-				{Key: "body.generatedAt", Diffs: 100, Rate: 1, NoiseRate: 1}}
-			e.Samples = []Sample{{Comparison: VsProduction, Request: "GET /api/items/7\nHost: shop",
-				Reference:   Side{Status: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: `{"items":[{"price":4.25}]}`, LatencyMS: 4},
-				Candidate:   Side{Status: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: `{"items":[{"price":4.3}]}`, LatencyMS: 5},
+			e.Findings, e.Regressions = []string{"body.items[*].price"}, 1
+			e.Samples = []Sample{{Comparison: VsProduction, Findings: []string{"body.items[*].price"}, Request: "GET /api/items/7\nHost: shop",
+				Reference: Side{Status: 200, Header: http.Header{"Content-Type": {"application/json"}},
+					Body: `{"generatedAt":"2026-11-26T13:00:00Z","items":[{"sku":"a","price":4.25}]}`, LatencyMS: 4},
+				Candidate: Side{Status: 200, Header: http.Header{"Content-Type": {"application/json"}},
+					Body: `{"generatedAt":"2026-11-26T13:00:01Z","items":[{"sku":"a","price":4.3}]}`, LatencyMS: 5},
 				Differences: []diff.Difference{{Field: "body.items[0].price", Key: "body.items[*].price", Kind: diff.Changed, Ref: "4.25", Cand: "4.3"}}}}
 			r.Regressions++
 		}
-		e.Regressions = c.Regressions
-		e.Comparisons = []ComparisonReport{c}
 		r.Endpoints = append(r.Endpoints, e)
 	}
 	return r
 }
 
 // TestReportPageInBrowser loads the report page in headless Chromium: it
-// shows the endpoints (at most 500 rows of 1,500), filtering and the
-// regressions-only switch narrow them, sorting and the detail view work.
+// shows one row per endpoint (at most 500 of 1,500) with each comparison's
+// verdict in its own column, filtering and the regressions-only switch
+// narrow them, sorting works, and the detail shows the exchange where the
+// selected finding occurs with the field highlighted on both sides.
 func TestReportPageInBrowser(t *testing.T) {
 	path, err := exec.LookPath("chromium")
 	if err != nil {
@@ -103,6 +117,12 @@ func TestReportPageInBrowser(t *testing.T) {
 	firstAsc := text(`#endpoints tbody tr.ep td`)
 	do(chromedp.Click(`th[data-key="regressions"]`), chromedp.Click(`#endpoints tbody tr.ep`))
 	detail := eval(`document.querySelectorAll("tr.detail pre").length`)
+	verdictCols := eval(`[...document.querySelectorAll("#head th")].filter(th => th.textContent.startsWith("vs ")).length`)
+	regVerdicts := eval(`document.querySelectorAll("#endpoints tbody tr.ep")[0].querySelectorAll(".verdict.regression").length`)
+	hl, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll("tr.detail span.hl")].map(s => s.textContent.trim()).join("|")`))
+	if err != nil {
+		t.Fatal(err)
+	}
 	shot, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
 	if err != nil {
 		t.Fatal(err)
@@ -122,7 +142,19 @@ func TestReportPageInBrowser(t *testing.T) {
 	if detail != 3 {
 		t.Errorf("detail shows %d panes, want request, reference and candidate", detail)
 	}
+	if verdictCols != 2 || regVerdicts != 2 {
+		t.Errorf("%d verdict columns, %d regression verdicts in the first row; want 2 and 2", verdictCols, regVerdicts)
+	}
+	if hl != `"price": 4.25|"price": 4.3` {
+		t.Errorf("highlighted %q, want the price line on both sides", hl)
+	}
+	eval(`(e => { e.scrollIntoView(); return 1 })(document.querySelector("tr.detail .sbs"))`)
+	shot2, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if dir := os.Getenv("SHADOWTAP_SCREENSHOTS"); dir != "" {
 		os.WriteFile(dir+"/report-page.png", shot, 0o644)
+		os.WriteFile(dir+"/report-detail.png", shot2, 0o644)
 	}
 }
