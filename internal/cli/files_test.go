@@ -217,8 +217,8 @@ func TestReportCommand(t *testing.T) {
 	// Two handlers' logs, as compare writes them.
 	var logs []string
 	for i, handler := range []string{"handler-a", "handler-b"} {
-		line := fmt.Sprintf(`{"type":"stats","handler":%q,"endpoint":"GET /api/items/{id}","time":"2026-11-22T07:00:00Z","requests":10,`+
-			`"counts":{"candidate-vs-production":{"compared":10,"exact":2,"matched":2,"fields":{"body.items[*].price":8}}}}`, handler)
+		line := fmt.Sprintf(`{"type":"stats","handler":%q,"endpoint":"GET /api/items/{id}","time":"2026-11-22T07:00:00Z","state":{"requests":10,`+
+			`"comparisons":{"candidate-vs-production":{"compared":10,"exact":2,"matched":2,"fields":{"body.items[*].price":{"diffs":8}}}}}}`, handler)
 		diffLine := fmt.Sprintf(`{"type":"diff","handler":%q,"endpoint":"GET /api/items/{id}","comparison":"candidate-vs-production",`+
 			`"sample":{"comparison":"candidate-vs-production","request":"GET /api/items/%d","reference":{"status":200,"body":"{\"price\":4.25}"},`+
 			`"candidate":{"status":200,"body":"{\"price\":4.3}"},"differences":[{"field":"body.price","key":"body.price","kind":"changed","ref":"4.25","cand":"4.3"}]}}`, handler, i)

@@ -20,7 +20,8 @@ func report(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.String("json", "", "also write the report's data as JSON to this file")
 	def := config.Default().Compare
 	minSamples := fs.Int("min-samples", def.MinSamples, "comparisons before a field can be a regression")
-	threshold := fs.Float64("threshold", def.Threshold, "difference rate above noise that makes a regression")
+	threshold := fs.Float64("threshold", def.Threshold, "minimum difference rate of a regression")
+	confidence := fs.Float64("confidence", def.Confidence, "one-sided confidence that a difference rate is above its noise rate")
 	if err := fs.Parse(args); err != nil {
 		return usageError(stderr, err)
 	}
@@ -37,7 +38,7 @@ func report(args []string, stdout, stderr io.Writer) int {
 		defer f.Close()
 		readers = append(readers, f)
 	}
-	r, err := compare.MergeLogs(readers, compare.Rules{MinSamples: *minSamples, Threshold: *threshold})
+	r, err := compare.MergeLogs(readers, compare.Rules{MinSamples: *minSamples, Threshold: *threshold, Confidence: *confidence})
 	if err != nil {
 		fmt.Fprintln(stderr, "report:", err)
 		return 1

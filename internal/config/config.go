@@ -70,8 +70,10 @@ type Compare struct {
 	LogMaxBody        int           `yaml:"log_max_body"`
 	Redact            []string      `yaml:"redact"` // headers never written to the log or page
 	MinSamples        int           `yaml:"min_samples"`
-	Threshold         float64       `yaml:"threshold"` // difference rate above noise that is a regression
-	Wait              time.Duration `yaml:"wait"`      // for all answers of an exchange
+	Threshold         float64       `yaml:"threshold"`   // minimum difference rate of a regression (it must also be significantly above noise)
+	Confidence        float64       `yaml:"confidence"`  // one-sided confidence of "above noise"
+	LogSamples        int           `yaml:"log_samples"` // difference-log exchanges per endpoint, comparison and finding
+	Wait              time.Duration `yaml:"wait"`        // for all answers of an exchange
 }
 
 // IgnoreRule leaves a field out of the comparison; "*" matches any run.
@@ -201,7 +203,8 @@ func Default() Config {
 			Marker:          Marker{Name: DefaultMarkerName},
 		},
 		Compare: Compare{
-			MaxEndpoints: 500, MaxBody: 1 << 20, LogMaxBody: 16 << 10, MinSamples: 5, Threshold: 0.1, Wait: 30 * time.Second,
+			MaxEndpoints: 500, MaxBody: 1 << 20, LogMaxBody: 16 << 10, MinSamples: 5, Threshold: 0.01, Confidence: 0.99, LogSamples: 5,
+			Wait:   30 * time.Second,
 			Redact: []string{"Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie", "X-Api-Key"},
 		},
 	}

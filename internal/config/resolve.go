@@ -211,6 +211,12 @@ func (c *Config) validateCompare(targets []Resolved) []error {
 	if cm.Threshold <= 0 || cm.Threshold >= 1 {
 		errs = append(errs, fmt.Errorf("compare.threshold: %v is not between 0 and 1", cm.Threshold))
 	}
+	if cm.Confidence <= 0.5 || cm.Confidence >= 1 {
+		errs = append(errs, fmt.Errorf("compare.confidence: %v is not between 0.5 and 1", cm.Confidence))
+	}
+	if cm.LogSamples <= 0 {
+		errs = append(errs, fmt.Errorf("compare.log_samples: %d is not positive", cm.LogSamples))
+	}
 	if cm.MinSamples < 1 || cm.MaxEndpoints < 1 || cm.MaxBody < 1 || cm.Wait <= 0 {
 		errs = append(errs, errors.New("compare: min_samples, max_endpoints, max_body and wait must be positive"))
 	}
