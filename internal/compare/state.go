@@ -144,7 +144,7 @@ func (ep *EndpointState) lat(name string, d time.Duration) {
 func (cs *ComparisonState) field(key string) *FieldState {
 	f := cs.Fields[key]
 	if f == nil {
-		if len(cs.Fields) >= maxFields {
+		if len(cs.Fields) >= maxFields-1 { // one left for otherFields
 			key = otherFields
 			if f = cs.Fields[key]; f != nil {
 				return f
