@@ -43,6 +43,11 @@ const (
 	BToA Dir = 1
 )
 
+// lateSYNWindow is how far before the point where a stream was picked up
+// its late SYN may be: the bytes lost before the pickup. A SYN further
+// off, or after the pickup point, starts a new stream on a reused port.
+const lateSYNWindow = 16 << 20
+
 // UnknownGap is the size reported for a gap whose length is not known: the
 // bytes before a stream that was picked up mid-connection.
 const UnknownGap = -1
@@ -266,6 +271,12 @@ func (a *Assembler) Assemble(outer [16]byte, p *decode.Packet, ts int64) {
 		switch {
 		case h.synced && h.synSeen && seq == h.isn:
 			// A retransmitted SYN: nothing new.
+		case h.synced && !h.synSeen && seqDiff(h.isn, seq) > 0 && seqDiff(h.isn, seq) <= lateSYNWindow:
+			// The SYN of a stream picked up without it (h.isn holds the
+			// pickup point), later than the reorder wait. What lay
+			// before the pickup was declared lost: delivering it now
+			// would take the stream backwards, and a request seen once
+			// could be seen twice.
 		case h.synced:
 			// A SYN with another ISN on a synced direction: the port was
 			// reused after a missed close. What follows is a new stream.
@@ -397,7 +408,9 @@ func (a *Assembler) hold(f *flow, d Dir, seq uint32, data []byte, missing int, f
 		a.waiting.pushBack(w)
 	}
 	i, found := slices.BinarySearchFunc(w.segs, seq, func(s segment, seq uint32) int { return seqDiff(s.seq, seq) })
-	if found && len(w.segs[i].data)+w.segs[i].missing >= len(data)+missing {
+	// A segment at the same place is a duplicate unless it is longer or
+	// brings the FIN (a retransmission may add it).
+	if found && len(w.segs[i].data)+w.segs[i].missing >= len(data)+missing && (w.segs[i].fin || !fin) {
 		a.stats.DuplicateSegs.Add(1)
 		return
 	}
@@ -446,6 +459,7 @@ func (a *Assembler) release(h *half) {
 	h.held = nil
 	a.waiting.remove(w)
 	segs := w.segs[:0]
+	clear(segs[:cap(segs)]) // no data kept alive from the pool
 	if cap(segs) > 64 {
 		segs = nil // do not keep a burst's worth of slots for every flow
 	}
@@ -469,6 +483,7 @@ func (a *Assembler) skipToPending(f *flow, d Dir) {
 		a.stats.MidstreamPickups.Add(1)
 		f.c.Gap(d, UnknownGap)
 		h.next = h.held.segs[0].seq
+		h.isn = h.next // the pickup point, until a SYN says otherwise
 	case hole > 0:
 		a.gap(f, d, hole)
 		h.next = h.held.segs[0].seq

@@ -266,3 +266,44 @@ func TestHeldSegmentsKeepTheirTime(t *testing.T) {
 		t.Errorf("delivery times %v, want [500 100]", rec.ts)
 	}
 }
+
+// TestVeryLateSYNDoesNotRewind: a stream picked up without its SYN (the
+// SYN later than the reorder wait) stays where it is when the SYN comes:
+// the bytes before the pickup were declared lost, and delivering their
+// retransmission would deliver what follows them a second time.
+func TestVeryLateSYNDoesNotRewind(t *testing.T) {
+	h := newHarness(t, DefaultOptions)
+	c := synth.NewConn(client, server, 77, 1)
+	hs := c.Handshake()
+	data := split(c, "GET /a HTTP/1.1\r\n\r\n", 6)
+	h.feed(data[1:]...)
+	h.a.Tick(h.now + int64(DefaultOptions.ReorderWait) + 1)
+	h.feed(hs...)
+	h.feed(data...) // retransmitted
+	h.a.Tick(h.now + int64(DefaultOptions.ReorderWait) + 1)
+	if got := h.clientStream(); got != "<gap -1> HTTP/1.1\r\n\r\n" {
+		t.Errorf("stream = %q", got)
+	}
+	// A SYN after the pickup point is a new connection on the same port.
+	h.feed(synth.Segment{Src: client, Dst: server, Seq: 1 << 20, Flags: decode.FlagSYN})
+	h.feed(synth.Segment{Src: client, Dst: server, Seq: 1<<20 + 1, Flags: decode.FlagACK, Payload: []byte("new")})
+	if got := h.clientStream(); got != "<gap -1> HTTP/1.1\r\n\r\n<gap -1>new" {
+		t.Errorf("after a new SYN: %q", got)
+	}
+}
+
+// TestHeldRetransmissionAddsFIN: a segment held behind a hole, then sent
+// again with the FIN set, brings the FIN; it is not a duplicate. (Found by
+// FuzzReassembly.)
+func TestHeldRetransmissionAddsFIN(t *testing.T) {
+	h := newHarness(t, DefaultOptions)
+	c := synth.NewConn(client, server, 1, 1)
+	h.feed(c.Handshake()...)
+	segs := split(c, "aaaabbbb", 4)
+	fin := segs[1]
+	fin.Flags |= decode.FlagFIN
+	h.feed(segs[1], fin, segs[0])
+	if got := h.clientStream(); got != "aaaabbbb<fin>" {
+		t.Errorf("stream = %q", got)
+	}
+}
