@@ -146,14 +146,15 @@ func (c *Comparator) record(ep *EndpointState, cmp, refName string, x *exchange,
 	if len(findings) == 0 {
 		return
 	}
+	shown := findings
 	if statusChanged {
-		// The status finding's samples show the whole exchange.
-		findings = append(findings, ds[1:]...)
+		// The status finding's samples show its collateral too.
+		shown = append(slices.Clip(findings), ds[1:]...)
 	}
 	var s *Sample
 	sample := func() *Sample {
 		if s == nil {
-			s = c.sample(cmp, x, ref, cand, pr, pc, findings)
+			s = c.sample(cmp, x, ref, cand, pr, pc, findings, shown)
 		}
 		return s
 	}
@@ -177,7 +178,10 @@ func (c *Comparator) record(ep *EndpointState, cmp, refName string, x *exchange,
 	}
 }
 
-func (c *Comparator) sample(cmp string, x *exchange, ref, cand side, pr, pc *diff.Parsed, ds []diff.Difference) *Sample {
+// sample renders an exchange: findings name its keys, shown are the
+// differences listed (the findings and, for a status change, its
+// collateral).
+func (c *Comparator) sample(cmp string, x *exchange, ref, cand side, pr, pc *diff.Parsed, findings, shown []diff.Difference) *Sample {
 	n := c.cfg.LogMaxBody
 	if n == 0 {
 		n = 16 << 10
@@ -207,13 +211,13 @@ func (c *Comparator) sample(cmp string, x *exchange, ref, cand side, pr, pc *dif
 		b.WriteString("\n\n" + capBody(body, n))
 	}
 	var keys []string
-	for i, d := range ds {
-		if !seenBefore(ds, i) {
+	for i, d := range findings {
+		if !seenBefore(findings, i) {
 			keys = append(keys, d.Key)
 		}
 	}
 	return &Sample{Time: c.cfg.Now(), Comparison: cmp, Findings: keys, Request: b.String(), Reference: side(ref, pr),
-		Candidate: side(cand, pc), Differences: slices.Clone(ds[:min(len(ds), maxSampleDiffs)])}
+		Candidate: side(cand, pc), Differences: slices.Clone(shown[:min(len(shown), maxSampleDiffs)])}
 }
 
 func mapsKeys(h http.Header) func(func(string) bool) {
