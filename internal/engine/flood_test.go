@@ -176,25 +176,49 @@ func exact(t *testing.T, got []*httpstream.Request, conns map[int]realConn) int 
 	return n
 }
 
-// TestSYNFloodKeepsRealTraffic sends 200,000 SYN-only flows from distinct
-// sources (through 4096 mirror addresses) in 2 s of packet time, twice the
-// default flow table, through the engine with default settings.
-// Interleaved with it, 1000 real connections each send a packet every 500
-// µs; after it, 200 more connect. At least 99% of the first and all of the
-// second must have their request extracted exactly. Before eviction, the
-// table filled halfway through the flood and stayed full for the idle
-// timeout: every later connection was refused.
-func TestSYNFloodKeepsRealTraffic(t *testing.T) {
+// TestFloodKeepsRealTraffic sends 200,000 flows from distinct sources
+// (through 4096 mirror addresses) in 2 s of packet time, twice the default
+// flow table, through the engine with default settings: SYN-only flows, or
+// data segments truncated by the mirror, without a handshake. Interleaved
+// with it, 1000 real connections each send a packet every 500 us; after
+// it, 200 more connect. At least 99% of the first and all of the second
+// must have their request extracted exactly. Before eviction, the table
+// filled halfway through the flood and stayed full for the idle timeout:
+// every later connection was refused.
+func TestFloodKeepsRealTraffic(t *testing.T) {
+	payload := bytes.Repeat([]byte("x"), 16)
+	for _, tt := range []struct {
+		name  string
+		flood func(c netip.AddrPort, i int) synth.Segment
+		// evicted is the kind of flow the flood's flows are evicted as;
+		// expire, how long until the flood's flows are gone.
+		evicted reassembly.EvictReason
+		expire  time.Duration
+	}{
+		{"syn", synFrom, reassembly.EvictNoData, reassembly.DefaultOptions.HandshakeTimeout},
+		{"truncated-data", func(c netip.AddrPort, i int) synth.Segment {
+			return synth.Segment{Src: c, Dst: httpServer, Seq: uint32(i) * 2654435761, Flags: decode.FlagACK | decode.FlagPSH,
+				Payload: payload, Declared: 1400}
+		}, reassembly.EvictLRU, reassembly.DefaultOptions.IdleTimeout},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			testFlood(t, tt.flood, tt.evicted, tt.expire)
+		})
+	}
+}
+
+func testFlood(t *testing.T, flood func(netip.AddrPort, int) synth.Segment, evicted reassembly.EvictReason, expire time.Duration) {
 	const (
-		flood   = 200_000
+		floodN  = 200_000
 		during  = 1000
 		after   = 200
-		every   = flood / during // a real connection starts every 200 flood packets
-		spacing = 50             // and sends one packet every 50 flood packets
+		every   = floodN / during // a real connection starts every 200 flood packets
+		spacing = 50              // and sends one packet every 50 flood packets
 		tick    = int64(10 * time.Microsecond)
 	)
 	sink := &recordSink{}
 	e, st := engineWith(t, reassembly.DefaultOptions, sink)
+	ra := &st.Reassembly
 	w := &wire{e: e, now: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC).UnixNano()}
 	reals := make([]realConn, during)
 	wantDuring := map[int]realConn{}
@@ -203,10 +227,10 @@ func TestSYNFloodKeepsRealTraffic(t *testing.T) {
 		wantDuring[i] = reals[i]
 	}
 	deadline := time.Now().Add(60 * time.Second)
-	for k := range flood {
+	for k := range floodN {
 		w.now += tick
 		outer, src := floodSource(k)
-		w.send(outer, synFrom(src, k))
+		w.send(outer, flood(src, k))
 		// Real connections whose next packet is due at k.
 		for r := k / every; r >= 0 && r > k/every-len(reals[0].segs)*spacing/every-2; r-- {
 			if r >= during {
@@ -224,7 +248,7 @@ func TestSYNFloodKeepsRealTraffic(t *testing.T) {
 	// Connections still in progress at the end of the flood finish.
 	for r := range reals {
 		for j := range reals[r].segs {
-			if r*every+j*spacing >= flood {
+			if r*every+j*spacing >= floodN {
 				w.now += tick
 				w.send(mirror, reals[r].segs[j])
 			}
@@ -232,14 +256,17 @@ func TestSYNFloodKeepsRealTraffic(t *testing.T) {
 	}
 	got := exact(t, sink.reqs, wantDuring)
 	t.Logf("during the flood: %d of %d requests extracted exactly; flows evicted: %d without data, %d least recent; %d tracked",
-		got, during, st.Reassembly.FlowsEvicted[reassembly.EvictNoData].Load(), st.Reassembly.FlowsEvicted[reassembly.EvictLRU].Load(), e.Flows())
+		got, during, ra.FlowsEvicted[reassembly.EvictNoData].Load(), ra.FlowsEvicted[reassembly.EvictLRU].Load(), e.Flows())
 	if got < during*99/100 {
 		t.Errorf("during the flood only %d of %d requests extracted exactly", got, during)
 	}
-	if st.Reassembly.FlowsEvicted[reassembly.EvictLRU].Load() != 0 {
-		t.Errorf("a SYN flood evicted %d flows that carried data", st.Reassembly.FlowsEvicted[reassembly.EvictLRU].Load())
+	if ra.FlowsEvicted[evicted].Load() < floodN-uint64(reassembly.DefaultOptions.MaxFlows) {
+		t.Errorf("%d flows evicted as %v, the flood alone should have made %d", ra.FlowsEvicted[evicted].Load(), evicted, floodN-reassembly.DefaultOptions.MaxFlows)
 	}
-	// Just after the flood: the table is still full of half-open flows.
+	if evicted == reassembly.EvictNoData && ra.FlowsEvicted[reassembly.EvictLRU].Load() != 0 {
+		t.Errorf("a SYN flood evicted %d flows that carried data", ra.FlowsEvicted[reassembly.EvictLRU].Load())
+	}
+	// Just after the flood: the table is still full of its flows.
 	sink.reqs = nil
 	wantAfter := map[int]realConn{}
 	for i := during; i < during+after; i++ {
@@ -253,10 +280,10 @@ func TestSYNFloodKeepsRealTraffic(t *testing.T) {
 	if got := exact(t, sink.reqs, wantAfter); got != after {
 		t.Errorf("after the flood %d of %d requests extracted exactly", got, after)
 	}
-	// Once the handshake timeout has passed, the half-open flows are gone.
-	e.Tick(w.now + int64(reassembly.DefaultOptions.HandshakeTimeout) + 1)
-	if e.Flows() != 0 || st.Reassembly.BufferedBytes.Load() != 0 {
-		t.Errorf("%d flows, %d bytes buffered after the handshake timeout", e.Flows(), st.Reassembly.BufferedBytes.Load())
+	// Once their timeout has passed, the flood's flows are gone.
+	e.Tick(w.now + int64(expire) + 1)
+	if e.Flows() != 0 || ra.BufferedBytes.Load() != 0 {
+		t.Errorf("%d flows, %d bytes buffered after %v", e.Flows(), ra.BufferedBytes.Load(), expire)
 	}
 }
 

@@ -109,7 +109,8 @@ func TestFullOfDataEvictsLeastRecent(t *testing.T) {
 }
 
 // TestNoDataEvictedBeforeOlderData: a half-open flow goes before a data
-// flow even when the data flow has been quiet for longer.
+// flow even when the data flow has been quiet for longer, once it has been
+// quiet for a tenth of the handshake timeout.
 func TestNoDataEvictedBeforeOlderData(t *testing.T) {
 	opts := DefaultOptions
 	opts.MaxFlows = 2
@@ -118,12 +119,48 @@ func TestNoDataEvictedBeforeOlderData(t *testing.T) {
 	h.feed(old.Handshake()...)
 	h.feed(split(old, "data", 10)...)
 	h.feed(synth.Segment{Src: port(1), Dst: server, Seq: 7, Flags: decode.FlagSYN})
+	h.now += int64(opts.HandshakeTimeout / 10)
 	h.feed(synth.Segment{Src: port(2), Dst: server, Seq: 7, Flags: decode.FlagSYN})
 	if len(h.f.recs[0].end) != 0 {
 		t.Errorf("data flow ended %v", h.f.recs[0].end)
 	}
 	if e := ends(h.f.recs[1]); len(e) != 1 || e[0] != EndEvicted {
 		t.Errorf("half-open flow ended %v, want evicted", e)
+	}
+}
+
+// TestHandshakeOutlastsDataFlood: under a flood of data segments (new
+// flows without a handshake, all carrying data), a real connection's
+// handshake is the youngest flow, not the first to go: it keeps its place
+// until its request comes, which is delivered from its first byte, not
+// picked up mid-stream.
+func TestHandshakeOutlastsDataFlood(t *testing.T) {
+	opts := DefaultOptions
+	opts.MaxFlows = 50
+	h := newHarness(t, opts)
+	flood := func(from, to int) {
+		for i := from; i < to; i++ {
+			h.feed(synth.Segment{Src: port(1000 + i), Dst: server, Seq: 1, Flags: decode.FlagACK, Payload: []byte("junk")})
+		}
+	}
+	flood(0, 100)
+	c := synth.NewConn(port(1), server, 1, 1)
+	hs := c.Handshake()
+	for _, s := range hs {
+		h.feed(s)
+		flood(100, 110) // the flood goes on between the real packets
+	}
+	h.feed(split(c, "GET / HTTP/1.1\r\n\r\n", 100)...)
+	flood(110, 130)
+	real := h.f.recs[100]
+	if len(real.end) != 0 {
+		t.Fatalf("real connection ended %v", real.end)
+	}
+	if got := real.out[dirOf(c)].String(); got != "GET / HTTP/1.1\r\n\r\n" {
+		t.Errorf("real connection's stream = %q", got)
+	}
+	if h.stats.FlowsEvicted[EvictNoData].Load() != 0 {
+		t.Errorf("%d flows without data evicted", h.stats.FlowsEvicted[EvictNoData].Load())
 	}
 }
 

@@ -7,7 +7,8 @@
 //
 // The flow table is bounded. When it is full a new flow evicts one: a flow
 // that never carried a payload byte (handshake only, half-open: what a SYN
-// flood leaves) first, else the least recently active one. Timers cost in
+// flood leaves) first, unless it is young (see evict), else the least
+// recently active one. Timers cost in
 // proportion to the flows that expire, not to the flows that exist: flows
 // sit in two lists ordered by last activity (without data, with data), and
 // directions holding segments in a third ordered by the start of their
@@ -333,13 +334,7 @@ func (a *Assembler) open(k Key, d Dir, p *decode.Packet) *flow {
 		return nil
 	}
 	for len(a.flows) >= a.opts.MaxFlows {
-		if v := a.noData.head; v != nil {
-			a.stats.FlowsEvicted[EvictNoData].Add(1)
-			a.end(v, EndEvicted)
-		} else {
-			a.stats.FlowsEvicted[EvictLRU].Add(1)
-			a.end(a.active.head, EndEvicted)
-		}
+		a.evict()
 	}
 	f := flowPool.Get().(*flow)
 	f.key, f.c, f.lastSeen = k, c, a.now
@@ -348,6 +343,25 @@ func (a *Assembler) open(k Key, d Dir, p *decode.Packet) *flow {
 	a.stats.FlowsOpened.Add(1)
 	a.stats.FlowsOpen.Add(1)
 	return f
+}
+
+// evict ends one flow to make room. A flow that has carried no data goes
+// first once it has been quiet for a tenth of the handshake timeout: a
+// real connection's first bytes follow its handshake within a round trip,
+// so by then it is likely half-open. A younger one goes first only if it
+// is also the least recently active: under a flood of data segments (new
+// flows that carry data), the handshakes of real connections are the
+// youngest flows, and they must last until their first request comes.
+// Otherwise the least recently active flow with data goes.
+func (a *Assembler) evict() {
+	nd, lru := a.noData.head, a.active.head
+	if nd != nil && (lru == nil || nd.lastSeen <= lru.lastSeen || a.now-nd.lastSeen >= a.opts.HandshakeTimeout.Nanoseconds()/10) {
+		a.stats.FlowsEvicted[EvictNoData].Add(1)
+		a.end(nd, EndEvicted)
+		return
+	}
+	a.stats.FlowsEvicted[EvictLRU].Add(1)
+	a.end(lru, EndEvicted)
 }
 
 // touch records activity on f: it moves to the tail of its list, the
