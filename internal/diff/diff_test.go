@@ -279,3 +279,81 @@ func FuzzCompareJSON(f *testing.F) {
 		}
 	})
 }
+
+func FuzzDechunk(f *testing.F) {
+	f.Add([]byte(chunk("hello, world", 5)))
+	f.Add([]byte("5;x=1\r\nhello\r\n0\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		out, ok := Dechunk(b)
+		if len(out) > len(b) {
+			t.Fatalf("%d bytes out of %d", len(out), len(b))
+		}
+		if ok {
+			// What de-chunks completely re-chunks to the same data.
+			again, ok2 := Dechunk([]byte(chunk(string(out), 7)))
+			if !ok2 || !bytes.Equal(again, out) {
+				t.Fatalf("round trip of %q: %q %v", out, again, ok2)
+			}
+		}
+	})
+}
+
+func FuzzCompareText(f *testing.F) {
+	f.Add("a\nb\nc\n", "a\nx\nc\nd\n")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		ds := Compare(msg(200, "text/plain", a), msg(200, "text/plain", b), DefaultOptions)
+		if a == b && len(ds) != 0 {
+			t.Fatalf("identical texts differ: %v", ds)
+		}
+		al, bl := splitLines([]byte(a)), splitLines([]byte(b))
+		// Every line the diff names exists where it says.
+		for _, d := range ds {
+			var n int
+			if _, err := fmt.Sscanf(d.Field, "line:%d", &n); err == nil && d.Kind != Extra && (n < 1 || n > len(al)) {
+				t.Fatalf("%+v outside the reference's %d lines", d, len(al))
+			}
+			if _, err := fmt.Sscanf(d.CandField, "line:%d", &n); err == nil && (n < 1 || n > len(bl)) {
+				t.Fatalf("%+v outside the candidate's %d lines", d, len(bl))
+			}
+		}
+	})
+}
+
+// BenchmarkCompareTextUnrelated: two 5,000-line texts with nothing in
+// common stay cheap (Myers is bounded, only 50 lines are described).
+func BenchmarkCompareTextUnrelated(b *testing.B) {
+	var x, y strings.Builder
+	for i := range 5000 {
+		fmt.Fprintf(&x, "line %d of a\n", i)
+		fmt.Fprintf(&y, "row %d of b\n", i)
+	}
+	ref, cand := msg(200, "text/plain", x.String()), msg(200, "text/plain", y.String())
+	for b.Loop() {
+		if ds := Compare(ref, cand, DefaultOptions); len(ds) != maxLineDiffs+1 {
+			b.Fatalf("%d differences", len(ds))
+		}
+	}
+}
+
+// BenchmarkCompareJSON2K: two 2 KB JSON answers differing in a few fields.
+func BenchmarkCompareJSON2K(b *testing.B) {
+	var x strings.Builder
+	x.WriteString(`{"id":"0b7c6a1e-3f7e-4c1b-9a55-2f8f0f1d2e3c","at":"2026-11-26T13:00:00Z","items":[`)
+	for i := range 16 {
+		if i > 0 {
+			x.WriteByte(',')
+		}
+		fmt.Fprintf(&x, `{"sku":"SKU-%05d","name":"Item number %d","price":%d.25,"tags":["a","b"],"stock":{"n":%d,"ok":true}}`, i, i, i, i%5)
+	}
+	x.WriteString(`]}`)
+	a := x.String()
+	c := strings.Replace(strings.Replace(a, "13:00:00Z", "13:00:01Z", 1), `"price":7.25`, `"price":7.5`, 1)
+	ref, cand := msg(200, "application/json", a), msg(200, "application/json", c)
+	b.SetBytes(int64(len(a) + len(c)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if ds := Compare(ref, cand, DefaultOptions); len(ds) != 2 {
+			b.Fatalf("%v", ds)
+		}
+	}
+}

@@ -41,36 +41,36 @@ func lineKey(l []byte) string {
 func compareText(out []Difference, a, b []byte) []Difference {
 	al, bl := splitLines(a), splitLines(b)
 	pairs := lcs(hashLines(al), hashLines(bl))
-	n, more := 0, 0
-	emit := func(d Difference) {
-		if n < maxLineDiffs {
-			out = append(out, d)
-		} else {
-			more++
-		}
-		n++
-	}
+	n := 0
 	loc := func(i int) string { return "line:" + strconv.Itoa(i+1) }
 	ai, bi := 0, 0
 	for _, p := range append(pairs, pair{len(al), len(bl)}) {
 		for ai < p.a || bi < p.b {
+			if n >= maxLineDiffs {
+				// Past the bound only count: templates cost a regexp each.
+				n += max(p.a-ai, p.b-bi)
+				ai, bi = p.a, p.b
+				break
+			}
+			n++
 			switch {
 			case ai < p.a && bi < p.b:
 				_, rs, _ := LineTemplate(al[ai])
 				_, cs, _ := LineTemplate(bl[bi])
-				emit(Difference{Field: loc(ai), CandField: loc(bi), Key: lineKey(al[ai]), Kind: Changed,
+				out = append(out, Difference{Field: loc(ai), CandField: loc(bi), Key: lineKey(al[ai]), Kind: Changed,
 					Ref: renderBytes(al[ai]), Cand: renderBytes(bl[bi]), RefShape: rs, CandShape: cs})
 				ai, bi = ai+1, bi+1
 			case ai < p.a:
-				emit(Difference{Field: loc(ai), Key: lineKey(al[ai]), Kind: Missing, Ref: renderBytes(al[ai])})
+				out = append(out, Difference{Field: loc(ai), Key: lineKey(al[ai]), Kind: Missing, Ref: renderBytes(al[ai])})
 				ai++
 			default:
-				emit(Difference{Field: loc(ai), CandField: loc(bi), Key: lineKey(bl[bi]), Kind: Extra, Cand: renderBytes(bl[bi])})
+				out = append(out, Difference{Field: loc(ai), CandField: loc(bi), Key: lineKey(bl[bi]), Kind: Extra, Cand: renderBytes(bl[bi])})
 				bi++
 			}
 		}
 		ai, bi = p.a+1, p.b+1
 	}
+	more := n - maxLineDiffs
 	if more > 0 {
 		out = append(out, Difference{Field: "body(text)", Key: "body(text)", Kind: Changed,
 			Cand: strconv.Itoa(more) + " more lines differ"})
