@@ -245,6 +245,27 @@ type logLine struct {
 	RenamedTo  string         `json:"renamed_to,omitempty"` // the endpoint's counts went there
 }
 
+// logLatencySamples bounds the latency sample in a statistics line: the
+// line repeats every LogEvery, and 128 values keep p99 within a few ranks.
+const logLatencySamples = 128
+
+// forLog is ep with its latency samples thinned for a statistics line.
+func (ep *EndpointState) forLog() *EndpointState {
+	out := *ep
+	out.Latency = map[string]*Reservoir{}
+	for k, r := range ep.Latency {
+		t := &Reservoir{N: r.N, Vals: r.Vals}
+		if len(r.Vals) > logLatencySamples {
+			t.Vals = make([]float64, 0, logLatencySamples)
+			for i := range logLatencySamples {
+				t.Vals = append(t.Vals, r.Vals[i*len(r.Vals)/logLatencySamples])
+			}
+		}
+		out.Latency[k] = t
+	}
+	return &out
+}
+
 // flushLog writes the exchanges held for the log whose finding is now
 // known not to be noise (its rate significantly above its noise rate: the
 // first answers of an endpoint cannot tell, so they wait), and a
@@ -303,7 +324,7 @@ func (c *Comparator) flushLog() {
 			continue
 		}
 		ep.dirty = false
-		line, _ := json.Marshal(logLine{Type: "stats", Handler: c.cfg.Handler, Endpoint: name, Time: c.cfg.Now(), State: ep,
+		line, _ := json.Marshal(logLine{Type: "stats", Handler: c.cfg.Handler, Endpoint: name, Time: c.cfg.Now(), State: ep.forLog(),
 			Templates: templates})
 		c.cfg.Log.Write(append(line, '\n'))
 	}

@@ -55,6 +55,7 @@ func TestDifferenceLogBoundedAndMerged(t *testing.T) {
 			t.Errorf("%s: %d lines, want 5", f, perKey[f])
 		}
 	}
+	t.Logf("log: %d bytes, %d exchanges, for %d compared", log.Len(), diffs, live.Compared)
 	if log.Len() > 4<<20 {
 		t.Errorf("log of %d bytes", log.Len())
 	}
