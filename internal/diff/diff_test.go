@@ -112,6 +112,15 @@ func TestCompare(t *testing.T) {
 		{"element extra at the start", msg(200, js, `["b","c"]`), msg(200, js, `["a","b","c"]`), []string{`body[0] body[*] extra  -> "a"`}},
 		{"element changed between equal ones", msg(200, js, `[{"n":1},{"n":2},{"n":3}]`), msg(200, js, `[{"n":1},{"n":5},{"n":3}]`),
 			[]string{"body[1].n body[*].n changed 2 -> 5"}},
+		{"elements with their own noise, one missing", msg(200, js, `[{"n":1,"at":"2026-11-26T13:00:00Z"},{"n":2,"at":"2026-11-26T13:00:00Z"},{"n":3,"at":"2026-11-26T13:00:00Z"}]`),
+			msg(200, js, `[{"n":1,"at":"2026-11-26T13:00:09Z"},{"n":3,"at":"2026-11-26T13:00:09Z"}]`), []string{
+				`body[0].at body[*].at changed "2026-11-26T13:00:00Z" -> "2026-11-26T13:00:09Z"`,
+				`body[1] body[*] missing {"n":2,"at":"2026-11-26T13:00:00Z"} -> `,
+				`body[2].at body[*].at changed "2026-11-26T13:00:00Z" -> "2026-11-26T13:00:09Z"`}},
+		{"elements with their own noise, reordered", msg(200, js, `[{"n":1,"id":"9f86d081884c7d659a2feaa0c55ad015"},{"n":2,"id":"9f86d081884c7d659a2feaa0c55ad016"}]`),
+			msg(200, js, `[{"n":2,"id":"0f86d081884c7d659a2feaa0c55ad016"},{"n":1,"id":"9f86d081884c7d659a2feaa0c55ad015"}]`), []string{
+				`body body:order order [{"n":1,"id":"9f86d081884c7d659a2feaa0c55ad015"},{"n":2,"id":"9f86d081884c7d659a2feaa0c55ad016"}] -> [{"n":2,"id":"0f86d081884c7d659a2feaa0c55ad016"},{"n":1,"id":"9f86d081884c7d659a2feaa0c55ad015"}]`,
+				`body[1].id body[*].id changed "9f86d081884c7d659a2feaa0c55ad016" -> "0f86d081884c7d659a2feaa0c55ad016"`}},
 		{"odd keys quoted", msg(200, js, `{"a.b":1}`), msg(200, js, `{"a.b":2}`), []string{`body["a.b"] body["a.b"] changed 1 -> 2`}},
 		{"gzip decoded first", msg(200, js, gz(`{"a":1}`), "Content-Encoding", "gzip"), msg(200, js, `{"a":1}`), nil},
 		{"brotli decoded first", msg(200, js, br(`{"a":[1,2]}`), "Content-Encoding", "br"), msg(200, js, `{"a":[1,3]}`),

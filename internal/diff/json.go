@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"math"
 	"math/big"
+	"slices"
 	"strconv"
 )
 
@@ -392,7 +393,9 @@ func (w *jwalker) object(x, y *jnode) {
 // difference on the array; otherwise elements are matched by a line-diff
 // of their hashes (or as multisets, for an unordered array), elements
 // left in the same gap on both sides are compared field by field, and the
-// rest are missing or extra.
+// rest are missing or extra. Objects are matched by their identity: their
+// members less those of a volatile shape (times, ids generated per
+// response), so that elements carrying their own noise still align.
 func (w *jwalker) array(x, y *jnode) {
 	ak := w.a.kids[x.first : x.first+x.n]
 	bk := w.b.kids[y.first : y.first+y.n]
@@ -410,39 +413,28 @@ func (w *jwalker) array(x, y *jnode) {
 		}
 		return
 	}
-	var pairs []pair // matched (a, b) indices, increasing in a
-	if unordered {
-		pairs = multisetMatch(ah, bh)
-	} else {
-		pairs = lcs(ah, bh)
+	for i, k := range ak {
+		ah[i] = identity(w.a, k)
+	}
+	for i, k := range bk {
+		bh[i] = identity(w.b, k)
 	}
 	pl, kl := len(w.path), len(w.key)
-	w.key = append(w.key, "[*]"...)
 	elem := func(i int) {
 		w.path = append(strconv.AppendInt(append(w.path[:pl], '['), int64(i), 10), ']')
+		w.key = append(w.key[:kl], "[*]"...)
 	}
-	// Walk the gaps between matched pairs.
-	ai, bi := 0, 0
-	gap := func(aEnd, bEnd int, bIdx []int) {
-		for ; ai < aEnd; ai++ {
-			elem(ai)
-			if len(bIdx) > 0 {
-				w.walk(ak[ai], bk[bIdx[0]])
-				bIdx = bIdx[1:]
-			} else {
-				w.add(Missing, &w.a.nodes[ak[ai]], nil)
-			}
+	defer func() { w.path, w.key = w.path[:pl], w.key[:kl] }()
+	if unordered || sameMultiset(ah, bh) {
+		pairs := multisetMatch(ah, bh)
+		if !unordered && !slices.IsSortedFunc(pairs, func(p, q pair) int { return p.b - q.b }) {
+			w.add(Order, x, y) // the same elements, each with its own noise, reordered
 		}
-		for _, j := range bIdx {
-			elem(aEnd) // an extra element is placed where it would be in the reference
-			w.add(Extra, nil, &w.b.nodes[bk[j]])
-		}
-	}
-	if unordered {
-		matchedB := make([]bool, len(bk))
-		matchedA := make([]bool, len(ak))
+		matchedA, matchedB := make([]bool, len(ak)), make([]bool, len(bk))
 		for _, p := range pairs {
 			matchedA[p.a], matchedB[p.b] = true, true
+			elem(p.a)
+			w.walk(ak[p.a], bk[p.b])
 		}
 		var restB []int
 		for j := range bk {
@@ -466,17 +458,50 @@ func (w *jwalker) array(x, y *jnode) {
 			elem(len(ak))
 			w.add(Extra, nil, &w.b.nodes[bk[j]])
 		}
-	} else {
-		for _, p := range append(pairs, pair{len(ak), len(bk)}) {
-			var bIdx []int
-			for j := bi; j < p.b; j++ {
-				bIdx = append(bIdx, j)
-			}
-			gap(p.a, p.b, bIdx)
-			ai, bi = p.a+1, p.b+1
-		}
+		return
 	}
-	w.path, w.key = w.path[:pl], w.key[:kl]
+	// Walk the matched pairs and the gaps between them: in a gap,
+	// elements facing each other are compared, the rest are missing or
+	// extra (an extra element is placed where it would be in the reference).
+	ai, bi := 0, 0
+	for _, p := range append(lcs(ah, bh), pair{len(ak), len(bk)}) {
+		for ; ai < p.a; ai++ {
+			elem(ai)
+			if bi < p.b {
+				w.walk(ak[ai], bk[bi])
+				bi++
+			} else {
+				w.add(Missing, &w.a.nodes[ak[ai]], nil)
+			}
+		}
+		for ; bi < p.b; bi++ {
+			elem(p.a)
+			w.add(Extra, nil, &w.b.nodes[bk[bi]])
+		}
+		if p.a < len(ak) {
+			elem(p.a)
+			w.walk(ak[p.a], bk[p.b])
+		}
+		ai, bi = p.a+1, p.b+1
+	}
+}
+
+// identity hashes an array element for alignment: an object by its
+// members less those whose value has a volatile shape.
+func identity(d *jdoc, k int32) uint64 {
+	n := &d.nodes[k]
+	if n.kind != '{' {
+		return n.hash
+	}
+	var h uint64
+	for _, c := range d.kids[n.first : n.first+n.n] {
+		m := &d.nodes[c]
+		if (m.kind == '"' || m.kind == '0') && Volatile(jsonShape(m)) {
+			continue
+		}
+		h += mix(hashString(m.key) ^ mix(m.hash+1))
+	}
+	return mix(h ^ 0x69)
 }
 
 func sameMultiset(a, b []uint64) bool {
