@@ -124,7 +124,7 @@ func (c *Comparator) record(ep *EndpointState, cmp, refName string, x *exchange,
 			continue
 		}
 		f := cs.field(d.Key)
-		if learner.explains(d) {
+		if learner.explains(d) || cs.Noise.explains(d) {
 			f.Volatile++
 			continue
 		}

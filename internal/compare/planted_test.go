@@ -102,7 +102,14 @@ func (s *shop) answer(method, path, reqBody string, now time.Time) answer {
 		if s.planted {
 			slices.Reverse(related)
 		}
-		a.body = fmt.Sprintf(`{"id":%d,"tags":[%s],"related":[%s],"price":%d.5}`, n, strings.Join(tags, ","), strings.Join(related, ","), n)
+		// Production's instances answer by turns: a field that varies
+		// between identical requests, whatever the candidate's value.
+		served := s.node
+		if s.role == "production" {
+			served = fmt.Sprintf("web-%d", r.IntN(3))
+		}
+		a.body = fmt.Sprintf(`{"id":%d,"tags":[%s],"related":[%s],"price":%d.5,"servedBy":%q}`, n, strings.Join(tags, ","),
+			strings.Join(related, ","), n, served)
 	case strings.HasPrefix(path, "/api/skus/"): // alphanumeric ids; a type change
 		stock := fmt.Sprint(len(id))
 		if s.planted {

@@ -138,12 +138,17 @@ func fieldReport(cs *ComparisonState, learner *Learner, k string, f *FieldState,
 		if fl := learner.Fields[k]; fl != nil {
 			if v, ok := fl.verdict(); ok {
 				fr.Learned = &Learned{Verdict: v, N: fl.N, Shape: fl.Shape}
-				// What differed before the variation was learned but
-				// kept the shape is explained by it too.
-				fr.Diffs -= f.ShapeKept
-				fr.Volatile += f.ShapeKept
 			}
 		}
+	}
+	if v, ok := cs.Noise.verdict(k); ok && fr.Learned == nil {
+		fr.Learned = &Learned{Verdict: v, N: cs.Noise.N}
+	}
+	if fr.Learned != nil {
+		// What differed before the variation was learned but kept the
+		// shape is explained by it too.
+		fr.Diffs -= f.ShapeKept
+		fr.Volatile += f.ShapeKept
 	}
 	if cs.Compared > 0 {
 		fr.Rate = float64(fr.Diffs) / float64(cs.Compared)

@@ -2,6 +2,7 @@ package compare
 
 import (
 	"bytes"
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -190,6 +191,33 @@ func (n *NoiseState) rate(key string) float64 {
 
 // unordered says whether production's own answers reorder an array: a set.
 func (n *NoiseState) unordered(key string) bool { return n.rate(key+":order") > 0 }
+
+// A key that differs in at least this share of the reference's pairs with
+// itself (and at least minNoise times) varies independently of the
+// request: whatever its values, a difference that keeps the value's shape
+// and type is noise (a host name among production's instances, a cache
+// flag). Rarer differences are left to the rates' comparison.
+const varyingShare = 0.25
+
+// verdict says whether key varies between the reference's answers to the
+// same request, and how that was seen.
+func (n *NoiseState) verdict(key string) (string, bool) {
+	k := n.Fields[key]
+	if n.N < minNoise || k < minNoise || float64(k) < varyingShare*float64(n.N) {
+		return "", false
+	}
+	return fmt.Sprintf("differs in %d of %d pairs (%s)", k, n.N, n.Source), true
+}
+
+// explains reports whether d is a shape-keeping change of a key that
+// varies by itself in the reference's pairs.
+func (n *NoiseState) explains(d *diff.Difference) bool {
+	if d.Kind != diff.Changed || d.RefShape == "" || d.RefShape != d.CandShape {
+		return false
+	}
+	_, ok := n.verdict(d.Key)
+	return ok
+}
 
 // observe learns from one answer of the reference.
 func (l *Learner) observe(p *diff.Parsed, opts diff.Options, req *httpstream.Request, at time.Time) {
