@@ -92,17 +92,26 @@ func (o *oracle) check(d Dir) {
 	}
 }
 
+// oracleFactory makes an oracle for each flow, checking it against the
+// stream of the connection it belongs to.
 type oracleFactory struct {
 	t       *testing.T
-	stream  []byte
-	oracles []*oracle
+	streams [fuzzConns][]byte
+	oracles [fuzzConns][]*oracle
 }
 
-func (f *oracleFactory) New(Key, Dir, *decode.Packet) Consumer {
-	o := &oracle{t: f.t, stream: f.stream, pos: []int{0}}
-	f.oracles = append(f.oracles, o)
+func (f *oracleFactory) New(_ Key, _ Dir, p *decode.Packet) Consumer {
+	c := p.SrcPrt - fuzzPort
+	o := &oracle{t: f.t, stream: f.streams[c], pos: []int{0}}
+	f.oracles[c] = append(f.oracles[c], o)
 	return o
 }
+
+// fuzzConns connections, from ports fuzzPort and up, share the flow table.
+const (
+	fuzzConns = 3
+	fuzzPort  = 40000
+)
 
 var (
 	fuzzClient = [16]byte{10: 0xff, 11: 0xff, 12: 10, 15: 1}
@@ -121,20 +130,26 @@ const (
 	numOps
 )
 
-// FuzzReassembly sends segments of a known stream (the first input) as a
-// schedule (the second) orders them: reordered, duplicated, overlapping,
-// truncated, lost, with the SYN early, late or never, and the clock moved
-// on between them. Every byte delivered must be the stream's byte at its
-// position; what is not delivered must be declared a gap; a FIN comes only
-// at the end. When nothing was lost or waited for, everything sent arrives.
+// FuzzReassembly sends segments of known streams (from the first input)
+// as a schedule (the second) orders them: reordered, duplicated,
+// overlapping, truncated, lost, with the SYN early, late or never, and the
+// clock moved on between them. Three connections share a table of one to
+// four flows, so flows are evicted and their structs reused. Every byte
+// delivered must be its stream's byte at its position; what is not
+// delivered must be declared a gap; a FIN comes only at the end. Where a
+// connection's position is known throughout, everything sent is accounted
+// for.
 //
-// Schedule layout: byte 0 picks the per-flow buffer cap (small caps force
-// gaps), bytes 1-4 the ISN (near 2^32 for wrap-around), then 4-byte ops.
+// Schedule layout: byte 0 picks the flow table size (top 2 bits) and the
+// per-flow buffer cap (small caps force gaps), bytes 1-4 the ISN (near
+// 2^32 for wrap-around), then 4-byte ops: the opcode (its quotient by
+// numOps picks the connection) and 3 arguments.
 func FuzzReassembly(f *testing.F) {
 	stream := []byte("POST /orders HTTP/1.1\r\nHost: shop\r\nContent-Length: 26\r\n\r\nabcdefghijklmnopqrstuvwxyz")
 	isn := []byte{0xff, 0xff, 0xff, 0xf0}
 	op := func(code, a, b, c byte) []byte { return []byte{code, a, b, c} }
 	seg := func(off, n int) []byte { return op(opData, byte(off>>8), byte(off), byte(n)) }
+	on := func(conn byte, o []byte) []byte { o[0] += conn * numOps; return o }
 	sched := func(ops ...[]byte) []byte {
 		s := append([]byte{255}, isn...)
 		for _, o := range ops {
@@ -149,87 +164,116 @@ func FuzzReassembly(f *testing.F) {
 	f.Add(stream, sched(op(opSYN, 0, 0, 0), op(opTruncated, 0, 0, 50), seg(50, 100), op(opFIN, 0, 0, 0)))                 // truncated
 	f.Add(stream, sched(seg(5, 10), op(opTick, 250, 0, 0), seg(15, 10), op(opSYN, 0, 0, 0), seg(0, 30)))                  // picked up mid-stream
 	f.Add(stream, append([]byte{0}, sched(op(opSYN, 0, 0, 0), seg(60, 10), seg(50, 10), seg(40, 10), seg(0, 40))[1:]...)) // forced gaps
+	f.Add(stream, append([]byte{64}, sched(op(opSYN, 0, 0, 0), seg(0, 20), on(1, op(opSYN, 0, 0, 0)), on(1, seg(0, 30)),
+		on(2, seg(40, 20)), seg(20, 20), on(1, seg(30, 30)), on(2, op(opSYN, 0, 0, 0)), on(2, seg(0, 40)))[1:]...)) // evictions
 	f.Fuzz(func(t *testing.T, stream, schedule []byte) {
 		if len(stream) > 4096 || len(schedule) > 4096 || len(schedule) < 5 {
 			return
 		}
 		opts := DefaultOptions
-		opts.MaxBufferedPerFlow = 1 + int(schedule[0])*4
+		opts.MaxFlows = 1 + int(schedule[0]>>6)
+		opts.MaxBufferedPerFlow = 1 + int(schedule[0]&63)*16
 		opts.ReorderWait = 200 * time.Millisecond
-		isn := binary.BigEndian.Uint32(schedule[1:5])
-		fac := &oracleFactory{t: t, stream: stream}
-		var st Stats
+		isn0 := binary.BigEndian.Uint32(schedule[1:5])
+		fac := &oracleFactory{t: t}
+		for c := range fac.streams {
+			// Each connection's stream differs from the others' at every
+			// byte, so bytes delivered to the wrong flow are caught.
+			fac.streams[c] = bytes.Clone(stream)
+			for i := range fac.streams[c] {
+				fac.streams[c][i] ^= byte(c * 0x5b)
+			}
+		}
+		var (
+			st      Stats
+			refused [fuzzConns]bool // a packet was refused: not all sent is accounted for
+		)
 		a := New(opts, fac, &st)
 		now := int64(time.Second)
-		send := func(seq uint32, flags uint8, payload []byte, missing int) {
-			p := decode.Packet{Src: fuzzClient, Dst: fuzzServer, SrcPrt: 40000, DstPrt: 80, Seq: seq, Flags: flags | decode.FlagACK, Payload: payload, Missing: missing}
+		send := func(c int, seq uint32, flags uint8, payload []byte, missing int) {
+			p := decode.Packet{Src: fuzzClient, Dst: fuzzServer, SrcPrt: fuzzPort + uint16(c), DstPrt: 80, Seq: seq, Flags: flags | decode.FlagACK, Payload: payload, Missing: missing}
 			if flags&decode.FlagSYN != 0 {
 				p.Flags = decode.FlagSYN
 			}
 			now += int64(time.Microsecond)
+			before := st.FlowsRefused.Load()
 			a.Assemble([16]byte{}, &p, now)
+			refused[c] = refused[c] || st.FlowsRefused.Load() != before
 		}
-		synFirst, sentEnd, finSent := false, 0, false
+		var (
+			started, synFirst, finSent [fuzzConns]bool
+			sentEnd                    [fuzzConns]int
+		)
 		for i := 5; i+4 <= len(schedule); i += 4 {
-			code, x, y, z := schedule[i]%numOps, int(schedule[i+1]), int(schedule[i+2]), int(schedule[i+3])
-			if i == 5 {
-				synFirst = code == opSYN
+			code, c := schedule[i]%numOps, int(schedule[i]/numOps)%fuzzConns
+			x, y, z := int(schedule[i+1]), int(schedule[i+2]), int(schedule[i+3])
+			if code != opTick && !started[c] {
+				started[c], synFirst[c] = true, code == opSYN
 			}
+			stream := fac.streams[c]
+			isn := isn0 + uint32(c)<<30
 			off := min((x<<8|y)%(len(stream)+1), len(stream))
 			n := min(z, len(stream)-off)
 			switch code {
 			case opData:
 				if n > 0 {
-					send(isn+1+uint32(off), 0, stream[off:off+n], 0)
-					sentEnd = max(sentEnd, off+n)
+					send(c, isn+1+uint32(off), 0, stream[off:off+n], 0)
+					sentEnd[c] = max(sentEnd[c], off+n)
 				}
 			case opTruncated:
 				if n > 0 {
 					keep := n * (x % 4) / 4
-					send(isn+1+uint32(off), 0, stream[off:off+keep], n-keep)
-					sentEnd = max(sentEnd, off+n)
+					send(c, isn+1+uint32(off), 0, stream[off:off+keep], n-keep)
+					sentEnd[c] = max(sentEnd[c], off+n)
 				}
 			case opSYN:
-				send(isn, decode.FlagSYN, nil, 0)
+				send(c, isn, decode.FlagSYN, nil, 0)
 			case opFIN:
 				k := min(z, len(stream))
-				send(isn+1+uint32(len(stream)-k), decode.FlagFIN, stream[len(stream)-k:], 0)
-				sentEnd, finSent = len(stream), true
+				send(c, isn+1+uint32(len(stream)-k), decode.FlagFIN, stream[len(stream)-k:], 0)
+				sentEnd[c], finSent[c] = len(stream), true
 			case opDataFIN:
-				send(isn+1+uint32(off), decode.FlagFIN, stream[off:], 0)
-				sentEnd, finSent = len(stream), true
+				send(c, isn+1+uint32(off), decode.FlagFIN, stream[off:], 0)
+				sentEnd[c], finSent[c] = len(stream), true
 			case opTick:
 				now += int64(x) * int64(time.Millisecond)
 				a.Tick(now)
+			}
+			if a.Len() > opts.MaxFlows {
+				t.Fatalf("%d flows tracked, at most %d", a.Len(), opts.MaxFlows)
 			}
 		}
 		a.Flush()
 		if a.Len() != 0 || st.BufferedBytes.Load() != 0 || st.FlowsOpen.Load() != 0 {
 			t.Fatalf("after Flush: %d flows, %d bytes held", a.Len(), st.BufferedBytes.Load())
 		}
-		for _, o := range fac.oracles {
-			if !o.ended {
-				t.Fatalf("a flow was not ended")
+		for c, os := range fac.oracles {
+			for _, o := range os {
+				if !o.ended {
+					t.Fatalf("a flow was not ended")
+				}
 			}
-		}
-		// With the SYN first and the flow tracked throughout, the position
-		// is known all along and everything sent is accounted for: each
-		// byte up to the furthest sent was delivered or declared lost.
-		if synFirst && len(fac.oracles) == 1 {
-			o := fac.oracles[0]
-			if len(o.pos) != 1 || o.pos[0] != sentEnd {
-				t.Fatalf("stream ended at %v, sent up to %d", o.pos, sentEnd)
+			// With the SYN first and the flow tracked throughout, the
+			// position is known all along and everything sent is
+			// accounted for: each byte up to the furthest sent was
+			// delivered or declared lost.
+			if !synFirst[c] || len(os) != 1 || refused[c] {
+				continue
 			}
-			if o.fin && !finSent || finSent && o.gaps == 0 && !o.fin {
-				t.Fatalf("FIN sent %v, delivered %v", finSent, o.fin)
+			o := os[0]
+			if len(o.pos) != 1 || o.pos[0] != sentEnd[c] {
+				t.Fatalf("connection %d: stream ended at %v, sent up to %d", c, o.pos, sentEnd[c])
 			}
-			if o.gaps == 0 && o.data != sentEnd {
-				t.Fatalf("%d bytes delivered without a gap, %d sent", o.data, sentEnd)
+			if o.fin && !finSent[c] || finSent[c] && o.gaps == 0 && !o.fin {
+				t.Fatalf("connection %d: FIN sent %v, delivered %v", c, finSent[c], o.fin)
+			}
+			if o.gaps == 0 && o.data != sentEnd[c] {
+				t.Fatalf("connection %d: %d bytes delivered without a gap, %d sent", c, o.data, sentEnd[c])
 			}
 		}
 	})
 }
 
 func init() {
-	_, fuzzDir = KeyOf([16]byte{}, &decode.Packet{Src: fuzzClient, Dst: fuzzServer, SrcPrt: 40000, DstPrt: 80})
+	_, fuzzDir = KeyOf([16]byte{}, &decode.Packet{Src: fuzzClient, Dst: fuzzServer, SrcPrt: fuzzPort, DstPrt: 80})
 }
