@@ -369,3 +369,35 @@ func rssMiB(v []uint64) []uint64 {
 	}
 	return out
 }
+
+// TestSYNFloodFlowsAreCheap: in a full table, a new half-open flow costs
+// one allocation, its consumer: the flow struct is reused and the HTTP
+// parsers wait for a first byte that a flood never sends. (Before, four.)
+func TestSYNFloodFlowsAreCheap(t *testing.T) {
+	const table, runs = 100, 1000
+	ropts := reassembly.DefaultOptions
+	ropts.MaxFlows = table
+	e, st := engineWith(t, ropts, &discardSink{})
+	pkts := make([][]byte, table+runs+1)
+	for i := range pkts {
+		_, src := floodSource(i)
+		pkts[i] = synth.AppendVXLAN(nil, 7, synth.AppendFrame(nil, synFrom(src, i)))
+	}
+	now := int64(1)
+	next := 0
+	send := func() {
+		now += int64(time.Microsecond)
+		e.HandleVXLAN(mirror, pkts[next], now)
+		next++
+	}
+	for range table {
+		send()
+	}
+	allocs := testing.AllocsPerRun(runs, send)
+	if e.Flows() != table || st.Reassembly.FlowsEvicted[reassembly.EvictNoData].Load() != runs+1 {
+		t.Fatalf("%d flows, %d evicted", e.Flows(), st.Reassembly.FlowsEvicted[reassembly.EvictNoData].Load())
+	}
+	if allocs > 1.1 {
+		t.Errorf("%.2f allocations per new half-open flow, want 1", allocs)
+	}
+}
