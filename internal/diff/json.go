@@ -17,14 +17,21 @@ import (
 // slice, and a hash per subtree computed bottom-up, so that equal subtrees
 // are skipped in one comparison and arrays can be aligned by hash.
 
+// jnode holds no pointers (spans are offsets into the body): the garbage
+// collector does not scan the node slice, and filling it costs no write
+// barriers.
 type jnode struct {
 	kind  byte   // '{' object, '[' array, '"' string, '0' number, 'b' bool, 'n' null
-	key   []byte // the member name (raw, with quotes) in an object
-	raw   []byte // the value's bytes
+	key   span   // the member name (raw, with quotes) in an object
+	raw   span   // the value's bytes
 	hash  uint64 // of the value: equal values hash equal (1.0 and 1, members in any order)
 	first int32  // children: doc.kids[first : first+n]
 	n     int32
 }
+
+type span struct{ start, end int32 }
+
+func (d *jdoc) of(s span) []byte { return d.src[s.start:s.end] }
 
 type jdoc struct {
 	nodes []jnode
@@ -42,7 +49,7 @@ var errJSON = errors.New("diff: invalid JSON")
 const maxDepth = 512
 
 func parseJSON(b []byte) (*jdoc, error) {
-	d := &jdoc{src: b, nodes: make([]jnode, 0, len(b)/8+4)}
+	d := &jdoc{src: b, nodes: make([]jnode, 0, len(b)/10+4)}
 	if _, err := d.value(); err != nil {
 		return nil, err
 	}
@@ -102,14 +109,14 @@ func (d *jdoc) value() (int32, error) {
 			d.pos++
 		} else {
 			for {
-				var key []byte
+				var key span
 				if c == '{' {
 					d.ws()
 					ks := d.pos
 					if err := d.str(); err != nil {
 						return 0, err
 					}
-					key = d.src[ks:d.pos]
+					key = span{int32(ks), int32(d.pos)}
 					d.ws()
 					if d.pos >= len(d.src) || d.src[d.pos] != ':' {
 						return 0, errJSON
@@ -143,7 +150,7 @@ func (d *jdoc) value() (int32, error) {
 		if c == '{' {
 			// Members in any order hash alike: a sum of mixed pairs.
 			for _, k := range kids {
-				h += mix(hashString(d.nodes[k].key) ^ mix(d.nodes[k].hash+1))
+				h += mix(hashString(d.of(d.nodes[k].key)) ^ mix(d.nodes[k].hash+1))
 			}
 			h = mix(h ^ 0x6f)
 		} else {
@@ -195,7 +202,7 @@ func (d *jdoc) value() (int32, error) {
 		// float64's precision.)
 		n.hash = mix(math.Float64bits(f+0) ^ 0x30)
 	}
-	n.raw = d.src[start:d.pos]
+	n.raw = span{int32(start), int32(d.pos)}
 	d.nodes[idx] = n
 	return idx, nil
 }
@@ -297,26 +304,26 @@ func appendMember(buf, rawKey []byte) []byte {
 func (w *jwalker) add(kind Kind, x, y *jnode) {
 	d := Difference{Field: string(w.path), Key: string(w.key), Kind: kind}
 	if x != nil {
-		d.Ref = renderBytes(x.raw)
+		d.Ref = renderBytes(w.a.of(x.raw))
 	}
 	if y != nil {
-		d.Cand = renderBytes(y.raw)
+		d.Cand = renderBytes(w.b.of(y.raw))
 	}
 	if kind == Order {
 		d.Key += ":order" // its own key: a set's order is noise, its content not
 	}
 	if kind == Changed && x.kind != '{' && x.kind != '[' {
-		d.RefShape, d.CandShape = jsonShape(x), jsonShape(y)
+		d.RefShape, d.CandShape = jsonShape(w.a, x), jsonShape(w.b, y)
 	}
 	w.out = append(w.out, d)
 }
 
-func jsonShape(n *jnode) string {
+func jsonShape(d *jdoc, n *jnode) string {
 	switch n.kind {
 	case '"':
-		return Shape(unquote(n.raw))
+		return Shape(unquote(d.of(n.raw)))
 	case '0':
-		return NumberShape(n.raw)
+		return NumberShape(d.of(n.raw))
 	}
 	return typeName(n.kind)
 }
@@ -336,11 +343,11 @@ func (w *jwalker) walk(ai, bi int32) {
 	case '[':
 		w.array(x, y)
 	case '0':
-		if !sameNumber(x.raw, y.raw) {
+		if !sameNumber(w.a.of(x.raw), w.b.of(y.raw)) {
 			w.add(Changed, x, y)
 		}
 	case '"':
-		if unquote(x.raw) != unquote(y.raw) {
+		if unquote(w.a.of(x.raw)) != unquote(w.b.of(y.raw)) {
 			w.add(Changed, x, y)
 		}
 	default:
@@ -365,12 +372,12 @@ func (w *jwalker) object(x, y *jnode) {
 		j := -1
 		for k := range bk {
 			at := (i + k) % len(bk)
-			if !used[at] && string(w.b.nodes[bk[at]].key) == string(c.key) {
+			if !used[at] && string(w.b.of(w.b.nodes[bk[at]].key)) == string(w.a.of(c.key)) {
 				j = at
 				break
 			}
 		}
-		w.path, w.key = appendMember(w.path, c.key), appendMember(w.key, c.key)
+		w.path, w.key = appendMember(w.path, w.a.of(c.key)), appendMember(w.key, w.a.of(c.key))
 		if j < 0 {
 			w.add(Missing, c, nil)
 		} else {
@@ -382,7 +389,7 @@ func (w *jwalker) object(x, y *jnode) {
 	for j, ci := range bk {
 		if !used[j] {
 			c := &w.b.nodes[ci]
-			w.path, w.key = appendMember(w.path, c.key), appendMember(w.key, c.key)
+			w.path, w.key = appendMember(w.path, w.b.of(c.key)), appendMember(w.key, w.b.of(c.key))
 			w.add(Extra, nil, c)
 			w.path, w.key = w.path[:pl], w.key[:kl]
 		}
@@ -496,10 +503,11 @@ func identity(d *jdoc, k int32) uint64 {
 	var h uint64
 	for _, c := range d.kids[n.first : n.first+n.n] {
 		m := &d.nodes[c]
-		if (m.kind == '"' || m.kind == '0') && Volatile(jsonShape(m)) {
+		// Volatile shapes take 10 characters or more (a date, an epoch).
+		if (m.kind == '"' || m.kind == '0') && m.raw.end-m.raw.start >= 10 && Volatile(jsonShape(d, m)) {
 			continue
 		}
-		h += mix(hashString(m.key) ^ mix(m.hash+1))
+		h += mix(hashString(d.of(m.key)) ^ mix(m.hash+1))
 	}
 	return mix(h ^ 0x69)
 }

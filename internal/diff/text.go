@@ -238,7 +238,7 @@ func (p *Parsed) jsonLeaves(i int32, key []byte, n *int, fn func(Leaf)) {
 	switch x.kind {
 	case '{':
 		for _, c := range kids {
-			p.jsonLeaves(c, appendMember(key, p.json.nodes[c].key), n, fn)
+			p.jsonLeaves(c, appendMember(key, p.json.of(p.json.nodes[c].key)), n, fn)
 		}
 	case '[':
 		key = append(key, "[*]"...)
@@ -247,10 +247,10 @@ func (p *Parsed) jsonLeaves(i int32, key []byte, n *int, fn func(Leaf)) {
 		}
 	default:
 		*n++
-		v := x.raw
+		v := p.json.of(x.raw)
 		if x.kind == '"' {
 			v = []byte(unquote(v))
 		}
-		fn(Leaf{Key: string(key), Hash: x.hash, Shape: jsonShape(x), Value: v})
+		fn(Leaf{Key: string(key), Hash: x.hash, Shape: jsonShape(p.json, x), Value: v})
 	}
 }
