@@ -142,3 +142,16 @@ func TestBoundedState(t *testing.T) {
 		t.Errorf("%d endpoints", len(r.Endpoints))
 	}
 }
+
+// wilsonUpper is the upper end of the interval, to check against
+// published intervals.
+func wilsonUpper(k, n int, z float64) float64 {
+	if n == 0 {
+		return 1
+	}
+	p, nf := float64(k)/float64(n), float64(n)
+	z2 := z * z
+	centre := p + z2/(2*nf)
+	margin := z * math.Sqrt(p*(1-p)/nf+z2/(4*nf*nf))
+	return math.Min(1, (centre+margin)/(1+z2/nf))
+}

@@ -30,18 +30,6 @@ func wilsonLower(k, n int, z float64) float64 {
 	return math.Max(0, (centre-margin)/(1+z2/nf))
 }
 
-// wilsonUpper is the upper end.
-func wilsonUpper(k, n int, z float64) float64 {
-	if n == 0 {
-		return 1
-	}
-	p, nf := float64(k)/float64(n), float64(n)
-	z2 := z * z
-	centre := p + z2/(2*nf)
-	margin := z * math.Sqrt(p*(1-p)/nf+z2/(4*nf*nf))
-	return math.Min(1, (centre+margin)/(1+z2/nf))
-}
-
 // Reservoir keeps a uniform sample of latencies in milliseconds, bounded.
 type Reservoir struct {
 	N    int       `json:"n"`

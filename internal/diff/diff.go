@@ -265,29 +265,6 @@ func mediaKind(h http.Header) string {
 	return "binary"
 }
 
-// Key generalises a field path across requests: list indices become [*].
-func Key(field string) string {
-	if !strings.Contains(field, "[") {
-		return field
-	}
-	var b strings.Builder
-	for i := 0; i < len(field); i++ {
-		if field[i] == '[' {
-			j := i + 1
-			for j < len(field) && field[j] >= '0' && field[j] <= '9' {
-				j++
-			}
-			if j > i+1 && j < len(field) && field[j] == ']' {
-				b.WriteString("[*]")
-				i = j
-				continue
-			}
-		}
-		b.WriteByte(field[i])
-	}
-	return b.String()
-}
-
 func render(s string) string {
 	if len(s) > maxRender {
 		return s[:maxRender] + "…"
