@@ -13,10 +13,31 @@ import (
 	"github.com/shadowtap/shadowtap/internal/synth"
 )
 
+// chunked re-frames a whole response with chunked transfer coding, as
+// many production servers send JSON.
+func chunked(resp []byte) []byte {
+	head, body, _ := strings.Cut(string(resp), "\r\n\r\n")
+	var b strings.Builder
+	for _, l := range strings.Split(head, "\r\n") {
+		if !strings.HasPrefix(l, "Content-Length:") {
+			b.WriteString(l + "\r\n")
+		}
+	}
+	b.WriteString("Transfer-Encoding: chunked\r\n\r\n")
+	for len(body) > 0 {
+		n := min(len(body), 10)
+		fmt.Fprintf(&b, "%x\r\n%s\r\n", n, body[:n])
+		body = body[n:]
+	}
+	b.WriteString("0\r\n\r\n")
+	return []byte(b.String())
+}
+
 // TestCompareEndToEndAlone is the passive set-up: the candidate against
-// production's mirrored answers only, no baseline, no secondary. The
-// planted differences are found and nothing else; with a candidate
-// running production's code (A/A) nothing is.
+// production's mirrored answers only, no baseline, no secondary, with
+// production's answers chunked on the wire. The planted differences are
+// found and nothing else; with a candidate running production's code
+// (A/A) nothing is.
 func TestCompareEndToEndAlone(t *testing.T) {
 	for _, planted := range []bool{true, false} {
 		cand := shopServer(t, fakeshop.New(1, planted))
@@ -32,7 +53,7 @@ func TestCompareEndToEndAlone(t *testing.T) {
 			m.send(1, c.Handshake())
 			for _, p := range fakeshop.Paths {
 				m.send(1, c.ClientData(fmt.Appendf(nil, "GET %s HTTP/1.1\r\nHost: shop\r\n\r\n", p)))
-				m.send(1, c.ServerData(prod.Respond(p)))
+				m.send(1, c.ServerData(chunked(prod.Respond(p))))
 				n++
 			}
 			m.send(1, c.Close())
