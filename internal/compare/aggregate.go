@@ -124,13 +124,18 @@ func (c *Comparator) record(ep *EndpointState, cmp, refName string, x *exchange,
 			continue
 		}
 		f := cs.field(d.Key)
-		if learner.explains(d) || cs.Noise.explains(d) {
+		if learner.explains(d) || cs.Noise.explains(d, learner) {
 			f.Volatile++
 			continue
 		}
 		f.Diffs++
-		if d.Kind == diff.Changed && d.RefShape != "" && d.RefShape == d.CandShape {
-			f.ShapeKept++
+		if d.Kind == diff.Changed && d.RefShape != "" {
+			if d.RefShape == d.CandShape {
+				f.ShapeKept++
+			}
+			if diff.Coarse(d.RefShape) == diff.Coarse(d.CandShape) {
+				f.TypeKept++
+			}
 		}
 		if len(f.Samples) < maxFieldSamples {
 			f.Samples = append(f.Samples, FieldSample{d.Field, string(d.Kind), d.Ref, d.Cand})
@@ -295,13 +300,20 @@ func (c *Comparator) flushLog() {
 					continue
 				}
 				for _, s := range f.pending {
-					if !s.logged {
-						s.logged = true
-						line, _ := json.Marshal(logLine{Type: "diff", Handler: c.cfg.Handler, Endpoint: name, Comparison: cmp, Sample: s})
-						c.cfg.Log.Write(append(line, '\n'))
+					if s.logged || f.logged >= c.cfg.LogSamples {
+						continue
+					}
+					s.logged = true
+					line, _ := json.Marshal(logLine{Type: "diff", Handler: c.cfg.Handler, Endpoint: name, Comparison: cmp, Sample: s})
+					c.cfg.Log.Write(append(line, '\n'))
+					// The line shows its other findings too: it counts
+					// towards theirs.
+					for _, k := range s.Findings {
+						if g := cs.Fields[k]; g != nil {
+							g.logged++
+						}
 					}
 				}
-				f.logged += len(f.pending)
 				f.pending = nil
 			}
 		}

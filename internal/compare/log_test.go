@@ -25,7 +25,7 @@ func TestDifferenceLogBoundedAndMerged(t *testing.T) {
 	var log bytes.Buffer
 	c, live := simulate(t, true, true, &log)
 	c.Close()
-	perKey := map[string]int{}
+	perKey, perCmp := map[string]int{}, map[string]int{}
 	diffs := 0
 	sc := bufio.NewScanner(bytes.NewReader(log.Bytes()))
 	sc.Buffer(nil, 16<<20)
@@ -38,6 +38,7 @@ func TestDifferenceLogBoundedAndMerged(t *testing.T) {
 			continue
 		}
 		diffs++
+		perCmp[l.Endpoint+" "+l.Comparison]++
 		if strings.Contains(l.Sample.Request, "secret") {
 			t.Errorf("credential in the log: %q", l.Sample.Request)
 		}
@@ -50,10 +51,19 @@ func TestDifferenceLogBoundedAndMerged(t *testing.T) {
 	if diffs == 0 || diffs > 2*len(planted)*5 {
 		t.Errorf("%d exchanges logged", diffs)
 	}
-	for _, f := range []string{"GET /api/stock/{id} candidate-vs-production status", "POST /api/orders candidate-vs-baseline body.status"} {
-		if perKey[f] != 5 {
-			t.Errorf("%s: %d lines, want 5", f, perKey[f])
+	for _, f := range []string{"GET /api/stock/{id} candidate-vs-production status", "POST /api/orders candidate-vs-baseline body.status",
+		"POST /api/orders candidate-vs-baseline body.confirmation"} {
+		if perKey[f] < 5 {
+			t.Errorf("%s: %d lines, want 5 at least", f, perKey[f])
 		}
+	}
+	// A line shows all its exchange's findings: per endpoint and
+	// comparison, at most 5 per finding.
+	if n := perCmp["POST /api/orders candidate-vs-baseline"]; n > 2*5 {
+		t.Errorf("orders: %d lines for 2 findings", n)
+	}
+	if n := perCmp["GET /api/stock/{id} candidate-vs-production"]; n != 5 {
+		t.Errorf("stock: %d lines for 1 finding", n)
 	}
 	t.Logf("log: %d bytes, %d exchanges, for %d compared", log.Len(), diffs, live.Compared)
 	if log.Len() > 4<<20 {

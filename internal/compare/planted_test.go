@@ -82,8 +82,15 @@ func (s *shop) answer(method, path, reqBody string, now time.Time) answer {
 		if s.planted {
 			status = "accepted"
 		}
+		// A confirmation code of its own format per order; the planted
+		// candidate writes it in another format.
+		code := fmt.Sprintf("%c%c%04d", 'A'+r.IntN(26), 'A'+r.IntN(26), r.IntN(10000))
+		if s.planted {
+			code = code[:2] + "-" + code[2:]
+		}
 		a.status = 201
-		a.body = fmt.Sprintf(`{"id":%q,"number":%d,"createdAt":%q,"status":%q,"order":%s}`, uuid(r), 1000+s.orders, ts, status, reqBody)
+		a.body = fmt.Sprintf(`{"id":%q,"number":%d,"createdAt":%q,"status":%q,"confirmation":%q,"order":%s}`, uuid(r), 1000+s.orders, ts,
+			status, code, reqBody)
 	case strings.HasPrefix(path, "/api/stock/"): // 3% of requests fail; 0.5% flaky everywhere
 		n := 0
 		fmt.Sscan(id, &n)
@@ -315,6 +322,7 @@ var planted = []string{
 	`GET /api/skus/{id} body.stock`,
 	`GET /api/stock/{id} status`,
 	`POST /api/orders body.status`,
+	`POST /api/orders body.confirmation`,
 	`GET /api/node body.node`,
 }
 

@@ -134,6 +134,7 @@ func refOf(cmp string) string {
 func fieldReport(cs *ComparisonState, learner *Learner, k string, f *FieldState, zz float64) FieldReport {
 	fr := FieldReport{Key: k, Diffs: f.Diffs, Compared: cs.Compared, Volatile: f.Volatile, Collateral: f.Collateral,
 		Samples: f.Samples, NoiseN: cs.Noise.N, NoiseDiffs: cs.Noise.Fields[k], NoiseRate: cs.Noise.rate(k)}
+	kept := f.ShapeKept
 	if learner != nil {
 		if fl := learner.Fields[k]; fl != nil {
 			if v, ok := fl.verdict(); ok {
@@ -143,12 +144,21 @@ func fieldReport(cs *ComparisonState, learner *Learner, k string, f *FieldState,
 	}
 	if v, ok := cs.Noise.verdict(k); ok && fr.Learned == nil {
 		fr.Learned = &Learned{Verdict: v, N: cs.Noise.N}
+		if !learner.generated(k) {
+			kept = f.TypeKept // a label: any value of its type (see NoiseState.explains)
+		}
 	}
 	if fr.Learned != nil {
 		// What differed before the variation was learned but kept the
-		// shape is explained by it too.
-		fr.Diffs -= f.ShapeKept
-		fr.Volatile += f.ShapeKept
+		// shape is explained by it too; what is left changed the shape,
+		// and is weighed against the reference's own shape changes.
+		fr.Diffs -= kept
+		fr.Volatile += kept
+		fr.NoiseDiffs = cs.Noise.Reshaped[k]
+		fr.NoiseRate = 0
+		if cs.Noise.N >= minNoise {
+			fr.NoiseRate = float64(fr.NoiseDiffs) / float64(cs.Noise.N)
+		}
 	}
 	if cs.Compared > 0 {
 		fr.Rate = float64(fr.Diffs) / float64(cs.Compared)

@@ -45,9 +45,11 @@ type ComparisonState struct {
 type FieldState struct {
 	Diffs    int `json:"diffs"`              // exchanges with a difference not explained as noise
 	Volatile int `json:"volatile,omitempty"` // differences explained by the learned variation
-	// Differences that kept the value's shape before the variation was
-	// learned (the first answers): explained once it is.
+	// Differences that kept the value's shape (TypeKept: its coarse
+	// shape) before the variation was learned (the first answers):
+	// explained once it is.
 	ShapeKept  int            `json:"shape_kept,omitempty"`
+	TypeKept   int            `json:"type_kept,omitempty"`
 	Collateral map[string]int `json:"collateral,omitempty"` // status: other keys that differed with it
 	Samples    []FieldSample  `json:"samples,omitempty"`
 
@@ -60,7 +62,11 @@ type FieldState struct {
 type NoiseState struct {
 	N      int            `json:"n"` // pairs compared
 	Fields map[string]int `json:"fields"`
-	Source string         `json:"source"`
+	// Differences that changed the value's shape (or type, or presence):
+	// the noise rate of a key that varies by itself, against which its
+	// unexplained differences are weighed.
+	Reshaped map[string]int `json:"reshaped,omitempty"`
+	Source   string         `json:"source"`
 }
 
 // Learner follows, per key, how one reference's values vary from answer
@@ -163,8 +169,15 @@ func (n *NoiseState) add(ds []diff.Difference) {
 		n.Fields = map[string]int{}
 	}
 	for i, d := range ds {
-		if !seenBefore(ds, i) {
-			n.Fields[d.Key]++
+		if seenBefore(ds, i) {
+			continue
+		}
+		n.Fields[d.Key]++
+		if d.Kind != diff.Changed || d.RefShape != d.CandShape {
+			if n.Reshaped == nil {
+				n.Reshaped = map[string]int{}
+			}
+			n.Reshaped[d.Key]++
 		}
 	}
 }
@@ -209,14 +222,33 @@ func (n *NoiseState) verdict(key string) (string, bool) {
 	return fmt.Sprintf("differs in %d of %d pairs (%s)", k, n.N, n.Source), true
 }
 
-// explains reports whether d is a shape-keeping change of a key that
-// varies by itself in the reference's pairs.
-func (n *NoiseState) explains(d *diff.Difference) bool {
-	if d.Kind != diff.Changed || d.RefShape == "" || d.RefShape != d.CandShape {
+// explains reports whether d is a change of a key that varies by itself
+// in the reference's pairs, to a value of the same shape. Values the
+// reference generates anew for each answer (codes, ids: few repeats) keep
+// their exact format; labels that merely vary among a few values (a host
+// name among production's instances) need only keep their type.
+func (n *NoiseState) explains(d *diff.Difference, l *Learner) bool {
+	if d.Kind != diff.Changed || d.RefShape == "" {
 		return false
 	}
-	_, ok := n.verdict(d.Key)
-	return ok
+	if _, ok := n.verdict(d.Key); !ok {
+		return false
+	}
+	if l.generated(d.Key) {
+		return d.RefShape == d.CandShape
+	}
+	return diff.Coarse(d.RefShape) == diff.Coarse(d.CandShape)
+}
+
+// generated reports whether the reference's values of key are made anew
+// for each answer: one shape, few repeats.
+func (l *Learner) generated(key string) bool {
+	if l == nil {
+		return false
+	}
+	f := l.Fields[key]
+	return f != nil && f.N >= minLearn && f.Repeats*5 < f.N && f.SameShape*20 >= f.N*19 &&
+		(volatileShape(f.Shape) || strings.HasPrefix(f.Shape, "fmt:")) // the shapes whose repeats are followed
 }
 
 // observe learns from one answer of the reference.
@@ -254,7 +286,7 @@ func (f *FieldLearn) observe(seq int, v diff.Leaf, target, body []byte, at time.
 			f.last, f.lastSeq = n, seq
 		}
 		return
-	case !volatileShape(shape):
+	case !volatileShape(shape) && !strings.HasPrefix(shape, "fmt:"):
 		return // no need to follow values that cannot be noise by shape
 	}
 	for i, h := range f.recent {
@@ -289,6 +321,11 @@ func volatileShape(s string) bool {
 		strings.Contains(s, "{hex") || strings.Contains(s, "{token}")
 }
 
+// A short code (fmt: shape) is believed unique per response only on more
+// evidence than an id of a volatile shape: codes of a fixed format also
+// name things that merely vary with the request (SKU-00012).
+const minUniqueCodes = 20
+
 // verdict says whether the key's values vary from answer to answer by
 // themselves, and why.
 func (f *FieldLearn) verdict() (string, bool) {
@@ -303,6 +340,8 @@ func (f *FieldLearn) verdict() (string, bool) {
 			return "a counter (increasing integers)", true
 		}
 	case volatileShape(f.Shape) && f.Repeats*20 <= f.N:
+		return "unique per response (" + f.Shape + ")", true
+	case strings.HasPrefix(f.Shape, "fmt:") && f.N >= minUniqueCodes && f.Repeats*50 <= f.N:
 		return "unique per response (" + f.Shape + ")", true
 	}
 	return "", false
@@ -349,6 +388,7 @@ func (cs *ComparisonState) merge(o *ComparisonState) {
 		g.Diffs += f.Diffs
 		g.Volatile += f.Volatile
 		g.ShapeKept += f.ShapeKept
+		g.TypeKept += f.TypeKept
 		for ck, n := range f.Collateral {
 			if g.Collateral == nil {
 				g.Collateral = map[string]int{}
@@ -364,6 +404,12 @@ func (cs *ComparisonState) merge(o *ComparisonState) {
 	}
 	for k, n := range o.Noise.Fields {
 		cs.Noise.Fields[k] += n
+	}
+	for k, n := range o.Noise.Reshaped {
+		if cs.Noise.Reshaped == nil {
+			cs.Noise.Reshaped = map[string]int{}
+		}
+		cs.Noise.Reshaped[k] += n
 	}
 	if cs.Noise.Source == "" {
 		cs.Noise.Source = o.Noise.Source

@@ -180,7 +180,9 @@ func TestShapes(t *testing.T) {
 		"Thu, 26 Nov 2026 13:28:29 GMT":        "time:http",
 		"9f86d081884c7d659a2feaa0c55ad015":     "hex32",
 		"eyJhbGciOiJIUzI1NiJ9x":                "token",
-		"SKU-00012":                            "str",
+		"SKU-00012":                            "fmt:AAA-99999",
+		"Item 12":                              "fmt:Aaaa 99",
+		"hello world":                          "str",
 		"ann":                                  "str",
 	} {
 		if got := Shape(in); got != want {

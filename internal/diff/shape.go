@@ -10,8 +10,9 @@ import (
 
 // Shape classifies a value by its form, not its content: "uuid", "ulid",
 // "hex32", "token", "time:9999-99-99T99:99:99Z" (the layout, digits as 9),
-// "time:http", "int", "float", "epoch-s", "epoch-ms", "bool", or "str" for
-// anything without a recognised form. Two values with the same volatile
+// "time:http", "int", "float", "epoch-s", "epoch-ms", "bool", the format
+// of a short code with digits ("fmt:AAA-99999"), or "str" for anything
+// without a recognised form. Two values with the same volatile
 // shape (see Volatile) are alike for noise: a new id for a new id.
 func Shape(s string) string {
 	n := len(s)
@@ -34,7 +35,35 @@ func Shape(s string) string {
 		strings.IndexFunc(s, func(r rune) bool { return r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' }) >= 0 {
 		return "token"
 	}
+	if n >= 4 && n <= 32 && strings.ContainsAny(s, "0123456789") {
+		// A short code (AB12CD, CPN-7KQ2X): its format, character by
+		// character, so that only a code of the same format is alike.
+		b := make([]byte, 0, 4+n)
+		b = append(b, "fmt:"...)
+		for i := 0; i < n; i++ {
+			switch c := s[i]; {
+			case isDigit(c):
+				b = append(b, '9')
+			case c >= 'A' && c <= 'Z':
+				b = append(b, 'A')
+			case c >= 'a' && c <= 'z':
+				b = append(b, 'a')
+			default:
+				b = append(b, c)
+			}
+		}
+		return string(b)
+	}
 	return "str"
+}
+
+// Coarse is a shape's class for values that vary without a format of
+// their own: every string without a recognised form is "str".
+func Coarse(shape string) string {
+	if strings.HasPrefix(shape, "fmt:") {
+		return "str"
+	}
+	return shape
 }
 
 // NumberShape classifies a JSON number.
