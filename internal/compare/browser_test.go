@@ -117,6 +117,7 @@ func TestReportPageInBrowser(t *testing.T) {
 	firstAsc := text(`#endpoints tbody tr.ep td`)
 	do(chromedp.Click(`th[data-key="regressions"]`), chromedp.Click(`#endpoints tbody tr.ep`))
 	detail := eval(`document.querySelectorAll("tr.detail pre").length`)
+	stray := eval(`document.body.innerText.includes("=>") ? 1 : 0`) // script text shown as page text
 	verdictCols := eval(`[...document.querySelectorAll("#head th")].filter(th => th.textContent.startsWith("vs ")).length`)
 	regVerdicts := eval(`document.querySelectorAll("#endpoints tbody tr.ep")[0].querySelectorAll(".verdict.regression").length`)
 	hl, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll("tr.detail span.hl")].map(s => s.textContent.trim()).join("|")`))
@@ -141,6 +142,9 @@ func TestReportPageInBrowser(t *testing.T) {
 	}
 	if detail != 3 {
 		t.Errorf("detail shows %d panes, want request, reference and candidate", detail)
+	}
+	if stray != 0 {
+		t.Error("script text shows on the page")
 	}
 	if verdictCols != 2 || regVerdicts != 2 {
 		t.Errorf("%d verdict columns, %d regression verdicts in the first row; want 2 and 2", verdictCols, regVerdicts)
