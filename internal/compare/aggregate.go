@@ -113,6 +113,10 @@ func (c *Comparator) record(ep *EndpointState, cmp, refName string, x *exchange,
 		if seenBefore(ds, i) {
 			continue
 		}
+		if learner.explains(d) || cs.Noise.explains(d, learner) {
+			cs.field(d.Key).Volatile++
+			continue
+		}
 		if statusChanged && d.Key != "status" {
 			f := cs.field("status")
 			if f.Collateral == nil {
@@ -124,10 +128,6 @@ func (c *Comparator) record(ep *EndpointState, cmp, refName string, x *exchange,
 			continue
 		}
 		f := cs.field(d.Key)
-		if learner.explains(d) || cs.Noise.explains(d, learner) {
-			f.Volatile++
-			continue
-		}
 		f.Diffs++
 		if d.Kind == diff.Changed && d.RefShape != "" {
 			if d.RefShape == d.CandShape {
