@@ -471,13 +471,21 @@ func header(m *httpstream.Message) http.Header {
 }
 
 // requestKey identifies identical requests (for production noise): the
-// method, target and body.
+// method, target, body and the headers that choose what is answered (who
+// asks, in which language and format), so that two users' answers to one
+// URL do not pass for noise. Cookies are left out: they carry tracking
+// ids that would make no two requests identical.
 func requestKey(req *httpstream.Request) uint64 {
 	h := fnv.New64a()
 	h.Write(req.Method())
 	h.Write([]byte{' '})
 	h.Write(req.Target())
 	h.Write(req.Body())
+	for _, name := range []string{"Authorization", "Accept", "Accept-Language"} {
+		v, _ := req.Get(name)
+		h.Write([]byte{0})
+		h.Write(v)
+	}
 	return h.Sum64()
 }
 
