@@ -28,7 +28,12 @@ type Report struct {
 	// Comparisons run, in the order of the page's columns.
 	Comparisons []string         `json:"comparisons"`
 	Templates   []string         `json:"templates"` // endpoint templates learned from the traffic
-	Endpoints   []EndpointReport `json:"endpoints"`
+	// LatencyScale is, per comparison and measure ("candidate-vs-production
+	// first_byte"), the median over endpoints of the candidate's median
+	// latency over the reference's: how much slower the test environment
+	// is as a whole. An endpoint is slower only beyond it.
+	LatencyScale map[string]float64 `json:"latency_scale"`
+	Endpoints    []EndpointReport   `json:"endpoints"`
 }
 
 // EndpointReport is one endpoint: every comparison's verdict side by side.
@@ -95,6 +100,7 @@ type LatencyReport struct {
 	CandLowMS  float64 `json:"cand_low_ms"` // lower confidence bound
 	RefN       int     `json:"ref_n"`
 	CandN      int     `json:"cand_n"`
+	Scale      float64 `json:"scale"` // the environments' typical ratio, candidate to reference (Report.LatencyScale)
 	Regression bool    `json:"regression"`
 }
 
@@ -167,13 +173,55 @@ func fieldReport(cs *ComparisonState, learner *Learner, k string, f *FieldState,
 	return fr
 }
 
+// minScaleEndpoints is how many endpoints make an environment's latency
+// scale; with fewer, latencies are compared as they are.
+const minScaleEndpoints = 3
+
+// latencyScale measures how much slower (or faster) the candidate's
+// environment answers than the reference's, over all endpoints: another
+// machine, network or data size makes every endpoint slower alike, which
+// is not a regression of any one of them.
+func (a *aggregate) latencyScale(minSamples int) map[string]float64 {
+	ratios := map[string][]float64{}
+	median := func(r *Reservoir) float64 {
+		s := slices.Sorted(slices.Values(r.Vals))
+		return s[len(s)/2]
+	}
+	for _, ep := range a.endpoints {
+		for _, cmp := range []string{VsProduction, VsBaseline} {
+			for _, m := range []string{"first_byte", "total"} {
+				ref, cand := ep.Latency[refOf(cmp)+" "+m], ep.Latency["candidate "+m]
+				if ep.Comparisons[cmp] == nil || ref == nil || cand == nil || ref.N < minSamples || cand.N < minSamples {
+					continue
+				}
+				if rm := median(ref); rm > 0 {
+					ratios[cmp+" "+m] = append(ratios[cmp+" "+m], median(cand)/rm)
+				}
+			}
+		}
+	}
+	out := map[string]float64{}
+	for _, cmp := range []string{VsProduction, VsBaseline} {
+		for _, m := range []string{"first_byte", "total"} {
+			k := cmp + " " + m
+			out[k] = 1
+			if rs := ratios[k]; len(rs) >= minScaleEndpoints {
+				slices.Sort(rs)
+				out[k] = rs[len(rs)/2]
+			}
+		}
+	}
+	return out
+}
+
 // report builds the report of the aggregate.
 func (a *aggregate) report(r Rules) Report {
 	if r.Confidence == 0 {
 		r.Confidence = DefaultConfidence
 	}
 	zz := z(r.Confidence)
-	out := Report{Rules: r}
+	scale := a.latencyScale(r.MinSamples)
+	out := Report{Rules: r, LatencyScale: scale}
 	cmps := map[string]bool{}
 	for _, ep := range a.endpoints {
 		er := EndpointReport{Name: ep.Name, Requests: ep.Requests, Latency: map[string]Quantiles{}, Verdicts: map[string]string{}}
@@ -242,8 +290,9 @@ func (a *aggregate) report(r Rules) Report {
 				for _, ql := range quantileLevels {
 					_, rv, rhi := quantileCI(rs, ql.q, zz)
 					clo, cv, _ := quantileCI(csr, ql.q, zz)
+					sc := scale[name+" "+m]
 					lr := LatencyReport{Measure: m, Quantile: ql.name, RefMS: rv, RefHighMS: rhi, CandMS: cv, CandLowMS: clo,
-						RefN: ref.N, CandN: cand.N, Regression: clo > latencyFactor*rhi+latencyMarginMS}
+						RefN: ref.N, CandN: cand.N, Scale: sc, Regression: clo > latencyFactor*sc*rhi+latencyMarginMS}
 					if lr.Regression {
 						cr.LatencyRegression = true
 						cr.Regressions++
