@@ -26,8 +26,8 @@ type Report struct {
 	Regressions int       `json:"regressions"` // distinct findings: endpoint and key, over the comparisons
 	Rules       Rules     `json:"rules"`
 	// Comparisons run, in the order of the page's columns.
-	Comparisons []string         `json:"comparisons"`
-	Templates   []string         `json:"templates"` // endpoint templates learned from the traffic
+	Comparisons []string `json:"comparisons"`
+	Templates   []string `json:"templates"` // endpoint templates learned from the traffic
 	// LatencyScale is, per comparison and measure ("candidate-vs-production
 	// first_byte"), the median over endpoints of the candidate's median
 	// latency over the reference's: how much slower the test environment
