@@ -92,7 +92,11 @@ type Defaults struct {
 	RateLimit          float64       `yaml:"rate_limit"` // requests per second per target; 0: none
 	DialTimeout        time.Duration `yaml:"dial_timeout"`
 	ResponseTimeout    time.Duration `yaml:"response_timeout"`
-	Marker             Marker        `yaml:"marker"`
+	// IdleConnTimeout retires a kept-alive connection to a target idle
+	// this long; keep it below the target's own keep-alive timeout (Node:
+	// 5 s), so that a request never crosses the server's close on the wire.
+	IdleConnTimeout time.Duration `yaml:"idle_conn_timeout"`
+	Marker          Marker        `yaml:"marker"`
 }
 
 // Target is one test environment and what it receives.
@@ -106,6 +110,7 @@ type Target struct {
 	RateLimit          *float64      `yaml:"rate_limit"`
 	DialTimeout        time.Duration `yaml:"dial_timeout"`
 	ResponseTimeout    time.Duration `yaml:"response_timeout"`
+	IdleConnTimeout    time.Duration `yaml:"idle_conn_timeout"`
 	Sampling           *Sampling     `yaml:"sampling"`
 	Filters            Filters       `yaml:"filters"`
 	Rewrite            Rewrite       `yaml:"rewrite"`
@@ -200,6 +205,7 @@ func Default() Config {
 			Queue:           10_000,
 			DialTimeout:     3 * time.Second,
 			ResponseTimeout: 10 * time.Second,
+			IdleConnTimeout: 4 * time.Second,
 			Marker:          Marker{Name: DefaultMarkerName},
 		},
 		Compare: Compare{

@@ -55,6 +55,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&c.Defaults.RateLimit, "rate-limit", c.Defaults.RateLimit, "requests per second per target (0: no limit); over it whole connections are dropped")
 	fs.DurationVar(&c.Defaults.DialTimeout, "dial-timeout", c.Defaults.DialTimeout, "connect (and TLS handshake) timeout to a target")
 	fs.DurationVar(&c.Defaults.ResponseTimeout, "response-timeout", c.Defaults.ResponseTimeout, "wait this long for a target's response head")
+	fs.DurationVar(&c.Defaults.IdleConnTimeout, "idle-conn-timeout", c.Defaults.IdleConnTimeout, "close a kept-alive connection to a target idle this long (keep it below the target's keep-alive timeout)")
 	fs.BoolVar(&c.Defaults.InsecureSkipVerify, "insecure-skip-verify", c.Defaults.InsecureSkipVerify, "accept any certificate from an https target (self-signed staging)")
 }
 

@@ -20,6 +20,7 @@ type Resolved struct {
 	RateLimit          float64
 	DialTimeout        time.Duration
 	ResponseTimeout    time.Duration
+	IdleConnTimeout    time.Duration
 	Sampling           Sampling
 	Filters            Filters
 	Rewrite            Rewrite
@@ -57,7 +58,8 @@ func (c *Config) Resolve() []Resolved {
 			KeepHostHeader: d.KeepHostHeader, InsecureSkipVerify: d.InsecureSkipVerify,
 			Workers: or(t.Workers, d.Workers), Queue: or(t.Queue, d.Queue), RateLimit: d.RateLimit,
 			DialTimeout: or(t.DialTimeout, d.DialTimeout), ResponseTimeout: or(t.ResponseTimeout, d.ResponseTimeout),
-			Sampling: d.Sampling, Filters: t.Filters, Rewrite: t.Rewrite, Credentials: t.Credentials,
+			IdleConnTimeout: or(t.IdleConnTimeout, d.IdleConnTimeout),
+			Sampling:        d.Sampling, Filters: t.Filters, Rewrite: t.Rewrite, Credentials: t.Credentials,
 		}
 		if t.KeepHostHeader != nil {
 			r.KeepHostHeader = *t.KeepHostHeader
@@ -255,8 +257,8 @@ func validateTarget(t Resolved) []error {
 	if t.RateLimit < 0 {
 		add("rate_limit: must not be negative")
 	}
-	if t.DialTimeout <= 0 || t.ResponseTimeout <= 0 {
-		add("dial_timeout and response_timeout: must be positive")
+	if t.DialTimeout <= 0 || t.ResponseTimeout <= 0 || t.IdleConnTimeout <= 0 {
+		add("dial_timeout, response_timeout and idle_conn_timeout: must be positive")
 	}
 	if err := validateSampling(t.Sampling); err != nil {
 		add("sampling: %v", err)

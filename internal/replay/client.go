@@ -15,6 +15,8 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -66,10 +68,15 @@ type ClientOptions struct {
 	ResponseTimeout time.Duration // from the last byte written to the response head
 	BodyTimeout     time.Duration // to read and discard the response body
 	ContinueTimeout time.Duration // wait for "100 Continue" before sending a body anyway
-	MaxIdle         int
-	MaxDiscard      int64 // response bodies larger than this close the connection
-	InsecureTLS     bool  // accept any certificate (self-signed staging)
-	KeepBody        int64 // keep up to this many body bytes for comparison; 0: keep none
+	// IdleTimeout retires a pooled connection idle this long. It must stay
+	// below the test servers' own keep-alive timeouts (Node's is 5 s): a
+	// request written just as the server closes its end cannot be proved
+	// unread, so it fails instead of being sent again.
+	IdleTimeout time.Duration
+	MaxIdle     int
+	MaxDiscard  int64 // response bodies larger than this close the connection
+	InsecureTLS bool  // accept any certificate (self-signed staging)
+	KeepBody    int64 // keep up to this many body bytes for comparison; 0: keep none
 }
 
 // DefaultClientOptions suit a test environment in the same region.
@@ -78,6 +85,7 @@ var DefaultClientOptions = ClientOptions{
 	ResponseTimeout: 10 * time.Second,
 	BodyTimeout:     30 * time.Second,
 	ContinueTimeout: time.Second,
+	IdleTimeout:     4 * time.Second,
 	MaxIdle:         256,
 	MaxDiscard:      64 << 20,
 }
@@ -88,11 +96,32 @@ type Client struct {
 	opts ClientOptions
 	tls  *tls.Config
 	idle chan *conn
+	// StaleConns counts pooled connections found closed by the server or
+	// expired, and so not used.
+	StaleConns atomic.Uint64
 }
 
 type conn struct {
 	net.Conn
-	br *bufio.Reader
+	br        *bufio.Reader
+	sock      syscall.RawConn // the TCP socket (under TLS too), for the liveness check
+	idleSince time.Time
+	// deadline is the last one set, so that a read cut by it is named a
+	// timeout even when net/http reports the partial answer as malformed.
+	deadline atomic.Int64
+}
+
+func (cn *conn) setDeadline(t time.Time) {
+	cn.deadline.Store(t.UnixNano())
+	cn.Conn.SetDeadline(t)
+}
+
+// readFailure classifies a failed read of the answer.
+func (cn *conn) readFailure(err error) *Error {
+	if d := cn.deadline.Load(); d != 0 && time.Now().UnixNano() >= d {
+		return &Error{Reason: FailTimeout, Err: err}
+	}
+	return classify(err, FailRead)
 }
 
 // NewClient returns a client for dest.
@@ -116,21 +145,29 @@ type Response struct {
 	Body          []byte // up to KeepBody bytes, as sent (not decoded)
 	BodyTruncated bool
 	Reused        bool // sent on a kept-alive connection
+	// FirstByte is the time from the request's last byte written to the
+	// answer's first byte read: what production's packets show too.
+	FirstByte time.Duration
+	// Duration is the time from the request's first byte written to the
+	// answer's last byte read.
+	Duration time.Duration
 }
 
 // FailReason classifies replay failures for counting.
 type FailReason uint8
 
 const (
-	FailDial FailReason = iota
-	FailTLS
-	FailWrite
-	FailTimeout
-	FailRead // connection closed or unparseable response
+	FailDial    FailReason = iota
+	FailTLS                // TLS handshake
+	FailWrite              // writing the request failed
+	FailTimeout            // any deadline: response, body, or a stop's abort
+	FailReset              // the server reset the connection
+	FailClosed             // the server closed the connection before a whole answer
+	FailRead               // an unparseable answer
 	NumFailReasons
 )
 
-var failNames = [NumFailReasons]string{"dial", "tls", "write", "timeout", "read"}
+var failNames = [NumFailReasons]string{"dial", "tls", "write", "timeout", "reset", "closed", "read"}
 
 func (f FailReason) String() string { return failNames[f] }
 
@@ -138,6 +175,9 @@ func (f FailReason) String() string { return failNames[f] }
 type Error struct {
 	Reason FailReason
 	Err    error
+	// unsent: the kernel took none of the request's bytes, so the server
+	// cannot have seen any of it.
+	unsent bool
 }
 
 func (e *Error) Error() string { return "replay: " + e.Reason.String() + ": " + e.Err.Error() }
@@ -145,6 +185,12 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // Do sends one request (head then body, head of headLen bytes) and reads
 // the response, discarding its body so the connection can be reused.
+//
+// At most once: a request is sent again only when it provably never
+// reached the server, that is when the first write on a kept-alive
+// connection failed with no byte taken. Once any byte was written, a
+// failure (a close, a reset, a timeout, a partial answer) is reported and
+// never retried, whatever the method: the server may have acted on it.
 func (c *Client) Do(ctx context.Context, req []byte, headLen int, method string, expect100 bool) (*Response, error) {
 	for attempt := 0; ; attempt++ {
 		cn, reused, err := c.get(ctx)
@@ -153,33 +199,49 @@ func (c *Client) Do(ctx context.Context, req []byte, headLen int, method string,
 		}
 		// Cancelling ctx aborts the exchange at once: a stop must not wait
 		// out a blackholed target's timeouts.
-		abort := context.AfterFunc(ctx, func() { cn.SetDeadline(time.Unix(1, 0)) })
-		resp, sent, err := c.roundTrip(cn, req, headLen, method, expect100)
+		abort := context.AfterFunc(ctx, func() { cn.setDeadline(time.Unix(1, 0)) })
+		resp, err := c.roundTrip(cn, req, headLen, method, expect100)
 		abort()
 		if err == nil {
 			resp.Reused = reused
 			return resp, nil
 		}
 		cn.Close()
-		// A kept-alive connection may have been closed by the server while
-		// idle; retry once on a fresh one if nothing of a response came.
-		if reused && !sent && attempt == 0 {
+		var re *Error
+		if reused && attempt == 0 && errors.As(err, &re) && re.unsent {
 			continue
 		}
 		return nil, err
 	}
 }
 
+// get takes a live pooled connection or dials a new one. Pooled ones that
+// the server closed, that hold unsolicited bytes, or that idled past
+// IdleTimeout are closed and counted instead of used.
 func (c *Client) get(ctx context.Context) (*conn, bool, error) {
-	select {
-	case cn := <-c.idle:
-		return cn, true, nil
-	default:
+	for {
+		var cn *conn
+		select {
+		case cn = <-c.idle:
+		default:
+		}
+		if cn == nil {
+			break
+		}
+		if c.usable(cn) {
+			return cn, true, nil
+		}
+		cn.Close()
+		c.StaleConns.Add(1)
 	}
 	d := net.Dialer{Timeout: c.opts.DialTimeout, KeepAlive: 30 * time.Second}
 	nc, err := d.DialContext(ctx, "tcp", c.dest.Addr)
 	if err != nil {
-		return nil, false, &Error{FailDial, err}
+		return nil, false, &Error{Reason: FailDial, Err: err}
+	}
+	var sock syscall.RawConn
+	if tc, ok := nc.(*net.TCPConn); ok {
+		sock, _ = tc.SyscallConn()
 	}
 	if c.tls != nil {
 		tc := tls.Client(nc, c.tls)
@@ -188,14 +250,22 @@ func (c *Client) get(ctx context.Context) (*conn, bool, error) {
 		cancel()
 		if err != nil {
 			nc.Close()
-			return nil, false, &Error{FailTLS, err}
+			return nil, false, &Error{Reason: FailTLS, Err: err}
 		}
 		nc = tc
 	}
-	return &conn{Conn: nc, br: bufio.NewReaderSize(nc, 16<<10)}, false, nil
+	return &conn{Conn: nc, br: bufio.NewReaderSize(nc, 16<<10), sock: sock}, false, nil
+}
+
+func (c *Client) usable(cn *conn) bool {
+	if c.opts.IdleTimeout > 0 && time.Since(cn.idleSince) >= c.opts.IdleTimeout {
+		return false
+	}
+	return cn.br.Buffered() == 0 && (cn.sock == nil || socketIdle(cn.sock))
 }
 
 func (c *Client) put(cn *conn) {
+	cn.idleSince = time.Now()
 	select {
 	case c.idle <- cn:
 	default:
@@ -215,17 +285,19 @@ func (c *Client) CloseIdle() {
 	}
 }
 
-// roundTrip reports whether any response byte was read (sent=true means
-// the request can no longer be retried).
-func (c *Client) roundTrip(cn *conn, req []byte, headLen int, method string, expect100 bool) (*Response, bool, error) {
+// roundTrip writes the request and reads the answer.
+func (c *Client) roundTrip(cn *conn, req []byte, headLen int, method string, expect100 bool) (*Response, error) {
 	body := req[headLen:]
 	first := req
 	if expect100 && len(body) > 0 {
 		first = req[:headLen]
 	}
-	cn.SetDeadline(time.Now().Add(c.opts.ResponseTimeout))
-	if _, err := cn.Write(first); err != nil {
-		return nil, false, classify(err, FailWrite)
+	start := time.Now()
+	cn.setDeadline(start.Add(c.opts.ResponseTimeout))
+	if n, err := cn.Write(first); err != nil {
+		e := classify(err, FailWrite)
+		e.unsent = n == 0
+		return nil, e
 	}
 	hreq := &http.Request{Method: method}
 	var resp *http.Response
@@ -235,30 +307,38 @@ func (c *Client) roundTrip(cn *conn, req []byte, headLen int, method string, exp
 		// clients do, then send the body.
 		cn.SetReadDeadline(time.Now().Add(c.opts.ContinueTimeout))
 		_, perr := cn.br.Peek(1)
-		cn.SetDeadline(time.Now().Add(c.opts.ResponseTimeout))
+		cn.setDeadline(time.Now().Add(c.opts.ResponseTimeout))
 		if perr == nil {
 			resp, err = http.ReadResponse(cn.br, hreq)
 			if err != nil {
-				return nil, true, classify(err, FailRead)
+				return nil, cn.readFailure(err)
 			}
 			if resp.StatusCode != http.StatusContinue {
 				// A final answer before the body: the server did not want
 				// it. Report the answer; the connection cannot be reused.
 				r, err := c.finish(cn, resp)
 				cn.Close()
-				return r, true, err
+				if r != nil {
+					r.Duration = time.Since(start)
+				}
+				return r, err
 			}
 		} else if !errors.Is(perr, os.ErrDeadlineExceeded) {
-			return nil, false, classify(perr, FailRead)
+			return nil, classify(perr, FailRead)
 		}
 		if _, err := cn.Write(body); err != nil {
-			return nil, true, classify(err, FailWrite)
+			return nil, classify(err, FailWrite)
 		}
 	}
+	written := time.Now()
+	if _, err := cn.br.Peek(1); err != nil {
+		return nil, cn.readFailure(err)
+	}
+	firstByte := time.Since(written)
 	for {
 		resp, err = http.ReadResponse(cn.br, hreq)
 		if err != nil {
-			return nil, cn.br.Buffered() > 0, classify(err, FailRead)
+			return nil, cn.readFailure(err)
 		}
 		// Skip interim responses (100 Continue, 103 Early Hints).
 		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
@@ -267,20 +347,21 @@ func (c *Client) roundTrip(cn *conn, req []byte, headLen int, method string, exp
 	}
 	r, err := c.finish(cn, resp)
 	if err != nil {
-		return nil, true, err
+		return nil, err
 	}
+	r.FirstByte, r.Duration = firstByte, time.Since(start)
 	if resp.Close || resp.StatusCode == http.StatusSwitchingProtocols {
 		cn.Close()
 	} else {
-		cn.SetDeadline(time.Time{})
+		cn.setDeadline(time.Time{})
 		c.put(cn)
 	}
-	return r, true, nil
+	return r, nil
 }
 
 // finish discards the response body, bounded in time and size.
 func (c *Client) finish(cn *conn, resp *http.Response) (*Response, error) {
-	cn.SetDeadline(time.Now().Add(c.opts.BodyTimeout))
+	cn.setDeadline(time.Now().Add(c.opts.BodyTimeout))
 	var kept []byte
 	var n int64
 	if c.opts.KeepBody > 0 {
@@ -293,7 +374,7 @@ func (c *Client) finish(cn *conn, resp *http.Response) (*Response, error) {
 	n += rest
 	resp.Body.Close()
 	if err != nil {
-		return nil, classify(err, FailRead)
+		return nil, cn.readFailure(err)
 	}
 	if rest > c.opts.MaxDiscard {
 		resp.Close = true
@@ -301,10 +382,17 @@ func (c *Client) finish(cn *conn, resp *http.Response) (*Response, error) {
 	return &Response{Status: resp.StatusCode, Header: resp.Header, BodySize: n, Body: kept, BodyTruncated: rest > 0 && c.opts.KeepBody > 0}, nil
 }
 
-func classify(err error, def FailReason) error {
+// classify names a failure: any deadline is a timeout, whoever set it; a
+// reset and an early close are told apart from an unreadable answer.
+func classify(err error, def FailReason) *Error {
 	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return &Error{FailTimeout, err}
+	switch {
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, os.ErrDeadlineExceeded):
+		return &Error{Reason: FailTimeout, Err: err}
+	case errors.Is(err, syscall.ECONNRESET):
+		return &Error{Reason: FailReset, Err: err}
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
+		return &Error{Reason: FailClosed, Err: err}
 	}
-	return &Error{def, err}
+	return &Error{Reason: def, Err: err}
 }

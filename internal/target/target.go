@@ -145,7 +145,7 @@ func Build(ctx context.Context, rs []config.Resolved, prev *Set, log *slog.Logge
 			t.Stats = &Stats{}
 			copts := replay.DefaultClientOptions
 			copts.DialTimeout, copts.ResponseTimeout, copts.InsecureTLS, copts.MaxIdle = r.DialTimeout, r.ResponseTimeout, r.InsecureSkipVerify, r.Workers
-			copts.KeepBody = r.KeepBody
+			copts.KeepBody, copts.IdleTimeout = r.KeepBody, r.IdleConnTimeout
 			t.replayer = replay.New(replay.NewClient(dest, copts),
 				replay.Options{Name: r.Name, Workers: r.Workers, MaxQueue: r.Queue, Edits: edits, RateLimit: r.RateLimit, Block: r.Block},
 				&t.Stats.Replay, log, onResult)
@@ -189,7 +189,8 @@ func find(s *Set, name string) *Target {
 
 func sameConnection(a, b config.Resolved) bool {
 	return a.Destination == b.Destination && a.InsecureSkipVerify == b.InsecureSkipVerify && a.Workers == b.Workers && a.KeepBody == b.KeepBody &&
-		a.Queue == b.Queue && a.DialTimeout == b.DialTimeout && a.ResponseTimeout == b.ResponseTimeout
+		a.Queue == b.Queue && a.DialTimeout == b.DialTimeout && a.ResponseTimeout == b.ResponseTimeout &&
+		a.IdleConnTimeout == b.IdleConnTimeout
 }
 
 // Edits returns the replay edits of a target: the core's, and the
