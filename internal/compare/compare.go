@@ -95,6 +95,7 @@ const DefaultConfidence = 0.99
 
 type side struct {
 	msg       diff.Message
+	prod      *httpstream.Response // production's, until the worker makes msg of it
 	firstByte time.Duration // request's last byte to the answer's first
 	total     time.Duration // to the answer's last byte
 	at        time.Time     // when the answer came (for times in it)
@@ -216,15 +217,21 @@ func (c *Comparator) part(target string) int {
 
 // Production records production's response (nil: not seen). Its body is
 // as mirrored: still chunked when it was sent so, which diff undoes.
+// It is called on the capture path: the message is built by the worker.
 func (c *Comparator) Production(req *httpstream.Request, resp *httpstream.Response) {
 	var s side
 	if resp != nil {
-		te, _ := resp.Get("Transfer-Encoding")
-		s = side{msg: diff.Message{Status: resp.Status, Header: header(&resp.Message), Body: resp.Body(), Truncated: resp.BodyTruncated,
-			Chunked: finalChunked(string(te))},
-			firstByte: time.Duration(resp.Start - req.End), total: time.Duration(resp.End - req.End), at: time.Unix(0, resp.Start)}
+		s = side{prod: resp, firstByte: time.Duration(resp.Start - req.End), total: time.Duration(resp.End - req.End),
+			at: time.Unix(0, resp.Start)}
 	}
 	c.arrive(req, partProd, s, resp != nil)
+}
+
+// prodMessage is production's answer as diff takes it.
+func prodMessage(resp *httpstream.Response) diff.Message {
+	te, _ := resp.Get("Transfer-Encoding")
+	return diff.Message{Status: resp.Status, Header: header(&resp.Message), Body: resp.Body(), Truncated: resp.BodyTruncated,
+		Chunked: finalChunked(string(te))}
 }
 
 // finalChunked reports whether chunked is the last transfer coding.
@@ -363,6 +370,7 @@ func (c *Comparator) process(x *exchange) {
 	pc := diff.Parse(cand.msg, opts)
 	var pp, pb, ps *diff.Parsed
 	if x.expect&partProd != 0 {
+		prod.msg = prodMessage(prod.prod)
 		pp = diff.Parse(prod.msg, opts)
 	}
 	if x.expect&partBase != 0 {
