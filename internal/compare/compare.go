@@ -96,9 +96,9 @@ const DefaultConfidence = 0.99
 type side struct {
 	msg       diff.Message
 	prod      *httpstream.Response // production's, until the worker makes msg of it
-	firstByte time.Duration // request's last byte to the answer's first
-	total     time.Duration // to the answer's last byte
-	at        time.Time     // when the answer came (for times in it)
+	firstByte time.Duration        // request's last byte to the answer's first
+	total     time.Duration        // to the answer's last byte
+	at        time.Time            // when the answer came (for times in it)
 }
 
 type exchange struct {
