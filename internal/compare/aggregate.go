@@ -17,9 +17,11 @@ type aggregate struct {
 	endpoints map[string]*EndpointState
 	// The last production answer to each safe request, to learn
 	// production's own noise from identical requests; bounded.
-	prodLast    map[uint64]prodAnswer
-	sampleBytes int         // held by full samples, bounded by maxSampleBytes
-	renamed     [][2]string // endpoints folded into a template since the last statistics lines
+	prodLast   map[uint64]prodAnswer
+	prodBytes  int         // bodies held by prodLast, bounded by maxProdLastBytes
+	shownBytes int         // held by the findings' samples (for the page), bounded by maxShownBytes
+	logBytes   int         // held by samples waiting for the log, bounded by maxLogBytes
+	renamed    [][2]string // endpoints folded into a template since the last statistics lines
 }
 
 type prodAnswer struct {
@@ -28,10 +30,12 @@ type prodAnswer struct {
 }
 
 const (
-	maxProdLast     = 4096
-	maxProdLastBody = 256 << 10
-	maxSampleBytes  = 64 << 20
-	maxSampleDiffs  = 20
+	maxProdLast      = 4096
+	maxProdLastBody  = 256 << 10
+	maxProdLastBytes = 32 << 20
+	maxShownBytes    = 48 << 20
+	maxLogBytes      = 16 << 20
+	maxSampleDiffs   = 20
 )
 
 // Side is one response in a sample: what the client saw (the body
@@ -56,6 +60,11 @@ type Sample struct {
 	Differences []diff.Difference `json:"differences"`
 
 	logged bool // written to the difference log
+}
+
+// size is roughly what a sample holds.
+func (s *Sample) size() int {
+	return len(s.Reference.Body) + len(s.Candidate.Body) + len(s.Request) + 512
 }
 
 func newAggregate() *aggregate {
@@ -165,20 +174,16 @@ func (c *Comparator) record(ep *EndpointState, cmp, refName string, x *exchange,
 	}
 	for _, d := range findings {
 		f := cs.Fields[d.Key]
-		if f == nil || c.agg.sampleBytes >= maxSampleBytes {
+		if f == nil {
 			continue
 		}
-		keep := len(f.exchanges) < maxExchanges
-		pend := c.cfg.Log != nil && f.logged+len(f.pending) < c.cfg.LogSamples
-		if keep || pend {
-			s := sample()
-			if keep {
-				f.exchanges = append(f.exchanges, *s)
-			}
-			if pend {
-				f.pending = append(f.pending, s)
-			}
-			c.agg.sampleBytes += len(s.Reference.Body) + len(s.Candidate.Body) + len(s.Request)
+		if len(f.exchanges) < maxExchanges && c.agg.shownBytes < maxShownBytes {
+			f.exchanges = append(f.exchanges, *sample())
+			c.agg.shownBytes += s.size()
+		}
+		if c.cfg.Log != nil && f.logged+len(f.pending) < c.cfg.LogSamples && c.agg.logBytes < maxLogBytes {
+			f.pending = append(f.pending, sample())
+			c.agg.logBytes += s.size()
 		}
 	}
 }
@@ -313,6 +318,9 @@ func (c *Comparator) flushLog() {
 							g.logged++
 						}
 					}
+				}
+				for _, s := range f.pending {
+					c.agg.logBytes -= s.size()
 				}
 				f.pending = nil
 			}

@@ -423,21 +423,29 @@ func (c *Comparator) identical(ep *EndpointState, req *httpstream.Request, p *di
 	}
 	a := c.agg
 	k := requestKey(req)
-	if prev, ok := a.prodLast[k]; ok && prev.endpoint == ep.Name {
-		cs := ep.comparison(VsProduction)
-		cs.Noise.Source = "production, identical requests"
-		cs.Noise.add(c.filter(ep.Name, diff.CompareParsed(diff.Parse(prev.msg, c.cfg.Diff), p, c.cfg.Diff)))
-	} else if !ok && len(a.prodLast) >= maxProdLast {
-		for old := range a.prodLast { // evict one, arbitrarily: bounded memory
-			delete(a.prodLast, old)
+	prev, ok := a.prodLast[k]
+	if ok {
+		if prev.endpoint == ep.Name {
+			cs := ep.comparison(VsProduction)
+			cs.Noise.Source = "production, identical requests"
+			cs.Noise.add(c.filter(ep.Name, diff.CompareParsed(diff.Parse(prev.msg, c.cfg.Diff), p, c.cfg.Diff)))
+		}
+		delete(a.prodLast, k)
+		a.prodBytes -= len(prev.msg.Body)
+	}
+	n := len(p.Msg.Body)
+	if n > maxProdLastBody {
+		return
+	}
+	for old, v := range a.prodLast { // evict arbitrarily while over the bounds
+		if len(a.prodLast) < maxProdLast && a.prodBytes+n <= maxProdLastBytes {
 			break
 		}
+		delete(a.prodLast, old)
+		a.prodBytes -= len(v.msg.Body)
 	}
-	if len(p.Msg.Body) <= maxProdLastBody {
-		a.prodLast[k] = prodAnswer{endpoint: ep.Name, msg: p.Msg}
-	} else {
-		delete(a.prodLast, k)
-	}
+	a.prodLast[k] = prodAnswer{endpoint: ep.Name, msg: p.Msg}
+	a.prodBytes += n
 }
 
 // filter drops ignored fields.
