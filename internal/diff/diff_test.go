@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/andybalholm/brotli"
 )
@@ -197,6 +198,22 @@ func TestShapes(t *testing.T) {
 	k, sh, vol := LineTemplate([]byte("generated 2026-11-26T13:28:29Z by node 7 req 9f86d081884c7d659a2feaa0c55ad015"))
 	if k != "generated {ts} by node {n} req {hex}" || sh != "generated {time:9999-99-99T99:99:99Z} by node 7 req {hex32}" || !vol {
 		t.Errorf("LineTemplate: %q %q %v", k, sh, vol)
+	}
+}
+
+func TestTimeOf(t *testing.T) {
+	want := time.Date(2026, 11, 26, 12, 28, 29, 0, time.UTC)
+	for _, v := range []string{"2026-11-26T13:28:29+01:00", "2026-11-26T13:28:29+0100", "2026-11-26T12:28:29Z", "2026-11-26 12:28:29",
+		"Thu, 26 Nov 2026 12:28:29 GMT", "1795696109", "1795696109000"} {
+		var shape string
+		if v[0] == '1' {
+			shape = NumberShape([]byte(v))
+		} else {
+			shape = Shape(v)
+		}
+		if got, ok := TimeOf(v, shape); !ok || !got.Equal(want) {
+			t.Errorf("TimeOf(%q, %q) = %v, %v", v, shape, got, ok)
+		}
 	}
 }
 

@@ -111,8 +111,8 @@ func TimeOf(value string, shape string) (time.Time, bool) {
 		t, err := http.ParseTime(value)
 		return t, err == nil
 	case strings.HasPrefix(shape, "time:"):
-		for _, l := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999Z07:00",
-			"2006-01-02 15:04:05.999999999"} {
+		for _, l := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999Z0700", "2006-01-02T15:04:05.999999999",
+			"2006-01-02 15:04:05.999999999Z07:00", "2006-01-02 15:04:05.999999999Z0700", "2006-01-02 15:04:05.999999999"} {
 			if t, err := time.Parse(l, value); err == nil {
 				return t, true
 			}
