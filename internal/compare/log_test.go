@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/shadowtap/shadowtap/internal/endpoint"
 )
 
 // TestDifferenceLogBoundedAndMerged: the log holds only exchanges with a
@@ -84,6 +86,24 @@ func TestDifferenceLogBoundedAndMerged(t *testing.T) {
 	for _, e := range merged.Endpoints {
 		if e.Regressions > 0 && !strings.HasPrefix(e.Findings[0], "latency") && len(e.Samples) == 0 {
 			t.Errorf("%s: no samples in the merged report", e.Name)
+		}
+	}
+}
+
+// TestRenameWith: names given before a template was learned, by another
+// handler, fold into it in a merged report.
+func TestRenameWith(t *testing.T) {
+	rename := renameWith([]string{"GET /api/skus/{id}", "POST /api/coupons/{id}"})
+	for in, want := range map[string]string{
+		"GET /api/skus/SKU-00012":         "GET /api/skus/{id}",
+		"GET /api/skus/SKU-00012/reviews": "GET /api/skus/{id}/reviews",
+		"POST /api/skus/SKU-00012":        "POST /api/skus/SKU-00012", // another method
+		"POST /api/coupons/CPN-7KQ2X":     "POST /api/coupons/{id}",
+		"GET /api/orders":                 "GET /api/orders",
+		endpoint.Other:                    endpoint.Other,
+	} {
+		if got := rename(in); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
 		}
 	}
 }
