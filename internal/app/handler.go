@@ -191,7 +191,7 @@ func EngineConfig(cfg config.Config) engine.Config {
 	ropts.MaxFlows, ropts.ReorderWait, ropts.IdleTimeout = cfg.MaxFlows, cfg.ReorderWait, cfg.IdleTimeout
 	ropts.HandshakeTimeout = cfg.HandshakeTimeout
 	hopts := httpstream.DefaultOptions
-	hopts.MaxBodyBytes = cfg.MaxBody
+	hopts.MaxBodyBytes, hopts.ExtraMethods = cfg.MaxBody, cfg.ExtraMethods
 	return engine.Config{Ports: cfg.Ports, VNIs: cfg.VNIs, Reassembly: ropts, HTTP: hopts, Dedup: cfg.Dedup}
 }
 

@@ -40,6 +40,10 @@ type Config struct {
 	// idle_timeout. When max_flows are tracked, such connections are the
 	// first to make room for a new one, then the least recently active.
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	// ExtraMethods are request methods accepted besides the standard ones
+	// (httpstream.KnownMethods). Requests with any other method are not
+	// replayed: parsers in front of a test environment refuse them.
+	ExtraMethods []string `yaml:"extra_methods"`
 	// Dedup merges the two copies of a connection mirrored from both ends
 	// (two sessions, two outer sources): flows are keyed by the inner
 	// 5-tuple alone, so each request is replayed once.

@@ -149,6 +149,11 @@ func (c *Config) ValidateCapture() error {
 	if c.HandshakeTimeout > c.IdleTimeout {
 		add("handshake_timeout: must not be longer than idle_timeout")
 	}
+	for _, m := range c.ExtraMethods {
+		if !isMethodToken(m) {
+			add("extra_methods: %q is not an upper-case method name", m)
+		}
+	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
 		add("log_level: %q is not debug, info, warn or error", c.LogLevel)
 	}
@@ -406,4 +411,18 @@ func (t Resolved) keptCredentials() []string {
 		}
 	}
 	return out
+}
+
+// isMethodToken reports whether m can be a method: a token (RFC 9110
+// §5.6.2) in upper case, as llhttp matches methods case-sensitively.
+func isMethodToken(m string) bool {
+	if m == "" {
+		return false
+	}
+	for _, c := range m {
+		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", c)) {
+			return false
+		}
+	}
+	return true
 }

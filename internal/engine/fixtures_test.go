@@ -81,9 +81,8 @@ func TestCapturesAgreeWithTshark(t *testing.T) {
 		{"arkime__http-no-length.pcap", 80, nil},
 		{"arkime__wireshark-retrans.pcap", 4000, nil}, // 63 duplicated frames: still 4 requests
 		{"gopacket__pcap-test_ethernet.pcap", 80, nil},
-		{"gopacket__pcap-test_loopback.pcap", 8080, nil},                   // BSD loopback, IPv6
-		{"suricata__firewall-88-default-accept-tx-pipeline.pcap", 80, nil}, // pipelined, bare LF
-		{"suricata__http-gap-simple.pcap", 8080, nil},                      // the gap is in a response
+		{"gopacket__pcap-test_loopback.pcap", 8080, nil}, // BSD loopback, IPv6
+		{"suricata__http-gap-simple.pcap", 8080, nil},    // the gap is in a response
 		{"suricata__http-pipeline-files-with-gap.pcap", 80, nil},
 		{"suricata__vxlan-non-zero-reserved-fields.pcap", 80, nil}, // VXLAN flags 0xff
 		{"zeek__http-1000-requests-one-dropped-response.pcap.gz", 80, nil},
@@ -106,6 +105,14 @@ func TestCapturesAgreeWithTshark(t *testing.T) {
 			// which a server and a proxy may read differently. Not replayed.
 			if len(tshark) != 1 || len(got) != 0 || st.HTTP.Rejected[httpstream.RejectAmbiguousLength].Load() != 1 {
 				t.Errorf("got %d requests, rejected %d", len(got), st.HTTP.Rejected[httpstream.RejectAmbiguousLength].Load())
+			}
+		}},
+		{"suricata__firewall-88-default-accept-tx-pipeline.pcap", 80, func(t *testing.T, got []*httpstream.Request, st *Stats, tshark []tsharkRequest) {
+			// tshark shows two pipelined GETs whose lines end in a bare LF.
+			// llhttp in strict mode (Node) refuses such a head, and parsers
+			// disagree on where its lines end: not replayed, counted.
+			if len(tshark) != 2 || len(got) != 0 || st.HTTP.Rejected[httpstream.RejectBareLF].Load() != 1 {
+				t.Errorf("got %d requests, rejected %d", len(got), st.HTTP.Rejected[httpstream.RejectBareLF].Load())
 			}
 		}},
 		{"arkime__http-tcp-seq-issue.pcap", 80, func(t *testing.T, got []*httpstream.Request, _ *Stats, _ []tsharkRequest) {
@@ -203,7 +210,6 @@ func TestPerturbedCaptures(t *testing.T) {
 		{"zeek__http-pipelined-requests.pcap", 80},
 		{"arkime__wireshark-retrans.pcap", 4000},
 		{"zeek__http-cooper-grill-dvwa.pcapng", 80},
-		{"suricata__firewall-88-default-accept-tx-pipeline.pcap", 80},
 	} {
 		pkts, err := pcapfile.ReadAll(filepath.Join(pcaps, f.name))
 		if err != nil {
@@ -337,7 +343,6 @@ func TestResponsesPaired(t *testing.T) {
 		{"zeek__http-m57-long-49583-80.pcap", 80, 3, 0, 206}, // duplicated frames
 		{"arkime__http-no-length.pcap", 80, 1, 0, 200},       // body delimited by the close
 		{"zeek__http-pipelined-requests.pcap", 80, 5, 0, 200},
-		{"suricata__firewall-88-default-accept-tx-pipeline.pcap", 80, 2, 0, 200},
 		{"suricata__http-gap-simple.pcap", 8080, 2, 1, 200}, // a hole in the second response's body
 		{"arkime__wireshark-retrans.pcap", 4000, 4, 0, 200}, // chunked responses, duplicated
 	}

@@ -2,70 +2,165 @@ package httpstream
 
 import "errors"
 
-var errChunk = errors.New("bad chunked framing")
+// Chunked framing errors, each a distinct reason a request is refused.
+var (
+	errChunkSize      = errors.New("bad chunk-size line")
+	errChunkExtension = errors.New("bad chunk extension")
+	errChunkDataEnd   = errors.New("chunk data not followed by CRLF")
+	errChunkTrailer   = errors.New("bad trailer line")
+)
 
 // chunkReader follows chunked framing (RFC 9112 §7.1) over a stream without
 // buffering it: it only reports how many bytes belong to the body.
+//
+// For requests it is strict, as llhttp is with no leniency flag set: every
+// line ends in CRLF, nothing but ';' or CRLF follows the size, extensions
+// are tokens or quoted strings, and trailer lines are header fields. A
+// request another parser could frame differently is never replayed.
+// Production's responses, which are only compared and never sent, are read
+// leniently (bare LF, anything in an extension or trailer line), as
+// clients do.
 type chunkReader struct {
+	lenient bool
 	phase   uint8
 	left    int64 // data bytes left in the current chunk
 	size    int64
 	digits  int
-	lineLen int // bytes of the current size, extension or trailer line
+	lineLen int  // bytes of the current extension or trailer line
+	nameLen int  // bytes of the current extension name
+	ext     bool // the size line has an extension
 }
 
 const (
-	phaseSize      = iota // hex digits
-	phaseExt              // chunk extension up to LF
-	phaseData             // chunk data
-	phaseDataCR           // CR (or LF) after data
-	phaseDataLF           // LF after CR
-	phaseTrailer          // start of a trailer line or the final blank line
-	phaseTrailerIn        // inside a trailer line
-	phaseLastLF           // LF of the final blank line
+	phaseSize           = iota // hex digits
+	phaseExtName               // strict: chunk-ext-name after ';'
+	phaseExtValue              // strict: first byte of a chunk-ext-val after '='
+	phaseExtToken              // strict: inside a token value
+	phaseExtQuoted             // strict: inside a quoted-string value
+	phaseExtQuotedPair         // strict: the byte after a backslash
+	phaseExtQuotedEnd          // strict: after the closing quote
+	phaseLenientExt            // lenient: anything up to LF
+	phaseSizeLF                // LF ending the size line
+	phaseData                  // chunk data
+	phaseDataCR                // CR after data
+	phaseDataLF                // LF after CR
+	phaseTrailer               // start of a trailer line or the final blank line
+	phaseTrailerName           // strict: field name
+	phaseTrailerValue          // strict: field value up to CR
+	phaseTrailerLF             // strict: LF ending a trailer line
+	phaseLenientTrailer        // lenient: inside a trailer line
+	phaseLastLF                // LF of the final blank line
 )
 
 const maxChunkLine = 4096
+
+// fieldValueByte reports whether c may appear in a field value or a quoted
+// string: HTAB, SP, visible ASCII and obs-text.
+func fieldValueByte(c byte) bool { return c == '\t' || c >= ' ' && c != 0x7f }
 
 // read consumes bytes of b that belong to the body. It returns how many,
 // and whether the body ended inside b.
 func (c *chunkReader) read(b []byte) (n int, done bool, err error) {
 	for n < len(b) {
 		ch := b[n]
+		if c.phase != phaseData && c.phase != phaseSize {
+			if c.lineLen++; c.lineLen > maxChunkLine {
+				if c.phase >= phaseTrailer {
+					return n, false, errChunkTrailer
+				}
+				return n, false, errChunkExtension
+			}
+		}
 		switch c.phase {
 		case phaseSize:
 			switch {
 			case ch >= '0' && ch <= '9', ch >= 'a' && ch <= 'f', ch >= 'A' && ch <= 'F':
-				if c.digits == 15 { // more than 60 bits
-					return n, false, errChunk
+				if c.size >= 1<<59 || c.digits == maxChunkLine { // past 63 bits, or endless zeros
+					return n, false, errChunkSize
 				}
 				c.size = c.size<<4 | int64(unhex(ch))
 				c.digits++
-			case ch == ';' || ch == ' ' || ch == '\t':
-				if c.digits == 0 {
-					return n, false, errChunk
-				}
-				c.phase, c.lineLen = phaseExt, 0
-			case ch == '\r' || ch == '\n':
-				if c.digits == 0 {
-					return n, false, errChunk
-				}
-				c.phase, c.lineLen = phaseExt, 0
-				continue // let phaseExt handle the terminator
+			case c.digits == 0:
+				return n, false, errChunkSize
+			case ch == ';' && !c.lenient:
+				c.phase, c.lineLen, c.nameLen, c.ext = phaseExtName, 0, 0, true
+			case ch == '\r':
+				c.phase, c.lineLen = phaseSizeLF, 0
+			case c.lenient && (ch == ';' || ch == ' ' || ch == '\t'):
+				c.phase, c.lineLen = phaseLenientExt, 0
+			case c.lenient && ch == '\n':
+				c.endSizeLine()
+			default: // a space after the size, a bare LF, anything else
+				return n, false, errChunkSize
+			}
+		case phaseExtName:
+			switch {
+			case tokenChars[ch]:
+				c.nameLen++
+			case c.nameLen == 0: // an empty name
+				return n, false, errChunkExtension
+			case ch == '=':
+				c.phase = phaseExtValue
+			case ch == ';':
+				c.nameLen = 0
+			case ch == '\r':
+				c.phase = phaseSizeLF
 			default:
-				return n, false, errChunk
+				return n, false, errChunkExtension
 			}
-		case phaseExt:
+		case phaseExtValue:
+			switch {
+			case ch == '"':
+				c.phase = phaseExtQuoted
+			case tokenChars[ch]:
+				c.phase = phaseExtToken
+			default:
+				return n, false, errChunkExtension
+			}
+		case phaseExtToken:
+			switch {
+			case tokenChars[ch]:
+			case ch == ';':
+				c.phase, c.nameLen = phaseExtName, 0
+			case ch == '\r':
+				c.phase = phaseSizeLF
+			default:
+				return n, false, errChunkExtension
+			}
+		case phaseExtQuoted:
+			switch {
+			case ch == '"':
+				c.phase = phaseExtQuotedEnd
+			case ch == '\\':
+				c.phase = phaseExtQuotedPair
+			case !fieldValueByte(ch):
+				return n, false, errChunkExtension
+			}
+		case phaseExtQuotedPair:
+			if !fieldValueByte(ch) {
+				return n, false, errChunkExtension
+			}
+			c.phase = phaseExtQuoted
+		case phaseExtQuotedEnd:
+			switch ch {
+			case ';':
+				c.phase, c.nameLen = phaseExtName, 0
+			case '\r':
+				c.phase = phaseSizeLF
+			default:
+				return n, false, errChunkExtension
+			}
+		case phaseLenientExt:
 			if ch == '\n' {
-				c.left, c.size, c.digits = c.size, 0, 0
-				if c.left == 0 {
-					c.phase = phaseTrailer
-				} else {
-					c.phase = phaseData
-				}
-			} else if c.lineLen++; c.lineLen > maxChunkLine {
-				return n, false, errChunk
+				c.endSizeLine()
 			}
+		case phaseSizeLF:
+			if ch != '\n' && c.ext { // a bare CR inside the extension
+				return n, false, errChunkExtension
+			} else if ch != '\n' {
+				return n, false, errChunkSize
+			}
+			c.endSizeLine()
 		case phaseData:
 			k := int(min(int64(len(b)-n), c.left))
 			c.left -= int64(k)
@@ -75,43 +170,76 @@ func (c *chunkReader) read(b []byte) (n int, done bool, err error) {
 			}
 			continue
 		case phaseDataCR:
-			switch ch {
-			case '\r':
+			switch {
+			case ch == '\r':
 				c.phase = phaseDataLF
-			case '\n':
+			case ch == '\n' && c.lenient:
 				c.phase = phaseSize
 			default:
-				return n, false, errChunk
+				return n, false, errChunkDataEnd
 			}
 		case phaseDataLF:
 			if ch != '\n' {
-				return n, false, errChunk
+				return n, false, errChunkDataEnd
 			}
 			c.phase = phaseSize
 		case phaseTrailer:
-			switch ch {
-			case '\r':
+			c.lineLen = 1
+			switch {
+			case ch == '\r':
 				c.phase = phaseLastLF
-			case '\n':
+			case c.lenient && ch == '\n':
 				return n + 1, true, nil
+			case c.lenient:
+				c.phase = phaseLenientTrailer
+			case tokenChars[ch]:
+				c.phase = phaseTrailerName
 			default:
-				c.phase, c.lineLen = phaseTrailerIn, 1
+				return n, false, errChunkTrailer
 			}
-		case phaseTrailerIn:
+		case phaseTrailerName:
+			switch {
+			case tokenChars[ch]:
+			case ch == ':':
+				c.phase = phaseTrailerValue
+			default: // no space before the colon, as in a head
+				return n, false, errChunkTrailer
+			}
+		case phaseTrailerValue:
+			switch {
+			case ch == '\r':
+				c.phase = phaseTrailerLF
+			case !fieldValueByte(ch):
+				return n, false, errChunkTrailer
+			}
+		case phaseTrailerLF:
+			if ch != '\n' {
+				return n, false, errChunkTrailer
+			}
+			c.phase = phaseTrailer
+		case phaseLenientTrailer:
 			if ch == '\n' {
 				c.phase = phaseTrailer
-			} else if c.lineLen++; c.lineLen > maxChunkLine {
-				return n, false, errChunk
 			}
 		case phaseLastLF:
 			if ch != '\n' {
-				return n, false, errChunk
+				return n, false, errChunkTrailer
 			}
 			return n + 1, true, nil
 		}
 		n++
 	}
 	return n, false, nil
+}
+
+// endSizeLine starts the chunk's data, or the trailer after the last chunk.
+func (c *chunkReader) endSizeLine() {
+	c.left, c.size, c.digits, c.ext = c.size, 0, 0, false
+	if c.left == 0 {
+		c.phase = phaseTrailer
+	} else {
+		c.phase = phaseData
+	}
 }
 
 // skippable reports whether n missing bytes fall inside the current chunk's

@@ -42,43 +42,59 @@ func isToken(b []byte) bool {
 	return true
 }
 
-// knownMethods are the methods accepted when re-synchronising after a gap,
-// where a stricter test keeps body bytes from passing for a request line.
-var knownMethods = []string{"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE",
-	"PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "REPORT", "SEARCH"}
+// KnownMethods are the methods llhttp (Node's parser) accepts in an HTTP
+// request, in upper case as they must be sent. Any other method is
+// refused unless configured (Options.ExtraMethods): a parser in front of
+// the test environment would refuse it, or read it differently. The same
+// list keeps body bytes from passing for a request line after a gap.
+var KnownMethods = []string{"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT",
+	"PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "REPORT", "MKACTIVITY",
+	"CHECKOUT", "MERGE", "M-SEARCH", "NOTIFY", "SUBSCRIBE", "UNSUBSCRIBE", "PURGE", "MKCALENDAR", "LINK",
+	"UNLINK", "BIND", "REBIND", "UNBIND", "ACL", "SOURCE", "QUERY", "PRI"}
+
+func knownMethod(m []byte, extra []string) bool {
+	for _, k := range KnownMethods {
+		if string(m) == k {
+			return true
+		}
+	}
+	for _, k := range extra {
+		if string(m) == k {
+			return true
+		}
+	}
+	return false
+}
 
 // parseRequestLine splits line (terminator removed) into its three parts.
-func parseRequestLine(line []byte, knownOnly bool) (m, t, v span, ok bool) {
+// bad is NumRejects when the line is good, else the reason it is not.
+func parseRequestLine(line []byte, extra []string) (m, t, v span, bad Reject) {
 	sp1 := bytes.IndexByte(line, ' ')
 	if sp1 <= 0 {
-		return m, t, v, false
+		return m, t, v, RejectRequestLine
 	}
 	sp2 := bytes.LastIndexByte(line, ' ')
 	if sp2 <= sp1+1 {
-		return m, t, v, false
+		return m, t, v, RejectRequestLine
 	}
 	method, target, version := line[:sp1], line[sp1+1:sp2], line[sp2+1:]
 	if !isToken(method) {
-		return m, t, v, false
-	}
-	if knownOnly {
-		found := false
-		for _, k := range knownMethods {
-			found = found || string(method) == k
-		}
-		if !found {
-			return m, t, v, false
-		}
-	}
-	for _, c := range target {
-		if c <= ' ' || c == 0x7f {
-			return m, t, v, false
-		}
+		return m, t, v, RejectRequestLine
 	}
 	if len(version) != 8 || string(version[:7]) != "HTTP/1." && string(version) != "HTTP/2.0" {
-		return m, t, v, false
+		return m, t, v, RejectRequestLine
 	}
-	return span{0, int32(sp1)}, span{int32(sp1 + 1), int32(sp2)}, span{int32(sp2 + 1), int32(len(line))}, true
+	if !knownMethod(method, extra) {
+		return m, t, v, RejectMethod
+	}
+	// Visible ASCII only: servers disagree about what a control byte or
+	// a raw non-ASCII byte in a URL means.
+	for _, c := range target {
+		if c <= ' ' || c >= 0x7f {
+			return m, t, v, RejectTarget
+		}
+	}
+	return span{0, int32(sp1)}, span{int32(sp1 + 1), int32(sp2)}, span{int32(sp2 + 1), int32(len(line))}, NumRejects
 }
 
 // findHeadEnd returns the length of the head in b (through the blank line
@@ -115,11 +131,11 @@ func nextLine(b []byte, i int) (line span, next int) {
 
 // parseHead parses a complete request head into r (whose Raw starts
 // with it).
-func parseHead(r *Request, headLen int, maxLines int) error {
+func parseHead(r *Request, headLen int, maxLines int, extra []string) error {
 	b := r.Raw[:headLen]
 	rl, i := nextLine(b, 0)
-	m, t, v, ok := parseRequestLine(rl.of(b), false)
-	if !ok {
+	m, t, v, bad := parseRequestLine(rl.of(b), extra)
+	if bad != NumRejects {
 		return errRequestLine
 	}
 	r.method, r.target, r.proto = m, t, v

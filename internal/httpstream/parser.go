@@ -6,7 +6,6 @@ package httpstream
 
 import (
 	"bytes"
-	"strconv"
 	"sync/atomic"
 )
 
@@ -20,6 +19,9 @@ type Options struct {
 	// Stats: over it, a body in progress is skipped (in sync) and a head in
 	// progress stops its connection, both counted as over budget.
 	MaxBufferedTotal int64
+	// ExtraMethods are accepted besides the standard ones (KnownMethods):
+	// a method nobody listed is refused, as llhttp refuses it.
+	ExtraMethods []string
 }
 
 // DefaultOptions follow common server limits.
@@ -35,22 +37,32 @@ var DefaultOptions = Options{
 type Reject uint8
 
 const (
-	RejectRequestLine       Reject = iota // not a request line
-	RejectHeaderLine                      // malformed header line
-	RejectObsFold                         // obsolete line folding
-	RejectTooManyLines                    // more than MaxHeaderLines
-	RejectHeaderTooLarge                  // head over MaxHeaderBytes
-	RejectAmbiguousLength                 // differing Content-Lengths, or Content-Length with Transfer-Encoding
-	RejectBadLength                       // unparseable Content-Length
-	RejectBadTransferCoding               // Transfer-Encoding whose final coding is not chunked
-	RejectBadChunk                        // malformed chunked framing
-	RejectVersion                         // HTTP/1.x other than 1.0 and 1.1
-	RejectOverBudget                      // a head in progress when all parsers together held too much
+	RejectRequestLine        Reject = iota // not a request line
+	RejectHeaderLine                       // malformed header line
+	RejectObsFold                          // obsolete line folding
+	RejectTooManyLines                     // more than MaxHeaderLines
+	RejectHeaderTooLarge                   // head over MaxHeaderBytes
+	RejectAmbiguousLength                  // Content-Length with Transfer-Encoding
+	RejectBadLength                        // Content-Length not a plain decimal number
+	RejectBadTransferCoding                // Transfer-Encoding whose final coding is not chunked, or chunked twice
+	RejectVersion                          // HTTP/1.x other than 1.0 and 1.1
+	RejectOverBudget                       // a head in progress when all parsers together held too much
+	RejectMethod                           // a method not in KnownMethods nor configured (lowercase included)
+	RejectTarget                           // a control or non-ASCII byte in the request-target
+	RejectBareLF                           // a head line ended by LF without CR
+	RejectDuplicateLength                  // Content-Length twice, or a list ("3, 3"), even when equal
+	RejectTransferEncoding10               // Transfer-Encoding on an HTTP/1.0 request
+	RejectChunkSize                        // chunk-size line: not hex, space after the size, bare LF
+	RejectChunkExtension                   // chunk extension not a token or quoted string (bare CR, control byte)
+	RejectChunkDataEnd                     // chunk data not followed by CRLF
+	RejectChunkTrailer                     // trailer line not a header field, or not ended by CRLF
 	NumRejects
 )
 
 var rejectNames = [NumRejects]string{"request_line", "header_line", "obs_fold", "too_many_header_lines",
-	"header_too_large", "ambiguous_length", "bad_content_length", "bad_transfer_encoding", "bad_chunk", "version", "over_budget"}
+	"header_too_large", "ambiguous_length", "bad_content_length", "bad_transfer_encoding", "version", "over_budget",
+	"method", "request_target", "bare_lf", "duplicate_content_length", "transfer_encoding_http10",
+	"chunk_size", "chunk_extension", "chunk_data_end", "chunk_trailer"}
 
 func (r Reject) String() string { return rejectNames[r] }
 
@@ -201,8 +213,8 @@ func (p *Parser) head() bool {
 			return false
 		}
 		line, _ := nextLine(p.buf, 0)
-		if _, _, _, ok := parseRequestLine(line.of(p.buf), false); !ok {
-			return p.reject(RejectRequestLine)
+		if _, _, _, bad := parseRequestLine(line.of(p.buf), p.opts.ExtraMethods); bad != NumRejects {
+			return p.reject(bad)
 		}
 		p.lineOK = true
 	}
@@ -217,8 +229,11 @@ func (p *Parser) head() bool {
 	if end > p.opts.MaxHeaderBytes {
 		return p.reject(RejectHeaderTooLarge)
 	}
+	if bareLF(p.buf[:end]) {
+		return p.reject(RejectBareLF)
+	}
 	p.req = Request{Message: Message{Raw: p.buf, Lines: p.req.Lines[:0]}}
-	switch err := parseHead(&p.req, end, p.opts.MaxHeaderLines); err {
+	switch err := parseHead(&p.req, end, p.opts.MaxHeaderLines, p.opts.ExtraMethods); err {
 	case nil:
 	case errObsFold:
 		return p.reject(RejectObsFold)
@@ -254,43 +269,49 @@ func (p *Parser) head() bool {
 	return true
 }
 
-// framing reads the body length from the head (RFC 9112 §6.3).
+// framing reads the body length from the head (RFC 9112 §6.3), as strictly
+// as llhttp does: one Content-Length line holding one decimal number;
+// Transfer-Encoding (over any number of lines) ending in chunked, which
+// appears once; never both; never Transfer-Encoding on HTTP/1.0. The
+// captured bytes are only read: the head is replayed as it came.
 func (p *Parser) framing() (Reject, bool) {
-	var te []byte
-	haveTE := false
+	haveTE, chunked := false, false
 	cl := int64(-1)
 	for i := range p.req.Lines {
 		name := p.req.Name(i)
 		switch {
 		case asciiEqualFold(name, "Transfer-Encoding"):
-			if haveTE {
-				te = append(append(te, ','), p.req.Value(i)...)
-			} else {
-				te, haveTE = p.req.Value(i), true
+			haveTE = true
+			for part := range bytes.SplitSeq(p.req.Value(i), []byte(",")) {
+				if part = bytes.Trim(part, " \t"); len(part) == 0 {
+					continue // empty list elements are allowed (RFC 9110 §5.6.1)
+				}
+				if chunked { // a coding after chunked, or chunked twice
+					return RejectBadTransferCoding, false
+				}
+				chunked = asciiEqualFold(part, "chunked")
 			}
 		case asciiEqualFold(name, "Content-Length"):
-			// A list of identical values ("5, 5") is one length; any
-			// disagreement is ambiguous.
-			for _, part := range bytes.Split(p.req.Value(i), []byte(",")) {
-				part = bytes.TrimSpace(part)
-				n, err := strconv.ParseInt(string(part), 10, 64)
-				if err != nil || n < 0 || part[0] == '+' {
-					return RejectBadLength, false
-				}
-				if cl >= 0 && n != cl {
-					return RejectAmbiguousLength, false
-				}
-				cl = n
+			v := p.req.Value(i)
+			if cl >= 0 || bytes.IndexByte(v, ',') >= 0 {
+				return RejectDuplicateLength, false
 			}
+			n, ok := decimal(v)
+			if !ok {
+				return RejectBadLength, false
+			}
+			cl = n
 		case asciiEqualFold(name, "Expect"):
 			p.req.Expect100 = asciiEqualFold(bytes.TrimSpace(p.req.Value(i)), "100-continue")
 		}
 	}
 	if haveTE {
-		if cl >= 0 {
+		switch {
+		case cl >= 0:
 			return RejectAmbiguousLength, false
-		}
-		if !finalCodingChunked(te) {
+		case p.req.Proto()[7] == '0':
+			return RejectTransferEncoding10, false
+		case !chunked:
 			return RejectBadTransferCoding, false
 		}
 		p.req.Chunked = true
@@ -298,6 +319,48 @@ func (p *Parser) framing() (Reject, bool) {
 	}
 	p.lenLeft = max(cl, 0)
 	return 0, true
+}
+
+// decimal parses a Content-Length value: digits only, at most 18 of them.
+func decimal(v []byte) (int64, bool) {
+	if len(v) == 0 || len(v) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// bareLF reports whether a line of head ends in LF without CR before it.
+func bareLF(head []byte) bool {
+	for i := 0; ; {
+		j := bytes.IndexByte(head[i:], '\n')
+		if j < 0 {
+			return false
+		}
+		if i+j == 0 || head[i+j-1] != '\r' {
+			return true
+		}
+		i += j + 1
+	}
+}
+
+// chunkReject names a chunked framing error.
+func chunkReject(err error) Reject {
+	switch err {
+	case errChunkExtension:
+		return RejectChunkExtension
+	case errChunkDataEnd:
+		return RejectChunkDataEnd
+	case errChunkTrailer:
+		return RejectChunkTrailer
+	}
+	return RejectChunkSize
 }
 
 // finalCodingChunked reports whether the last coding in a Transfer-Encoding
@@ -320,7 +383,7 @@ func (p *Parser) body() bool {
 		var err error
 		n, done, err = p.chunked.read(avail)
 		if err != nil {
-			return p.reject(RejectBadChunk)
+			return p.reject(chunkReject(err))
 		}
 	} else {
 		n = int(min(int64(len(avail)), p.lenLeft))
@@ -445,7 +508,7 @@ func (p *Parser) resync() bool {
 			break
 		}
 		line, next := nextLine(p.buf, i)
-		if _, _, _, ok := parseRequestLine(line.of(p.buf), true); ok {
+		if _, _, _, bad := parseRequestLine(line.of(p.buf), p.opts.ExtraMethods); bad == NumRejects {
 			p.stats.ResyncSkipped.Add(uint64(i))
 			p.stats.Resyncs.Add(1)
 			p.consume(i)

@@ -138,7 +138,7 @@ func (p *ResponseParser) head() bool {
 	}
 	p.resp.Status = status
 	p.cur, p.scanned = end, 0
-	p.skip, p.lost, p.lenLeft, p.untilEnd, p.chunkOn, p.chunked = false, false, 0, false, false, chunkReader{}
+	p.skip, p.lost, p.lenLeft, p.untilEnd, p.chunkOn, p.chunked = false, false, 0, false, false, chunkReader{lenient: true}
 	switch {
 	case status == 101:
 		p.state = stateDead // the connection is another protocol now

@@ -83,9 +83,14 @@ func (r *Record) ParseRequest() (*httpstream.Request, error) {
 // message was captured whole, perhaps under a max_body above the default,
 // so its own length bounds its body: with the default limit a larger body
 // would not parse, and so neither replay nor have its credentials redacted.
+// Its method was accepted when it was recorded (perhaps as one of the
+// configuration's extra methods), so it is accepted again.
 func messageOptions(raw []byte) httpstream.Options {
 	o := httpstream.DefaultOptions
 	o.MaxBodyBytes = max(o.MaxBodyBytes, int64(len(raw)))
+	if sp := bytes.IndexByte(raw, ' '); sp > 0 {
+		o.ExtraMethods = []string{string(raw[:sp])}
+	}
 	return o
 }
 

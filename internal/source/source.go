@@ -47,6 +47,7 @@ type Options struct {
 	AllPorts      bool
 	VNIs          []uint32
 	MaxBody       int64
+	ExtraMethods  []string // request methods accepted besides the standard ones
 	PairResponses bool // parse production's responses too (record, inspect)
 	Dedup         bool
 	Log           *slog.Logger
@@ -152,6 +153,7 @@ func OpenCapture(path string, opts Options) (*CaptureSource, error) {
 	if opts.MaxBody > 0 {
 		hopts.MaxBodyBytes = opts.MaxBody
 	}
+	hopts.ExtraMethods = opts.ExtraMethods
 	ropts := reassembly.DefaultOptions
 	ropts.IdleTimeout = time.Hour // a file may have long pauses; its end flushes every flow
 	cfg := engine.Config{Ports: opts.Ports, AllPorts: opts.AllPorts, VNIs: opts.VNIs, Reassembly: ropts, HTTP: hopts,
