@@ -48,7 +48,7 @@ type Options struct {
 	VNIs          []uint32
 	MaxBody       int64
 	ExtraMethods  []string // request methods accepted besides the standard ones
-	PairResponses bool // parse production's responses too (record, inspect)
+	PairResponses bool     // parse production's responses too (record, inspect)
 	Dedup         bool
 	Log           *slog.Logger
 }
