@@ -22,6 +22,10 @@ type ResponseStats struct {
 	Bad        atomic.Uint64 // unparseable heads (the stream is resynchronised)
 	Resyncs    atomic.Uint64
 	Incomplete atomic.Uint64
+	// OverBudget counts responses cut because all parsers together held
+	// MaxBufferedTotal: a body in progress is truncated to its head, a head
+	// in progress is dropped and the stream found again.
+	OverBudget atomic.Uint64
 }
 
 // ResponseParser cuts the server-to-client stream into responses.
@@ -80,6 +84,20 @@ func (p *ResponseParser) Feed(b []byte, ts int64) {
 	for p.step() {
 	}
 	p.account()
+	if len(p.buf) > 0 && p.budget.Buffered.Load() > p.opts.MaxBufferedTotal {
+		switch {
+		case p.state == stateBody && !p.skip:
+			p.stats.OverBudget.Add(1)
+			p.truncateBody()
+		case p.state == stateHead:
+			p.stats.OverBudget.Add(1)
+			p.state = stateResync
+			p.buf, p.cur, p.scanned = p.buf[:0], 0, 0
+		case p.state == stateResync:
+			p.buf, p.cur, p.scanned = p.buf[:0], 0, 0
+		}
+		p.account()
+	}
 }
 
 func (p *ResponseParser) account() {

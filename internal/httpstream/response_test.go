@@ -131,3 +131,46 @@ func FuzzResponseParser(f *testing.F) {
 		}
 	})
 }
+
+// Production's responses share the requests' byte budget, and are held to
+// it: over the budget a body in progress is truncated (its head kept, for
+// the status and headers) and stops holding bytes, so answers can never
+// push requests out of memory.
+func TestResponseParserEnforcesBudget(t *testing.T) {
+	opts := DefaultOptions
+	opts.MaxBufferedTotal = 200
+	var budget Stats
+	var st ResponseStats
+	var got []*Response
+	p := NewResponseParser(opts, &st, &budget, func() bool { return false }, func(r *Response, _ bool) { got = append(got, r) })
+	head := "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+	p.Feed([]byte(head+strings.Repeat("a", 100)), 0)
+	if st.OverBudget.Load() != 0 {
+		t.Fatalf("over budget at %d bytes", budget.Buffered.Load())
+	}
+	for range 9 {
+		p.Feed([]byte(strings.Repeat("a", 100)), 0)
+		if held := budget.Buffered.Load(); held > opts.MaxBufferedTotal {
+			t.Fatalf("the response parser holds %d bytes, over the budget of %d", held, opts.MaxBufferedTotal)
+		}
+	}
+	if st.OverBudget.Load() != 1 {
+		t.Errorf("over budget counted %d times, want 1", st.OverBudget.Load())
+	}
+	p.Feed([]byte(ok200), 0)
+	if len(got) != 2 || !got[0].BodyTruncated || got[0].Status != 200 || string(got[1].Raw) != ok200 {
+		t.Fatalf("got %d responses; first truncated %v", len(got), len(got) > 0 && got[0].BodyTruncated)
+	}
+	if string(got[0].Raw) != head {
+		t.Errorf("truncated response %q, want its head", got[0].Raw)
+	}
+	// A head in progress over the budget is dropped, and the stream found
+	// again at the next status line.
+	var other Stats
+	other.Buffered.Store(opts.MaxBufferedTotal) // other connections hold it all
+	p2 := NewResponseParser(opts, &st, &other, func() bool { return false }, func(r *Response, _ bool) { got = append(got, r) })
+	p2.Feed([]byte("HTTP/1.1 200 OK\r\nX-Long: "), 0)
+	if other.Buffered.Load() != opts.MaxBufferedTotal || st.OverBudget.Load() != 2 {
+		t.Errorf("head over budget: held %d, counted %d", other.Buffered.Load()-opts.MaxBufferedTotal, st.OverBudget.Load())
+	}
+}

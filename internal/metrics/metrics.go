@@ -109,17 +109,29 @@ var (
 	mLost         = counter("shadowtap_requests_lost_to_gaps_total", "Requests not replayed because bytes of them were lost.")
 	mIncomplete   = counter("shadowtap_requests_incomplete_total", "Requests cut short by the end of their connection.")
 	mResyncs      = counter("shadowtap_http_resyncs_total", "Times a request line was found again after a gap.")
-	mFiltered     = counter("shadowtap_requests_filtered_total", "Requests a target's filters refused, by target and rule.", "target", "rule")
-	mSampledOut   = counter("shadowtap_requests_sampled_out_total", "Requests not replayed because of sampling, by target.", "target")
-	mKeyless      = counter("shadowtap_requests_keyless_total", "Requests without their sampling key, decided by client address, by target.", "target")
-	mSubmitted    = counter("shadowtap_requests_submitted_total", "Requests offered to a target's replayer (past filters and sampling).", "target")
-	mReplayed     = counter("shadowtap_requests_replayed_total", "Requests replayed and answered, by target.", "target")
-	mFailed       = counter("shadowtap_requests_failed_total", "Replays that failed, by target and reason.", "target", "reason")
-	mQueueDrops   = counter("shadowtap_replay_queue_drops_total", "Requests dropped by a target's queue (full, its connection refused, or left at stop).", "target")
-	mRateLimited  = counter("shadowtap_replay_rate_limited_total", "Requests dropped by a target's rate limit.", "target")
-	mConnsRefused = counter("shadowtap_replay_connections_refused_total", "Production connections a target did not replay, to keep the others whole.", "target")
-	mQueued       = gauge("shadowtap_replay_queue_length", "Requests waiting to be replayed, by target.", "target")
-	mInFlight     = gauge("shadowtap_replay_in_flight", "Requests being replayed, by target.", "target")
+
+	// Production's responses (parsed only when comparing or recording).
+	mRespParsed     = counter("shadowtap_responses_parsed_total", "Production's final responses parsed.")
+	mRespInterim    = counter("shadowtap_responses_interim_total", "Production's 1xx responses skipped.")
+	mRespLost       = counter("shadowtap_responses_lost_to_gaps_total", "Production's responses lost because bytes of them were missing.")
+	mRespBad        = counter("shadowtap_responses_bad_total", "Production's responses whose head or framing did not parse (the stream is found again).")
+	mRespResyncs    = counter("shadowtap_responses_resyncs_total", "Times a status line was found again after a gap or a bad response.")
+	mRespIncomplete = counter("shadowtap_responses_incomplete_total", "Production's responses cut short by the end of their connection.")
+	mRespOverBudget = counter("shadowtap_responses_over_budget_total", "Production's responses truncated or dropped because all connections together held too many bytes.")
+	mRespPaired     = counter("shadowtap_responses_paired_total", "Requests paired with production's response.")
+	mRespMissing    = counter("shadowtap_responses_missing_total", "Requests whose production response was not seen.")
+	mRespUnmatched  = counter("shadowtap_responses_unmatched_total", "Production's responses with no request waiting for them.")
+	mFiltered       = counter("shadowtap_requests_filtered_total", "Requests a target's filters refused, by target and rule.", "target", "rule")
+	mSampledOut     = counter("shadowtap_requests_sampled_out_total", "Requests not replayed because of sampling, by target.", "target")
+	mKeyless        = counter("shadowtap_requests_keyless_total", "Requests without their sampling key, decided by client address, by target.", "target")
+	mSubmitted      = counter("shadowtap_requests_submitted_total", "Requests offered to a target's replayer (past filters and sampling).", "target")
+	mReplayed       = counter("shadowtap_requests_replayed_total", "Requests replayed and answered, by target.", "target")
+	mFailed         = counter("shadowtap_requests_failed_total", "Replays that failed, by target and reason.", "target", "reason")
+	mQueueDrops     = counter("shadowtap_replay_queue_drops_total", "Requests dropped by a target's queue (full, its connection refused, or left at stop).", "target")
+	mRateLimited    = counter("shadowtap_replay_rate_limited_total", "Requests dropped by a target's rate limit.", "target")
+	mConnsRefused   = counter("shadowtap_replay_connections_refused_total", "Production connections a target did not replay, to keep the others whole.", "target")
+	mQueued         = gauge("shadowtap_replay_queue_length", "Requests waiting to be replayed, by target.", "target")
+	mInFlight       = gauge("shadowtap_replay_in_flight", "Requests being replayed, by target.", "target")
 
 	mCmpExchanges  = counter("shadowtap_compare_exchanges_total", "Requests registered for comparison.")
 	mCmpCompared   = counter("shadowtap_compare_compared_total", "Exchanges compared.")
@@ -132,7 +144,9 @@ var (
 
 var all = []metric{mDatagrams, mBytes, mReadErrors, mKernelDrops, mReadBuffer, mPackets, mDecode, mVNI, mTruncated,
 	mFlowsOpen, mFlowsOpened, mFlowsEnded, mFlowsRefused, mFlowsEvicted, mGaps, mGapBytes, mOOO, mDup, mForced, mBuffered, mPickups,
-	mCaptured, mRejected, mStopped, mTooLarge, mOverBudget, mHTTPBuffered, mLost, mIncomplete, mResyncs, mFiltered, mSampledOut, mKeyless,
+	mCaptured, mRejected, mStopped, mTooLarge, mOverBudget, mHTTPBuffered, mLost, mIncomplete, mResyncs,
+	mRespParsed, mRespInterim, mRespLost, mRespBad, mRespResyncs, mRespIncomplete, mRespOverBudget, mRespPaired, mRespMissing, mRespUnmatched,
+	mFiltered, mSampledOut, mKeyless,
 	mSubmitted, mReplayed, mFailed, mQueueDrops, mRateLimited, mConnsRefused, mQueued, mInFlight,
 	mCmpExchanges, mCmpCompared, mCmpIncomplete, mCmpDropped, mCmpEndpoint, mCmpMatched, mCmpRegress}
 
@@ -196,6 +210,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit(mLost, u(h.LostToGap.Load()))
 		emit(mIncomplete, u(h.Incomplete.Load()))
 		emit(mResyncs, u(h.Resyncs.Load()))
+		rs := &s.Responses
+		emit(mRespParsed, u(rs.Responses.Load()))
+		emit(mRespInterim, u(rs.Interim.Load()))
+		emit(mRespLost, u(rs.LostToGap.Load()))
+		emit(mRespBad, u(rs.Bad.Load()))
+		emit(mRespResyncs, u(rs.Resyncs.Load()))
+		emit(mRespIncomplete, u(rs.Incomplete.Load()))
+		emit(mRespOverBudget, u(rs.OverBudget.Load()))
+		emit(mRespPaired, u(s.Paired.Load()))
+		emit(mRespMissing, u(s.NoResponse.Load()))
+		emit(mRespUnmatched, u(s.Unmatched.Load()))
 	}
 	if cmp := c.src.Compare; cmp != nil {
 		emit(mCmpExchanges, u(cmp.Stats.Exchanges.Load()))
