@@ -102,6 +102,11 @@ func (l *Listener) Run(ctx context.Context, handle func(src netip.Addr, b []byte
 	stop := context.AfterFunc(ctx, func() { l.conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 	for {
+		// Checked before each batch: with a backlog in the socket every
+		// read succeeds, and the deadline set here would undo the stop's.
+		if ctx.Err() != nil {
+			return nil
+		}
 		l.conn.SetReadDeadline(time.Now().Add(l.opts.IdleTick))
 		n, err := l.pc.ReadBatch(msgs, 0)
 		now := time.Now().UnixNano()

@@ -79,3 +79,55 @@ func TestListenerReceivesJumboDatagrams(t *testing.T) {
 		t.Errorf("kernel drops: %v", err)
 	}
 }
+
+// A stop ends reading within a batch even while the socket still holds a
+// backlog: the stop's deadline must not be pushed back by the loop.
+func TestRunStopsPromptlyUnderBacklog(t *testing.T) {
+	var st Stats
+	opts := DefaultOptions
+	opts.Addr = "127.0.0.1:0"
+	opts.ReadBuffer = 4 << 20
+	opts.Batch = 8
+	l, err := Listen(opts, &st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("udp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Fill the socket: 2,000 datagrams, more than the handler below gets
+	// through in the test's time at 1 ms each.
+	for range 2000 {
+		if _, err := c.Write(make([]byte, 1000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var handled sync.WaitGroup
+	handled.Add(1)
+	var once sync.Once
+	go func() {
+		done <- l.Run(ctx, func(netip.Addr, []byte, int64) {
+			once.Do(handled.Done)
+			time.Sleep(time.Millisecond) // a slow consumer keeps the backlog
+		}, func(int64) {})
+	}()
+	handled.Wait()
+	cancel()
+	stopped := time.Now()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5 s of the stop")
+	}
+	if d := time.Since(stopped); d > 100*time.Millisecond {
+		t.Errorf("Run returned %v after the stop, want within 100ms", d)
+	}
+	if n := st.Datagrams.Load(); n >= 2000 {
+		t.Errorf("read all %d datagrams after the stop", n)
+	}
+}
