@@ -26,6 +26,9 @@ const usage = `usage:
                                              record exchanges (live, or from a file) to a recording
   shadowtap replay [-speed 1x|2x|max] [-loop N] -destination URL FILE...
                                              replay capture files, recordings or GoReplay files
+  shadowtap verify -candidate URL [-baseline URL] [-junit FILE] [-summary FILE] [-accept FILE] RECORDING...
+                                             release gate: replay recordings, compare with production's
+                                             recorded answers; exit 1 on a regression (verify -h)
   shadowtap inspect FILE...                  summarise a capture file, recording or GoReplay file
   shadowtap report [-o report.html] LOG...   merge handlers' difference logs into one HTML report
   shadowtap sessions check -target T -filter F -tag K=V [-json]
@@ -40,6 +43,10 @@ const usage = `usage:
 // Main runs the command in args and returns the exit code: 0 success, 1
 // failure, 2 bad usage.
 func Main(version string, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 && !configuredByEnv() {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
 	cmd := "run"
 	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
@@ -57,6 +64,8 @@ func Main(version string, args []string, stdout, stderr io.Writer) int {
 		return inspect(args, stdout, stderr)
 	case "report":
 		return report(args, stdout, stderr)
+	case "verify":
+		return verifyCmd(ctx, args, stdout, stderr)
 	case "sessions":
 		return sessionsCmd(ctx, args, stdout, stderr)
 	case "demo":
@@ -88,6 +97,18 @@ func Main(version string, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "shadowtap: unknown command %q\n%s", cmd, usage)
 	return 2
+}
+
+// configuredByEnv reports whether the environment alone configures the
+// handler (a service started without flags), so that no arguments still
+// runs it.
+func configuredByEnv() bool {
+	for _, k := range []string{"SHADOWTAP_CONFIG", "SHADOWTAP_DESTINATION"} {
+		if v, ok := os.LookupEnv(k); ok && v != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // loadConfig builds the configuration from the defaults, the -config

@@ -1,0 +1,392 @@
+// Package verify replays recordings to the test environments and
+// compares every answer with the recorded production answer (and with a
+// baseline target where one is configured), offline: the release gate of
+// `shadowtap verify`. It runs the live pipeline's own stages: the targets
+// (filters, sampling, rewrites, credentials, per-connection order) and the
+// comparator, fed with production's responses from the recording instead
+// of the mirror. Memory is bounded: exchanges are read one at a time, the
+// number open in the comparison is capped (reading waits for it), and
+// recorded connections idle in the recording are ended.
+package verify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/shadowtap/shadowtap/internal/compare"
+	"github.com/shadowtap/shadowtap/internal/config"
+	"github.com/shadowtap/shadowtap/internal/diff"
+	"github.com/shadowtap/shadowtap/internal/httpstream"
+	"github.com/shadowtap/shadowtap/internal/player"
+	"github.com/shadowtap/shadowtap/internal/ratelog"
+	"github.com/shadowtap/shadowtap/internal/recording"
+	"github.com/shadowtap/shadowtap/internal/replay"
+	"github.com/shadowtap/shadowtap/internal/source"
+	"github.com/shadowtap/shadowtap/internal/target"
+)
+
+// ErrInput marks an input that cannot be read (missing, not a known
+// format, corrupt): bad input, not a failed gate.
+var ErrInput = errors.New("verify: unreadable input")
+
+// Options tune a run.
+type Options struct {
+	// Speed 1 keeps the recording's timing, 2 plays twice as fast; 0 sends
+	// as fast as the targets and the comparison allow.
+	Speed float64
+	// MaxOpen caps the exchanges open in the comparison (sent, not yet
+	// compared): reading the recording waits below it. 0: 4096.
+	MaxOpen int
+	// Progress, if set, is called every ProgressEvery and once at the end.
+	Progress      func(player.Progress)
+	ProgressEvery time.Duration
+	Log           *slog.Logger
+}
+
+// Result is what a run did, and the comparison's report.
+type Result struct {
+	Report       compare.Report
+	Records      int64 // read from the inputs
+	Sent         int64 // offered to the targets
+	Unparsed     int64 // recorded requests that did not parse
+	NoProduction int64 // records without production's answer (compared with the baseline only, if any)
+	// CandidateFailed counts requests the candidate did not answer
+	// (refused, reset, timed out), by reason: the comparison leaves them
+	// out, the gate must not.
+	CandidateFailed map[string]uint64
+	Progress        player.Progress
+	Elapsed         time.Duration
+}
+
+// Targets returns cfg's targets for verify: every target waits for room
+// rather than dropping (a file can wait, a mirror cannot), and the
+// compared ones keep their answers' bodies, as in live mode.
+func Targets(cfg config.Config) []config.Resolved {
+	rs := cfg.Resolve()
+	cm := cfg.Compare
+	for i := range rs {
+		rs[i].Block = true
+		if n := rs[i].Name; n == cm.Candidate || n == cm.Baseline || n == cm.Secondary {
+			rs[i].KeepBody = cm.MaxBody
+		}
+	}
+	return rs
+}
+
+// CompareConfig derives the comparator's settings from cfg, as live mode
+// does (internal/app), with the bounds of an offline run.
+func CompareConfig(cfg config.Config, maxOpen int, handler string) compare.Config {
+	cm := cfg.Compare
+	cc := compare.Config{Candidate: cm.Candidate, Baseline: cm.Baseline, Secondary: cm.Secondary, AgainstProduction: cm.VsProduction(),
+		Diff: diff.DefaultOptions, Patterns: cm.Endpoints, MaxEndpoints: cm.MaxEndpoints, Wait: cm.Wait,
+		// Reading waits while maxOpen exchanges are open, so neither bound
+		// is ever reached: an offline run compares every exchange.
+		MaxPending: 2*maxOpen + 64, Queue: maxOpen + 64,
+		MinSamples: cm.MinSamples, Threshold: cm.Threshold, LogMaxBody: cm.LogMaxBody, Redact: cm.Redact, Handler: handler,
+		Confidence: cm.Confidence, LogSamples: cm.LogSamples}
+	cc.Diff.IgnoreHeaders = append(slices.Clone(diff.DefaultIgnoreHeaders), cm.IgnoreHeaders...)
+	for _, r := range cm.Ignore {
+		cc.Ignore = append(cc.Ignore, compare.IgnoreRule{Endpoint: r.Endpoint, Field: r.Field})
+	}
+	return cc
+}
+
+// tracker sits between the fanout and the comparator and counts the
+// exchanges open in the comparison: expected, less those compared (or
+// given up as incomplete or dropped), less those the candidate will never
+// answer (filtered, sampled out, failed), which the comparator forgets
+// without counting.
+type tracker struct {
+	*compare.Comparator
+	candidate string
+	expected  atomic.Int64
+	gone      atomic.Int64
+}
+
+func (t *tracker) Expect(req *httpstream.Request) {
+	t.expected.Add(1)
+	t.Comparator.Expect(req)
+}
+
+func (t *tracker) Skip(req *httpstream.Request, name string) {
+	if name == t.candidate {
+		t.gone.Add(1)
+	}
+	t.Comparator.Skip(req, name)
+}
+
+func (t *tracker) result(r replay.Result) {
+	if r.Target == t.candidate && r.Resp == nil {
+		t.gone.Add(1)
+	}
+	t.Comparator.Result(r)
+}
+
+func (t *tracker) open() int64 {
+	s := &t.Comparator.Stats
+	return t.expected.Load() - int64(s.Compared.Load()+s.Incomplete.Load()+s.Dropped.Load()) - t.gone.Load()
+}
+
+// Run replays every exchange of the inputs, in order, to cfg's targets and
+// compares the answers. cfg must name a candidate (compare.candidate).
+// An unreadable input fails with an error wrapping ErrInput.
+func Run(ctx context.Context, cfg config.Config, inputs []string, opts Options) (*Result, error) {
+	if !cfg.Comparing() {
+		return nil, errors.New("verify: no candidate to compare")
+	}
+	if opts.MaxOpen <= 0 {
+		opts.MaxOpen = 4096
+	}
+	if opts.ProgressEvery <= 0 {
+		opts.ProgressEvery = time.Second
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	for _, p := range inputs {
+		if _, err := source.Detect(p); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInput, err)
+		}
+	}
+	comp, err := compare.New(CompareConfig(cfg, opts.MaxOpen, "verify"), log)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	defer comp.Close()
+	tr := &tracker{Comparator: comp, candidate: cfg.Compare.Candidate}
+
+	workCtx, cancelWork := context.WithCancel(context.Background())
+	defer cancelWork()
+	set, _, err := target.Build(workCtx, Targets(cfg), nil, log, tr.result)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	fanout := target.NewFanout(set, ratelog.New(log, 10*time.Second))
+	fanout.SetComparer(tr)
+
+	res := &Result{}
+	began := time.Now()
+	var sent atomic.Int64
+	snapshot := func() player.Progress {
+		return player.Tally(fanout, player.Progress{Sent: sent.Load(), Total: -1, Unparsed: res.Unparsed,
+			Elapsed: time.Since(began), Remaining: -1})
+	}
+	stopProgress := make(chan struct{})
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		if opts.Progress == nil {
+			return
+		}
+		t := time.NewTicker(opts.ProgressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopProgress:
+				return
+			case <-t.C:
+				opts.Progress(snapshot())
+			}
+		}
+	}()
+
+	f := &feeder{ctx: ctx, fanout: fanout, tr: tr, opts: opts, res: res, sent: &sent, idle: cfg.IdleTimeout,
+		conns: map[uint64]connSeen{}}
+	for i, p := range inputs {
+		if err = f.file(uint64(i), p, sourceOptions(cfg)); err != nil {
+			break
+		}
+	}
+	f.endAll()
+
+	// Let the targets finish what is queued (each waits at most its own
+	// response timeout per request), then the comparison what is open.
+	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout+2*maxResponseTimeout(cfg))
+	target.Stop(drainCtx, set.Targets)
+	cancel()
+	deadline := time.Now().Add(cfg.Compare.Wait + 2*time.Second)
+	for tr.open() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(stopProgress)
+	<-progressDone
+	res.Progress = snapshot()
+	res.Sent = sent.Load()
+	res.Elapsed = time.Since(began)
+	res.CandidateFailed = map[string]uint64{}
+	for _, t := range set.Targets {
+		if t.Name == cfg.Compare.Candidate {
+			for i := range t.Stats.Replay.Failed {
+				if n := t.Stats.Replay.Failed[i].Load(); n > 0 {
+					res.CandidateFailed[replay.FailReason(i).String()] += n
+				}
+			}
+		}
+	}
+	res.Report = comp.Report()
+	res.Report.Live = false
+	res.Report.Title = "shadowtap verify: candidate vs recorded production"
+	if opts.Progress != nil {
+		opts.Progress(res.Progress)
+	}
+	if err != nil {
+		return res, err
+	}
+	if ctx.Err() != nil {
+		return res, fmt.Errorf("verify: interrupted: %w", ctx.Err())
+	}
+	return res, nil
+}
+
+func maxResponseTimeout(cfg config.Config) time.Duration {
+	var d time.Duration
+	for _, r := range cfg.Resolve() {
+		d = max(d, r.ResponseTimeout+r.DialTimeout)
+	}
+	return d
+}
+
+// sourceOptions: how capture files are read; production's responses are
+// paired with their requests, as record does.
+func sourceOptions(cfg config.Config) source.Options {
+	return source.Options{Ports: cfg.Ports, VNIs: cfg.VNIs, MaxBody: cfg.MaxBody, ExtraMethods: cfg.ExtraMethods, PairResponses: true, Dedup: cfg.Dedup}
+}
+
+// connSeen is when a recorded connection was last seen: its record number
+// and time.
+type connSeen struct {
+	seq   int64
+	start int64
+}
+
+// feeder reads the inputs and offers their exchanges to the fanout.
+type feeder struct {
+	ctx    context.Context
+	fanout *target.Fanout
+	tr     *tracker
+	opts   Options
+	res    *Result
+	sent   *atomic.Int64
+	idle   time.Duration
+	conns  map[uint64]connSeen
+	seq    int64
+	t0     int64
+	w0     time.Time
+}
+
+// A recorded connection not seen for connGap records, or for the idle
+// timeout of the recording's clock, is over: its queue in each replayer
+// is released once done. Checked every sweepEvery records.
+const (
+	connGap    = 1 << 16
+	sweepEvery = 1 << 12
+)
+
+func (f *feeder) file(n uint64, path string, opts source.Options) error {
+	src, _, err := source.Open(path, opts)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInput, err)
+	}
+	defer src.Close()
+	for f.ctx.Err() == nil {
+		rec, err := src.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrInput, path, err)
+		}
+		f.offer(n, &rec)
+	}
+	return nil
+}
+
+func (f *feeder) offer(file uint64, rec *recording.Record) {
+	f.res.Records++
+	if f.seq == 0 {
+		f.t0, f.w0 = rec.Start, time.Now()
+	}
+	f.seq++
+	if f.opts.Speed > 0 {
+		due := f.w0.Add(time.Duration(float64(rec.Start-f.t0) / f.opts.Speed))
+		if d := time.Until(due); d > 0 {
+			select {
+			case <-f.ctx.Done():
+				return
+			case <-time.After(d):
+			}
+		}
+	}
+	// Wait for the comparison to catch up: the bound on memory.
+	for f.tr.open() >= int64(f.opts.MaxOpen) && f.ctx.Err() == nil {
+		time.Sleep(200 * time.Microsecond)
+	}
+	req, err := rec.ParseRequest()
+	if err != nil {
+		f.res.Unparsed++
+		return
+	}
+	// Connections of different files never merge.
+	req.ConnID = rec.Conn | file<<48
+	var resp *httpstream.Response
+	if rec.HasResponse {
+		resp = parseResponse(rec, req)
+	}
+	if resp == nil {
+		f.res.NoProduction++
+	}
+	f.conns[req.ConnID] = connSeen{seq: f.seq, start: rec.Start}
+	f.fanout.Submit(req.ConnID, req)
+	f.tr.Production(req, resp)
+	f.sent.Add(1)
+	if f.seq%sweepEvery == 0 {
+		f.sweep(rec.Start)
+	}
+}
+
+// sweep ends the recorded connections that are over.
+func (f *feeder) sweep(now int64) {
+	for c, s := range f.conns {
+		if f.seq-s.seq > connGap || now-s.start > int64(f.idle) {
+			f.fanout.EndConn(c)
+			delete(f.conns, c)
+		}
+	}
+}
+
+func (f *feeder) endAll() {
+	for c := range f.conns {
+		f.fanout.EndConn(c)
+	}
+	clear(f.conns)
+}
+
+// parseResponse parses production's recorded answer to req as the mirror
+// would have: a HEAD's answer has no body; nil when it does not parse or
+// its body was cut when recorded (then it is not production's answer).
+func parseResponse(rec *recording.Record, req *httpstream.Request) *httpstream.Response {
+	opts := httpstream.DefaultOptions
+	opts.MaxBodyBytes = max(opts.MaxBodyBytes, int64(len(rec.Response)))
+	head := string(req.Method()) == "HEAD"
+	var out *httpstream.Response
+	p := httpstream.NewResponseParser(opts, &httpstream.ResponseStats{}, &httpstream.Stats{},
+		func() bool { return head }, func(r *httpstream.Response, _ bool) {
+			if out == nil {
+				out = r
+			}
+		})
+	p.Feed(rec.Response, rec.RespStart)
+	p.End()
+	if out == nil {
+		return nil
+	}
+	out.Start, out.End = rec.RespStart, rec.RespEnd
+	return out
+}
