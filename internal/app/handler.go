@@ -56,7 +56,12 @@ type Handler struct {
 
 	workCtx    context.Context // the replayers'; ends after the final drain
 	cancelWork context.CancelFunc
-	reloadMu   sync.Mutex
+	// reloadMu serialises Reload with the stop; stopping, set by Run under
+	// it, makes a later reload a logged no-op; retiring counts the drains
+	// of retired targets, which Run waits for.
+	reloadMu sync.Mutex
+	stopping bool
+	retiring sync.WaitGroup
 
 	compare *compare.Comparator // nil unless comparing
 	diffLog *os.File
@@ -228,6 +233,10 @@ func (h *Handler) Reload(cfg config.Config) error {
 	}
 	h.reloadMu.Lock()
 	defer h.reloadMu.Unlock()
+	if h.stopping {
+		h.log.Warn("reload ignored: the handler is stopping")
+		return nil
+	}
 	for _, f := range restartOnly(h.cfg, cfg) {
 		h.log.Warn("setting changed: takes effect after a restart", "setting", f)
 	}
@@ -236,7 +245,7 @@ func (h *Handler) Reload(cfg config.Config) error {
 		return fmt.Errorf("reload refused, configuration unchanged: %w", err)
 	}
 	h.fanout.Swap(set)
-	target.Retire(retired, h.cfg.DrainTimeout)
+	target.Retire(retired, h.cfg.DrainTimeout, &h.retiring)
 	h.cfg.Targets, h.cfg.Destination, h.cfg.Defaults = cfg.Targets, cfg.Destination, cfg.Defaults
 	for _, w := range cfg.Warnings() {
 		h.log.Warn(w)
@@ -356,10 +365,13 @@ func (h *Handler) Run(ctx context.Context) error {
 	h.log.Info("shadowtap started", "listen", h.listener.Addr().String(), "targets", names, "ports", h.cfg.Ports,
 		"health", h.HealthAddr(), "admin", h.AdminAddr(), "receive_buffer", h.Capture.ReadBuffer.Load())
 
+	// The stop runs in order: both sources stop and flush their flows
+	// into the targets, then the targets drain, then the observers flush.
+	var geneve sync.WaitGroup
 	if h.geneve != nil {
-		wg.Add(1)
+		geneve.Add(1)
 		go func() {
-			defer wg.Done()
+			defer geneve.Done()
 			if err := h.geneve.Run(ctx, h.genEng.HandleGeneve, h.genEng.Tick); err != nil {
 				h.log.Error("geneve capture", "err", err)
 			}
@@ -368,11 +380,14 @@ func (h *Handler) Run(ctx context.Context) error {
 	}
 	err := h.listener.Run(ctx, h.eng.HandleVXLAN, h.eng.Tick)
 	h.eng.Flush()
+	geneve.Wait()
 	h.log.Info("capture stopped; draining replays", "deadline", h.cfg.DrainTimeout)
 	drainCtx, cancel := context.WithTimeout(context.Background(), h.cfg.DrainTimeout)
 	h.reloadMu.Lock()
-	target.Stop(drainCtx, h.Targets())
+	h.stopping = true
 	h.reloadMu.Unlock()
+	target.Stop(drainCtx, h.Targets())
+	h.retiring.Wait() // each bounded by its own drain deadline
 	cancel()
 	if h.compare != nil {
 		h.compare.Close() // writes the last statistics to the log

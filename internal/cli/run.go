@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"github.com/shadowtap/shadowtap/internal/app"
@@ -14,6 +15,14 @@ import (
 )
 
 func runHandler(ctx context.Context, args []string, stderr io.Writer) int {
+	// SIGHUP re-reads the configuration (file, environment and the same
+	// flags, in the same precedence); a bad one is refused and the old
+	// stays. It is caught before anything opens: its default action ends
+	// the process, and a reload sent while the handler starts or stops
+	// must not. After the handler stops it is ignored.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Ignore(syscall.SIGHUP)
 	load := func(out io.Writer) (config.Config, error) {
 		fs := flag.NewFlagSet("shadowtap", flag.ContinueOnError)
 		fs.SetOutput(out)
@@ -36,15 +45,16 @@ func runHandler(ctx context.Context, args []string, stderr io.Writer) int {
 		log.Error("start", "err", err)
 		return 1
 	}
-	// SIGHUP re-reads the configuration (file, environment and the same
-	// flags, in the same precedence); a bad one is refused and the old stays.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	// The reload loop is joined before returning. A reload that comes
+	// after the stop began is ignored by the handler, and logged.
+	reloadCtx, stopReloads := context.WithCancel(ctx)
+	var reloads sync.WaitGroup
+	reloads.Add(1)
 	go func() {
+		defer reloads.Done()
 		for {
 			select {
-			case <-ctx.Done():
+			case <-reloadCtx.Done():
 				return
 			case <-hup:
 				cfg, err := load(io.Discard)
@@ -57,7 +67,10 @@ func runHandler(ctx context.Context, args []string, stderr io.Writer) int {
 			}
 		}
 	}()
-	if err := h.Run(ctx); err != nil {
+	err = h.Run(ctx)
+	stopReloads()
+	reloads.Wait()
+	if err != nil {
 		log.Error("run", "err", err)
 		return 1
 	}

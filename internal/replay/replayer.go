@@ -72,7 +72,8 @@ type Replayer struct {
 	queued int
 	closed bool
 
-	wg sync.WaitGroup
+	wg       sync.WaitGroup
+	stopOnce sync.Once
 }
 
 type connQueue struct {
@@ -292,6 +293,12 @@ func (r *Replayer) drain(ctx context.Context, q *connQueue) {
 // until ctx ends; then it aborts what is in flight, drops (and counts) what
 // is left, and closes idle connections.
 func (r *Replayer) Stop(ctx context.Context) {
+	// A second Stop (a retired target stopped again by the final drain)
+	// waits for the first and does nothing else.
+	r.stopOnce.Do(func() { r.stop(ctx) })
+}
+
+func (r *Replayer) stop(ctx context.Context) {
 	r.mu.Lock()
 	r.closed = true
 	r.space.Broadcast()

@@ -243,12 +243,14 @@ func Stop(ctx context.Context, ts []*Target) {
 }
 
 // Retire stops retired targets in the background, each with its own
-// drain deadline.
-func Retire(ts []*Target, drain time.Duration) {
+// drain deadline; wg lets the owner wait for them before it returns.
+func Retire(ts []*Target, drain time.Duration, wg *sync.WaitGroup) {
 	if len(ts) == 0 {
 		return
 	}
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), drain)
 		defer cancel()
 		Stop(ctx, ts)
