@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http/httptest"
@@ -209,42 +208,6 @@ func TestReplayUsage(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if code := Main("dev", []string{"inspect", os.DevNull}, &out, &errOut); code != 1 {
 		t.Errorf("inspect of a non-capture: exit %d", code)
-	}
-}
-
-func TestReportCommand(t *testing.T) {
-	dir := t.TempDir()
-	// Two handlers' logs, as compare writes them.
-	var logs []string
-	for i, handler := range []string{"handler-a", "handler-b"} {
-		line := fmt.Sprintf(`{"type":"stats","handler":%q,"endpoint":"GET /api/items/{id}","time":"2026-11-22T07:00:00Z","state":{"requests":10,`+
-			`"comparisons":{"candidate-vs-production":{"compared":10,"exact":2,"matched":2,"fields":{"body.items[*].price":{"diffs":8}}}}}}`, handler)
-		diffLine := fmt.Sprintf(`{"type":"diff","handler":%q,"endpoint":"GET /api/items/{id}","comparison":"candidate-vs-production",`+
-			`"sample":{"comparison":"candidate-vs-production","request":"GET /api/items/%d","reference":{"status":200,"body":"{\"price\":4.25}"},`+
-			`"candidate":{"status":200,"body":"{\"price\":4.3}"},"differences":[{"field":"body.price","key":"body.price","kind":"changed","ref":"4.25","cand":"4.3"}]}}`, handler, i)
-		p := filepath.Join(dir, handler+".jsonl")
-		os.WriteFile(p, []byte(line+"\n"+diffLine+"\n"), 0o644)
-		logs = append(logs, p)
-	}
-	html := filepath.Join(dir, "report.html")
-	out, _ := run(t, append([]string{"report", "-o", html, "-json", html + ".json"}, logs...)...)
-	if !strings.Contains(out, "1 endpoints, 1 regressions, from 2 handler(s)") {
-		t.Errorf("output %q", out)
-	}
-	page, _ := os.ReadFile(html)
-	if !strings.Contains(string(page), `const EMBEDDED = {"title":"shadowtap release report: 2 handler(s)"`) ||
-		!strings.Contains(string(page), `GET /api/items/{id}`) || strings.Contains(string(page), "/*DATA*/null") {
-		t.Error("report page does not embed the merged data")
-	}
-	data, _ := os.ReadFile(html + ".json")
-	if !strings.Contains(string(data), `"compared": 20`) {
-		t.Errorf("merged counts: %s", data[:min(len(data), 300)])
-	}
-	var o, e bytes.Buffer
-	bad := filepath.Join(dir, "bad.jsonl")
-	os.WriteFile(bad, []byte("{not json\n"), 0o644)
-	if code := Main("dev", []string{"report", "-o", html, bad}, &o, &e); code != 1 || !strings.Contains(e.String(), "line 1") {
-		t.Errorf("bad log: exit %d %q", code, e.String())
 	}
 }
 

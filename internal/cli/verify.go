@@ -258,12 +258,9 @@ func loadConfigAnywhere(fs *flag.FlagSet, args []string) (config.Config, []strin
 	if err != nil {
 		return cfg, nil, err
 	}
-	var files []string
-	for rest := fs.Args(); len(rest) > 0; rest = fs.Args() {
-		files = append(files, rest[0])
-		if err := fs.Parse(rest[1:]); err != nil {
-			return cfg, nil, err
-		}
+	files, err := parseAnywhere(fs, fs.Args())
+	if err != nil {
+		return cfg, nil, err
 	}
 	return cfg, append(files, tail...), nil
 }

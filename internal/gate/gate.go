@@ -182,7 +182,7 @@ func Decide(r compare.Report, accepts []Accept, opts Options) Outcome {
 			for fi := range cr.Fields {
 				fr := &cr.Fields[fi]
 				f := Finding{Endpoint: ep.Name, Comparison: cr.Comparison, Field: fr.Key, Diffs: fr.Diffs, Compared: fr.Compared,
-					Rate: fr.Rate, RateLow: fr.RateLow, NoiseRate: fr.NoiseRate, Example: example(fr)}
+					Rate: fr.Rate, RateLow: fr.RateLow, NoiseRate: fr.NoiseRate, Example: example(ep, cr.Comparison, fr)}
 				switch {
 				case fr.Regression:
 					if i := acceptIndex(accepts, ep.Name, cr.Comparison, fr.Key); i >= 0 {
@@ -282,13 +282,24 @@ func acceptIndex(accepts []Accept, endpoint, comparison, field string) int {
 	return -1
 }
 
-// example renders a field's first sample: where it differed and both values.
-func example(fr *compare.FieldReport) string {
-	if len(fr.Samples) == 0 {
-		return ""
+// example renders a field's first sample: the request, where it differed
+// and both values. Merged logs carry the endpoint's samples only.
+func example(ep *compare.EndpointReport, cmp string, fr *compare.FieldReport) string {
+	if len(fr.Samples) > 0 {
+		s := fr.Samples[0]
+		return fmt.Sprintf("%s (%s): reference %s, candidate %s", s.Field, s.Kind, short(s.Ref), short(s.Cand))
 	}
-	s := fr.Samples[0]
-	return fmt.Sprintf("%s (%s): reference %s, candidate %s", s.Field, s.Kind, short(s.Ref), short(s.Cand))
+	for _, s := range ep.Samples {
+		if s.Comparison != cmp {
+			continue
+		}
+		for _, d := range s.Differences {
+			if d.Key == fr.Key {
+				return fmt.Sprintf("%s: %s (%s): reference %s, candidate %s", short(s.Request), d.Field, d.Kind, short(d.Ref), short(d.Cand))
+			}
+		}
+	}
+	return ""
 }
 
 func short(s string) string {
