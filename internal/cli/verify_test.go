@@ -336,3 +336,23 @@ func newFlagSet() *flag.FlagSet {
 	fs.SetOutput(io.Discard)
 	return fs
 }
+
+// The example configuration validates, and -candidate sets the
+// destination of the target it names.
+func TestExampleVerifyConfig(t *testing.T) {
+	fs := newFlagSet()
+	cfg, _, err := loadConfigAnywhere(fs, []string{"-config", filepath.Join("..", "..", "examples", "ci", ".shadowtap", "verify.yaml"), "r.strec"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := verifyTargets(&cfg, [3]string{"http://10.1.2.3:9000", "", ""}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	rs := cfg.Resolve()
+	if len(rs) != 1 || rs[0].Name != "candidate" || rs[0].Destination != "http://10.1.2.3:9000" || len(rs[0].Credentials.Remove) != 2 {
+		t.Errorf("targets %+v", rs)
+	}
+}
