@@ -232,6 +232,11 @@ func TestVerifyGate(t *testing.T) {
 		if !bytes.Contains(html, []byte(`"regressions":3`)) || bytes.Contains(html, []byte("/*DATA*/null")) {
 			t.Errorf("the HTML report does not embed the report")
 		}
+		// The page opens in a browser, the planted endpoints flagged.
+		names, regs := openInBrowser(t, base+".html")
+		if len(names) != 4 || regs != len(shoptest.Planted) {
+			t.Errorf("page: rows %q, %d with a regression; want 4 and %d", names, regs, len(shoptest.Planted))
+		}
 	})
 
 	t.Run("production", func(t *testing.T) {
@@ -275,6 +280,10 @@ func TestVerifyGate(t *testing.T) {
 		md, _ := os.ReadFile(base + ".md")
 		if !strings.Contains(string(md), "Accepted changes") || !strings.Contains(string(md), "e-mail moved") {
 			t.Errorf("summary without the accepted changes:\n%s", md)
+		}
+		// Accepted in the page too.
+		if names, regs := openInBrowser(t, base+".html"); len(names) != 4 || regs != 0 {
+			t.Errorf("page: rows %q, %d with a regression; want 4 and 0", names, regs)
 		}
 	})
 
