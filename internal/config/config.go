@@ -91,9 +91,10 @@ type Defaults struct {
 	Sampling           Sampling      `yaml:"sampling"`
 	KeepHostHeader     bool          `yaml:"keep_host_header"`
 	InsecureSkipVerify bool          `yaml:"insecure_skip_verify"`
-	Workers            int           `yaml:"workers"`    // concurrent replays per target
-	Queue              int           `yaml:"queue"`      // requests waiting per target
-	RateLimit          float64       `yaml:"rate_limit"` // requests per second per target; 0: none
+	Workers            int           `yaml:"workers"`     // concurrent replays per target
+	Queue              int           `yaml:"queue"`       // requests waiting per target
+	QueueBytes         int64         `yaml:"queue_bytes"` // bytes of the requests waiting per target
+	RateLimit          float64       `yaml:"rate_limit"`  // requests per second per target; 0: none
 	DialTimeout        time.Duration `yaml:"dial_timeout"`
 	ResponseTimeout    time.Duration `yaml:"response_timeout"`
 	// IdleConnTimeout retires a kept-alive connection to a target idle
@@ -111,6 +112,7 @@ type Target struct {
 	InsecureSkipVerify *bool         `yaml:"insecure_skip_verify"`
 	Workers            int           `yaml:"workers"`
 	Queue              int           `yaml:"queue"`
+	QueueBytes         int64         `yaml:"queue_bytes"`
 	RateLimit          *float64      `yaml:"rate_limit"`
 	DialTimeout        time.Duration `yaml:"dial_timeout"`
 	ResponseTimeout    time.Duration `yaml:"response_timeout"`
@@ -207,6 +209,7 @@ func Default() Config {
 			Sampling:        Sampling{Percentage: 100},
 			Workers:         64,
 			Queue:           10_000,
+			QueueBytes:      256 << 20,
 			DialTimeout:     3 * time.Second,
 			ResponseTimeout: 10 * time.Second,
 			IdleConnTimeout: 4 * time.Second,

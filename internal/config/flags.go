@@ -51,6 +51,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 
 	// Defaults for every target.
 	fs.IntVar(&c.Defaults.Workers, "workers", c.Defaults.Workers, "requests replayed concurrently per target (and connections to it at most)")
+	fs.Int64Var(&c.Defaults.QueueBytes, "queue-bytes", c.Defaults.QueueBytes, "bytes of requests waiting per target; bounds the queue's memory like -queue bounds its length")
 	fs.IntVar(&c.Defaults.Queue, "queue", c.Defaults.Queue, "requests waiting per target; beyond it new connections, then requests, are dropped")
 	fs.Float64Var(&c.Defaults.RateLimit, "rate-limit", c.Defaults.RateLimit, "requests per second per target (0: no limit); over it whole connections are dropped")
 	fs.DurationVar(&c.Defaults.DialTimeout, "dial-timeout", c.Defaults.DialTimeout, "connect (and TLS handshake) timeout to a target")

@@ -17,6 +17,7 @@ type Resolved struct {
 	KeepHostHeader     bool
 	InsecureSkipVerify bool
 	Workers, Queue     int
+	QueueBytes         int64
 	RateLimit          float64
 	DialTimeout        time.Duration
 	ResponseTimeout    time.Duration
@@ -56,7 +57,7 @@ func (c *Config) Resolve() []Resolved {
 		r := Resolved{
 			Name: t.Name, Destination: t.Destination,
 			KeepHostHeader: d.KeepHostHeader, InsecureSkipVerify: d.InsecureSkipVerify,
-			Workers: or(t.Workers, d.Workers), Queue: or(t.Queue, d.Queue), RateLimit: d.RateLimit,
+			Workers: or(t.Workers, d.Workers), Queue: or(t.Queue, d.Queue), QueueBytes: or(t.QueueBytes, d.QueueBytes), RateLimit: d.RateLimit,
 			DialTimeout: or(t.DialTimeout, d.DialTimeout), ResponseTimeout: or(t.ResponseTimeout, d.ResponseTimeout),
 			IdleConnTimeout: or(t.IdleConnTimeout, d.IdleConnTimeout),
 			Sampling:        d.Sampling, Filters: t.Filters, Rewrite: t.Rewrite, Credentials: t.Credentials,
@@ -255,6 +256,9 @@ func validateTarget(t Resolved) []error {
 	}
 	if t.Workers <= 0 {
 		add("workers: must be positive")
+	}
+	if t.QueueBytes <= 0 {
+		add("queue_bytes: must be positive")
 	}
 	if t.Queue <= 0 {
 		add("queue: must be positive")

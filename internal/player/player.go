@@ -125,7 +125,11 @@ func Play(ctx context.Context, open func() (source.Source, error), perPass int64
 	}
 	close(stopReport)
 	<-reported
-	return snapshot(), err
+	final := snapshot()
+	if report != nil {
+		report(final) // as documented: a pass shorter than interval reports too
+	}
+	return final, err
 }
 
 // Tally fills p's counters from the targets' statistics.

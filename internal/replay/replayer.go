@@ -16,15 +16,21 @@ import (
 
 // Options size the replayer.
 type Options struct {
-	Name      string // the target's name, for results and logs
-	Workers   int    // requests in flight at once (and at most this many connections)
-	MaxQueue  int    // requests waiting; beyond it requests are dropped
-	Edits     Edits
-	RateLimit float64 // requests per second admitted; 0: no limit
+	Name     string // the target's name, for results and logs
+	Workers  int    // requests in flight at once (and at most this many connections)
+	MaxQueue int    // requests waiting; beyond it requests are dropped
+	// MaxQueueBytes bounds the bytes of the requests waiting, so that a
+	// queue of large bodies cannot exhaust memory; 0: DefaultMaxQueueBytes.
+	MaxQueueBytes int64
+	Edits         Edits
+	RateLimit     float64 // requests per second admitted; 0: no limit
 	// Block makes Submit wait for queue space and for the rate limit
 	// instead of dropping: replaying a file as fast as the target allows.
 	Block bool
 }
+
+// DefaultMaxQueueBytes bounds a target's queue in bytes unless set.
+const DefaultMaxQueueBytes = 256 << 20
 
 // Result is the outcome of one replay, passed to the OnResult hook.
 type Result struct {
@@ -44,8 +50,11 @@ type Stats struct {
 	QueueDrops   atomic.Uint64 // requests dropped because the queue was full
 	ConnsRefused atomic.Uint64 // new production connections not replayed because of load
 	RateLimited  atomic.Uint64 // requests dropped by the rate limit
-	Queued       atomic.Int64
-	InFlight     atomic.Int64
+	// Resumed counts dropped connections taken back at a request boundary
+	// once the queue had drained below a quarter.
+	Resumed  atomic.Uint64
+	Queued   atomic.Int64
+	InFlight atomic.Int64
 }
 
 // Replayer replays requests, one production connection's in capture order
@@ -65,12 +74,13 @@ type Replayer struct {
 	ctx    context.Context // the workers'; cancelled when a stop's deadline passes
 	cancel context.CancelFunc
 
-	mu     sync.Mutex
-	space  *sync.Cond // signalled when the queue shrinks (Block)
-	conns  map[uint64]*connQueue
-	ready  chan *connQueue
-	queued int
-	closed bool
+	mu          sync.Mutex
+	space       *sync.Cond // signalled when the queue shrinks (Block)
+	conns       map[uint64]*connQueue
+	ready       chan *connQueue
+	queued      int
+	queuedBytes int64
+	closed      bool
 
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -82,6 +92,10 @@ type connQueue struct {
 	running  bool // a worker owns it
 	ended    bool // the production connection is gone
 	dropping bool // refused or lost a request: drop the rest
+	// overflow: dropping because the queue was full, so it may resume
+	// once the queue drains; a rate limit's drop lasts (under a steady
+	// limit the queue is always short, and resuming would cut holes).
+	overflow bool
 	accepted int
 }
 
@@ -94,6 +108,9 @@ func New(client *Client, opts Options, stats *Stats, log *slog.Logger, onResult 
 		// Each connection queue is in ready at most once, and holds at least
 		// one request while there, so MaxQueue bounds it.
 		ready: make(chan *connQueue, opts.MaxQueue+1),
+	}
+	if r.opts.MaxQueueBytes <= 0 {
+		r.opts.MaxQueueBytes = DefaultMaxQueueBytes
 	}
 	r.space = sync.NewCond(&r.mu)
 	r.SetPolicy(opts.Edits, opts.RateLimit)
@@ -132,14 +149,25 @@ func (r *Replayer) Submit(conn uint64, req *httpstream.Request) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queueOf(conn)
+	size := int64(len(req.Raw))
+	// Load is shed in proportion to the overload: a dropped connection is
+	// taken back at its next request (a request boundary) once the queue
+	// has drained below a quarter, in count and in bytes. Each request is
+	// still whole; the connection misses those dropped in between.
+	if q.dropping && q.overflow && !r.closed && r.queued <= r.opts.MaxQueue/4 && r.queuedBytes <= r.opts.MaxQueueBytes/4 {
+		q.dropping, q.overflow = false, false
+		r.stats.Resumed.Add(1)
+	}
 	if q.dropping || r.closed {
 		r.stats.QueueDrops.Add(1)
 		return false
 	}
-	// New connections are refused at three quarters of the queue, so the
-	// rest is kept for connections already being replayed.
-	if limit := r.opts.MaxQueue; r.queued >= limit || (q.accepted == 0 && r.queued >= limit*3/4) {
-		q.dropping = true
+	// New connections are refused at three quarters of the queue (count or
+	// bytes), so the rest is kept for connections already being replayed.
+	limit, bytesLimit := r.opts.MaxQueue, r.opts.MaxQueueBytes
+	if r.queued >= limit || r.queuedBytes+size > bytesLimit ||
+		(q.accepted == 0 && (r.queued >= limit*3/4 || r.queuedBytes+size > bytesLimit*3/4)) {
+		q.dropping, q.overflow = true, true
 		if q.accepted == 0 {
 			r.stats.ConnsRefused.Add(1)
 		}
@@ -174,7 +202,8 @@ func (r *Replayer) submitWait(conn uint64, req *httpstream.Request) bool {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for r.queued >= r.opts.MaxQueue && !r.closed {
+	// A request larger than the whole byte bound waits for an empty queue.
+	for (r.queued >= r.opts.MaxQueue || r.queued > 0 && r.queuedBytes+int64(len(req.Raw)) > r.opts.MaxQueueBytes) && !r.closed {
 		r.space.Wait()
 	}
 	if r.closed {
@@ -202,6 +231,7 @@ func (r *Replayer) enqueue(q *connQueue, req *httpstream.Request) {
 	q.accepted++
 	q.reqs = append(q.reqs, req)
 	r.queued++
+	r.queuedBytes += int64(len(req.Raw))
 	r.stats.Queued.Store(int64(r.queued))
 	if !q.running && len(q.reqs) == 1 {
 		q.running = true
@@ -255,6 +285,7 @@ func (r *Replayer) drain(ctx context.Context, q *connQueue) {
 		q.reqs[0] = nil
 		q.reqs = q.reqs[1:]
 		r.queued--
+		r.queuedBytes -= int64(len(req.Raw))
 		r.stats.Queued.Store(int64(r.queued))
 		// Counted in flight under the lock that took it off the queue, so
 		// Stop never sees it in neither.
@@ -334,6 +365,9 @@ func (r *Replayer) stop(ctx context.Context) {
 	for q := range r.ready {
 		r.stats.QueueDrops.Add(uint64(len(q.reqs)))
 		r.queued -= len(q.reqs)
+		for _, req := range q.reqs {
+			r.queuedBytes -= int64(len(req.Raw))
+		}
 		q.reqs = nil
 	}
 	r.stats.Queued.Store(int64(r.queued))

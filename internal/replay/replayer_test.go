@@ -9,10 +9,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/shadowtap/shadowtap/internal/httpstream"
 	"github.com/shadowtap/shadowtap/internal/rawserver"
 )
 
@@ -330,5 +332,77 @@ func TestBlockingSubmit(t *testing.T) {
 	// 100 requests at 400/s (burst 40) cannot take less than ~150 ms.
 	if elapsed < 100*time.Millisecond {
 		t.Errorf("paced at %v for 100 requests at 400/s", elapsed)
+	}
+}
+
+// A connection dropped under overload is taken back at its next request
+// once the queue has drained below a quarter, so a burst does not cost a
+// long-lived keep-alive connection for the rest of its life.
+func TestDroppedConnectionResumesAfterDrain(t *testing.T) {
+	srv, _ := rawserver.Listen("127.0.0.1:0")
+	defer srv.Close()
+	r, stats, _, start := newStoppedReplayer(t, srv.Addr(), Options{Workers: 2, MaxQueue: 8}, DefaultClientOptions)
+	req := func(i int) *httpstream.Request {
+		return parse(t, fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: h\r\n\r\n", i))
+	}
+	accepted := 0
+	for i := range 12 { // one connection, more than the queue holds
+		if r.Submit(1, req(i)) {
+			accepted++
+		}
+	}
+	if accepted != 8 {
+		t.Fatalf("accepted %d of 12 into a queue of 8", accepted)
+	}
+	if r.Submit(1, req(100)) {
+		t.Fatal("a dropped connection was taken back while the queue was full")
+	}
+	start()
+	deadline := time.Now().Add(5 * time.Second)
+	for stats.Queued.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !r.Submit(1, req(200)) {
+		t.Fatal("the connection was not taken back after the queue drained")
+	}
+	stop(r, 3*time.Second)
+	if stats.Resumed.Load() != 1 {
+		t.Errorf("resumed = %d, want 1", stats.Resumed.Load())
+	}
+	var paths []string
+	for _, rq := range srv.Requests() {
+		paths = append(paths, strings.Fields(string(rq.Raw))[1])
+	}
+	want := "/0 /1 /2 /3 /4 /5 /6 /7 /200"
+	if got := strings.Join(paths, " "); got != want {
+		t.Errorf("replayed %s, want %s (in order, each once)", got, want)
+	}
+}
+
+// The queue is bounded in bytes as well as in count: large bodies cannot
+// hold MaxQueue times the body limit in memory.
+func TestQueueBoundedInBytes(t *testing.T) {
+	srv, _ := rawserver.Listen("127.0.0.1:0")
+	defer srv.Close()
+	r, stats, _, start := newStoppedReplayer(t, srv.Addr(), Options{Workers: 1, MaxQueue: 1000, MaxQueueBytes: 10_000}, DefaultClientOptions)
+	body := strings.Repeat("x", 3000)
+	big := parse(t, fmt.Sprintf("POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s", len(body), body))
+	accepted := 0
+	for range 10 {
+		if r.Submit(7, big) {
+			accepted++
+		}
+	}
+	if accepted != 3 {
+		t.Errorf("accepted %d requests of %d bytes under a 10,000-byte bound, want 3", accepted, len(big.Raw))
+	}
+	// A new connection is refused at three quarters of the bytes.
+	if r.Submit(8, parse(t, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")) {
+		t.Error("a new connection was admitted past three quarters of the byte bound")
+	}
+	start()
+	stop(r, 3*time.Second)
+	if stats.QueueDrops.Load() != 7+1 || stats.ConnsRefused.Load() != 1 { // the refused connection's request is a drop too
+		t.Errorf("queue drops %d, connections refused %d", stats.QueueDrops.Load(), stats.ConnsRefused.Load())
 	}
 }

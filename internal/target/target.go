@@ -147,7 +147,7 @@ func Build(ctx context.Context, rs []config.Resolved, prev *Set, log *slog.Logge
 			copts.DialTimeout, copts.ResponseTimeout, copts.InsecureTLS, copts.MaxIdle = r.DialTimeout, r.ResponseTimeout, r.InsecureSkipVerify, r.Workers
 			copts.KeepBody, copts.IdleTimeout = r.KeepBody, r.IdleConnTimeout
 			t.replayer = replay.New(replay.NewClient(dest, copts),
-				replay.Options{Name: r.Name, Workers: r.Workers, MaxQueue: r.Queue, Edits: edits, RateLimit: r.RateLimit, Block: r.Block},
+				replay.Options{Name: r.Name, Workers: r.Workers, MaxQueue: r.Queue, MaxQueueBytes: r.QueueBytes, Edits: edits, RateLimit: r.RateLimit, Block: r.Block},
 				&t.Stats.Replay, log, onResult)
 			t.replayer.Start(ctx)
 		}
@@ -189,7 +189,7 @@ func find(s *Set, name string) *Target {
 
 func sameConnection(a, b config.Resolved) bool {
 	return a.Destination == b.Destination && a.InsecureSkipVerify == b.InsecureSkipVerify && a.Workers == b.Workers && a.KeepBody == b.KeepBody &&
-		a.Queue == b.Queue && a.DialTimeout == b.DialTimeout && a.ResponseTimeout == b.ResponseTimeout &&
+		a.Queue == b.Queue && a.QueueBytes == b.QueueBytes && a.DialTimeout == b.DialTimeout && a.ResponseTimeout == b.ResponseTimeout &&
 		a.IdleConnTimeout == b.IdleConnTimeout
 }
 
