@@ -298,13 +298,13 @@ func TestConcurrencyLimit(t *testing.T) {
 	srv, _ := rawserver.Listen("127.0.0.1:0")
 	defer srv.Close()
 	srv.Delay = 30 * time.Millisecond
-	r, _, _ := newReplayer(t, srv.Addr(), Options{Workers: 3, MaxQueue: 100}, DefaultClientOptions)
+	r, stats, _ := newReplayer(t, srv.Addr(), Options{Workers: 3, MaxQueue: 100}, DefaultClientOptions)
 	for conn := range uint64(30) {
 		r.Submit(conn, parse(t, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"))
 	}
 	stop(r, 10*time.Second)
 	if n := len(srv.Requests()); n != 30 {
-		t.Fatalf("server got %d", n)
+		t.Fatalf("server got %d; replayed %d, failed %v, drops %d", n, stats.Replayed.Load(), stats.Failed, stats.QueueDrops.Load())
 	}
 	if m := srv.MaxConcurrent(); m != 3 {
 		t.Errorf("at most %d requests in flight, want exactly the 3 workers", m)
