@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shadowtap/shadowtap/internal/rawserver"
 )
 
 // The handler runs as a child process (this test binary, re-executed), so
@@ -184,5 +186,22 @@ func TestNoArgumentsPrintsUsage(t *testing.T) {
 	}
 	if !strings.Contains(errOut.String(), "usage:") || strings.Contains(errOut.String(), "invalid configuration") {
 		t.Errorf("output %q", errOut.String())
+	}
+}
+
+// The file first and the flags after it, as people type it.
+func TestReplayFileBeforeFlags(t *testing.T) {
+	srv, err := rawserver.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	var out, errOut bytes.Buffer
+	args := []string{"replay", pcaps + "zeek__http-get_nosyn.pcap", "-destination", "http://" + srv.Addr(), "-progress", "off"}
+	if code := Main("dev", args, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if n := len(srv.Requests()); n != 1 {
+		t.Errorf("the test server got %d requests, want 1", n)
 	}
 }

@@ -175,3 +175,28 @@ func TestFlagErrors(t *testing.T) {
 		}
 	}
 }
+
+// Flags may follow the positional arguments; "--" still ends the flags.
+func TestFlagsAfterPositionalArguments(t *testing.T) {
+	noEnv := func(string) (string, bool) { return "", false }
+	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+	speed := fs.String("speed", "max", "")
+	c, _, err := FromArgs([]string{"day.pcap", "-destination", "http://rc1:8080", "more.strec", "-speed", "2x", "-vni", "7"}, noEnv, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Destination != "http://rc1:8080" || *speed != "2x" || len(c.VNIs) != 1 || c.VNIs[0] != 7 {
+		t.Errorf("destination %q speed %q vnis %v", c.Destination, *speed, c.VNIs)
+	}
+	if got := strings.Join(fs.Args(), " "); got != "day.pcap more.strec" {
+		t.Errorf("positional arguments %q", got)
+	}
+	fs = flag.NewFlagSet("replay", flag.ContinueOnError)
+	c, _, err = FromArgs([]string{"-percentage", "5", "a", "--", "-odd-file-name", "b"}, noEnv, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Defaults.Sampling.Percentage != 5 || strings.Join(fs.Args(), " ") != "a -odd-file-name b" {
+		t.Errorf("percentage %v, positional %q", c.Defaults.Sampling.Percentage, fs.Args())
+	}
+}

@@ -138,8 +138,34 @@ func FromArgs(args []string, getenv func(string) (string, bool), fs *flag.FlagSe
 			l.first = true
 		}
 	})
-	if err := fs.Parse(args); err != nil {
+	if err := ParseInterspersed(fs, args); err != nil {
 		return c, path, err
 	}
 	return c, path, nil
+}
+
+// ParseInterspersed parses flags wherever they stand among the positional
+// arguments, as people type them (`shadowtap replay day.pcap -destination
+// URL`), keeping Go's single-dash long flags (`-destination`, never read
+// as `-d -e ...`). An explicit "--" ends the flags. Afterwards fs.Args()
+// holds the positional arguments in their order.
+func ParseInterspersed(fs *flag.FlagSet, args []string) error {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			positional = append(positional, rest...)
+			break
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+	// Parsing "--" alone sets no flag and leaves fs.Args() the positionals.
+	return fs.Parse(append([]string{"--"}, positional...))
 }
