@@ -99,6 +99,14 @@ func Main(version string, args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
+// synopses head each command's help (-h), above its own flags.
+var synopses = map[string]string{
+	"shadowtap": "shadowtap [run] -destination URL [flags]  or  shadowtap [run] -config FILE [flags]",
+	"record":    "shadowtap record -output FILE [-input CAPTURE] [flags]",
+	"replay":    "shadowtap replay -destination URL [flags] FILE...   (flags before or after the files)",
+	"inspect":   "shadowtap inspect [flags] FILE...",
+}
+
 // configuredByEnv reports whether the environment alone configures the
 // handler (a service started without flags), so that no arguments still
 // runs it.
@@ -115,6 +123,11 @@ func configuredByEnv() bool {
 // file, SHADOWTAP_* variables and args (flags registered on fs first are
 // the command's own). It returns fs's positional arguments.
 func loadConfig(fs *flag.FlagSet, args []string) (config.Config, error) {
+	syn, ok := synopses[fs.Name()]
+	if !ok {
+		syn = "shadowtap " + fs.Name() + " [flags]"
+	}
+	config.SetUsage(fs, syn)
 	cfg, _, err := config.FromArgs(args, os.LookupEnv, fs)
 	return cfg, err
 }

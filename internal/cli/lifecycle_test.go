@@ -205,3 +205,33 @@ func TestReplayFileBeforeFlags(t *testing.T) {
 		t.Errorf("the test server got %d requests, want 1", n)
 	}
 }
+
+// Each command's help shows its own flags and the groups that mean
+// something to it: replaying a file has no socket to listen on.
+func TestHelpShowsOnlyTheCommandsFlags(t *testing.T) {
+	tests := []struct {
+		args      []string
+		want, not []string
+	}{
+		{[]string{"replay", "-h"}, []string{"-speed", "-destination", "-workers", "every target:"}, []string{"-listen", "-health-listen", "-geneve-listen", "-admin-listen"}},
+		{[]string{"inspect", "-h"}, []string{"-max-flows"}, []string{"-listen", "-destination", "-workers"}},
+		{[]string{"run", "-h"}, []string{"-listen", "-destination", "-geneve-listen", "live capture:"}, nil},
+	}
+	for _, tt := range tests {
+		var out, errOut bytes.Buffer
+		if code := Main("dev", tt.args, &out, &errOut); code != 0 {
+			t.Errorf("%v: exit %d", tt.args, code)
+		}
+		help := out.String() + errOut.String()
+		for _, w := range tt.want {
+			if !strings.Contains(help, w+"\n") && !strings.Contains(help, w+" ") {
+				t.Errorf("%v: help lacks %s:\n%s", tt.args, w, help)
+			}
+		}
+		for _, n := range tt.not {
+			if strings.Contains(help, n+" ") || strings.Contains(help, n+"\n") {
+				t.Errorf("%v: help shows %s", tt.args, n)
+			}
+		}
+	}
+}

@@ -3,6 +3,7 @@ package config
 import (
 	"flag"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 )
@@ -168,4 +169,92 @@ func ParseInterspersed(fs *flag.FlagSet, args []string) error {
 	}
 	// Parsing "--" alone sets no flag and leaves fs.Args() the positionals.
 	return fs.Parse(append([]string{"--"}, positional...))
+}
+
+// flagGroup is a heading of the help output and the flags under it.
+type flagGroup struct {
+	title string
+	names []string
+}
+
+// flagGroups sort the configuration's flags for help, by what they are
+// about; each command shows the groups that mean something to it.
+var flagGroups = map[string]flagGroup{
+	"aws": {"the AWS sample handler's flags", []string{"destination", "percentage", "percentage-by",
+		"percentage-by-header", "filter-request-port", "keep-host-header"}},
+	"live": {"live capture", []string{"listen", "geneve-listen", "vni", "read-buffer", "health-listen", "admin-listen"}},
+	"traffic": {"connections and requests", []string{"max-body", "max-flows", "reorder-wait", "idle-timeout",
+		"handshake-timeout", "dedup"}},
+	"targets": {"every target", []string{"workers", "queue", "queue-bytes", "rate-limit", "dial-timeout",
+		"response-timeout", "idle-conn-timeout", "insecure-skip-verify", "drain-timeout"}},
+	"general": {"general", []string{"config", "log-level", "log-format"}},
+}
+
+// commandGroups are the flag groups each command shows in its help.
+var commandGroups = map[string][]string{
+	"shadowtap": {"aws", "live", "traffic", "targets", "general"},
+	"record":    {"live", "traffic", "general"},
+	"replay":    {"aws", "traffic", "targets", "general"},
+	"verify":    {"aws", "traffic", "targets", "general"},
+	"inspect":   {"traffic", "general"},
+}
+
+// SetUsage makes fs's help show the command's own flags first, then the
+// configuration's flag groups that mean something to the command (named
+// by fs.Name()), and nothing else.
+func SetUsage(fs *flag.FlagSet, synopsis string) {
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "usage: %s\n", synopsis)
+		grouped := map[string]bool{}
+		for _, g := range flagGroups {
+			for _, n := range g.names {
+				grouped[n] = true
+			}
+		}
+		var own []*flag.Flag
+		fs.VisitAll(func(f *flag.Flag) {
+			if !grouped[f.Name] {
+				own = append(own, f)
+			}
+		})
+		if len(own) > 0 {
+			fmt.Fprintf(w, "\n%s flags:\n", fs.Name())
+			for _, f := range own {
+				printFlag(w, f)
+			}
+		}
+		groups, ok := commandGroups[fs.Name()]
+		if !ok {
+			groups = commandGroups["shadowtap"]
+		}
+		for _, key := range groups {
+			g := flagGroups[key]
+			header := false
+			for _, n := range g.names {
+				f := fs.Lookup(n)
+				if f == nil {
+					continue
+				}
+				if !header {
+					fmt.Fprintf(w, "\n%s:\n", g.title)
+					header = true
+				}
+				printFlag(w, f)
+			}
+		}
+	}
+}
+
+func printFlag(w io.Writer, f *flag.Flag) {
+	name, usage := flag.UnquoteUsage(f)
+	line := "  -" + f.Name
+	if name != "" {
+		line += " " + name
+	}
+	fmt.Fprintf(w, "%s\n    \t%s", line, strings.ReplaceAll(usage, "\n", "\n    \t"))
+	if d := f.DefValue; d != "" && d != "0" && d != "false" && d != "0s" {
+		fmt.Fprintf(w, " (default %s)", d)
+	}
+	fmt.Fprintln(w)
 }
