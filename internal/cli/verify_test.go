@@ -250,6 +250,46 @@ func TestVerifyGate(t *testing.T) {
 		}
 	})
 
+	t.Run("baseline", func(t *testing.T) {
+		// The old code on the same test data beside the candidate: both
+		// comparisons find the planted differences, and only them.
+		baseline := serve(t, shoptest.New(6, false))
+		code, _, base := run(t, shoptest.New(7, true), "-baseline", baseline)
+		if code != 1 {
+			t.Fatalf("exit %d, want 1", code)
+		}
+		failures, _ := readJUnit(t, base+".xml")
+		for _, cmp := range []string{"candidate-vs-production", "candidate-vs-baseline"} {
+			got := failures[cmp]
+			if len(got) != len(shoptest.Planted) || slices.ContainsFunc(got, func(f string) bool { return !planted(f) }) {
+				t.Errorf("%s: failures %q, want the planted %q", cmp, got, shoptest.Planted)
+			}
+		}
+	})
+
+	t.Run("fail-on none", func(t *testing.T) {
+		code, stdout, _ := run(t, shoptest.New(8, true), "-fail-on", "none")
+		if code != 0 || !strings.Contains(stdout, "3 regression(s)") {
+			t.Errorf("exit %d, want 0 with the regressions reported", code)
+		}
+	})
+
+	t.Run("candidate down", func(t *testing.T) {
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		down := "http://" + ln.Addr().String()
+		ln.Close() // nothing listens: every request is refused
+		var stdout, stderr bytes.Buffer
+		junit := filepath.Join(dir, "down.xml")
+		code := Main("test", []string{"verify", "-candidate", down, "-progress", "off", "-junit", junit, rec}, &stdout, &stderr)
+		if code != 1 || !strings.Contains(stdout.String(), "the candidate did not answer 960 request(s)") {
+			t.Errorf("exit %d, want 1 naming the refused requests:\n%s", code, stdout.String())
+		}
+		b, _ := os.ReadFile(junit)
+		if !bytes.Contains(b, []byte(`<error message="the candidate did not answer 960 request(s)`)) {
+			t.Errorf("JUnit without the error:\n%s", b)
+		}
+	})
+
 	t.Run("accepted", func(t *testing.T) {
 		accept := filepath.Join(dir, "accept.yaml")
 		os.WriteFile(accept, []byte(`accept:

@@ -9,10 +9,12 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/shadowtap/shadowtap/internal/config"
+	"github.com/shadowtap/shadowtap/internal/gate"
 	"github.com/shadowtap/shadowtap/internal/player"
 	"github.com/shadowtap/shadowtap/internal/verify"
 	"github.com/shadowtap/shadowtap/internal/verify/shoptest"
@@ -54,7 +56,20 @@ func (m *memWatch) sample(p player.Progress) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.peak = max(m.peak, ms.HeapInuse)
-	m.marks = append(m.marks, strconv.FormatInt(p.Sent, 10)+" sent: heap "+strconv.FormatUint(ms.HeapInuse>>20, 10)+" MiB")
+	m.marks = append(m.marks, strconv.FormatInt(p.Sent, 10)+" sent, "+strconv.FormatUint(p.Answered, 10)+" answered, "+
+		strconv.FormatUint(p.Failed, 10)+" failed: heap "+strconv.FormatUint(ms.HeapInuse>>20, 10)+" MiB")
+	if testing.Verbose() {
+		println(m.marks[len(m.marks)-1]) // live, for a long run
+	}
+}
+
+// cpuTime is the process's CPU time so far: the machine is shared, so a
+// rate per CPU second says what the code costs where a wall-clock rate
+// says how busy the neighbours were.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkVerify replays a recording of 20,000 exchanges as fast as a
@@ -71,6 +86,7 @@ func BenchmarkVerify(b *testing.B) {
 	b.ResetTimer()
 	var sent int64
 	var elapsed time.Duration
+	cpu0 := cpuTime()
 	for range b.N {
 		res, err := verify.Run(context.Background(), cfg, []string{rec}, verify.Options{})
 		if err != nil {
@@ -83,6 +99,7 @@ func BenchmarkVerify(b *testing.B) {
 		elapsed += res.Elapsed
 	}
 	b.ReportMetric(float64(sent)/elapsed.Seconds(), "exchanges/s")
+	b.ReportMetric(float64(sent)/(cpuTime()-cpu0).Seconds(), "exchanges/cpu-s")
 }
 
 // TestLargeRecording is the measured run on a large recording: set
@@ -108,7 +125,9 @@ func TestLargeRecording(t *testing.T) {
 	// Bounded in time: a run that stalls ends, and fails, at the deadline.
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
+	cpu0 := cpuTime()
 	res, err := verify.Run(ctx, cfg, []string{rec}, verify.Options{Progress: m.sample, ProgressEvery: 5 * time.Second})
+	cpu := cpuTime() - cpu0
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,8 +135,15 @@ func TestLargeRecording(t *testing.T) {
 		t.Log(l)
 	}
 	rate := float64(res.Sent) / res.Elapsed.Seconds()
-	t.Logf("%d exchanges replayed and compared in %s: %.0f/s; peak heap in use %d MiB; %d regressions",
-		res.Report.Compared, res.Elapsed.Round(time.Millisecond), rate, m.peak>>20, res.Report.Regressions)
+	t.Logf("%d exchanges replayed and compared in %s: %.0f/s, %.0f per CPU second (%s of CPU, the server's included); peak heap in use %d MiB",
+		res.Report.Compared, res.Elapsed.Round(time.Millisecond), rate, float64(res.Sent)/cpu.Seconds(), cpu.Round(time.Millisecond), m.peak>>20)
+	o := gate.Decide(res.Report, nil, gate.Options{})
+	for _, f := range o.Regressions {
+		t.Errorf("regression against production's own code: %s %s %s", f.Endpoint, f.Field, f.Example)
+	}
+	for _, f := range o.Latency {
+		t.Logf("latency (not gating at max speed): %s %s %s", f.Endpoint, f.Field, f.Example)
+	}
 	if res.Report.Compared != uint64(conns*per) {
 		t.Errorf("compared %d of %d", res.Report.Compared, conns*per)
 	}
