@@ -111,6 +111,7 @@ type CaptureSource struct {
 	ch     chan recording.Record
 	done   chan struct{}
 	errc   chan error
+	file   *os.File
 	Engine engine.Stats
 	File   pcapfile.Stats
 	// VNIs counts datagrams per VXLAN or Geneve network id; read it (and
@@ -148,7 +149,7 @@ func OpenCapture(path string, opts Options) (*CaptureSource, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s := &CaptureSource{ch: make(chan recording.Record, 1024), done: make(chan struct{}), errc: make(chan error, 1), VNIs: map[uint32]int{}}
+	s := &CaptureSource{ch: make(chan recording.Record, 1024), done: make(chan struct{}), errc: make(chan error, 1), file: f, VNIs: map[uint32]int{}}
 	hopts := httpstream.DefaultOptions
 	if opts.MaxBody > 0 {
 		hopts.MaxBodyBytes = opts.MaxBody
@@ -161,7 +162,10 @@ func OpenCapture(path string, opts Options) (*CaptureSource, error) {
 	eng := engine.New(cfg, &captureSink{s: s, pairing: opts.PairResponses}, &s.Engine, ratelog.New(log, 10*time.Second))
 	go func() {
 		defer f.Close()
-		st, err := pcapfile.PlayReader(f, 4789, vniCounter{eng, s.VNIs})
+		st, err := pcapfile.PlayReader(stopReader{f, s.done}, 4789, vniCounter{eng, s.VNIs})
+		if errors.Is(err, errStopped) || errors.Is(err, os.ErrClosed) {
+			err = nil // Close asked for it
+		}
 		s.File = st
 		s.errc <- err
 		close(s.ch)
@@ -183,17 +187,36 @@ func (s *CaptureSource) Next() (recording.Record, error) {
 	return r, nil
 }
 
-// Close stops handing out exchanges (the file is still read to its end,
-// then closed).
+// Close stops reading the file at once (Ctrl-C on a large capture must
+// not wait for it to be decoded to its end) and returns when the decoder
+// has stopped.
 func (s *CaptureSource) Close() error {
 	select {
 	case <-s.done:
 	default:
 		close(s.done)
+		s.file.Close() // unblocks a read in progress (a pipe, a slow disk)
 	}
 	for range s.ch {
 	}
 	return nil
+}
+
+var errStopped = errors.New("source: closed")
+
+// stopReader ends a file's decoding once done is closed.
+type stopReader struct {
+	r    io.Reader
+	done <-chan struct{}
+}
+
+func (r stopReader) Read(b []byte) (int, error) {
+	select {
+	case <-r.done:
+		return 0, errStopped
+	default:
+	}
+	return r.r.Read(b)
 }
 
 type captureSink struct {
