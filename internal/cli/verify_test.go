@@ -267,6 +267,45 @@ func TestVerifyGate(t *testing.T) {
 		}
 	})
 
+	t.Run("goreplay", func(t *testing.T) {
+		// The same exchanges as a GoReplay file (request and original
+		// response payloads). GoReplay keeps no connection, so each
+		// request is replayed on its own and the carts' order is not
+		// kept: only the stateless endpoints must match.
+		gor := filepath.Join(dir, "prod.gor")
+		w, err := createGoReplay(gor, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range readRecords(t, rec) {
+			if err := w.Write(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		url := serve(t, shoptest.New(10, true))
+		junit := filepath.Join(dir, "gor.xml")
+		var stdout, stderr bytes.Buffer
+		code := Main("test", []string{"verify", "-candidate", url, "-progress", "off", "-junit", junit, "-fail-on", "none", gor}, &stdout, &stderr)
+		if code != 0 || !strings.Contains(stdout.String(), "960 exchange(s) compared") {
+			t.Fatalf("exit %d:\n%s%s", code, stdout.String(), stderr.String())
+		}
+		t.Log(stdout.String())
+		failures, _ := readJUnit(t, junit)
+		for _, p := range shoptest.Planted {
+			if !slices.ContainsFunc(failures["candidate-vs-production"], func(f string) bool { return strings.HasPrefix(f, p[0]) && strings.HasSuffix(f, " "+p[1]) }) {
+				t.Errorf("planted %v not found in %q", p, failures)
+			}
+		}
+		for _, f := range failures["candidate-vs-production"] {
+			if !planted(f) && !strings.HasPrefix(f, "GET /api/carts/") && !strings.HasPrefix(f, "POST /api/carts/") {
+				t.Errorf("failure %q on a stateless endpoint was not planted", f)
+			}
+		}
+	})
+
 	t.Run("fail-on none", func(t *testing.T) {
 		code, stdout, _ := run(t, shoptest.New(8, true), "-fail-on", "none")
 		if code != 0 || !strings.Contains(stdout, "3 regression(s)") {
