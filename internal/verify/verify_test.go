@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shadowtap/shadowtap/internal/gate"
+	"github.com/shadowtap/shadowtap/internal/recording"
 	"github.com/shadowtap/shadowtap/internal/verify"
 	"github.com/shadowtap/shadowtap/internal/verify/shoptest"
 )
@@ -59,5 +61,65 @@ func TestRunKeepsTiming(t *testing.T) {
 	}
 	if res.Report.Compared != 400 {
 		t.Errorf("compared %d", res.Report.Compared)
+	}
+}
+
+// Each recorded connection's requests are replayed in order: a cart's
+// GET right after its POST sees the POST's count even when the POST is
+// slow. The control, the same exchanges each on a connection of its own,
+// lets GETs overtake POSTs, and the counts differ: so the test would see
+// a replay that does not keep the order.
+func TestRunKeepsConnectionOrder(t *testing.T) {
+	dir := t.TempDir()
+	rec := filepath.Join(dir, "r.strec")
+	if err := shoptest.Record(rec, 2, 200, time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	// The control: every exchange its own connection.
+	loose := filepath.Join(dir, "loose.strec")
+	rd, err := recording.Open(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := recording.Create(recording.WriterOptions{Path: loose})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := uint64(1); ; n++ {
+		r, err := rd.Next()
+		if err != nil {
+			break
+		}
+		r.Conn, r.Index = n, 0
+		w.Write(r)
+	}
+	rd.Close()
+	w.Close()
+
+	countDiffers := func(path string) bool {
+		shop := shoptest.New(3, false)
+		url := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost {
+				time.Sleep(5 * time.Millisecond) // a slow write: a GET sent meanwhile overtakes it
+			}
+			shop.ServeHTTP(w, r)
+		}))
+		res, err := verify.Run(context.Background(), verifyConfig(t, url), []string{path}, verify.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := gate.Decide(res.Report, nil, gate.Options{})
+		for _, f := range append(o.Regressions, o.Differences...) {
+			if f.Field == "body.count" {
+				return true
+			}
+		}
+		return false
+	}
+	if countDiffers(rec) {
+		t.Error("cart counts differ: a connection's requests were not replayed in order")
+	}
+	if !countDiffers(loose) {
+		t.Error("control: the counts agree without connections; the test cannot see the order")
 	}
 }
