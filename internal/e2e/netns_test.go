@@ -209,8 +209,7 @@ func TestKernelVXLANCompare(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		prod := rawserver.Serve(ln)
-		prod.Respond = fakeshop.New(4, false).Handler()
+		prod := rawserver.ServeResponding(ln, fakeshop.New(4, false).Handler())
 		t.Cleanup(prod.Close)
 		return nil
 	}); err != nil {

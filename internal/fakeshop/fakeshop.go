@@ -8,6 +8,7 @@ package fakeshop
 import (
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -76,10 +77,9 @@ func (s *Shop) Handler() func(*httpstream.Request) []byte {
 
 // Listen serves the shop on addr ("127.0.0.1:0" for any free port).
 func (s *Shop) Listen(addr string) (*rawserver.Server, error) {
-	srv, err := rawserver.Listen(addr)
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	srv.Respond = s.Handler()
-	return srv, nil
+	return rawserver.ServeResponding(ln, s.Handler()), nil
 }

@@ -50,8 +50,13 @@ func Listen(addr string) (*Server, error) {
 }
 
 // Serve starts a server on ln.
-func Serve(ln net.Listener) *Server {
-	s := &Server{ln: ln, open: make(map[net.Conn]struct{})}
+func Serve(ln net.Listener) *Server { return ServeResponding(ln, nil) }
+
+// ServeResponding starts a server on ln that answers with respond. Set
+// here, before the server's goroutines start, the answerer and what it
+// reads are visible to them (assigning Respond afterwards is a data race).
+func ServeResponding(ln net.Listener, respond func(*httpstream.Request) []byte) *Server {
+	s := &Server{ln: ln, open: make(map[net.Conn]struct{}), Respond: respond}
 	s.wg.Add(1)
 	go s.accept()
 	return s
