@@ -304,7 +304,11 @@ func TestConcurrencyLimit(t *testing.T) {
 	}
 	stop(r, 10*time.Second)
 	if n := len(srv.Requests()); n != 30 {
-		t.Fatalf("server got %d; replayed %d, failed %v, drops %d", n, stats.Replayed.Load(), stats.Failed, stats.QueueDrops.Load())
+		var failed []string
+		for r := range NumFailReasons {
+			failed = append(failed, fmt.Sprintf("%v=%d", r, stats.Failed[r].Load()))
+		}
+		t.Fatalf("server got %d; replayed %d, failed %v, drops %d", n, stats.Replayed.Load(), failed, stats.QueueDrops.Load())
 	}
 	if m := srv.MaxConcurrent(); m != 3 {
 		t.Errorf("at most %d requests in flight, want exactly the 3 workers", m)
