@@ -22,7 +22,8 @@ func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
 // sourceOptions derives how capture files are read from the configuration.
 func sourceOptions(cfg config.Config, pair bool) source.Options {
-	return source.Options{Ports: cfg.Ports, VNIs: cfg.VNIs, MaxBody: cfg.MaxBody, ExtraMethods: cfg.ExtraMethods, PairResponses: pair, Dedup: cfg.Dedup}
+	return source.Options{Ports: cfg.Ports, VNIs: cfg.VNIs, MaxBody: cfg.MaxBody, ExtraMethods: cfg.ExtraMethods,
+		MaxFlows: cfg.MaxFlows, ReorderWait: cfg.ReorderWait, PairResponses: pair, Dedup: cfg.Dedup}
 }
 
 // multiSource reads several files one after another.

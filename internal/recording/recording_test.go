@@ -221,3 +221,39 @@ func TestLargeBody(t *testing.T) {
 		t.Errorf("parse: %v, redacted %v", err, got[0].Redacted)
 	}
 }
+
+// A request recorded under a max_body above the default (here 12 MiB of
+// body) reads back and parses whole: the recording, not the default
+// limit, bounds a recorded message.
+func TestLargeRecordedRequestReplays(t *testing.T) {
+	body := bytes.Repeat([]byte("b"), 12<<20)
+	raw := append(fmt.Appendf(nil, "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n", len(body)), body...)
+	path := filepath.Join(t.TempDir(), "big"+Ext)
+	w, err := Create(WriterOptions{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(Record{Start: 1, End: 2, Conn: 1, Request: raw,
+		Client: netip.MustParseAddrPort("10.0.0.1:1000"), Server: netip.MustParseAddrPort("10.0.0.2:80")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rd, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	rec, err := rd.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := rec.ParseRequest()
+	if err != nil {
+		t.Fatalf("a 12 MiB body does not parse: %v", err)
+	}
+	if !bytes.Equal(req.Raw, raw) || len(req.Body()) != len(body) {
+		t.Errorf("parsed %d bytes with a %d-byte body, want %d and %d", len(req.Raw), len(req.Body()), len(raw), len(body))
+	}
+}

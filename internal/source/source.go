@@ -47,8 +47,10 @@ type Options struct {
 	AllPorts      bool
 	VNIs          []uint32
 	MaxBody       int64
-	ExtraMethods  []string // request methods accepted besides the standard ones
-	PairResponses bool     // parse production's responses too (record, inspect)
+	ExtraMethods  []string      // request methods accepted besides the standard ones
+	MaxFlows      int           // connections tracked at once; 0: the default
+	ReorderWait   time.Duration // wait for a missing segment; 0: the default
+	PairResponses bool          // parse production's responses too (record, inspect)
 	Dedup         bool
 	Log           *slog.Logger
 }
@@ -156,7 +158,15 @@ func OpenCapture(path string, opts Options) (*CaptureSource, error) {
 	}
 	hopts.ExtraMethods = opts.ExtraMethods
 	ropts := reassembly.DefaultOptions
-	ropts.IdleTimeout = time.Hour // a file may have long pauses; its end flushes every flow
+	// A file may have long pauses, in idle connections and before a first
+	// request alike; its end flushes every flow.
+	ropts.IdleTimeout, ropts.HandshakeTimeout = time.Hour, time.Hour
+	if opts.MaxFlows > 0 {
+		ropts.MaxFlows = opts.MaxFlows
+	}
+	if opts.ReorderWait > 0 {
+		ropts.ReorderWait = opts.ReorderWait
+	}
 	cfg := engine.Config{Ports: opts.Ports, AllPorts: opts.AllPorts, VNIs: opts.VNIs, Reassembly: ropts, HTTP: hopts,
 		PairResponses: opts.PairResponses, Dedup: opts.Dedup}
 	eng := engine.New(cfg, &captureSink{s: s, pairing: opts.PairResponses}, &s.Engine, ratelog.New(log, 10*time.Second))
