@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -279,5 +281,34 @@ func TestFirstByteMeasured(t *testing.T) {
 	}
 	if resp.Duration < 110*time.Millisecond || resp.Duration < resp.FirstByte {
 		t.Errorf("duration %v, want at least 110ms (the body's last byte)", resp.Duration)
+	}
+}
+
+// The liveness peek looks at the TCP socket under TLS: TLS 1.3 session
+// tickets, sent after the handshake, must not make a live connection look
+// stale (they are read with the first answer), so keep-alive still works.
+func TestTLSConnectionReused(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	dest, _ := ParseDestination("https://" + u.Host)
+	opts := DefaultClientOptions
+	opts.InsecureTLS = true
+	c := NewClient(dest, opts)
+	defer c.CloseIdle()
+	for i := range 3 {
+		resp, err := do(c, testGET)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 && !resp.Reused {
+			t.Errorf("request %d: the TLS connection was not reused", i)
+		}
+		time.Sleep(20 * time.Millisecond) // the tickets are on the socket by now
+	}
+	if n := c.StaleConns.Load(); n != 0 {
+		t.Errorf("%d live TLS connections judged stale", n)
 	}
 }
