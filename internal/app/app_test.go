@@ -266,3 +266,42 @@ func TestGeneveListener(t *testing.T) {
 		t.Errorf("got %q", test.Requests()[0].Raw)
 	}
 }
+
+// With the VXLAN traffic spread over several engines, every request is
+// replayed once, each connection's in order.
+func TestHandlerShards(t *testing.T) {
+	test, err := rawserver.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer test.Close()
+	cfg := config.Default()
+	cfg.Destination = "http://" + test.Addr()
+	cfg.Shards = 3
+	h, stop := start(t, cfg)
+	m := newMirror(t, h)
+	const conns, reqs = 30, 4
+	for i := range conns {
+		c := synth.NewConn(client(i), server, 1, 1)
+		m.send(0, c.Handshake())
+		for r := range reqs {
+			m.send(0, c.ClientData(fmt.Appendf(nil, "GET /c%d/r%d HTTP/1.1\r\nHost: prod\r\n\r\n", i, r)))
+			m.send(0, c.ServerData([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")))
+		}
+	}
+	waitFor(t, func() bool { return h.Engine.HTTP.Requests.Load() == conns*reqs })
+	stop()
+	next := map[string]int{}
+	for _, rq := range test.Requests() {
+		var c, r int
+		fmt.Sscanf(string(rq.Raw), "GET /c%d/r%d", &c, &r)
+		key := fmt.Sprint(c)
+		if r != next[key] {
+			t.Fatalf("connection %d: request %d came after %d", c, r, next[key]-1)
+		}
+		next[key]++
+	}
+	if got := len(test.Requests()); got != conns*reqs {
+		t.Errorf("test server got %d, want %d", got, conns*reqs)
+	}
+}

@@ -43,7 +43,7 @@ type Handler struct {
 	OnResult func(replay.Result)
 
 	listener *capture.Listener
-	eng      *engine.Engine
+	eng      *engine.Shards
 	geneve   *capture.Listener // nil unless GeneveListen
 	genEng   *engine.Engine
 	fanout   *target.Fanout
@@ -130,7 +130,7 @@ func New(cfg config.Config, log *slog.Logger) (*Handler, error) {
 	ecfg := EngineConfig(cfg)
 	ecfg.PairResponses = cfg.Comparing() && cfg.Compare.VsProduction()
 	elog := ratelog.New(log, 10*time.Second)
-	h.eng = engine.New(ecfg, h.fanout, &h.Engine, elog)
+	h.eng = engine.NewShards(cfg.Shards, ecfg, h.fanout, &h.Engine, elog)
 	if h.geneve != nil {
 		// A second engine, owned by the Geneve reader; it shares the
 		// counters and the targets, and numbers its connections apart.
@@ -267,7 +267,7 @@ func restartOnly(a, b config.Config) []string {
 		x, y any
 	}{{"listen", a.Listen, b.Listen}, {"vnis", a.VNIs, b.VNIs}, {"ports", a.Ports, b.Ports},
 		{"health_listen", a.HealthListen, b.HealthListen}, {"admin_listen", a.AdminListen, b.AdminListen},
-		{"read_buffer", a.ReadBuffer, b.ReadBuffer}, {"max_body", a.MaxBody, b.MaxBody}, {"max_flows", a.MaxFlows, b.MaxFlows},
+		{"read_buffer", a.ReadBuffer, b.ReadBuffer}, {"max_body", a.MaxBody, b.MaxBody}, {"max_flows", a.MaxFlows, b.MaxFlows}, {"shards", a.Shards, b.Shards},
 		{"reorder_wait", a.ReorderWait, b.ReorderWait}, {"idle_timeout", a.IdleTimeout, b.IdleTimeout}, {"dedup", a.Dedup, b.Dedup},
 		{"handshake_timeout", a.HandshakeTimeout, b.HandshakeTimeout},
 		{"log_level", a.LogLevel, b.LogLevel}, {"log_format", a.LogFormat, b.LogFormat}} {
@@ -347,6 +347,7 @@ func (h *Handler) Run(ctx context.Context) error {
 		if h.compare != nil {
 			mux.Handle("/report", h.compare.Handler())
 			mux.Handle("/api/report", h.compare.Handler())
+			mux.Handle("/api/state", h.compare.Handler()) // mergeable: shadowtap report -from
 		}
 		h.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		wg.Add(1)
@@ -378,7 +379,7 @@ func (h *Handler) Run(ctx context.Context) error {
 			h.genEng.Flush()
 		}()
 	}
-	err := h.listener.Run(ctx, h.eng.HandleVXLAN, h.eng.Tick)
+	err := h.listener.RunBatches(ctx, h.eng.HandleVXLAN, h.eng.EndBatch, h.eng.Tick)
 	h.eng.Flush()
 	geneve.Wait()
 	h.log.Info("capture stopped; draining replays", "deadline", h.cfg.DrainTimeout)

@@ -95,6 +95,13 @@ func (l *Listener) Close() error { return l.conn.Close() }
 // valid during the call; ts is the batch's receive time in unix ns) and
 // idle when no datagram came for IdleTick, so timers run without traffic.
 func (l *Listener) Run(ctx context.Context, handle func(src netip.Addr, b []byte, ts int64), idle func(now int64)) error {
+	return l.RunBatches(ctx, handle, nil, idle)
+}
+
+// RunBatches is Run that also calls batchDone (when not nil) after the
+// datagrams of each socket read were handled, so that a consumer batching
+// them can hand its batches on without waiting for the next read.
+func (l *Listener) RunBatches(ctx context.Context, handle func(src netip.Addr, b []byte, ts int64), batchDone func(), idle func(now int64)) error {
 	msgs := make([]ipv4.Message, l.opts.Batch)
 	for i := range msgs {
 		msgs[i].Buffers = [][]byte{make([]byte, l.opts.MaxDatagram)}
@@ -137,6 +144,9 @@ func (l *Listener) Run(ctx context.Context, handle func(src netip.Addr, b []byte
 				src = ua.AddrPort().Addr().Unmap()
 			}
 			handle(src, m.Buffers[0][:m.N], now)
+		}
+		if batchDone != nil {
+			batchDone()
 		}
 	}
 }

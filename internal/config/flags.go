@@ -42,6 +42,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.ReadBuffer, "read-buffer", c.ReadBuffer, "UDP socket receive buffer in bytes (raise net.core.rmem_max, or run with CAP_NET_ADMIN)")
 	fs.Int64Var(&c.MaxBody, "max-body", c.MaxBody, "requests with a larger body are skipped and counted")
 	fs.IntVar(&c.MaxFlows, "max-flows", c.MaxFlows, "TCP connections tracked at once")
+	fs.IntVar(&c.Shards, "shards", c.Shards, "engines sharing the VXLAN traffic, each on its own core (both directions of a connection on one)")
 	fs.DurationVar(&c.ReorderWait, "reorder-wait", c.ReorderWait, "wait for a missing segment this long before declaring a gap")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "forget a connection without packets for this long")
 	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", c.HandshakeTimeout, "forget a connection that has carried no data (handshake only, half-open) after this long without packets")
@@ -184,7 +185,7 @@ var flagGroups = map[string]flagGroup{
 		"percentage-by-header", "filter-request-port", "keep-host-header"}},
 	"live": {"live capture", []string{"listen", "geneve-listen", "vni", "read-buffer", "health-listen", "admin-listen"}},
 	"traffic": {"connections and requests", []string{"max-body", "max-flows", "reorder-wait", "idle-timeout",
-		"handshake-timeout", "dedup"}},
+		"handshake-timeout", "dedup", "shards"}},
 	"targets": {"every target", []string{"workers", "queue", "queue-bytes", "rate-limit", "dial-timeout",
 		"response-timeout", "idle-conn-timeout", "insecure-skip-verify", "drain-timeout"}},
 	"general": {"general", []string{"config", "log-level", "log-format"}},
