@@ -1,0 +1,208 @@
+// Command capbench measures what the handler alone costs per replayed
+// request, with the client and production out of the loop: it pre-builds
+// the mirrored datagrams of keep-alive GETs (request, response and ACK, both
+// directions, as a mirror sends them), sends them at a fixed request rate
+// over loopback to a shadowtap process, which replays to a minimal test
+// server here. It reports the requests delivered and exact, the handler's
+// CPU time per replayed request (user and system, from /proc) and its peak
+// RSS. It is a benchmark, not a pass/fail test; no root needed.
+//
+//	go run ./cmd/capbench -rate 5000 -duration 20s
+//	go run ./cmd/capbench -rate 40000 -duration 20s -- -shards 2
+//
+// Arguments after -- go to shadowtap.
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/shadowtap/shadowtap/internal/rawserver"
+	"github.com/shadowtap/shadowtap/internal/synth"
+)
+
+func main() {
+	rate := flag.Int("rate", 5000, "requests per second, all connections together")
+	conns := flag.Int("conns", 64, "mirrored keep-alive connections")
+	duration := flag.Duration("duration", 20*time.Second, "how long to send")
+	bin := flag.String("shadowtap", "", "shadowtap binary (default: build ./cmd/shadowtap)")
+	flag.Parse()
+	if err := run(*rate, *conns, *duration, *bin, flag.Args()); err != nil {
+		fmt.Fprintln(os.Stderr, "capbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(rate, conns int, duration time.Duration, bin string, extra []string) error {
+	if rate <= 0 || conns <= 0 || duration <= 0 || duration > time.Hour {
+		return fmt.Errorf("rate, conns and duration (at most 1h) must be positive")
+	}
+	if bin == "" {
+		dir, err := os.MkdirTemp("", "capbench")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		bin = filepath.Join(dir, "shadowtap")
+		if out, err := exec.Command("go", "build", "-o", bin, "./cmd/shadowtap").CombinedOutput(); err != nil {
+			return fmt.Errorf("build: %v: %s", err, out)
+		}
+	}
+	test, err := rawserver.Listen("127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer test.Close()
+	udp, err := freeUDP()
+	if err != nil {
+		return err
+	}
+	args := append([]string{"-destination", "http://" + test.Addr(), "-listen", udp, "-health-listen", "",
+		"-admin-listen", "", "-log-level", "warn"}, extra...)
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer cmd.Process.Kill()
+	time.Sleep(500 * time.Millisecond) // the handler binds its socket
+
+	total := int(float64(rate) * duration.Seconds())
+	perConn := (total + conns - 1) / conns
+	fmt.Printf("building %d requests' datagrams on %d connections\n", perConn*conns, conns)
+	trace := buildTrace(conns, perConn)
+
+	out, err := net.Dial("udp", udp)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	cpu0 := cpuSeconds(cmd.Process.Pid)
+	began := time.Now()
+	// Paced in slices of 1 ms: each carries its share of the requests.
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	sent, next := 0, 0
+	peak := int64(0)
+	for next < len(trace) && time.Since(began) < duration+10*time.Second {
+		<-tick.C
+		due := int(float64(rate) * time.Since(began).Seconds())
+		for next < len(trace) && trace[next].req < due {
+			out.Write(trace[next].b)
+			next++
+		}
+		if sent++; sent%100 == 0 {
+			peak = max(peak, rssKiB(cmd.Process.Pid))
+		}
+	}
+	sendTime := time.Since(began)
+	// Let the replays finish, then stop the handler gracefully.
+	deadline := time.Now().Add(10 * time.Second)
+	want := perConn * conns
+	for len(test.Requests()) < want && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		peak = max(peak, rssKiB(cmd.Process.Pid))
+	}
+	cpu := cpuSeconds(cmd.Process.Pid) - cpu0
+	cmd.Process.Signal(syscall.SIGTERM)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+
+	got := test.Requests()
+	exact := 0
+	for _, r := range got {
+		if bytes.HasPrefix(r.Raw, []byte("GET /bench/")) && bytes.Contains(r.Raw, []byte("\r\nX-Shadowtap-Replay: default\r\n")) {
+			exact++
+		}
+	}
+	fmt.Printf("offered                %d requests at %d/s over %v\n", want, rate, sendTime.Round(time.Millisecond))
+	fmt.Printf("replayed               %d (%.4f)\n", len(got), float64(len(got))/float64(want))
+	fmt.Printf("well-formed replays    %d\n", exact)
+	fmt.Printf("handler CPU            %.2f s, %.1f us per replayed request, %.0f%% of a core\n",
+		cpu, cpu*1e6/float64(max(len(got), 1)), 100*cpu/sendTime.Seconds())
+	fmt.Printf("handler peak RSS       %d KiB\n", peak)
+	return nil
+}
+
+type datagram struct {
+	req int // the request this datagram belongs to, in sending order
+	b   []byte
+}
+
+// buildTrace interleaves the connections request by request: each
+// request's segments (request, response, ACK) are sent together.
+func buildTrace(conns, perConn int) []datagram {
+	server := netip.MustParseAddrPort("10.0.0.2:80")
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{\"items\":[1,2,3]}")
+	cs := make([]*synth.Conn, conns)
+	var out []datagram
+	add := func(req int, segs []synth.Segment) {
+		for _, s := range segs {
+			out = append(out, datagram{req, synth.AppendVXLAN(nil, 7, synth.AppendFrame(nil, s))})
+		}
+	}
+	for i := range cs {
+		cl := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), uint16(30000+i))
+		cs[i] = synth.NewConn(cl, server, uint32(i)*1000003, uint32(i)*7919)
+		add(0, cs[i].Handshake())
+	}
+	n := 0
+	for r := range perConn {
+		for i, c := range cs {
+			req := fmt.Sprintf("GET /bench/%d/%d HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: capbench/1.0\r\nAccept: application/json\r\n\r\n", i, r)
+			add(n, c.ClientData([]byte(req)))
+			add(n, c.ServerData(resp))
+			add(n, []synth.Segment{c.ClientACK()})
+			n++
+		}
+	}
+	return out
+}
+
+func freeUDP() (string, error) {
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	return c.LocalAddr().String(), nil
+}
+
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100 // USER_HZ
+}
+
+func rssKiB(pid int) int64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
