@@ -23,11 +23,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
+	"github.com/shadowtap/shadowtap/internal/procstat"
 	"github.com/shadowtap/shadowtap/internal/rawserver"
 	"github.com/shadowtap/shadowtap/internal/synth"
 )
@@ -88,7 +87,7 @@ func run(rate, conns int, duration time.Duration, bin string, extra []string) er
 		return err
 	}
 	defer out.Close()
-	cpu0 := cpuSeconds(cmd.Process.Pid)
+	cpu0 := procstat.CPUSeconds(cmd.Process.Pid)
 	began := time.Now()
 	// Paced in slices of 1 ms: each carries its share of the requests.
 	tick := time.NewTicker(time.Millisecond)
@@ -103,7 +102,7 @@ func run(rate, conns int, duration time.Duration, bin string, extra []string) er
 			next++
 		}
 		if sent++; sent%100 == 0 {
-			peak = max(peak, rssKiB(cmd.Process.Pid))
+			peak = max(peak, procstat.RSSKiB(cmd.Process.Pid))
 		}
 	}
 	sendTime := time.Since(began)
@@ -112,9 +111,9 @@ func run(rate, conns int, duration time.Duration, bin string, extra []string) er
 	want := perConn * conns
 	for len(test.Requests()) < want && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
-		peak = max(peak, rssKiB(cmd.Process.Pid))
+		peak = max(peak, procstat.RSSKiB(cmd.Process.Pid))
 	}
-	cpu := cpuSeconds(cmd.Process.Pid) - cpu0
+	cpu := procstat.CPUSeconds(cmd.Process.Pid) - cpu0
 	cmd.Process.Signal(syscall.SIGTERM)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -183,26 +182,4 @@ func freeUDP() (string, error) {
 	}
 	defer c.Close()
 	return c.LocalAddr().String(), nil
-}
-
-func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-	utime, _ := strconv.ParseFloat(f[11], 64)
-	stime, _ := strconv.ParseFloat(f[12], 64)
-	return (utime + stime) / 100 // USER_HZ
-}
-
-func rssKiB(pid int) int64 {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return n
-		}
-	}
-	return 0
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/demo"
 	"github.com/shadowtap/shadowtap/internal/netlab"
+	"github.com/shadowtap/shadowtap/internal/procstat"
 	"github.com/shadowtap/shadowtap/internal/rawserver"
 )
 
@@ -95,7 +96,7 @@ func run(rate, conns int, duration time.Duration, mtu int, bin string) error {
 	time.Sleep(300 * time.Millisecond)
 
 	fmt.Printf("nsbench: %d req/s over %d keep-alive connections for %v, MTU %d, handler pid %d\n", rate, conns, duration, mtu, pid)
-	cpu0 := cpuSeconds(pid)
+	cpu0 := procstat.CPUSeconds(pid)
 	wall0 := time.Now()
 	var rss []int64
 	stopSampling := make(chan struct{})
@@ -110,7 +111,7 @@ func run(rate, conns int, duration time.Duration, mtu int, bin string) error {
 			case <-stopSampling:
 				return
 			case <-t.C:
-				rss = append(rss, rssKiB(pid))
+				rss = append(rss, procstat.RSSKiB(pid))
 			}
 		}
 	}()
@@ -124,7 +125,7 @@ func run(rate, conns int, duration time.Duration, mtu int, bin string) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	cpu := cpuSeconds(pid) - cpu0
+	cpu := procstat.CPUSeconds(pid) - cpu0
 	wall := time.Since(wall0).Seconds()
 	close(stopSampling)
 	samplerWG.Wait()
@@ -229,28 +230,6 @@ func readResponse(br *bufio.Reader) error {
 	}
 	_, err := br.Discard(length)
 	return err
-}
-
-func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-	utime, _ := strconv.ParseFloat(f[11], 64)
-	stime, _ := strconv.ParseFloat(f[12], 64)
-	return (utime + stime) / 100 // USER_HZ
-}
-
-func rssKiB(pid int) int64 {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			n, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
-			return n
-		}
-	}
-	return 0
 }
 
 func avg(v []int64) int64 {
