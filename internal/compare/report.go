@@ -370,7 +370,8 @@ func RenderHTML(w io.Writer, r *Report) error {
 	return err
 }
 
-// Handler serves the page at /report and the JSON at /api/report.
+// Handler serves the page at /report, the JSON at /api/report and the
+// mergeable state at /api/state.
 func (c *Comparator) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/report", func(w http.ResponseWriter, _ *http.Request) {
@@ -380,6 +381,11 @@ func (c *Comparator) Handler() http.Handler {
 	mux.HandleFunc("/api/report", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(c.Report())
+	})
+	mux.HandleFunc("/api/state", func(w http.ResponseWriter, _ *http.Request) {
+		// The raw, mergeable state (WriteState): `shadowtap report -from`.
+		w.Header().Set("Content-Type", "application/jsonl")
+		c.WriteState(w)
 	})
 	return mux
 }
