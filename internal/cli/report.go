@@ -1,12 +1,22 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"slices"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	elb "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 
 	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/config"
@@ -14,12 +24,16 @@ import (
 )
 
 const reportUsage = `usage: shadowtap report [-o report.html] [-json report.json] [-junit junit.xml] [-summary summary.md]
-                        [-fail-on regressions|any|none] [-accept FILE] DIFFLOG.jsonl...
-exit 0: no regression; 1: regressions; 2: bad usage or unreadable input`
+                        [-fail-on regressions|any|none] [-accept FILE]
+                        [-from http://HANDLER:4790]... [-from-target-group ARN [-admin-port 4790] [-region R]]
+                        [-allow-missing] [-timeout 30s] [DIFFLOG.jsonl...]
+exit 0: no regression; 1: regressions; 2: bad usage, an unreadable input or an unreachable handler`
 
-// report merges the difference logs of one or more handlers into one
-// report, and decides like verify: the same outputs, accept file and exit
-// codes, so a fleet's live comparison can gate a release too.
+// report merges the difference logs of one or more handlers, and the
+// live states of running handlers (-from, or every handler behind a
+// target group), into one report, and decides like verify: the same
+// outputs, accept file and exit codes, so a fleet's live comparison can
+// gate a release too.
 func report(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("report", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -29,12 +43,32 @@ func report(args []string, stdout, stderr io.Writer) int {
 	def := config.Default().Compare
 	confidence := fs.Float64("confidence", def.Confidence, "one-sided confidence that a difference rate is above its noise rate")
 	latency := fs.String("latency", "fail", "fail: latency regressions fail the gate (live traffic keeps production's timing); report: shown, not failing")
+	var from listFlag
+	fs.Var(&from, "from", "a running handler's admin address (http://HOST:4790), whose live state is merged (repeatable)")
+	targetGroup := fs.String("from-target-group", "", "merge the live state of every handler registered in this target group (ARN)")
+	adminPort := fs.Int("admin-port", 4790, "-from-target-group: the handlers' admin port (0: the port each target is registered with)")
+	region := fs.String("region", "", "-from-target-group: AWS region (default: the SDK's)")
+	elbEndpoint := fs.String("elb-endpoint", "", "-from-target-group: Elastic Load Balancing endpoint URL (default: the region's)")
+	ec2Endpoint := fs.String("ec2-endpoint", "", "-from-target-group: EC2 endpoint URL (default: the region's)")
+	allowMissing := fs.Bool("allow-missing", false, "leave out, with a warning, handlers that cannot be read (default: exit 2)")
+	timeout := fs.Duration("timeout", 30*time.Second, "for each handler's state, and for the AWS calls")
 	files, err := parseAnywhere(fs, args)
 	if err != nil {
 		return usageError(stderr, err)
 	}
-	if len(files) == 0 {
+	if len(files) == 0 && len(from) == 0 && *targetGroup == "" {
 		return usageError(stderr, errors.New(reportUsage))
+	}
+	if *adminPort < 0 || *adminPort > 65535 || *timeout <= 0 {
+		return usageError(stderr, fmt.Errorf("-admin-port %d or -timeout %s out of range", *adminPort, *timeout))
+	}
+	var live []liveHandler
+	for _, f := range from {
+		u, err := stateURL(f)
+		if err != nil {
+			return usageError(stderr, err)
+		}
+		live = append(live, liveHandler{URL: u, Label: strings.TrimSuffix(u, "/api/state")})
 	}
 	policy, err := gate.ParsePolicy(out.failOn)
 	if err != nil {
@@ -66,13 +100,77 @@ func report(args []string, stdout, stderr io.Writer) int {
 		defer f.Close()
 		readers = append(readers, f)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2**timeout)
+	defer cancel()
+	var missing []string // handlers left out: why
+	if *targetGroup != "" {
+		targets, err := discover(ctx, *targetGroup, *adminPort, *region, *elbEndpoint, *ec2Endpoint)
+		if err != nil {
+			fmt.Fprintln(stderr, "report:", err)
+			return 2
+		}
+		for _, t := range targets {
+			if t.err != nil {
+				missing = append(missing, t.Label+": "+t.err.Error())
+			} else {
+				live = append(live, t.liveHandler)
+			}
+		}
+	}
+	// Live states come after the logs: a handler's live state supersedes
+	// the lines of its log (MergeLogs keeps the last state per handler
+	// and endpoint), as it is newer.
+	names := map[string]string{} // handler name -> the first source that had it
+	var merged []string
+	for _, st := range fetchStates(ctx, live, *timeout) {
+		if st.err != nil {
+			missing = append(missing, st.h.Label+": "+st.err.Error())
+			continue
+		}
+		name := st.name
+		if prev, ok := names[name]; ok {
+			u, _ := url.Parse(st.h.URL)
+			name = st.name + " " + u.Host
+			fmt.Fprintf(stderr, "report: %s and %s both call themselves %q: merged as %q\n", prev, st.h.Label, st.name, name)
+			if st.data, err = relabel(st.data, name); err != nil {
+				fmt.Fprintf(stderr, "report: %s: %v\n", st.h.Label, err)
+				return 2
+			}
+		}
+		names[name] = st.h.Label
+		merged = append(merged, st.h.Label)
+		readers = append(readers, bytes.NewReader(st.data))
+	}
+	for _, m := range missing {
+		if !*allowMissing {
+			fmt.Fprintf(stderr, "report: handler %s\n", m)
+		} else {
+			fmt.Fprintf(stderr, "report: warning: left out handler %s\n", m)
+		}
+	}
+	if len(missing) > 0 && !*allowMissing {
+		// Its share of the traffic would be missing from the verdict.
+		fmt.Fprintln(stderr, "report: -allow-missing leaves unreadable handlers out")
+		return 2
+	}
+	if len(readers) == 0 {
+		fmt.Fprintln(stderr, "report: no handler could be read")
+		return 2
+	}
 	r, err := compare.MergeLogs(readers, rules)
 	if err != nil {
 		fmt.Fprintln(stderr, "report:", err)
 		return 2
 	}
 	o := gate.Decide(r, accepts, gate.Options{LatencyFails: *latency == "fail"})
-	fmt.Fprintf(stdout, "%s: %d endpoints, %d regressions, from %d handler(s)\n", out.html, len(r.Endpoints), o.Report.Regressions, len(r.Handlers))
+	if len(live) > 0 {
+		fmt.Fprintf(stdout, "live state of %d of %d handler(s): %s\n", len(merged), len(merged)+len(missing), strings.Join(merged, ", "))
+	}
+	name := out.html
+	if name == "" {
+		name = "report"
+	}
+	fmt.Fprintf(stdout, "%s: %d endpoints, %d regressions, from %d handler(s)\n", name, len(r.Endpoints), o.Report.Regressions, len(r.Handlers))
 	return writeGate(stdout, stderr, "shadowtap report", &o, &out, policy, 0)
 }
 
@@ -94,4 +192,28 @@ func parseAnywhere(fs *flag.FlagSet, args []string) ([]string, error) {
 		}
 	}
 	return append(files, tail...), nil
+}
+
+// discover lists the handlers of a target group through the AWS API:
+// credentials and region the usual SDK way, as `sessions` takes them.
+func discover(ctx context.Context, arn string, adminPort int, region, elbEndpoint, ec2Endpoint string) ([]fleetTarget, error) {
+	var opts []func(*awsconfig.LoadOptions) error
+	if region != "" {
+		opts = append(opts, awsconfig.WithRegion(region))
+	}
+	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, err
+	}
+	lb := elb.NewFromConfig(cfg, func(o *elb.Options) {
+		if elbEndpoint != "" {
+			o.BaseEndpoint = aws.String(elbEndpoint)
+		}
+	})
+	api := ec2.NewFromConfig(cfg, func(o *ec2.Options) {
+		if ec2Endpoint != "" {
+			o.BaseEndpoint = aws.String(ec2Endpoint)
+		}
+	})
+	return targetGroupHandlers(ctx, lb, api, arn, adminPort)
 }

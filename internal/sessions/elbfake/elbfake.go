@@ -57,10 +57,12 @@ type TargetGroup struct {
 	Targets   []Target
 }
 
-// Target is a registered instance and its health state ("healthy",
-// "unhealthy", "initial", ...).
+// Target is a registered instance (ID "i-...") or IP address (ID the
+// address, for a target group of target type ip) and its health state
+// ("healthy", "unhealthy", "initial", ...), registered on Port (0: 4789).
 type Target struct {
 	ID, State string
+	Port      int
 }
 
 // Client returns an SDK client talking to a new server for f.
@@ -111,8 +113,12 @@ func (f *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var b strings.Builder
 		b.WriteString("<TargetHealthDescriptions>")
 		for _, t := range tg.Targets {
-			fmt.Fprintf(&b, "<member><Target><Id>%s</Id><Port>4789</Port></Target><HealthCheckPort>4789</HealthCheckPort><TargetHealth><State>%s</State></TargetHealth></member>",
-				esc(t.ID), esc(t.State))
+			port := t.Port
+			if port == 0 {
+				port = 4789
+			}
+			fmt.Fprintf(&b, "<member><Target><Id>%s</Id><Port>%d</Port></Target><HealthCheckPort>%d</HealthCheckPort><TargetHealth><State>%s</State></TargetHealth></member>",
+				esc(t.ID), port, port, esc(t.State))
 		}
 		b.WriteString("</TargetHealthDescriptions>")
 		f.ok(w, action, b.String())
