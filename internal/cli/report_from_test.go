@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
@@ -225,6 +226,22 @@ func TestReportFromFleet(t *testing.T) {
 	if r := readFleetReport(t, half); len(r.Handlers) != 1 || !strings.HasPrefix(r.Endpoints["GET /api/health"], fmt.Sprintf("requests %d,", rounds/2)) {
 		t.Errorf("-allow-missing merged %v: %v", r.Handlers, r.Endpoints["GET /api/health"])
 	}
+	// A log of the same handler (its name) is superseded by its live
+	// state, which is newer: MergeLogs keeps the last state per handler
+	// and endpoint, and live states come after the logs.
+	var name struct{ Handler string }
+	first, _, _ := strings.Cut(getBody(t, h1.admin()+"/api/state"), "\n")
+	json.Unmarshal([]byte(first), &name)
+	stale := filepath.Join(dir, "stale.jsonl")
+	os.WriteFile(stale, fmt.Appendf(nil, `{"type":"stats","handler":%q,"endpoint":"GET /api/health","state":{"requests":1000,`+
+		`"comparisons":{"candidate-vs-production":{"compared":1000,"exact":1000,"matched":1000}}}}`+"\n", name.Handler), 0o644)
+	superseded := filepath.Join(dir, "superseded.json")
+	if out, code = runReport(t, "report", "-o", "", "-json", superseded, stale, "-from", h1.admin()); code != 1 {
+		t.Errorf("log and live state: exit %d\n%s", code, out)
+	}
+	if r := readFleetReport(t, superseded); !strings.HasPrefix(r.Endpoints["GET /api/health"], fmt.Sprintf("requests %d,", rounds/2)) {
+		t.Errorf("the live state does not supersede its handler's log: %s", r.Endpoints["GET /api/health"])
+	}
 	// Not a handler's state (a handler without comparison answers 404).
 	notState := httptest.NewServer(nil)
 	defer notState.Close()
@@ -368,4 +385,15 @@ func TestTargetGroupHandlers(t *testing.T) {
 			t.Errorf("stateURL(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
+}
+
+func getBody(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

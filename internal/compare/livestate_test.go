@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestWriteStateMergesExactly: a handler's /api/state, merged alone, gives
@@ -27,6 +28,9 @@ func TestWriteStateMergesExactly(t *testing.T) {
 	}
 	state, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	start := time.Now()
+	c.WriteState(io.Discard) // the time the comparison waits for it
+	t.Logf("state: %d bytes, %d endpoints, rendered in %s", len(state), len(live.Endpoints), time.Since(start))
 	if ct := resp.Header.Get("Content-Type"); ct != "application/jsonl" {
 		t.Errorf("content type %q", ct)
 	}
