@@ -27,8 +27,11 @@ type chunkReader struct {
 	size    int64
 	digits  int
 	lineLen int  // bytes of the current extension or trailer line
-	nameLen int  // bytes of the current extension name
 	ext     bool // the size line has an extension
+	// name holds the start of a trailer field's name, to refuse framing
+	// headers there (llhttp reads trailers with its header rules).
+	name    [17]byte
+	nameLen int
 }
 
 const (
@@ -83,7 +86,7 @@ func (c *chunkReader) read(b []byte) (n int, done bool, err error) {
 			case c.digits == 0:
 				return n, false, errChunkSize
 			case ch == ';' && !c.lenient:
-				c.phase, c.lineLen, c.nameLen, c.ext = phaseExtName, 0, 0, true
+				c.phase, c.lineLen, c.ext = phaseExtName, 0, true
 			case ch == '\r':
 				c.phase, c.lineLen = phaseSizeLF, 0
 			case c.lenient && (ch == ';' || ch == ' ' || ch == '\t'):
@@ -93,27 +96,27 @@ func (c *chunkReader) read(b []byte) (n int, done bool, err error) {
 			default: // a space after the size, a bare LF, anything else
 				return n, false, errChunkSize
 			}
-		case phaseExtName:
+		case phaseExtName: // empty names are taken, as llhttp takes them
 			switch {
 			case tokenChars[ch]:
-				c.nameLen++
-			case c.nameLen == 0: // an empty name
-				return n, false, errChunkExtension
 			case ch == '=':
 				c.phase = phaseExtValue
 			case ch == ';':
-				c.nameLen = 0
 			case ch == '\r':
 				c.phase = phaseSizeLF
 			default:
 				return n, false, errChunkExtension
 			}
-		case phaseExtValue:
+		case phaseExtValue: // and empty values
 			switch {
 			case ch == '"':
 				c.phase = phaseExtQuoted
 			case tokenChars[ch]:
 				c.phase = phaseExtToken
+			case ch == ';':
+				c.phase = phaseExtName
+			case ch == '\r':
+				c.phase = phaseSizeLF
 			default:
 				return n, false, errChunkExtension
 			}
@@ -121,7 +124,7 @@ func (c *chunkReader) read(b []byte) (n int, done bool, err error) {
 			switch {
 			case tokenChars[ch]:
 			case ch == ';':
-				c.phase, c.nameLen = phaseExtName, 0
+				c.phase = phaseExtName
 			case ch == '\r':
 				c.phase = phaseSizeLF
 			default:
@@ -144,7 +147,7 @@ func (c *chunkReader) read(b []byte) (n int, done bool, err error) {
 		case phaseExtQuotedEnd:
 			switch ch {
 			case ';':
-				c.phase, c.nameLen = phaseExtName, 0
+				c.phase = phaseExtName
 			case '\r':
 				c.phase = phaseSizeLF
 			default:
@@ -194,13 +197,25 @@ func (c *chunkReader) read(b []byte) (n int, done bool, err error) {
 				c.phase = phaseLenientTrailer
 			case tokenChars[ch]:
 				c.phase = phaseTrailerName
+				c.name[0], c.nameLen = ch, 1
 			default:
 				return n, false, errChunkTrailer
 			}
 		case phaseTrailerName:
 			switch {
 			case tokenChars[ch]:
+				if c.nameLen < len(c.name) {
+					c.name[c.nameLen] = ch
+				}
+				c.nameLen++
 			case ch == ':':
+				// Content-Length or Transfer-Encoding in a trailer would
+				// reframe the message for some parsers: llhttp refuses it.
+				if c.nameLen <= len(c.name) {
+					if name := c.name[:c.nameLen]; asciiEqualFold(name, "Content-Length") || asciiEqualFold(name, "Transfer-Encoding") {
+						return n, false, errChunkTrailer
+					}
+				}
 				c.phase = phaseTrailerValue
 			default: // no space before the colon, as in a head
 				return n, false, errChunkTrailer

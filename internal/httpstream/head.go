@@ -74,18 +74,27 @@ func parseRequestLine(line []byte, extra []string) (m, t, v span, bad Reject) {
 		return m, t, v, RejectRequestLine
 	}
 	sp2 := bytes.LastIndexByte(line, ' ')
-	if sp2 <= sp1+1 {
+	// llhttp takes runs of spaces between the parts: so do we (the bytes
+	// are replayed as captured).
+	ts, te := sp1+1, sp2
+	for ts < te && line[ts] == ' ' {
+		ts++
+	}
+	for te > ts && line[te-1] == ' ' {
+		te--
+	}
+	if te <= ts {
 		return m, t, v, RejectRequestLine
 	}
-	method, target, version := line[:sp1], line[sp1+1:sp2], line[sp2+1:]
+	method, target, version := line[:sp1], line[ts:te], line[sp2+1:]
 	if !isToken(method) {
 		return m, t, v, RejectRequestLine
 	}
 	if len(version) != 8 || string(version[:7]) != "HTTP/1." && string(version) != "HTTP/2.0" {
 		return m, t, v, RejectRequestLine
 	}
-	if !knownMethod(method, extra) {
-		return m, t, v, RejectMethod
+	if !knownMethod(method, extra) || string(method) == "PRI" && string(version) != "HTTP/2.0" {
+		return m, t, v, RejectMethod // PRI is only the HTTP/2 preface
 	}
 	// Visible ASCII only: servers disagree about what a control byte or
 	// a raw non-ASCII byte in a URL means.
@@ -94,7 +103,7 @@ func parseRequestLine(line []byte, extra []string) (m, t, v span, bad Reject) {
 			return m, t, v, RejectTarget
 		}
 	}
-	return span{0, int32(sp1)}, span{int32(sp1 + 1), int32(sp2)}, span{int32(sp2 + 1), int32(len(line))}, NumRejects
+	return span{0, int32(sp1)}, span{int32(ts), int32(te)}, span{int32(sp2 + 1), int32(len(line))}, NumRejects
 }
 
 // findHeadEnd returns the length of the head in b (through the blank line

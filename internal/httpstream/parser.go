@@ -275,21 +275,33 @@ func (p *Parser) head() bool {
 // appears once; never both; never Transfer-Encoding on HTTP/1.0. The
 // captured bytes are only read: the head is replayed as it came.
 func (p *Parser) framing() (Reject, bool) {
-	haveTE, chunked := false, false
+	// A bad coding list is reported after the loop, so that one with a
+	// Content-Length beside it is named ambiguous whatever the order.
+	haveTE, chunked, badTE := false, false, false
 	cl := int64(-1)
 	for i := range p.req.Lines {
 		name := p.req.Name(i)
 		switch {
 		case asciiEqualFold(name, "Transfer-Encoding"):
 			haveTE = true
-			for part := range bytes.SplitSeq(p.req.Value(i), []byte(",")) {
-				if part = bytes.Trim(part, " \t"); len(part) == 0 {
+			// The value up to the line's end, trailing whitespace kept:
+			// llhttp lets only spaces follow a final chunked, and refuses
+			// any comma after it, even before an empty element.
+			l := p.req.Lines[i]
+			raw := p.req.Raw[l.value.start:l.full.end]
+			for part := range bytes.SplitSeq(raw, []byte(",")) {
+				if chunked { // something after chunked, or chunked twice
+					badTE = true
+					break
+				}
+				coding := bytes.Trim(part, " \t")
+				if len(coding) == 0 {
 					continue // empty list elements are allowed (RFC 9110 §5.6.1)
 				}
-				if chunked { // a coding after chunked, or chunked twice
-					return RejectBadTransferCoding, false
+				chunked = asciiEqualFold(coding, "chunked")
+				if chunked && bytes.IndexByte(part[bytes.Index(part, coding)+len(coding):], '\t') >= 0 {
+					badTE = true
 				}
-				chunked = asciiEqualFold(part, "chunked")
 			}
 		case asciiEqualFold(name, "Content-Length"):
 			v := p.req.Value(i)
@@ -311,7 +323,7 @@ func (p *Parser) framing() (Reject, bool) {
 			return RejectAmbiguousLength, false
 		case p.req.Proto()[7] == '0':
 			return RejectTransferEncoding10, false
-		case !chunked:
+		case badTE || !chunked:
 			return RejectBadTransferCoding, false
 		}
 		p.req.Chunked = true
@@ -321,9 +333,13 @@ func (p *Parser) framing() (Reject, bool) {
 	return 0, true
 }
 
-// decimal parses a Content-Length value: digits only, at most 18 of them.
+// decimal parses a Content-Length value: digits only, at most 18 of them
+// after leading zeros.
 func decimal(v []byte) (int64, bool) {
-	if len(v) == 0 || len(v) > 18 {
+	if len(v) == 0 {
+		return 0, false
+	}
+	if t := bytes.TrimLeft(v, "0"); len(t) > 18 {
 		return 0, false
 	}
 	var n int64

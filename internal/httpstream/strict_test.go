@@ -31,7 +31,13 @@ func TestStrictFramingRefuses(t *testing.T) {
 		{"bare CR in a chunk extension", te + "3;a\rb\r\nabc\r\n0\r\n\r\n", RejectChunkExtension},
 		{"control byte in a chunk extension", te + "3;a=\x01\r\nabc\r\n0\r\n\r\n", RejectChunkExtension},
 		{"control byte in a quoted extension", te + "3;a=\"\x00\"\r\nabc\r\n0\r\n\r\n", RejectChunkExtension},
-		{"empty extension name", te + "3;=b\r\nabc\r\n0\r\n\r\n", RejectChunkExtension},
+		{"comma after chunked", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked,\r\n\r\n0\r\n\r\n", RejectBadTransferCoding},
+		{"comma and space after chunked", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, \r\n\r\n0\r\n\r\n", RejectBadTransferCoding},
+		{"space and comma after chunked", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked ,\r\n\r\n0\r\n\r\n", RejectBadTransferCoding},
+		{"tab after chunked", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\t\r\n\r\n0\r\n\r\n", RejectBadTransferCoding},
+		{"content-length in a trailer", te + "0\r\nContent-Length: 5\r\n\r\n", RejectChunkTrailer},
+		{"transfer-encoding in a trailer", te + "0\r\ntransfer-encoding: chunked\r\n\r\n", RejectChunkTrailer},
+		{"PRI on HTTP/1.1", "PRI * HTTP/1.1\r\n\r\n", RejectMethod},
 		{"junk trailer line", te + "0\r\nnot a header\r\n\r\n", RejectChunkTrailer},
 		{"trailer ended by a bare LF", te + "0\r\nX: y\n\r\n", RejectChunkTrailer},
 		{"last chunk ended by a bare LF", te + "0\r\n\n", RejectChunkTrailer},
@@ -85,6 +91,11 @@ func TestStrictFramingAccepts(t *testing.T) {
 		{"percent-encoded target", "GET /%E2%82%AC?q=a%20b HTTP/1.1\r\nHost: h\r\n\r\n"},
 		{"obs-text in a header value", "GET / HTTP/1.1\r\nX-Name: caf\xe9\r\n\r\n"},
 		{"HTTP/1.0 with a length", "POST / HTTP/1.0\r\nContent-Length: 2\r\n\r\nok"},
+		{"empty extension names and values", "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;;a\r\nx\r\n1;=v\r\ny\r\n1;a=;b=c\r\nz\r\n0\r\n\r\n"},
+		{"spaces after chunked", "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked  \r\n\r\n0\r\n\r\n"},
+		{"runs of spaces in the request line", "GET  /a  HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"content-length with leading zeros", "POST / HTTP/1.1\r\nContent-Length: 0000000000000000000002\r\n\r\nok"},
+		{"a trailer named like a header prefix", "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nContent-Lengthy: 1\r\n\r\n"},
 	}
 	for _, tt := range tests {
 		got, st := run(t, DefaultOptions, tt.in, get2)
