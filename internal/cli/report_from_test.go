@@ -179,13 +179,18 @@ func TestReportFromFleet(t *testing.T) {
 	if code != 1 {
 		t.Fatalf("one handler: exit %d, want 1 (planted regressions)\n%s", code, out)
 	}
-	out, code = runReport(t, "report", "-o", "", "-json", merged, "-junit", filepath.Join(dir, "junit.xml"), "-from", h1.admin(), "-from", strings.TrimPrefix(h2.admin(), "http://"))
+	page := filepath.Join(dir, "merged.html")
+	out, code = runReport(t, "report", "-o", page, "-json", merged, "-junit", filepath.Join(dir, "junit.xml"), "-from", h1.admin(), "-from", strings.TrimPrefix(h2.admin(), "http://"))
 	if code != 1 {
 		t.Fatalf("two handlers: exit %d, want 1\n%s", code, out)
 	}
 	if !strings.Contains(out, "live state of 2 of 2 handler(s)") || !strings.Contains(out, "from 2 handler(s)") ||
 		!strings.Contains(out, "both call themselves") {
 		t.Errorf("output:\n%s", out)
+	}
+	// The page says how many handlers it merges, and names them.
+	if b, _ := os.ReadFile(page); !strings.Contains(string(b), `"title":"shadowtap release report: 2 handler(s)"`) {
+		t.Error("the merged page does not say it merges 2 handlers")
 	}
 	want, got := readFleetReport(t, single), readFleetReport(t, merged)
 	if len(got.Handlers) != 2 || len(want.Handlers) != 1 {
