@@ -105,23 +105,50 @@ type conn struct {
 	net.Conn
 	br        *bufio.Reader
 	sock      syscall.RawConn // the TCP socket (under TLS too), for the liveness check
+	isTLS     bool
 	idleSince time.Time
 	// deadline is the last one set, so that a read cut by it is named a
 	// timeout even when net/http reports the partial answer as malformed.
 	deadline atomic.Int64
+	// aborted: a stop cut the exchange short. Its past deadline must win
+	// over any deadline the exchange sets afterwards.
+	aborted atomic.Bool
 }
+
+var past = time.Unix(1, 0)
 
 func (cn *conn) setDeadline(t time.Time) {
 	cn.deadline.Store(t.UnixNano())
 	cn.Conn.SetDeadline(t)
+	if cn.aborted.Load() { // the abort ran meanwhile: restore its deadline
+		cn.Conn.SetDeadline(past)
+	}
 }
 
-// readFailure classifies a failed read of the answer.
-func (cn *conn) readFailure(err error) *Error {
-	if d := cn.deadline.Load(); d != 0 && time.Now().UnixNano() >= d {
-		return &Error{Reason: FailTimeout, Err: err}
+func (cn *conn) setReadDeadline(t time.Time) {
+	cn.Conn.SetReadDeadline(t)
+	if cn.aborted.Load() {
+		cn.Conn.SetDeadline(past)
 	}
-	return classify(err, FailRead)
+}
+
+// abort is called by a stop, from another goroutine.
+func (cn *conn) abort() {
+	cn.aborted.Store(true)
+	cn.deadline.Store(past.UnixNano())
+	cn.Conn.SetDeadline(past)
+}
+
+// readFailure classifies a failed read of the answer: a reset or a close
+// is named so; an unparseable answer cut by a deadline is a timeout.
+func (cn *conn) readFailure(err error) *Error {
+	e := classify(err, FailRead)
+	if e.Reason == FailRead {
+		if d := cn.deadline.Load(); d != 0 && time.Now().UnixNano() >= d || cn.aborted.Load() {
+			e.Reason = FailTimeout
+		}
+	}
+	return e
 }
 
 // NewClient returns a client for dest.
@@ -193,13 +220,17 @@ func (e *Error) Unwrap() error { return e.Err }
 // never retried, whatever the method: the server may have acted on it.
 func (c *Client) Do(ctx context.Context, req []byte, headLen int, method string, expect100 bool) (*Response, error) {
 	for attempt := 0; ; attempt++ {
+		// A stop that came first sends nothing, not even a resend.
+		if err := ctx.Err(); err != nil {
+			return nil, &Error{Reason: FailTimeout, Err: err}
+		}
 		cn, reused, err := c.get(ctx)
 		if err != nil {
 			return nil, err
 		}
 		// Cancelling ctx aborts the exchange at once: a stop must not wait
 		// out a blackholed target's timeouts.
-		abort := context.AfterFunc(ctx, func() { cn.setDeadline(time.Unix(1, 0)) })
+		abort := context.AfterFunc(ctx, cn.abort)
 		resp, err := c.roundTrip(cn, req, headLen, method, expect100)
 		abort()
 		if err == nil {
@@ -254,14 +285,33 @@ func (c *Client) get(ctx context.Context) (*conn, bool, error) {
 		}
 		nc = tc
 	}
-	return &conn{Conn: nc, br: bufio.NewReaderSize(nc, 16<<10), sock: sock}, false, nil
+	return &conn{Conn: nc, br: bufio.NewReaderSize(nc, 16<<10), sock: sock, isTLS: c.tls != nil}, false, nil
 }
 
 func (c *Client) usable(cn *conn) bool {
 	if c.opts.IdleTimeout > 0 && time.Since(cn.idleSince) >= c.opts.IdleTimeout {
 		return false
 	}
-	return cn.br.Buffered() == 0 && (cn.sock == nil || socketIdle(cn.sock))
+	if cn.br.Buffered() > 0 || cn.sock == nil {
+		return cn.br.Buffered() == 0
+	}
+	pending := !socketIdle(cn.sock)
+	if !cn.isTLS {
+		return !pending
+	}
+	// Under TLS the socket's bytes may be a session ticket (not an answer),
+	// and a close_notify may already sit inside tls.Conn, read with the
+	// last answer. Ask TLS itself: only "nothing to read" makes the
+	// connection usable. A past deadline answers at once; with bytes
+	// pending, a short one lets TLS read and handle them.
+	deadline := past
+	if pending {
+		deadline = time.Now().Add(time.Millisecond)
+	}
+	cn.Conn.SetReadDeadline(deadline)
+	_, err := cn.br.Peek(1)
+	cn.Conn.SetReadDeadline(time.Time{})
+	return errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 func (c *Client) put(cn *conn) {
@@ -304,27 +354,37 @@ func (c *Client) roundTrip(cn *conn, req []byte, headLen int, method string, exp
 	var err error
 	if len(first) < len(req) {
 		// Expect: 100-continue. Wait briefly for the interim answer, as
-		// clients do, then send the body.
-		cn.SetReadDeadline(time.Now().Add(c.opts.ContinueTimeout))
-		_, perr := cn.br.Peek(1)
-		cn.setDeadline(time.Now().Add(c.opts.ResponseTimeout))
-		if perr == nil {
+		// clients do, then send the body. Other interim answers (102,
+		// 103 Early Hints) are not it: keep waiting.
+		wait := time.Now().Add(c.opts.ContinueTimeout)
+		for {
+			cn.setReadDeadline(wait)
+			_, perr := cn.br.Peek(1)
+			cn.setDeadline(time.Now().Add(c.opts.ResponseTimeout))
+			if perr != nil {
+				if errors.Is(perr, os.ErrDeadlineExceeded) && !cn.aborted.Load() {
+					break // no answer yet: send the body
+				}
+				return nil, cn.readFailure(perr)
+			}
 			resp, err = http.ReadResponse(cn.br, hreq)
 			if err != nil {
 				return nil, cn.readFailure(err)
 			}
-			if resp.StatusCode != http.StatusContinue {
-				// A final answer before the body: the server did not want
-				// it. Report the answer; the connection cannot be reused.
-				r, err := c.finish(cn, resp)
-				cn.Close()
-				if r != nil {
-					r.Duration = time.Since(start)
-				}
-				return r, err
+			if s := resp.StatusCode; s > 100 && s < 200 && s != http.StatusSwitchingProtocols {
+				continue
 			}
-		} else if !errors.Is(perr, os.ErrDeadlineExceeded) {
-			return nil, classify(perr, FailRead)
+			if resp.StatusCode == http.StatusContinue {
+				break
+			}
+			// A final answer before the body: the server did not want
+			// it. Report the answer; the connection cannot be reused.
+			r, err := c.finish(cn, resp)
+			cn.Close()
+			if r != nil {
+				r.Duration = time.Since(start)
+			}
+			return r, err
 		}
 		if _, err := cn.Write(body); err != nil {
 			return nil, classify(err, FailWrite)
