@@ -122,6 +122,14 @@ func report(args []string, stdout, stderr io.Writer) int {
 	// and endpoint), as it is newer.
 	names := map[string]string{} // handler name -> the first source that had it
 	var merged []string
+	// A handler named twice (by -from and by the target group) is read
+	// once: twice, its counts would double.
+	seen := map[string]bool{}
+	live = slices.DeleteFunc(live, func(h liveHandler) bool {
+		dup := seen[h.URL]
+		seen[h.URL] = true
+		return dup
+	})
 	for _, st := range fetchStates(ctx, live, *timeout) {
 		if st.err != nil {
 			missing = append(missing, st.h.Label+": "+st.err.Error())
