@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/config"
@@ -92,8 +93,13 @@ func TestCompareEndToEnd(t *testing.T) {
 	if !strings.Contains(page, "<title>shadowtap report</title>") {
 		t.Error("report page missing")
 	}
-	if metrics := get(t, "http://"+h.AdminAddr()+"/metrics"); !strings.Contains(metrics,
-		`shadowtap_compare_endpoint_regressions{comparison="candidate-vs-baseline",endpoint="GET /api/items/{id}"} 1`) {
+	// The gauges are read at scrape time; give a loaded machine a moment.
+	metricsOK := false
+	for end := time.Now().Add(5 * time.Second); !metricsOK && time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		metricsOK = strings.Contains(get(t, "http://"+h.AdminAddr()+"/metrics"),
+			`shadowtap_compare_endpoint_regressions{comparison="candidate-vs-baseline",endpoint="GET /api/items/{id}"} 1`)
+	}
+	if !metricsOK {
 		t.Error("per-endpoint comparison metrics missing")
 	}
 	stop()

@@ -57,7 +57,14 @@ func TestListenerReceivesJumboDatagrams(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	time.Sleep(250 * time.Millisecond) // long enough for an idle tick
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		ticked := idles > 0
+		mu.Unlock()
+		if ticked {
+			break
+		}
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -117,17 +124,16 @@ func TestRunStopsPromptlyUnderBacklog(t *testing.T) {
 		}, func(int64) {})
 	}()
 	handled.Wait()
+	atStop := st.Datagrams.Load()
 	cancel()
-	stopped := time.Now()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not return within 5 s of the stop")
 	}
-	if d := time.Since(stopped); d > 100*time.Millisecond {
-		t.Errorf("Run returned %v after the stop, want within 100ms", d)
-	}
-	if n := st.Datagrams.Load(); n >= 2000 {
-		t.Errorf("read all %d datagrams after the stop", n)
+	// At most the batch in progress and one more are read after the stop
+	// (counted, not timed: a loaded machine stretches any time bound).
+	if n := st.Datagrams.Load() - atStop; n > 2*uint64(opts.Batch) {
+		t.Errorf("read %d datagrams after the stop, want at most %d", n, 2*opts.Batch)
 	}
 }

@@ -154,9 +154,9 @@ func (r *Replayer) Submit(conn uint64, req *httpstream.Request) bool {
 	// taken back at its next request (a request boundary) once the queue
 	// has drained below a quarter, in count and in bytes. Each request is
 	// still whole; the connection misses those dropped in between.
+	resumed := false
 	if q.dropping && q.overflow && !r.closed && r.queued <= r.opts.MaxQueue/4 && r.queuedBytes <= r.opts.MaxQueueBytes/4 {
-		q.dropping, q.overflow = false, false
-		r.stats.Resumed.Add(1)
+		q.dropping, q.overflow, resumed = false, false, true
 	}
 	if q.dropping || r.closed {
 		r.stats.QueueDrops.Add(1)
@@ -186,6 +186,9 @@ func (r *Replayer) Submit(conn uint64, req *httpstream.Request) bool {
 			r.stats.RateLimited.Add(1)
 			return false
 		}
+	}
+	if resumed { // counted once the request is in
+		r.stats.Resumed.Add(1)
 	}
 	r.enqueue(q, req)
 	return true

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/shadowtap/shadowtap/internal/engine"
@@ -114,6 +115,7 @@ type CaptureSource struct {
 	done   chan struct{}
 	errc   chan error
 	file   *os.File
+	once   sync.Once // Close may be called from several goroutines
 	Engine engine.Stats
 	File   pcapfile.Stats
 	// VNIs counts datagrams per VXLAN or Geneve network id; read it (and
@@ -201,12 +203,10 @@ func (s *CaptureSource) Next() (recording.Record, error) {
 // not wait for it to be decoded to its end) and returns when the decoder
 // has stopped.
 func (s *CaptureSource) Close() error {
-	select {
-	case <-s.done:
-	default:
+	s.once.Do(func() {
 		close(s.done)
 		s.file.Close() // unblocks a read in progress (a pipe, a slow disk)
-	}
+	})
 	for range s.ch {
 	}
 	return nil
