@@ -156,47 +156,28 @@ func TestIdleConnectionClosedByServerIsNotUsed(t *testing.T) {
 	// The server answers the GET, then closes the kept-alive connection
 	// once told to, as a server whose keep-alive timeout ran out.
 	closeIdle := make(chan struct{})
-	ln2, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var posts, conns atomic.Int64
-	var wg sync.WaitGroup
-	defer func() { ln2.Close(); wg.Wait() }()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	var posts atomic.Int64
+	ln, conns := acceptEach(t, func(cn net.Conn) {
+		defer cn.Close()
+		br := bufio.NewReader(cn)
 		for {
-			cn, err := ln2.Accept()
+			cn.SetReadDeadline(time.Now().Add(2 * time.Second))
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			conns.Add(1)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer cn.Close()
-				br := bufio.NewReader(cn)
-				for {
-					cn.SetReadDeadline(time.Now().Add(2 * time.Second))
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body)
-					if req.Method == "POST" {
-						posts.Add(1)
-					}
-					io.WriteString(cn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-					if req.Method == "GET" {
-						<-closeIdle
-						return // closes the kept-alive connection
-					}
-				}
-			}()
+			io.Copy(io.Discard, req.Body)
+			if req.Method == "POST" {
+				posts.Add(1)
+			}
+			io.WriteString(cn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			if req.Method == "GET" {
+				<-closeIdle
+				return // closes the kept-alive connection
+			}
 		}
-	}()
-	c := testClient(t, ln2.Addr().String(), DefaultClientOptions)
+	})
+	c := testClient(t, ln.Addr().String(), DefaultClientOptions)
 	if _, err := do(c, testGET); err != nil {
 		t.Fatal(err)
 	}
@@ -380,42 +361,23 @@ func TestTLSCloseNotifyMakesConnectionStale(t *testing.T) {
 	certs := httptest.NewUnstartedServer(nil)
 	certs.StartTLS() // only for its certificate
 	defer certs.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var posts, conns atomic.Int64
-	var wg sync.WaitGroup
-	defer func() { ln.Close(); wg.Wait() }()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			raw, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns.Add(1)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer raw.Close()
-				tc := tls.Server(raw, certs.TLS)
-				tc.SetDeadline(time.Now().Add(5 * time.Second))
-				req, err := http.ReadRequest(bufio.NewReader(tc))
-				if err != nil {
-					return
-				}
-				io.Copy(io.Discard, req.Body)
-				if req.Method == "POST" {
-					posts.Add(1)
-				}
-				io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				tc.CloseWrite() // close_notify; the TCP connection stays open
-				io.Copy(io.Discard, raw)
-			}()
+	var posts atomic.Int64
+	ln, conns := acceptEach(t, func(raw net.Conn) {
+		defer raw.Close()
+		tc := tls.Server(raw, certs.TLS)
+		tc.SetDeadline(time.Now().Add(5 * time.Second))
+		req, err := http.ReadRequest(bufio.NewReader(tc))
+		if err != nil {
+			return
 		}
-	}()
+		io.Copy(io.Discard, req.Body)
+		if req.Method == "POST" {
+			posts.Add(1)
+		}
+		io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		tc.CloseWrite() // close_notify; the TCP connection stays open
+		io.Copy(io.Discard, raw)
+	})
 	dest, _ := ParseDestination("https://" + ln.Addr().String())
 	opts := DefaultClientOptions
 	opts.InsecureTLS = true
@@ -474,4 +436,34 @@ func TestEarlyHintsDuringExpectContinue(t *testing.T) {
 	if b := <-got; b != "hello" {
 		t.Errorf("the server read body %q", b)
 	}
+}
+
+// acceptEach serves every connection to a new loopback listener with
+// serve, each on its own goroutine, until the test ends; conns counts them.
+func acceptEach(t *testing.T, serve func(net.Conn)) (net.Listener, *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := &atomic.Int64{}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			cn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				serve(cn)
+			}()
+		}
+	}()
+	return ln, conns
 }
