@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -288,6 +289,13 @@ func (a *aggregate) report(r Rules) Report {
 				}
 				rs, csr := slices.Sorted(slices.Values(ref.Vals)), slices.Sorted(slices.Values(cand.Vals))
 				for _, ql := range quantileLevels {
+					// A quantile is judged only with a few samples expected
+					// above it on both sides (p95: 60, p99: 300): a tail
+					// estimated from a handful of exchanges is one slow
+					// scheduling away from a false regression.
+					if need := max(r.MinSamples, int(math.Ceil(3/(1-ql.q)))); ref.N < need || cand.N < need {
+						continue
+					}
 					_, rv, rhi := quantileCI(rs, ql.q, zz)
 					clo, cv, _ := quantileCI(csr, ql.q, zz)
 					sc := scale[name+" "+m]
