@@ -78,7 +78,10 @@ func (c *chunkReader) read(b []byte) (n int, done bool, err error) {
 		case phaseSize:
 			switch {
 			case ch >= '0' && ch <= '9', ch >= 'a' && ch <= 'f', ch >= 'A' && ch <= 'F':
-				if c.size >= 1<<59 || c.digits == maxChunkLine { // past 63 bits, or endless zeros
+				// At most 16 hex digits, leading zeros included: net/http
+				// and others refuse more, so a longer size is one that
+				// parsers read differently (llhttp takes any zeros).
+				if c.digits == 16 || c.size >= 1<<59 { // and never past 63 bits
 					return n, false, errChunkSize
 				}
 				c.size = c.size<<4 | int64(unhex(ch))

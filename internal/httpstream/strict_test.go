@@ -38,6 +38,7 @@ func TestStrictFramingRefuses(t *testing.T) {
 		{"content-length in a trailer", te + "0\r\nContent-Length: 5\r\n\r\n", RejectChunkTrailer},
 		{"transfer-encoding in a trailer", te + "0\r\ntransfer-encoding: chunked\r\n\r\n", RejectChunkTrailer},
 		{"PRI on HTTP/1.1", "PRI * HTTP/1.1\r\n\r\n", RejectMethod},
+		{"chunk size over 16 hex digits", te + "00000000000000003\r\nabc\r\n0\r\n\r\n", RejectChunkSize},
 		{"junk trailer line", te + "0\r\nnot a header\r\n\r\n", RejectChunkTrailer},
 		{"trailer ended by a bare LF", te + "0\r\nX: y\n\r\n", RejectChunkTrailer},
 		{"last chunk ended by a bare LF", te + "0\r\n\n", RejectChunkTrailer},
@@ -94,6 +95,7 @@ func TestStrictFramingAccepts(t *testing.T) {
 		{"empty extension names and values", "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;;a\r\nx\r\n1;=v\r\ny\r\n1;a=;b=c\r\nz\r\n0\r\n\r\n"},
 		{"spaces after chunked", "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked  \r\n\r\n0\r\n\r\n"},
 		{"runs of spaces in the request line", "GET  /a  HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{"chunk size of 16 hex digits", "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0000000000000003\r\nabc\r\n0\r\n\r\n"},
 		{"content-length with leading zeros", "POST / HTTP/1.1\r\nContent-Length: 0000000000000000000002\r\n\r\nok"},
 		{"a trailer named like a header prefix", "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nContent-Lengthy: 1\r\n\r\n"},
 	}
