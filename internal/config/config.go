@@ -255,5 +255,10 @@ func (c *Config) Load(b []byte, name string) error {
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("config %s: %w", name, err)
 	}
+	// A second document would be ignored, typos and all: refuse it.
+	var more yaml.Node
+	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s: more than one YAML document", name)
+	}
 	return nil
 }

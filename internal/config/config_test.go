@@ -200,3 +200,25 @@ func TestFlagsAfterPositionalArguments(t *testing.T) {
 		t.Errorf("percentage %v, positional %q", c.Defaults.Sampling.Percentage, fs.Args())
 	}
 }
+
+// Found by FuzzLoad: NaN passes every "x < 0 || x > max" check, and a
+// second YAML document was silently ignored (with its typos).
+func TestNaNAndSecondDocumentRefused(t *testing.T) {
+	for name, doc := range map[string]string{
+		"nan rate limit":  "destination: http://t.internal\ndefaults:\n  rate_limit: .nan\n",
+		"inf rate limit":  "destination: http://t.internal\ndefaults:\n  rate_limit: .inf\n",
+		"nan route":       "targets:\n  - name: a\n    destination: http://a.internal\n    sampling:\n      percentage: 50\n      routes:\n        - {path: ^/x, percentage: .nan}\n",
+		"nan threshold":   "destination: http://t.internal\ncompare:\n  candidate: default\n  threshold: .nan\n",
+		"nan confidence":  "destination: http://t.internal\ncompare:\n  candidate: default\n  confidence: .nan\n",
+		"second document": "destination: http://t.internal\n---\ndestinaton: http://typo.internal\nretries: 3\n",
+	} {
+		c := Default()
+		err := c.Load([]byte(doc), name)
+		if err == nil {
+			err = c.Validate()
+		}
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"regexp"
 	"slices"
@@ -219,10 +220,11 @@ func (c *Config) validateCompare(targets []Resolved) []error {
 	if cm.Baseline == "" && !cm.VsProduction() {
 		errs = append(errs, errors.New("compare: with against_production off, a baseline is needed"))
 	}
-	if cm.Threshold <= 0 || cm.Threshold >= 1 {
+	// !(x > lo && x < hi) rather than x <= lo || x >= hi: NaN fails it.
+	if !(cm.Threshold > 0 && cm.Threshold < 1) {
 		errs = append(errs, fmt.Errorf("compare.threshold: %v is not between 0 and 1", cm.Threshold))
 	}
-	if cm.Confidence <= 0.5 || cm.Confidence >= 1 {
+	if !(cm.Confidence > 0.5 && cm.Confidence < 1) {
 		errs = append(errs, fmt.Errorf("compare.confidence: %v is not between 0.5 and 1", cm.Confidence))
 	}
 	if cm.LogSamples <= 0 {
@@ -266,8 +268,8 @@ func validateTarget(t Resolved) []error {
 	if t.Queue <= 0 {
 		add("queue: must be positive")
 	}
-	if t.RateLimit < 0 {
-		add("rate_limit: must not be negative")
+	if !(t.RateLimit >= 0 && !math.IsInf(t.RateLimit, 1)) { // NaN and infinity too
+		add("rate_limit: must be a number, not negative")
 	}
 	if t.DialTimeout <= 0 || t.ResponseTimeout <= 0 || t.IdleConnTimeout <= 0 {
 		add("dial_timeout, response_timeout and idle_conn_timeout: must be positive")
@@ -355,7 +357,7 @@ func validateSampling(s Sampling) error {
 		if _, err := regexp.Compile(r.Path); err != nil || r.Path == "" {
 			errs = append(errs, fmt.Errorf("routes[%d].path: %q is not a regular expression", i, r.Path))
 		}
-		if r.Percentage < 0 || r.Percentage > 100 {
+		if !(r.Percentage >= 0 && r.Percentage <= 100) { // NaN too
 			errs = append(errs, fmt.Errorf("routes[%d].percentage %v is not between 0 and 100", i, r.Percentage))
 		}
 	}
