@@ -229,26 +229,13 @@ func TestLargeRecordedRequestReplays(t *testing.T) {
 	body := bytes.Repeat([]byte("b"), 12<<20)
 	raw := append(fmt.Appendf(nil, "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n", len(body)), body...)
 	path := filepath.Join(t.TempDir(), "big"+Ext)
-	w, err := Create(WriterOptions{Path: path})
-	if err != nil {
-		t.Fatal(err)
+	writeAll(t, path, []Record{{Start: 1, End: 2, Conn: 1, Request: raw,
+		Client: netip.MustParseAddrPort("10.0.0.1:1000"), Server: netip.MustParseAddrPort("10.0.0.2:80")}})
+	got, _ := readAll(t, path)
+	if len(got) != 1 {
+		t.Fatalf("read back %d records, want 1", len(got))
 	}
-	if err := w.Write(Record{Start: 1, End: 2, Conn: 1, Request: raw,
-		Client: netip.MustParseAddrPort("10.0.0.1:1000"), Server: netip.MustParseAddrPort("10.0.0.2:80")}); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	rd, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rd.Close()
-	rec, err := rd.Next()
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := got[0]
 	req, err := rec.ParseRequest()
 	if err != nil {
 		t.Fatalf("a 12 MiB body does not parse: %v", err)

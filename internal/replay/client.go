@@ -292,8 +292,11 @@ func (c *Client) usable(cn *conn) bool {
 	if c.opts.IdleTimeout > 0 && time.Since(cn.idleSince) >= c.opts.IdleTimeout {
 		return false
 	}
-	if cn.br.Buffered() > 0 || cn.sock == nil {
-		return cn.br.Buffered() == 0
+	if cn.br.Buffered() > 0 {
+		return false // bytes nobody asked for
+	}
+	if cn.sock == nil {
+		return true
 	}
 	pending := !socketIdle(cn.sock)
 	if !cn.isTLS {
