@@ -10,11 +10,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/shadowtap/shadowtap/internal/app"
 	"github.com/shadowtap/shadowtap/internal/capture"
 	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/engine"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
+	"github.com/shadowtap/shadowtap/internal/pipeline"
 	"github.com/shadowtap/shadowtap/internal/ratelog"
 	"github.com/shadowtap/shadowtap/internal/recording"
 )
@@ -129,14 +129,14 @@ func (l *liveRecorder) Response(_ uint64, req *httpstream.Request, resp *httpstr
 
 func recordLive(ctx context.Context, cfg config.Config, write func(recording.Record) error, log *slog.Logger) error {
 	var cst capture.Stats
-	l, err := capture.Listen(app.CaptureOptions(cfg), &cst)
+	l, err := capture.Listen(pipeline.CaptureOptions(cfg), &cst)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
 	sink := &liveRecorder{write: write}
 	var st engine.Stats
-	ecfg := app.EngineConfig(cfg)
+	ecfg := pipeline.EngineConfig(cfg)
 	ecfg.PairResponses = true
 	eng := engine.New(ecfg, sink, &st, ratelog.New(log, 10*time.Second))
 	log.Info("recording", "listen", l.Addr().String(), "ports", cfg.Ports)

@@ -19,10 +19,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shadowtap/shadowtap/internal/app"
 	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/fakeshop"
+	"github.com/shadowtap/shadowtap/internal/pipeline"
 	"github.com/shadowtap/shadowtap/internal/sessions/ec2fake"
 	"github.com/shadowtap/shadowtap/internal/sessions/elbfake"
 	"github.com/shadowtap/shadowtap/internal/synth"
@@ -31,7 +31,7 @@ import (
 // fleetHandler is a running handler comparing a candidate with the
 // production answers mirrored to it, on loopback.
 type fleetHandler struct {
-	h    *app.Handler
+	h    *pipeline.Handler
 	out  *net.UDPConn
 	sent uint64
 	stop func()
@@ -43,7 +43,7 @@ func startFleetHandler(t *testing.T, candidate string) *fleetHandler {
 	cfg.Targets = []config.Target{{Name: "candidate", Destination: candidate}}
 	cfg.Compare.Candidate = "candidate"
 	cfg.Listen, cfg.AdminListen, cfg.HealthListen, cfg.ReadBuffer = "127.0.0.1:0", "127.0.0.1:0", "", 4<<20
-	h, err := app.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h, err := pipeline.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

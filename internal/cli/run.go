@@ -10,8 +10,8 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/shadowtap/shadowtap/internal/app"
 	"github.com/shadowtap/shadowtap/internal/config"
+	"github.com/shadowtap/shadowtap/internal/pipeline"
 )
 
 func runHandler(ctx context.Context, args []string, stderr io.Writer) int {
@@ -40,7 +40,7 @@ func runHandler(ctx context.Context, args []string, stderr io.Writer) int {
 		return usageError(stderr, err)
 	}
 	log := newLogger(cfg, stderr)
-	h, err := app.New(cfg, log)
+	h, err := pipeline.New(cfg, log)
 	if err != nil {
 		log.Error("start", "err", err)
 		return 1

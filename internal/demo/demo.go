@@ -20,9 +20,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/shadowtap/shadowtap/internal/app"
 	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
+	"github.com/shadowtap/shadowtap/internal/pipeline"
 	"github.com/shadowtap/shadowtap/internal/rawserver"
 	"github.com/shadowtap/shadowtap/internal/replay"
 	"github.com/shadowtap/shadowtap/internal/target"
@@ -79,7 +79,7 @@ func Run(ctx context.Context, out io.Writer, opts Options) (Summary, error) {
 	cfg.Listen, cfg.HealthListen, cfg.AdminListen = "127.0.0.1:0", "", "127.0.0.1:0"
 	cfg.ReadBuffer = 8 << 20
 	cfg.ReorderWait = 50 * time.Millisecond
-	h, err := app.New(cfg, log)
+	h, err := pipeline.New(cfg, log)
 	if err != nil {
 		return sum, err
 	}

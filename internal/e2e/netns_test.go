@@ -22,12 +22,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shadowtap/shadowtap/internal/app"
 	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/demo"
 	"github.com/shadowtap/shadowtap/internal/fakeshop"
 	"github.com/shadowtap/shadowtap/internal/netlab"
+	"github.com/shadowtap/shadowtap/internal/pipeline"
 	"github.com/shadowtap/shadowtap/internal/rawserver"
 )
 
@@ -282,11 +282,11 @@ func TestKernelVXLANCompare(t *testing.T) {
 
 // startHandler creates the handler in the monitor namespace (its sockets
 // live there) and runs it until the test ends.
-func startHandler(t *testing.T, lab *netlab.Lab, cfg config.Config) *app.Handler {
+func startHandler(t *testing.T, lab *netlab.Lab, cfg config.Config) *pipeline.Handler {
 	t.Helper()
-	var h *app.Handler
+	var h *pipeline.Handler
 	if err := lab.Do(lab.Mon, func() (err error) {
-		h, err = app.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		h, err = pipeline.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		return err
 	}); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,6 @@
-// Package app assembles the replay handler from its stages: the UDP
+// Package pipeline assembles the replay handler from its stages: the UDP
 // capture, the engine, the targets, the health and admin servers.
-package app
+package pipeline
 
 import (
 	"context"
