@@ -14,8 +14,10 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"golang.org/x/net/bpf"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 )
@@ -54,14 +56,26 @@ type Listener struct {
 
 // Listen binds the socket and sizes its receive buffer.
 func Listen(opts Options, stats *Stats) (*Listener, error) {
-	addr, err := net.ResolveUDPAddr("udp", opts.Addr)
+	return listen(opts, stats, nil)
+}
+
+// listen binds one socket; control, when set, runs on it before the bind.
+func listen(opts Options, stats *Stats, control func(fd int) error) (*Listener, error) {
+	lc := net.ListenConfig{}
+	if control != nil {
+		lc.Control = func(_, _ string, rc syscall.RawConn) error {
+			var err error
+			if cerr := rc.Control(func(fd uintptr) { err = control(int(fd)) }); cerr != nil {
+				return cerr
+			}
+			return err
+		}
+	}
+	pc, err := lc.ListenPacket(context.Background(), "udp", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("capture: %w", err)
 	}
-	conn, err := net.ListenUDP("udp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("capture: %w", err)
-	}
+	conn := pc.(*net.UDPConn)
 	l := &Listener{opts: opts, conn: conn, pc: ipv4.NewPacketConn(conn), stats: stats}
 	rc, err := conn.SyscallConn()
 	if err != nil {
@@ -83,6 +97,91 @@ func Listen(opts Options, stats *Stats) (*Listener, error) {
 		}
 	})
 	return l, nil
+}
+
+// ListenGroup binds n sockets to one address (SO_REUSEPORT) and has the
+// kernel steer each datagram to one of them by its inner connection, the
+// same socket for both directions (see steer.go). Each socket gets its own
+// reader and engine, so the shards share nothing but the counters. An
+// error means the kernel refused the group or its program; a single
+// socket still works then.
+func ListenGroup(opts Options, n int, stats *Stats) (*Group, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("capture: a group of %d sockets", n)
+	}
+	prog, err := bpf.Assemble(steerProgram(n))
+	if err != nil {
+		return nil, fmt.Errorf("capture: steering program: %w", err)
+	}
+	filter := make([]unix.SockFilter, len(prog))
+	for i, ins := range prog {
+		filter[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
+	}
+	reuse := func(fd int) error {
+		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}
+	// The program goes on the first socket before it binds, so that no
+	// datagram is ever steered by the kernel's own hash. The others bind
+	// the port the first got (the address may ask for any port).
+	first := func(fd int) error {
+		if err := reuse(fd); err != nil {
+			return err
+		}
+		fprog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, &fprog); err != nil {
+			return fmt.Errorf("steering program: %w", err)
+		}
+		return nil
+	}
+	g := &Group{stats: stats}
+	for i := range n {
+		o, control := opts, reuse
+		if i == 0 {
+			control = first
+		} else {
+			o.Addr = g.Listeners[0].Addr().String()
+		}
+		l, err := listen(o, stats, control)
+		if err != nil {
+			g.Close()
+			return nil, err
+		}
+		g.Listeners = append(g.Listeners, l)
+	}
+	return g, nil
+}
+
+// Group is a set of sockets sharing one address, each datagram of a
+// connection steered to the same one.
+type Group struct {
+	Listeners []*Listener
+	stats     *Stats
+}
+
+// Addr returns the bound address.
+func (g *Group) Addr() netip.AddrPort { return g.Listeners[0].Addr() }
+
+// Close closes every socket.
+func (g *Group) Close() error {
+	for _, l := range g.Listeners {
+		l.Close()
+	}
+	return nil
+}
+
+// KernelDrops returns the datagrams the kernel dropped for the group's
+// sockets together.
+func (g *Group) KernelDrops() (uint64, error) {
+	var sum uint64
+	for _, l := range g.Listeners {
+		n, err := l.drops()
+		if err != nil {
+			return 0, err
+		}
+		sum += n
+	}
+	g.stats.KernelDrops.Store(sum)
+	return sum, nil
 }
 
 // Addr returns the bound address.
@@ -154,13 +253,20 @@ func (l *Listener) RunBatches(ctx context.Context, handle func(src netip.Addr, b
 // KernelDrops returns how many datagrams the kernel dropped for this socket
 // (receive buffer full), from /proc/net/udp and /proc/net/udp6.
 func (l *Listener) KernelDrops() (uint64, error) {
+	n, err := l.drops()
+	if err == nil {
+		l.stats.KernelDrops.Store(n)
+	}
+	return n, err
+}
+
+func (l *Listener) drops() (uint64, error) {
 	for _, f := range []string{"/proc/net/udp", "/proc/net/udp6"} {
 		n, found, err := procDrops(f, l.inode)
 		if err != nil {
 			return 0, err
 		}
 		if found {
-			l.stats.KernelDrops.Store(n)
 			return n, nil
 		}
 	}

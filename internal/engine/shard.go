@@ -62,15 +62,8 @@ const (
 // connection ids are numbered apart from cfg.FirstConnID.
 func NewShards(n int, cfg Config, sink Sink, stats *Stats, log *ratelog.Limiter) *Shards {
 	n = max(n, 1)
-	s := &Shards{seed: maphash.MakeSeed(), dedup: cfg.Dedup, free: make(chan *batch, n*(shardQueue+2))}
-	for i := range n {
-		c := cfg
-		c.FirstConnID = cfg.FirstConnID + uint64(i)<<52
-		// The bounds are the handler's, shared out.
-		c.Reassembly.MaxFlows = max(1, cfg.Reassembly.MaxFlows/n)
-		c.Reassembly.MaxBufferedTotal = max(1, cfg.Reassembly.MaxBufferedTotal/n)
-		s.engines = append(s.engines, New(c, sink, stats, log))
-	}
+	s := &Shards{engines: ShardEngines(n, cfg, sink, stats, log), seed: maphash.MakeSeed(), dedup: cfg.Dedup,
+		free: make(chan *batch, n*(shardQueue+2))}
 	if n == 1 {
 		return s
 	}
@@ -82,6 +75,24 @@ func NewShards(n int, cfg Config, sink Sink, stats *Stats, log *ratelog.Limiter)
 		go s.run(e, ch)
 	}
 	return s
+}
+
+// ShardEngines makes n engines (at least one) that share the counters,
+// the sink and cfg's bounds, with connection ids numbered apart from
+// cfg.FirstConnID. Each is for one goroutine: a shard of Shards, or the
+// reader of one socket of a kernel-steered group (capture.ListenGroup).
+func ShardEngines(n int, cfg Config, sink Sink, stats *Stats, log *ratelog.Limiter) []*Engine {
+	n = max(n, 1)
+	engines := make([]*Engine, n)
+	for i := range n {
+		c := cfg
+		c.FirstConnID = cfg.FirstConnID + uint64(i)<<52
+		// The bounds are the handler's, shared out.
+		c.Reassembly.MaxFlows = max(1, cfg.Reassembly.MaxFlows/n)
+		c.Reassembly.MaxBufferedTotal = max(1, cfg.Reassembly.MaxBufferedTotal/n)
+		engines[i] = New(c, sink, stats, log)
+	}
+	return engines
 }
 
 // Len returns the number of engines.

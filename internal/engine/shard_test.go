@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shadowtap/shadowtap/internal/capture"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 	"github.com/shadowtap/shadowtap/internal/ratelog"
 	"github.com/shadowtap/shadowtap/internal/reassembly"
@@ -127,6 +128,50 @@ func BenchmarkShards(b *testing.B) {
 		}
 	}
 	s.Flush()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pkts/s")
+	b.ReportMetric(float64(n), "shards")
+	if b.N > len(trace) && sink.n.Load() == 0 {
+		b.Fatal("no requests extracted")
+	}
+}
+
+// BenchmarkSteeredShards measures decode, reassembly and extraction on
+// GOMAXPROCS engines, each fed by its own goroutine the datagrams the
+// kernel steers to its socket (capture.ListenGroup), as the handler runs
+// with -shards N (compare -cpu 1,2). Each engine takes an equal share of
+// b.N from its connections, as with many connections the hash balances.
+func BenchmarkSteeredShards(b *testing.B) {
+	n := max(1, testingProcs())
+	steer, err := capture.Steerer(n)
+	if err != nil {
+		b.Fatal(err)
+	}
+	trace := keepAliveTrace(256, 25)
+	parts := make([][][]byte, n)
+	for _, d := range trace {
+		i := steer(d)
+		parts[i] = append(parts[i], d)
+	}
+	outer := netip.MustParseAddr("172.31.0.238")
+	sink := &countSink{}
+	var st Stats
+	engines := ShardEngines(n, shardConfig(), sink, &st, ratelog.New(slog.New(slog.NewTextHandler(io.Discard, nil)), time.Second))
+	b.ReportAllocs()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for i, e := range engines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			part, ts := parts[i], int64(1)
+			for j := range b.N / n {
+				ts += 1000
+				e.HandleVXLAN(outer, part[j%len(part)], ts)
+			}
+			e.Flush()
+		}()
+	}
+	wg.Wait()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pkts/s")
 	b.ReportMetric(float64(n), "shards")
 	if b.N > len(trace) && sink.n.Load() == 0 {
