@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -32,12 +33,10 @@ type Config struct {
 	ReadBuffer   int      `yaml:"read_buffer"`   // UDP receive buffer, bytes
 	MaxBody      int64    `yaml:"max_body"`      // larger request bodies are skipped
 	MaxFlows     int      `yaml:"max_flows"`     // TCP connections tracked at once (over all shards)
-	// Shards is how many engines share the VXLAN traffic, each on its own
-	// goroutine and flows (both directions of a connection on the same
-	// one). The default, 1, runs the engine on the reader with no hand-off:
-	// at the modest rates most handlers see, a hand-off per socket read
-	// costs a wake-up, and the gain of more shards on a 2-core machine
-	// has not been measured on an idle one yet.
+	// Shards is how many engines share the VXLAN traffic, each with its
+	// own socket, reader goroutine and flows; the kernel steers both
+	// directions of a connection to the same one. 0 (the default): one
+	// per CPU the process may use (ShardCount).
 	Shards       int           `yaml:"shards"`
 	ReorderWait  time.Duration `yaml:"reorder_wait"`  // wait for a missing segment before a gap
 	IdleTimeout  time.Duration `yaml:"idle_timeout"`  // forget an idle connection
@@ -205,7 +204,6 @@ func Default() Config {
 		ReadBuffer:   64 << 20,
 		MaxBody:      10 << 20,
 		MaxFlows:     100_000,
-		Shards:       1,
 		ReorderWait:  200 * time.Millisecond,
 		IdleTimeout:  2 * time.Minute,
 		DrainTimeout: 10 * time.Second,
@@ -261,4 +259,13 @@ func (c *Config) Load(b []byte, name string) error {
 		return fmt.Errorf("config %s: more than one YAML document", name)
 	}
 	return nil
+}
+
+// ShardCount is the number of engines: Shards, or one per CPU the process
+// may use when Shards is 0.
+func (c Config) ShardCount() int {
+	if c.Shards > 0 {
+		return c.Shards
+	}
+	return max(1, runtime.GOMAXPROCS(0))
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -219,6 +220,27 @@ func TestNaNAndSecondDocumentRefused(t *testing.T) {
 		}
 		if err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestShardsDefaultToOnePerCPU(t *testing.T) {
+	c := Default()
+	c.Destination = "http://127.0.0.1:8080"
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.ShardCount(), runtime.GOMAXPROCS(0); got != want {
+		t.Errorf("default shards %d, want one per CPU (%d)", got, want)
+	}
+	c.Shards = 3
+	if c.ShardCount() != 3 {
+		t.Errorf("shards 3 gave %d", c.ShardCount())
+	}
+	for _, bad := range []int{-1, 257} {
+		c.Shards = bad
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "shards") {
+			t.Errorf("shards %d: %v", bad, err)
 		}
 	}
 }

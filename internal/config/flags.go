@@ -42,7 +42,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.ReadBuffer, "read-buffer", c.ReadBuffer, "UDP socket receive buffer in bytes (raise net.core.rmem_max, or run with CAP_NET_ADMIN)")
 	fs.Int64Var(&c.MaxBody, "max-body", c.MaxBody, "requests with a larger body are skipped and counted")
 	fs.IntVar(&c.MaxFlows, "max-flows", c.MaxFlows, "TCP connections tracked at once")
-	fs.IntVar(&c.Shards, "shards", c.Shards, "engines sharing the VXLAN traffic, each on its own core (both directions of a connection on one)")
+	fs.IntVar(&c.Shards, "shards", c.Shards, "engines sharing the VXLAN traffic, each with its own socket and core (both directions of a connection on one); 0: one per CPU")
 	fs.DurationVar(&c.ReorderWait, "reorder-wait", c.ReorderWait, "wait for a missing segment this long before declaring a gap")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "forget a connection without packets for this long")
 	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", c.HandshakeTimeout, "forget a connection that has carried no data (handshake only, half-open) after this long without packets")

@@ -145,8 +145,8 @@ func (c *Config) ValidateCapture() error {
 			add("%s: must be positive", v.name)
 		}
 	}
-	if c.Shards < 1 || c.Shards > 256 {
-		add("shards: %d is not between 1 and 256", c.Shards)
+	if c.Shards < 0 || c.Shards > 256 {
+		add("shards: %d is not between 0 (one per CPU) and 256", c.Shards)
 	}
 	if c.ReorderWait >= c.IdleTimeout {
 		add("reorder_wait: must be shorter than idle_timeout")
