@@ -2,16 +2,12 @@ package cli
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 
-	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/goreplay"
 	"github.com/shadowtap/shadowtap/internal/recording"
-	"github.com/shadowtap/shadowtap/internal/source"
 )
 
 // listFlag collects a repeatable string flag.
@@ -19,57 +15,6 @@ type listFlag []string
 
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
-
-// sourceOptions derives how capture files are read from the configuration.
-func sourceOptions(cfg config.Config, pair bool) source.Options {
-	return source.Options{Ports: cfg.Ports, VNIs: cfg.VNIs, MaxBody: cfg.MaxBody, ExtraMethods: cfg.ExtraMethods,
-		MaxFlows: cfg.MaxFlows, ReorderWait: cfg.ReorderWait, PairResponses: pair, Dedup: cfg.Dedup}
-}
-
-// multiSource reads several files one after another.
-type multiSource struct {
-	paths []string
-	opts  source.Options
-	cur   source.Source
-}
-
-func openAll(paths []string, opts source.Options) func() (source.Source, error) {
-	return func() (source.Source, error) {
-		if len(paths) == 0 {
-			return nil, errors.New("no input files")
-		}
-		return &multiSource{paths: paths, opts: opts}, nil
-	}
-}
-
-func (m *multiSource) Next() (recording.Record, error) {
-	for {
-		if m.cur == nil {
-			if len(m.paths) == 0 {
-				return recording.Record{}, io.EOF
-			}
-			s, _, err := source.Open(m.paths[0], m.opts)
-			if err != nil {
-				return recording.Record{}, err
-			}
-			m.cur, m.paths = s, m.paths[1:]
-		}
-		r, err := m.cur.Next()
-		if errors.Is(err, io.EOF) {
-			m.cur.Close()
-			m.cur = nil
-			continue
-		}
-		return r, err
-	}
-}
-
-func (m *multiSource) Close() error {
-	if m.cur != nil {
-		return m.cur.Close()
-	}
-	return nil
-}
 
 // recordWriter is where record writes exchanges.
 type recordWriter interface {

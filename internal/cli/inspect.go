@@ -13,6 +13,7 @@ import (
 
 	"github.com/shadowtap/shadowtap/internal/decode"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
+	"github.com/shadowtap/shadowtap/internal/pipeline"
 	"github.com/shadowtap/shadowtap/internal/recording"
 	"github.com/shadowtap/shadowtap/internal/source"
 )
@@ -31,10 +32,10 @@ func inspect(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() == 0 {
 		return usageError(stderr, errors.New("usage: shadowtap inspect [-filter-request-port P] FILE..."))
 	}
+	opts := pipeline.Derive(cfg, pipeline.Inspect).Sources()
+	opts.Engine.AllPorts = !portsGiven // every TCP connection is a candidate unless told which ports
 	code := 0
 	for _, path := range fs.Args() {
-		opts := sourceOptions(cfg, true)
-		opts.AllPorts = !portsGiven // every TCP connection is a candidate unless told which ports
 		if err := inspectFile(stdout, path, opts, *top); err != nil {
 			fmt.Fprintf(stderr, "inspect %s: %v\n", path, err)
 			code = 1

@@ -17,6 +17,7 @@ import (
 	"github.com/shadowtap/shadowtap/internal/pipeline"
 	"github.com/shadowtap/shadowtap/internal/ratelog"
 	"github.com/shadowtap/shadowtap/internal/recording"
+	"github.com/shadowtap/shadowtap/internal/source"
 )
 
 // record writes exchanges, live from the VXLAN listener or from files, to
@@ -76,7 +77,7 @@ func record(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return w.Write(r)
 	}
 	if len(inputs) > 0 {
-		src, _ := openAll(inputs, sourceOptions(cfg, true))()
+		src, _ := source.OpenAll(inputs, pipeline.Derive(cfg, pipeline.Record).Sources())()
 		for {
 			r, err := src.Next()
 			if errors.Is(err, io.EOF) {
@@ -128,17 +129,16 @@ func (l *liveRecorder) Response(_ uint64, req *httpstream.Request, resp *httpstr
 }
 
 func recordLive(ctx context.Context, cfg config.Config, write func(recording.Record) error, log *slog.Logger) error {
+	stages := pipeline.Derive(cfg, pipeline.Record)
 	var cst capture.Stats
-	l, err := capture.Listen(pipeline.CaptureOptions(cfg), &cst)
+	l, err := capture.Listen(stages.VXLAN, &cst)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
 	sink := &liveRecorder{write: write}
 	var st engine.Stats
-	ecfg := pipeline.EngineConfig(cfg)
-	ecfg.PairResponses = true
-	eng := engine.New(ecfg, sink, &st, ratelog.New(log, 10*time.Second))
+	eng := engine.New(stages.Engine, sink, &st, ratelog.New(log, 10*time.Second))
 	log.Info("recording", "listen", l.Addr().String(), "ports", cfg.Ports)
 	err = l.Run(ctx, eng.HandleVXLAN, eng.Tick)
 	eng.Flush()

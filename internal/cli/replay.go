@@ -11,8 +11,10 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/shadowtap/shadowtap/internal/pipeline"
 	"github.com/shadowtap/shadowtap/internal/player"
 	"github.com/shadowtap/shadowtap/internal/ratelog"
+	"github.com/shadowtap/shadowtap/internal/source"
 	"github.com/shadowtap/shadowtap/internal/target"
 )
 
@@ -48,17 +50,14 @@ func replayFiles(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	// Replaying a file waits for the targets rather than dropping: the
 	// queue and rate limit pace it.
-	rs := cfg.Resolve()
-	for i := range rs {
-		rs[i].Block = true
-	}
-	set, _, err := target.Build(ctx, rs, nil, log, nil)
+	st := pipeline.Derive(cfg, pipeline.Replay)
+	set, _, err := target.Build(ctx, st.Targets, nil, log, nil)
 	if err != nil {
 		fmt.Fprintln(stderr, "replay:", err)
 		return 1
 	}
 	fanout := target.NewFanout(set, ratelog.New(log, 10*time.Second))
-	open := openAll(inputs, sourceOptions(cfg, false))
+	open := source.OpenAll(inputs, st.Sources())
 	perPass, span, err := player.Scan(open)
 	if err != nil {
 		fmt.Fprintln(stderr, "replay:", err)

@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
-	"slices"
 	"sync"
 	"time"
 
@@ -22,20 +21,18 @@ import (
 	"github.com/shadowtap/shadowtap/internal/capture"
 	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/config"
-	"github.com/shadowtap/shadowtap/internal/diff"
 	"github.com/shadowtap/shadowtap/internal/engine"
-	"github.com/shadowtap/shadowtap/internal/httpstream"
 	"github.com/shadowtap/shadowtap/internal/metrics"
 	"github.com/shadowtap/shadowtap/internal/ratelog"
-	"github.com/shadowtap/shadowtap/internal/reassembly"
 	"github.com/shadowtap/shadowtap/internal/replay"
 	"github.com/shadowtap/shadowtap/internal/target"
 )
 
 // Handler is a running replay handler.
 type Handler struct {
-	cfg config.Config
-	log *slog.Logger
+	cfg    config.Config
+	stages Stages
+	log    *slog.Logger
 
 	Capture capture.Stats
 	Engine  engine.Stats
@@ -73,20 +70,18 @@ func New(cfg config.Config, log *slog.Logger) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	h := &Handler{cfg: cfg, log: log, reg: prometheus.NewRegistry(), failLog: ratelog.New(log, 10*time.Second)}
-	copts := CaptureOptions(cfg)
+	st := Derive(cfg, Live)
+	h := &Handler{cfg: cfg, stages: st, log: log, reg: prometheus.NewRegistry(), failLog: ratelog.New(log, 10*time.Second)}
 	var err error
-	if h.listener, err = capture.Listen(copts, &h.Capture); err != nil {
+	if h.listener, err = capture.Listen(st.VXLAN, &h.Capture); err != nil {
 		return nil, err
 	}
 	if got := h.Capture.ReadBuffer.Load(); got < int64(cfg.ReadBuffer) {
 		log.Warn("socket receive buffer is smaller than asked; raise net.core.rmem_max or grant CAP_NET_ADMIN",
 			"asked", cfg.ReadBuffer, "got", got)
 	}
-	if cfg.GeneveListen != "" {
-		gopts := copts
-		gopts.Addr = cfg.GeneveListen
-		if h.geneve, err = capture.Listen(gopts, &h.Capture); err != nil {
+	if st.Geneve.Addr != "" {
+		if h.geneve, err = capture.Listen(st.Geneve, &h.Capture); err != nil {
 			h.Close()
 			return nil, err
 		}
@@ -105,13 +100,13 @@ func New(cfg config.Config, log *slog.Logger) (*Handler, error) {
 	}
 
 	h.workCtx, h.cancelWork = context.WithCancel(context.Background())
-	set, _, err := target.Build(h.workCtx, h.resolve(cfg), nil, log, h.result)
+	set, _, err := target.Build(h.workCtx, st.Targets, nil, log, h.result)
 	if err != nil {
 		h.Close()
 		return nil, err
 	}
 	h.fanout = target.NewFanout(set, ratelog.New(log, 10*time.Second))
-	if cfg.Comparing() {
+	if st.Comparing {
 		if err := h.startCompare(); err != nil {
 			h.Close()
 			return nil, err
@@ -127,10 +122,9 @@ func New(cfg config.Config, log *slog.Logger) (*Handler, error) {
 	})
 	h.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 
-	ecfg := EngineConfig(cfg)
-	ecfg.PairResponses = cfg.Comparing() && cfg.Compare.VsProduction()
+	ecfg := st.Engine
 	elog := ratelog.New(log, 10*time.Second)
-	h.eng = engine.NewShards(cfg.Shards, ecfg, h.fanout, &h.Engine, elog)
+	h.eng = engine.NewShards(st.Shards, ecfg, h.fanout, &h.Engine, elog)
 	if h.geneve != nil {
 		// A second engine, owned by the Geneve reader; it shares the
 		// counters and the targets, and numbers its connections apart.
@@ -140,29 +134,10 @@ func New(cfg config.Config, log *slog.Logger) (*Handler, error) {
 	return h, nil
 }
 
-// resolve returns the targets of cfg; those compared keep response bodies.
-func (h *Handler) resolve(cfg config.Config) []config.Resolved {
-	rs := cfg.Resolve()
-	for i := range rs {
-		if cm := cfg.Compare; cfg.Comparing() && (rs[i].Name == cm.Candidate || rs[i].Name == cm.Baseline || rs[i].Name == cm.Secondary) {
-			rs[i].KeepBody = cm.MaxBody
-		}
-	}
-	return rs
-}
-
+// startCompare opens the comparison's log and starts the comparator.
 func (h *Handler) startCompare() error {
-	cm := h.cfg.Compare
-	host, _ := os.Hostname()
-	cc := compare.Config{Candidate: cm.Candidate, Baseline: cm.Baseline, Secondary: cm.Secondary, AgainstProduction: cm.VsProduction(),
-		Diff: diff.DefaultOptions, Patterns: cm.Endpoints, MaxEndpoints: cm.MaxEndpoints, Wait: cm.Wait, MaxPending: 100_000,
-		Queue: 10_000, MinSamples: cm.MinSamples, Threshold: cm.Threshold, LogMaxBody: cm.LogMaxBody, Redact: cm.Redact, Handler: host,
-		Confidence: cm.Confidence, LogSamples: cm.LogSamples}
-	cc.Diff.IgnoreHeaders = append(slices.Clone(diff.DefaultIgnoreHeaders), cm.IgnoreHeaders...)
-	for _, r := range cm.Ignore {
-		cc.Ignore = append(cc.Ignore, compare.IgnoreRule{Endpoint: r.Endpoint, Field: r.Field})
-	}
-	if cm.Log != "" {
+	cc := h.stages.Compare
+	if cm := h.cfg.Compare; cm.Log != "" {
 		f, err := os.OpenFile(cm.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 		if err != nil {
 			return fmt.Errorf("compare log: %w", err)
@@ -180,25 +155,6 @@ func (h *Handler) startCompare() error {
 
 // Comparator returns the comparison, or nil.
 func (h *Handler) Comparator() *compare.Comparator { return h.compare }
-
-// CaptureOptions derives the VXLAN listener's settings from cfg.
-func CaptureOptions(cfg config.Config) capture.Options {
-	o := capture.DefaultOptions
-	o.Addr, o.ReadBuffer = cfg.Listen, cfg.ReadBuffer
-	return o
-}
-
-// EngineConfig derives the engine's settings from cfg: ports, VNIs,
-// reassembly bounds and timeouts, the body limit, dedup. The handler and
-// `shadowtap record` share it; each decides on PairResponses.
-func EngineConfig(cfg config.Config) engine.Config {
-	ropts := reassembly.DefaultOptions
-	ropts.MaxFlows, ropts.ReorderWait, ropts.IdleTimeout = cfg.MaxFlows, cfg.ReorderWait, cfg.IdleTimeout
-	ropts.HandshakeTimeout = cfg.HandshakeTimeout
-	hopts := httpstream.DefaultOptions
-	hopts.MaxBodyBytes, hopts.ExtraMethods = cfg.MaxBody, cfg.ExtraMethods
-	return engine.Config{Ports: cfg.Ports, VNIs: cfg.VNIs, Reassembly: ropts, HTTP: hopts, Dedup: cfg.Dedup}
-}
 
 func (h *Handler) result(r replay.Result) {
 	h.metrics.Observe(r)
@@ -240,7 +196,7 @@ func (h *Handler) Reload(cfg config.Config) error {
 	for _, f := range restartOnly(h.cfg, cfg) {
 		h.log.Warn("setting changed: takes effect after a restart", "setting", f)
 	}
-	set, retired, err := target.Build(h.workCtx, h.resolve(cfg), h.fanout.Current(), h.log, h.result)
+	set, retired, err := target.Build(h.workCtx, Derive(cfg, Live).Targets, h.fanout.Current(), h.log, h.result)
 	if err != nil {
 		return fmt.Errorf("reload refused, configuration unchanged: %w", err)
 	}

@@ -44,17 +44,29 @@ type Source interface {
 
 // Options configure how capture files are read.
 type Options struct {
-	Ports         []uint16 // server ports; empty with AllPorts
-	AllPorts      bool
-	VNIs          []uint32
-	MaxBody       int64
-	ExtraMethods  []string      // request methods accepted besides the standard ones
-	MaxFlows      int           // connections tracked at once; 0: the default
-	ReorderWait   time.Duration // wait for a missing segment; 0: the default
-	PairResponses bool          // parse production's responses too (record, inspect)
-	Dedup         bool
-	Log           *slog.Logger
+	// Engine decodes, reassembles and extracts a capture file's exchanges:
+	// pipeline.Derive's Stages.Files, the configuration's ports, VNIs,
+	// bounds and body limit with FilePause as the idle and handshake
+	// timeouts, and PairResponses to pair production's answers (record,
+	// inspect, verify). Left zero, DefaultEngine.
+	Engine engine.Config
+	Log    *slog.Logger
 }
+
+// FilePause is how long a connection in a capture file may pause, idle or
+// before its first request, and still be followed: a file may have long
+// pauses (a capture started before a quiet connection's next request, a
+// slow client), and its end flushes every flow, so no timer is needed to
+// bound memory as live capture needs one.
+const FilePause = time.Hour
+
+// DefaultEngine reads a capture file with the default bounds and limits,
+// requests to port 80, responses not paired.
+var DefaultEngine = func() engine.Config {
+	r := reassembly.DefaultOptions
+	r.IdleTimeout, r.HandshakeTimeout = FilePause, FilePause
+	return engine.Config{Ports: []uint16{80}, Reassembly: r, HTTP: httpstream.DefaultOptions}
+}()
 
 // Detect returns the kind of the file at path.
 func Detect(path string) (Kind, error) {
@@ -154,24 +166,11 @@ func OpenCapture(path string, opts Options) (*CaptureSource, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s := &CaptureSource{ch: make(chan recording.Record, 1024), done: make(chan struct{}), errc: make(chan error, 1), file: f, VNIs: map[uint32]int{}}
-	hopts := httpstream.DefaultOptions
-	if opts.MaxBody > 0 {
-		hopts.MaxBodyBytes = opts.MaxBody
+	cfg := opts.Engine
+	if cfg.Reassembly == (reassembly.Options{}) {
+		cfg = DefaultEngine
 	}
-	hopts.ExtraMethods = opts.ExtraMethods
-	ropts := reassembly.DefaultOptions
-	// A file may have long pauses, in idle connections and before a first
-	// request alike; its end flushes every flow.
-	ropts.IdleTimeout, ropts.HandshakeTimeout = time.Hour, time.Hour
-	if opts.MaxFlows > 0 {
-		ropts.MaxFlows = opts.MaxFlows
-	}
-	if opts.ReorderWait > 0 {
-		ropts.ReorderWait = opts.ReorderWait
-	}
-	cfg := engine.Config{Ports: opts.Ports, AllPorts: opts.AllPorts, VNIs: opts.VNIs, Reassembly: ropts, HTTP: hopts,
-		PairResponses: opts.PairResponses, Dedup: opts.Dedup}
-	eng := engine.New(cfg, &captureSink{s: s, pairing: opts.PairResponses}, &s.Engine, ratelog.New(log, 10*time.Second))
+	eng := engine.New(cfg, &captureSink{s: s, pairing: cfg.PairResponses}, &s.Engine, ratelog.New(log, 10*time.Second))
 	go func() {
 		defer f.Close()
 		st, err := pcapfile.PlayReader(stopReader{f, s.done}, 4789, vniCounter{eng, s.VNIs})
@@ -328,3 +327,51 @@ func statusOf(resp []byte) int {
 }
 
 func (g *goReplaySource) Close() error { return g.f.Close() }
+
+// OpenAll returns an opener of the files at paths, read one after another
+// as one source, each opened when the previous one ends; it is called
+// again for each pass of a replay.
+func OpenAll(paths []string, opts Options) func() (Source, error) {
+	return func() (Source, error) {
+		if len(paths) == 0 {
+			return nil, errors.New("no input files")
+		}
+		return &multiSource{paths: paths, opts: opts}, nil
+	}
+}
+
+// multiSource reads several files one after another.
+type multiSource struct {
+	paths []string
+	opts  Options
+	cur   Source
+}
+
+func (m *multiSource) Next() (recording.Record, error) {
+	for {
+		if m.cur == nil {
+			if len(m.paths) == 0 {
+				return recording.Record{}, io.EOF
+			}
+			s, _, err := Open(m.paths[0], m.opts)
+			if err != nil {
+				return recording.Record{}, err
+			}
+			m.cur, m.paths = s, m.paths[1:]
+		}
+		r, err := m.cur.Next()
+		if errors.Is(err, io.EOF) {
+			m.cur.Close()
+			m.cur = nil
+			continue
+		}
+		return r, err
+	}
+}
+
+func (m *multiSource) Close() error {
+	if m.cur != nil {
+		return m.cur.Close()
+	}
+	return nil
+}

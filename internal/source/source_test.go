@@ -35,7 +35,7 @@ func TestCloseStopsDecodingPromptly(t *testing.T) {
 		w.Write(hdr)
 		writer <- w
 	}()
-	src, err := OpenCapture(path, Options{Ports: []uint16{80}})
+	src, err := OpenCapture(path, Options{Engine: DefaultEngine})
 	if err != nil {
 		t.Fatal(err)
 	}

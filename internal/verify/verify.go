@@ -15,14 +15,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/config"
-	"github.com/shadowtap/shadowtap/internal/diff"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
+	"github.com/shadowtap/shadowtap/internal/pipeline"
 	"github.com/shadowtap/shadowtap/internal/player"
 	"github.com/shadowtap/shadowtap/internal/ratelog"
 	"github.com/shadowtap/shadowtap/internal/recording"
@@ -62,39 +61,6 @@ type Result struct {
 	CandidateFailed map[string]uint64
 	Progress        player.Progress
 	Elapsed         time.Duration
-}
-
-// Targets returns cfg's targets for verify: every target waits for room
-// rather than dropping (a file can wait, a mirror cannot), and the
-// compared ones keep their answers' bodies, as in live mode.
-func Targets(cfg config.Config) []config.Resolved {
-	rs := cfg.Resolve()
-	cm := cfg.Compare
-	for i := range rs {
-		rs[i].Block = true
-		if n := rs[i].Name; n == cm.Candidate || n == cm.Baseline || n == cm.Secondary {
-			rs[i].KeepBody = cm.MaxBody
-		}
-	}
-	return rs
-}
-
-// CompareConfig derives the comparator's settings from cfg, as live mode
-// does (internal/app), with the bounds of an offline run.
-func CompareConfig(cfg config.Config, maxOpen int, handler string) compare.Config {
-	cm := cfg.Compare
-	cc := compare.Config{Candidate: cm.Candidate, Baseline: cm.Baseline, Secondary: cm.Secondary, AgainstProduction: cm.VsProduction(),
-		Diff: diff.DefaultOptions, Patterns: cm.Endpoints, MaxEndpoints: cm.MaxEndpoints, Wait: cm.Wait,
-		// Reading waits while maxOpen exchanges are open, so neither bound
-		// is ever reached: an offline run compares every exchange.
-		MaxPending: 2*maxOpen + 64, Queue: maxOpen + 64,
-		MinSamples: cm.MinSamples, Threshold: cm.Threshold, LogMaxBody: cm.LogMaxBody, Redact: cm.Redact, Handler: handler,
-		Confidence: cm.Confidence, LogSamples: cm.LogSamples}
-	cc.Diff.IgnoreHeaders = append(slices.Clone(diff.DefaultIgnoreHeaders), cm.IgnoreHeaders...)
-	for _, r := range cm.Ignore {
-		cc.Ignore = append(cc.Ignore, compare.IgnoreRule{Endpoint: r.Endpoint, Field: r.Field})
-	}
-	return cc
 }
 
 // tracker sits between the fanout and the comparator and counts the
@@ -141,7 +107,7 @@ func Run(ctx context.Context, cfg config.Config, inputs []string, opts Options) 
 		return nil, errors.New("verify: no candidate to compare")
 	}
 	if opts.MaxOpen <= 0 {
-		opts.MaxOpen = 4096
+		opts.MaxOpen = pipeline.DefaultMaxOpen
 	}
 	if opts.ProgressEvery <= 0 {
 		opts.ProgressEvery = time.Second
@@ -155,7 +121,10 @@ func Run(ctx context.Context, cfg config.Config, inputs []string, opts Options) 
 			return nil, fmt.Errorf("%w: %w", ErrInput, err)
 		}
 	}
-	comp, err := compare.New(CompareConfig(cfg, opts.MaxOpen, "verify"), log)
+	st := pipeline.Derive(cfg, pipeline.Verify)
+	cc := st.Compare
+	cc.MaxPending, cc.Queue = pipeline.OfflineCompareBounds(opts.MaxOpen)
+	comp, err := compare.New(cc, log)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
@@ -164,7 +133,7 @@ func Run(ctx context.Context, cfg config.Config, inputs []string, opts Options) 
 
 	workCtx, cancelWork := context.WithCancel(context.Background())
 	defer cancelWork()
-	set, _, err := target.Build(workCtx, Targets(cfg), nil, log, tr.result)
+	set, _, err := target.Build(workCtx, st.Targets, nil, log, tr.result)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
@@ -200,7 +169,7 @@ func Run(ctx context.Context, cfg config.Config, inputs []string, opts Options) 
 	f := &feeder{ctx: ctx, fanout: fanout, tr: tr, opts: opts, res: res, sent: &sent, idle: cfg.IdleTimeout,
 		conns: map[uint64]connSeen{}}
 	for i, p := range inputs {
-		if err = f.file(uint64(i), p, sourceOptions(cfg)); err != nil {
+		if err = f.file(uint64(i), p, st.Sources()); err != nil {
 			break
 		}
 	}
@@ -251,12 +220,6 @@ func maxResponseTimeout(cfg config.Config) time.Duration {
 		d = max(d, r.ResponseTimeout+r.DialTimeout)
 	}
 	return d
-}
-
-// sourceOptions: how capture files are read; production's responses are
-// paired with their requests, as record does.
-func sourceOptions(cfg config.Config) source.Options {
-	return source.Options{Ports: cfg.Ports, VNIs: cfg.VNIs, MaxBody: cfg.MaxBody, ExtraMethods: cfg.ExtraMethods, PairResponses: true, Dedup: cfg.Dedup}
 }
 
 // connSeen is when a recorded connection was last seen: its record number

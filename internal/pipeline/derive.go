@@ -1,0 +1,174 @@
+package pipeline
+
+import (
+	"os"
+	"slices"
+
+	"github.com/shadowtap/shadowtap/internal/capture"
+	"github.com/shadowtap/shadowtap/internal/compare"
+	"github.com/shadowtap/shadowtap/internal/config"
+	"github.com/shadowtap/shadowtap/internal/diff"
+	"github.com/shadowtap/shadowtap/internal/engine"
+	"github.com/shadowtap/shadowtap/internal/httpstream"
+	"github.com/shadowtap/shadowtap/internal/reassembly"
+	"github.com/shadowtap/shadowtap/internal/source"
+)
+
+// Use is what a pipeline is built for: each command is one.
+type Use int
+
+const (
+	// Live replays the mirror to the targets, and compares their answers
+	// when a candidate is configured (shadowtap run, demo).
+	Live Use = iota
+	// Record writes the mirror's, or files', exchanges with production's
+	// answers to a recording (shadowtap record).
+	Record
+	// Replay replays files to the targets, waiting for room rather than
+	// dropping (shadowtap replay).
+	Replay
+	// Inspect reads files to summarise them (shadowtap inspect).
+	Inspect
+	// Verify replays recordings to the targets and compares the answers
+	// with production's recorded ones (shadowtap verify).
+	Verify
+)
+
+func (u Use) String() string {
+	switch u {
+	case Live:
+		return "live"
+	case Record:
+		return "record"
+	case Replay:
+		return "replay"
+	case Inspect:
+		return "inspect"
+	case Verify:
+		return "verify"
+	}
+	return "unknown"
+}
+
+// Stages are every stage's options, derived from one configuration for
+// one use. Commands may adjust what only a flag decides (inspect's
+// AllPorts, verify's bound on open exchanges) before building.
+type Stages struct {
+	Use Use
+	// VXLAN and Geneve are the UDP readers' settings; Geneve.Addr is ""
+	// when there is no Geneve reader. Used by Live and by Record's live
+	// capture.
+	VXLAN, Geneve capture.Options
+	// Shards is the number of engines sharing the VXLAN traffic.
+	Shards int
+	// Engine is the live engines' configuration: ports, VNIs, reassembly
+	// bounds and timeouts, the body limit, dedup, and whether production's
+	// answers are paired with their requests.
+	Engine engine.Config
+	// Files is how capture files are read: the live settings, except that
+	// a connection may pause for source.FilePause (a file has long pauses;
+	// its end flushes every flow).
+	Files engine.Config
+	// Targets are the targets replayed to: nil when nothing is replayed
+	// (Record, Inspect). Compared targets keep their answers' bodies up to
+	// compare.max_body; replaying a file waits for room (Block) rather
+	// than dropping: a file can wait, a mirror cannot.
+	Targets []config.Resolved
+	// Comparing is set when a candidate is compared (Live with a
+	// candidate, Verify); Compare is then the comparator's configuration,
+	// without its log writer.
+	Comparing bool
+	Compare   compare.Config
+}
+
+// Sources returns how capture files are read, as source.Open takes it.
+func (s Stages) Sources() source.Options { return source.Options{Engine: s.Files} }
+
+// Bounds of the comparison. Live: exchanges awaiting their parts, and
+// finished ones queued for the comparison worker; beyond them exchanges
+// are dropped and counted. Offline (Verify) reading waits while MaxOpen
+// exchanges are open, so neither bound derived by OfflineCompareBounds is
+// ever reached: every exchange is compared.
+const (
+	liveMaxPending = 100_000
+	liveQueue      = 10_000
+	// DefaultMaxOpen is verify's default bound on exchanges open in the
+	// comparison.
+	DefaultMaxOpen = 4096
+)
+
+// OfflineCompareBounds returns the comparator's MaxPending and Queue for
+// a run that keeps at most maxOpen exchanges open.
+func OfflineCompareBounds(maxOpen int) (maxPending, queue int) {
+	return 2*maxOpen + 64, maxOpen + 64
+}
+
+// Derive returns every stage's options for use, from cfg (already
+// validated). It is the only place they are derived.
+func Derive(cfg config.Config, use Use) Stages {
+	st := Stages{Use: use, Shards: max(cfg.Shards, 1)}
+
+	st.VXLAN = capture.DefaultOptions
+	st.VXLAN.Addr, st.VXLAN.ReadBuffer = cfg.Listen, cfg.ReadBuffer
+	if use == Live && cfg.GeneveListen != "" {
+		st.Geneve = st.VXLAN
+		st.Geneve.Addr = cfg.GeneveListen
+	}
+
+	ropts := reassembly.DefaultOptions
+	ropts.MaxFlows, ropts.ReorderWait, ropts.IdleTimeout = cfg.MaxFlows, cfg.ReorderWait, cfg.IdleTimeout
+	ropts.HandshakeTimeout = cfg.HandshakeTimeout
+	hopts := httpstream.DefaultOptions
+	hopts.MaxBodyBytes, hopts.ExtraMethods = cfg.MaxBody, cfg.ExtraMethods
+	st.Engine = engine.Config{Ports: cfg.Ports, VNIs: cfg.VNIs, Reassembly: ropts, HTTP: hopts, Dedup: cfg.Dedup}
+
+	st.Comparing = use == Verify || use == Live && cfg.Comparing()
+	switch use {
+	case Live:
+		st.Engine.PairResponses = st.Comparing && cfg.Compare.VsProduction()
+	case Record:
+		st.Engine.PairResponses = true
+	}
+
+	st.Files = st.Engine
+	st.Files.Reassembly.IdleTimeout, st.Files.Reassembly.HandshakeTimeout = source.FilePause, source.FilePause
+	st.Files.PairResponses = use != Replay
+
+	switch use {
+	case Live, Replay, Verify:
+		cm := cfg.Compare
+		st.Targets = cfg.Resolve()
+		for i := range st.Targets {
+			st.Targets[i].Block = use != Live
+			if n := st.Targets[i].Name; st.Comparing && (n == cm.Candidate || n == cm.Baseline || n == cm.Secondary) {
+				st.Targets[i].KeepBody = cm.MaxBody
+			}
+		}
+	}
+
+	if st.Comparing {
+		st.Compare = compareConfig(cfg.Compare)
+		if use == Live {
+			st.Compare.MaxPending, st.Compare.Queue = liveMaxPending, liveQueue
+			st.Compare.Handler, _ = os.Hostname()
+		} else {
+			st.Compare.MaxPending, st.Compare.Queue = OfflineCompareBounds(DefaultMaxOpen)
+			st.Compare.Handler = "verify"
+		}
+	}
+	return st
+}
+
+// compareConfig is the comparator's configuration from the compare
+// section, without its bounds, name and log.
+func compareConfig(cm config.Compare) compare.Config {
+	cc := compare.Config{Candidate: cm.Candidate, Baseline: cm.Baseline, Secondary: cm.Secondary, AgainstProduction: cm.VsProduction(),
+		Diff: diff.DefaultOptions, Patterns: cm.Endpoints, MaxEndpoints: cm.MaxEndpoints, Wait: cm.Wait,
+		MinSamples: cm.MinSamples, Threshold: cm.Threshold, LogMaxBody: cm.LogMaxBody, Redact: cm.Redact,
+		Confidence: cm.Confidence, LogSamples: cm.LogSamples}
+	cc.Diff.IgnoreHeaders = append(slices.Clone(diff.DefaultIgnoreHeaders), cm.IgnoreHeaders...)
+	for _, r := range cm.Ignore {
+		cc.Ignore = append(cc.Ignore, compare.IgnoreRule{Endpoint: r.Endpoint, Field: r.Field})
+	}
+	return cc
+}
