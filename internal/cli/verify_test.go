@@ -273,17 +273,9 @@ func TestVerifyGate(t *testing.T) {
 		// request is replayed on its own and the carts' order is not
 		// kept: only the stateless endpoints must match.
 		gor := filepath.Join(dir, "prod.gor")
-		w, err := createGoReplay(gor, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range readRecords(t, rec) {
-			if err := w.Write(r); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
+		var recOut bytes.Buffer
+		if code := Main("test", []string{"record", "-keep-credentials", "-input", rec, "-output", gor}, &recOut, &recOut); code != 0 {
+			t.Fatalf("record to GoReplay: exit %d: %s", code, recOut.String())
 		}
 		url := serve(t, shoptest.New(10, true))
 		junit := filepath.Join(dir, "gor.xml")

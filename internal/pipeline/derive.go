@@ -59,6 +59,9 @@ type Stages struct {
 	// when there is no Geneve reader. Used by Live and by Record's live
 	// capture.
 	VXLAN, Geneve capture.Options
+	// Health and Admin are the TCP health-check and the /healthz,
+	// /metrics (and comparison report) addresses: Live only, "" for none.
+	Health, Admin string
 	// Shards is the number of engines sharing the VXLAN traffic.
 	Shards int
 	// Engine is the live engines' configuration: ports, VNIs, reassembly
@@ -110,9 +113,12 @@ func Derive(cfg config.Config, use Use) Stages {
 
 	st.VXLAN = capture.DefaultOptions
 	st.VXLAN.Addr, st.VXLAN.ReadBuffer = cfg.Listen, cfg.ReadBuffer
-	if use == Live && cfg.GeneveListen != "" {
-		st.Geneve = st.VXLAN
-		st.Geneve.Addr = cfg.GeneveListen
+	if use == Live {
+		if cfg.GeneveListen != "" {
+			st.Geneve = st.VXLAN
+			st.Geneve.Addr = cfg.GeneveListen
+		}
+		st.Health, st.Admin = cfg.HealthListen, cfg.AdminListen
 	}
 
 	ropts := reassembly.DefaultOptions

@@ -62,6 +62,7 @@ type Handler struct {
 
 	compare *compare.Comparator // nil unless comparing
 	diffLog *os.File
+	rec     *recorder // nil unless recording
 }
 
 // New validates cfg, binds the handler's sockets and starts the targets'
@@ -70,8 +71,14 @@ func New(cfg config.Config, log *slog.Logger) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	st := Derive(cfg, Live)
-	h := &Handler{cfg: cfg, stages: st, log: log, reg: prometheus.NewRegistry(), failLog: ratelog.New(log, 10*time.Second)}
+	return build(Derive(cfg, Live), cfg, log, nil)
+}
+
+// build binds the sockets of st and starts its stages, sink first: the
+// targets' replayers (or the recorder) and the comparator, then the
+// engines. Run starts the readers.
+func build(st Stages, cfg config.Config, log *slog.Logger, rec *recorder) (*Handler, error) {
+	h := &Handler{cfg: cfg, stages: st, log: log, reg: prometheus.NewRegistry(), failLog: ratelog.New(log, 10*time.Second), rec: rec}
 	var err error
 	if h.listener, err = capture.Listen(st.VXLAN, &h.Capture); err != nil {
 		return nil, err
@@ -86,50 +93,57 @@ func New(cfg config.Config, log *slog.Logger) (*Handler, error) {
 			return nil, err
 		}
 	}
-	if cfg.HealthListen != "" {
-		if h.health, err = net.Listen("tcp", cfg.HealthListen); err != nil {
+	if st.Health != "" {
+		if h.health, err = net.Listen("tcp", st.Health); err != nil {
 			h.Close()
 			return nil, fmt.Errorf("health listener: %w", err)
 		}
 	}
-	if cfg.AdminListen != "" {
-		if h.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+	if st.Admin != "" {
+		if h.adminLn, err = net.Listen("tcp", st.Admin); err != nil {
 			h.Close()
 			return nil, fmt.Errorf("admin listener: %w", err)
 		}
 	}
 
 	h.workCtx, h.cancelWork = context.WithCancel(context.Background())
-	set, _, err := target.Build(h.workCtx, st.Targets, nil, log, h.result)
-	if err != nil {
-		h.Close()
-		return nil, err
+	var sink engine.Sink = rec
+	if st.Targets != nil {
+		set, _, err := target.Build(h.workCtx, st.Targets, nil, log, h.result)
+		if err != nil {
+			h.Close()
+			return nil, err
+		}
+		h.fanout = target.NewFanout(set, ratelog.New(log, 10*time.Second))
+		sink = h.fanout
+		for _, w := range cfg.Warnings() {
+			log.Warn(w)
+		}
 	}
-	h.fanout = target.NewFanout(set, ratelog.New(log, 10*time.Second))
 	if st.Comparing {
 		if err := h.startCompare(); err != nil {
 			h.Close()
 			return nil, err
 		}
 	}
-	for _, w := range cfg.Warnings() {
-		log.Warn(w)
-	}
 
 	h.metrics = metrics.Register(h.reg, metrics.Sources{
 		Capture: &h.Capture, KernelDrops: h.listener.KernelDrops, Engine: &h.Engine,
-		Targets: func() []*target.Target { return h.fanout.Current().Targets }, Compare: h.compare,
+		Targets: h.Targets, Compare: h.compare,
 	})
 	h.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 
 	ecfg := st.Engine
 	elog := ratelog.New(log, 10*time.Second)
-	h.eng = engine.NewShards(st.Shards, ecfg, h.fanout, &h.Engine, elog)
+	h.eng = engine.NewShards(st.Shards, ecfg, sink, &h.Engine, elog)
 	if h.geneve != nil {
 		// A second engine, owned by the Geneve reader; it shares the
 		// counters and the targets, and numbers its connections apart.
 		ecfg.FirstConnID = 1 << 62
-		h.genEng = engine.New(ecfg, h.fanout, &h.Engine, elog)
+		h.genEng = engine.New(ecfg, sink, &h.Engine, elog)
+	}
+	if rec != nil {
+		rec.start()
 	}
 	return h, nil
 }
@@ -174,8 +188,13 @@ func (h *Handler) result(r replay.Result) {
 	}
 }
 
-// Targets returns the targets in force.
-func (h *Handler) Targets() []*target.Target { return h.fanout.Current().Targets }
+// Targets returns the targets in force (none when recording).
+func (h *Handler) Targets() []*target.Target {
+	if h.fanout == nil {
+		return nil
+	}
+	return h.fanout.Current().Targets
+}
 
 // Reload puts a new configuration in force without dropping flows: targets
 // are rebuilt (a target whose destination and pool settings are unchanged
@@ -192,6 +211,9 @@ func (h *Handler) Reload(cfg config.Config) error {
 	if h.stopping {
 		h.log.Warn("reload ignored: the handler is stopping")
 		return nil
+	}
+	if h.fanout == nil {
+		return errors.New("reload: this pipeline replays to no target")
 	}
 	for _, f := range restartOnly(h.cfg, cfg) {
 		h.log.Warn("setting changed: takes effect after a restart", "setting", f)
@@ -314,16 +336,21 @@ func (h *Handler) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	targets := h.Targets()
-	names := make([]string, len(targets))
-	for i, t := range targets {
-		names[i] = t.Name + "=" + t.Conf.Destination
+	if h.rec != nil {
+		h.log.Info("recording", "listen", h.listener.Addr().String(), "ports", h.cfg.Ports)
+	} else {
+		targets := h.Targets()
+		names := make([]string, len(targets))
+		for i, t := range targets {
+			names[i] = t.Name + "=" + t.Conf.Destination
+		}
+		h.log.Info("shadowtap started", "listen", h.listener.Addr().String(), "targets", names, "ports", h.cfg.Ports,
+			"health", h.HealthAddr(), "admin", h.AdminAddr(), "receive_buffer", h.Capture.ReadBuffer.Load())
 	}
-	h.log.Info("shadowtap started", "listen", h.listener.Addr().String(), "targets", names, "ports", h.cfg.Ports,
-		"health", h.HealthAddr(), "admin", h.AdminAddr(), "receive_buffer", h.Capture.ReadBuffer.Load())
 
 	// The stop runs in order: both sources stop and flush their flows
-	// into the targets, then the targets drain, then the observers flush.
+	// into the targets (or the recorder), then the targets drain, then
+	// the observers flush.
 	var geneve sync.WaitGroup
 	if h.geneve != nil {
 		geneve.Add(1)
@@ -338,14 +365,21 @@ func (h *Handler) Run(ctx context.Context) error {
 	err := h.listener.RunBatches(ctx, h.eng.HandleVXLAN, h.eng.EndBatch, h.eng.Tick)
 	h.eng.Flush()
 	geneve.Wait()
-	h.log.Info("capture stopped; draining replays", "deadline", h.cfg.DrainTimeout)
-	drainCtx, cancel := context.WithTimeout(context.Background(), h.cfg.DrainTimeout)
 	h.reloadMu.Lock()
 	h.stopping = true
 	h.reloadMu.Unlock()
-	target.Stop(drainCtx, h.Targets())
-	h.retiring.Wait() // each bounded by its own drain deadline
-	cancel()
+	if h.fanout != nil {
+		h.log.Info("capture stopped; draining replays", "deadline", h.cfg.DrainTimeout)
+		drainCtx, cancel := context.WithTimeout(context.Background(), h.cfg.DrainTimeout)
+		target.Stop(drainCtx, h.Targets())
+		h.retiring.Wait() // each bounded by its own drain deadline
+		cancel()
+	}
+	if h.rec != nil {
+		if rerr := h.rec.close(); err == nil {
+			err = rerr // writes what is queued; the first write error
+		}
+	}
 	if h.compare != nil {
 		h.compare.Close() // writes the last statistics to the log
 		if h.diffLog != nil {
@@ -360,7 +394,9 @@ func (h *Handler) Run(ctx context.Context) error {
 	}
 	h.Close()
 	wg.Wait()
-	h.log.Info("shadowtap stopped", "captured", h.Engine.HTTP.Requests.Load())
+	if h.rec == nil {
+		h.log.Info("shadowtap stopped", "captured", h.Engine.HTTP.Requests.Load())
+	}
 	return err
 }
 

@@ -1,0 +1,121 @@
+package pipeline
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/shadowtap/shadowtap/internal/config"
+	"github.com/shadowtap/shadowtap/internal/httpstream"
+	"github.com/shadowtap/shadowtap/internal/recording"
+	"github.com/shadowtap/shadowtap/internal/synth"
+)
+
+func request(body int) *httpstream.Request {
+	raw := "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: " + strconv.Itoa(body) + "\r\n\r\n" + strings.Repeat("x", body)
+	return &httpstream.Request{Message: httpstream.Message{Raw: []byte(raw)}}
+}
+
+// The recorder never holds up the engines: with the writer stuck, it
+// queues up to its bounds (in exchanges and in bytes), drops and counts
+// the rest, and once the writer moves on, writes every queued exchange.
+func TestRecorderBoundsItsQueue(t *testing.T) {
+	for _, c := range []struct {
+		name        string
+		count       int
+		bytes       int64
+		body, sends int
+		written     int
+	}{
+		{"by count", 3, 1 << 20, 10, 10, 4}, // one taken by the stuck writer, three queued
+		{"by bytes", 100, 1000, 400, 10, 3}, // one taken, then two of about 450 bytes
+		{"one larger than the bound", 100, 100, 400, 1, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			release := make(chan struct{})
+			got := 0
+			r := newRecorderBounded(func(recording.Record) error { <-release; got++; return nil }, c.count, c.bytes)
+			r.start()
+			r.Response(1, request(c.body), nil)
+			// Wait for the writer to take the first: it is now stuck.
+			for deadline := time.Now().Add(5 * time.Second); len(r.q) > 0 || r.queued.Load() != 0; {
+				if time.Now().After(deadline) {
+					t.Fatal("the writer never took the first exchange")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for range c.sends - 1 {
+					r.Response(1, request(c.body), nil)
+				}
+			}()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("Response blocked on a stuck writer")
+			}
+			close(release)
+			if err := r.close(); err != nil {
+				t.Fatal(err)
+			}
+			if got != c.written || int(r.dropped.Load()) != c.sends-c.written || r.queued.Load() != 0 {
+				t.Errorf("written %d, dropped %d, queued bytes %d; want %d written", got, r.dropped.Load(), r.queued.Load(), c.written)
+			}
+			if err := r.close(); err != nil { // a second close is harmless
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// Recording live runs the live pipeline's capture and engines (two
+// shards here) with the recorder as their sink: every exchange mirrored is
+// recorded with production's answer, and no goroutine outlives the run.
+func TestRecordLive(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	cfg := config.Default()
+	cfg.Listen, cfg.ReadBuffer, cfg.Shards = "127.0.0.1:0", 1<<20, 2
+	var got []recording.Record
+	rec := newRecorder(func(r recording.Record) error { got = append(got, r); return nil })
+	h, err := build(Derive(cfg, Record), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.HealthAddr() != "" || h.AdminAddr() != "" || len(h.Targets()) != 0 {
+		t.Errorf("recording opened health %q, admin %q, targets %d", h.HealthAddr(), h.AdminAddr(), len(h.Targets()))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	m := newMirror(t, h)
+	const conns = 20
+	for i := range conns {
+		c := synth.NewConn(netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(5000+i)), netip.MustParseAddrPort("10.0.0.2:80"), 1, 1)
+		m.send(1, c.Handshake())
+		m.send(1, c.ClientData([]byte("GET /live HTTP/1.1\r\nHost: h\r\n\r\n")))
+		m.send(1, c.ServerData([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")))
+		m.send(1, c.Close())
+	}
+	waitFor(t, func() bool { return h.Engine.Paired.Load() == conns })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range got {
+		if !r.HasResponse || r.Status != 200 || !strings.HasPrefix(string(r.Request), "GET /live ") {
+			t.Errorf("record %+v", r)
+		}
+	}
+	if len(got) != conns || rec.dropped.Load() != 0 {
+		t.Errorf("recorded %d of %d, dropped %d", len(got), conns, rec.dropped.Load())
+	}
+}
