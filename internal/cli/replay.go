@@ -13,9 +13,6 @@ import (
 
 	"github.com/shadowtap/shadowtap/internal/pipeline"
 	"github.com/shadowtap/shadowtap/internal/player"
-	"github.com/shadowtap/shadowtap/internal/ratelog"
-	"github.com/shadowtap/shadowtap/internal/source"
-	"github.com/shadowtap/shadowtap/internal/target"
 )
 
 // replayFiles replays capture files, recordings or GoReplay files to the
@@ -44,27 +41,6 @@ func replayFiles(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	case *loops < 0:
 		return usageError(stderr, errors.New("-loop must not be negative"))
 	}
-	log := newLogger(cfg, stderr)
-	for _, w := range cfg.Warnings() {
-		log.Warn(w)
-	}
-	// Replaying a file waits for the targets rather than dropping: the
-	// queue and rate limit pace it.
-	st := pipeline.Derive(cfg, pipeline.Replay)
-	set, _, err := target.Build(ctx, st.Targets, nil, log, nil)
-	if err != nil {
-		fmt.Fprintln(stderr, "replay:", err)
-		return 1
-	}
-	fanout := target.NewFanout(set, ratelog.New(log, 10*time.Second))
-	open := source.OpenAll(inputs, st.Sources())
-	perPass, span, err := player.Scan(open)
-	if err != nil {
-		fmt.Fprintln(stderr, "replay:", err)
-		return 1
-	}
-	fmt.Fprintf(stdout, "replaying %d requests (%s of traffic) from %d file(s) at %s, %s\n", perPass, span.Round(time.Millisecond),
-		len(inputs), *speed, passes(*loops))
 	r := &player.Renderer{W: stderr, PlainEvery: 5 * time.Second}
 	switch *progress {
 	case "auto":
@@ -76,16 +52,22 @@ func replayFiles(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	default:
 		return usageError(stderr, fmt.Errorf("-progress %q: want auto, bar, plain or off", *progress))
 	}
-	show := r.Show
-	if *progress == "off" {
-		show = nil
-	}
-	p, err := player.Play(ctx, open, perPass, span, fanout, player.Options{Speed: sp, Loops: *loops}, 200*time.Millisecond, show)
-	drain, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
-	target.Stop(drain, set.Targets)
-	cancel()
-	p = player.Tally(fanout, p)
+	scanned := false
+	opts := pipeline.ReplayOptions{Options: player.Options{Speed: sp, Loops: *loops},
+		Scanned: func(perPass int64, span time.Duration) {
+			scanned = true
+			fmt.Fprintf(stdout, "replaying %d requests (%s of traffic) from %d file(s) at %s, %s\n", perPass, span.Round(time.Millisecond),
+				len(inputs), *speed, passes(*loops))
+		}}
 	if *progress != "off" {
+		opts.Progress = r.Show
+	}
+	log := newLogger(cfg, stderr)
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
+	p, err := pipeline.ReplayFiles(ctx, cfg, log, inputs, opts)
+	if opts.Progress != nil && scanned {
 		r.Done(p)
 	}
 	if err != nil {

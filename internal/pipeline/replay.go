@@ -1,0 +1,61 @@
+package pipeline
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/shadowtap/shadowtap/internal/config"
+	"github.com/shadowtap/shadowtap/internal/player"
+	"github.com/shadowtap/shadowtap/internal/ratelog"
+	"github.com/shadowtap/shadowtap/internal/source"
+	"github.com/shadowtap/shadowtap/internal/target"
+)
+
+// ReplayOptions say how files are replayed.
+type ReplayOptions struct {
+	player.Options
+	// Scanned, if set, is called once the files are counted, before the
+	// first exchange is sent: exchanges per pass and the time they span.
+	Scanned func(perPass int64, span time.Duration)
+	// Progress, if set, is called every ProgressEvery and once at the end.
+	Progress      func(player.Progress)
+	ProgressEvery time.Duration
+}
+
+// ReplayFiles replays capture files, recordings or GoReplay files to cfg's
+// targets with the live pipeline's router (filters, sampling, rewrites,
+// limits) and replayers; the file waits for room rather than dropping.
+// When the files are done, or ctx ends, the targets drain for up to
+// cfg.DrainTimeout. The progress returned counts the targets' answers.
+func ReplayFiles(ctx context.Context, cfg config.Config, log *slog.Logger, inputs []string, opts ReplayOptions) (player.Progress, error) {
+	if err := cfg.Validate(); err != nil {
+		return player.Progress{}, err
+	}
+	st := Derive(cfg, Replay)
+	set, _, err := target.Build(ctx, st.Targets, nil, log, nil)
+	if err != nil {
+		return player.Progress{}, err
+	}
+	fanout := target.NewFanout(set, ratelog.New(log, 10*time.Second))
+	stop := func() {
+		drain, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+		target.Stop(drain, set.Targets)
+		cancel()
+	}
+	open := source.OpenAll(inputs, st.Sources())
+	perPass, span, err := player.Scan(open)
+	if err != nil {
+		stop()
+		return player.Progress{}, err
+	}
+	if opts.Scanned != nil {
+		opts.Scanned(perPass, span)
+	}
+	if opts.ProgressEvery <= 0 {
+		opts.ProgressEvery = 200 * time.Millisecond
+	}
+	p, err := player.Play(ctx, open, perPass, span, fanout, opts.Options, opts.ProgressEvery, opts.Progress)
+	stop()
+	return player.Tally(fanout, p), err
+}

@@ -1,0 +1,48 @@
+package pipeline
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/shadowtap/shadowtap/internal/config"
+	"github.com/shadowtap/shadowtap/internal/player"
+	"github.com/shadowtap/shadowtap/internal/rawserver"
+)
+
+// Replaying a file twice at full speed delivers every request of each
+// pass, counts what the target answered, and leaves no goroutine behind.
+func TestReplayFiles(t *testing.T) {
+	srv, err := rawserver.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(),
+		goleak.IgnoreAnyFunction("github.com/shadowtap/shadowtap/internal/rawserver.(*Server).serve"))
+	cfg := config.Default()
+	cfg.Destination = "http://" + srv.Addr()
+	var perPass int64 = -1
+	var reports int
+	p, err := ReplayFiles(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)),
+		[]string{"../../testdata/pcaps/zeek__http-1000-requests-one-dropped-response.pcap.gz"},
+		ReplayOptions{Options: player.Options{Loops: 2}, Scanned: func(n int64, span time.Duration) {
+			if reports > 0 {
+				t.Error("progress reported before the files were counted")
+			}
+			perPass = n
+		}, Progress: func(player.Progress) { reports++ }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perPass != 1000 || p.Sent != 2*perPass || p.Total != 2*perPass || p.Answered != uint64(p.Sent) || p.Failed != 0 || p.Dropped != 0 {
+		t.Errorf("per pass %d, progress %+v", perPass, p)
+	}
+	if n := len(srv.Requests()); int64(n) != p.Sent || reports == 0 {
+		t.Errorf("the target received %d, %d progress reports", n, reports)
+	}
+}
