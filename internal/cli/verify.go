@@ -18,8 +18,8 @@ import (
 	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/gate"
+	"github.com/shadowtap/shadowtap/internal/pipeline"
 	"github.com/shadowtap/shadowtap/internal/player"
-	"github.com/shadowtap/shadowtap/internal/verify"
 )
 
 const verifyUsage = `usage: shadowtap verify -candidate URL [-baseline URL] [-secondary URL] [-config FILE]
@@ -96,7 +96,7 @@ func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	for _, w := range cfg.Warnings() {
 		log.Warn(w)
 	}
-	opts := verify.Options{Speed: sp, MaxOpen: *maxOpen, Log: log}
+	opts := pipeline.VerifyOptions{Speed: sp, MaxOpen: *maxOpen, Log: log}
 	r := &player.Renderer{W: stderr, PlainEvery: 5 * time.Second}
 	switch *progress {
 	case "auto":
@@ -112,11 +112,11 @@ func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	default:
 		return usageError(stderr, fmt.Errorf("-progress %q: want auto, bar, plain or off", *progress))
 	}
-	res, err := verify.Run(ctx, cfg, inputs, opts)
+	res, err := pipeline.VerifyFiles(ctx, cfg, inputs, opts)
 	if opts.Progress != nil && res != nil {
 		r.Done(res.Progress)
 	}
-	if errors.Is(err, verify.ErrInput) {
+	if errors.Is(err, pipeline.ErrInput) {
 		fmt.Fprintln(stderr, "verify:", err)
 		return 2
 	}
@@ -137,7 +137,7 @@ func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 }
 
 // verifyProblems are the run's failures outside the comparison.
-func verifyProblems(res *verify.Result) []string {
+func verifyProblems(res *pipeline.VerifyResult) []string {
 	var out []string
 	var total uint64
 	var parts []string

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shadowtap/shadowtap/internal/verify/shoptest"
+	"github.com/shadowtap/shadowtap/internal/shoptest"
 )
 
 // serve starts h on a loopback port and returns its URL.

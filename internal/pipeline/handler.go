@@ -109,12 +109,10 @@ func build(st Stages, cfg config.Config, log *slog.Logger, rec *recorder) (*Hand
 	h.workCtx, h.cancelWork = context.WithCancel(context.Background())
 	var sink engine.Sink = rec
 	if st.Targets != nil {
-		set, _, err := target.Build(h.workCtx, st.Targets, nil, log, h.result)
-		if err != nil {
+		if h.fanout, err = route(h.workCtx, st, log, h.result); err != nil {
 			h.Close()
 			return nil, err
 		}
-		h.fanout = target.NewFanout(set, ratelog.New(log, 10*time.Second))
 		sink = h.fanout
 		for _, w := range cfg.Warnings() {
 			log.Warn(w)

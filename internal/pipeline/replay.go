@@ -7,7 +7,6 @@ import (
 
 	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/player"
-	"github.com/shadowtap/shadowtap/internal/ratelog"
 	"github.com/shadowtap/shadowtap/internal/source"
 	"github.com/shadowtap/shadowtap/internal/target"
 )
@@ -33,14 +32,13 @@ func ReplayFiles(ctx context.Context, cfg config.Config, log *slog.Logger, input
 		return player.Progress{}, err
 	}
 	st := Derive(cfg, Replay)
-	set, _, err := target.Build(ctx, st.Targets, nil, log, nil)
+	fanout, err := route(ctx, st, log, nil)
 	if err != nil {
 		return player.Progress{}, err
 	}
-	fanout := target.NewFanout(set, ratelog.New(log, 10*time.Second))
 	stop := func() {
 		drain, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
-		target.Stop(drain, set.Targets)
+		target.Stop(drain, fanout.Current().Targets)
 		cancel()
 	}
 	open := source.OpenAll(inputs, st.Sources())

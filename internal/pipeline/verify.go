@@ -1,13 +1,14 @@
-// Package verify replays recordings to the test environments and
-// compares every answer with the recorded production answer (and with a
-// baseline target where one is configured), offline: the release gate of
-// `shadowtap verify`. It runs the live pipeline's own stages: the targets
-// (filters, sampling, rewrites, credentials, per-connection order) and the
-// comparator, fed with production's responses from the recording instead
-// of the mirror. Memory is bounded: exchanges are read one at a time, the
-// number open in the comparison is capped (reading waits for it), and
-// recorded connections idle in the recording are ended.
-package verify
+package pipeline
+
+// The release gate (`shadowtap verify`): VerifyFiles replays recordings to
+// the test environments and compares every answer with the recorded
+// production answer (and with a baseline target where one is configured),
+// offline. It runs the live pipeline's own stages: the router and
+// replayers (filters, sampling, rewrites, credentials, per-connection
+// order) and the comparator, fed with production's responses from the
+// recording instead of the mirror. Memory is bounded: exchanges are read
+// one at a time, the number open in the comparison is capped (reading
+// waits for it), and recorded connections idle in the recording are ended.
 
 import (
 	"context"
@@ -21,9 +22,7 @@ import (
 	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
-	"github.com/shadowtap/shadowtap/internal/pipeline"
 	"github.com/shadowtap/shadowtap/internal/player"
-	"github.com/shadowtap/shadowtap/internal/ratelog"
 	"github.com/shadowtap/shadowtap/internal/recording"
 	"github.com/shadowtap/shadowtap/internal/replay"
 	"github.com/shadowtap/shadowtap/internal/source"
@@ -34,8 +33,8 @@ import (
 // format, corrupt): bad input, not a failed gate.
 var ErrInput = errors.New("verify: unreadable input")
 
-// Options tune a run.
-type Options struct {
+// VerifyOptions tune a run.
+type VerifyOptions struct {
 	// Speed 1 keeps the recording's timing, 2 plays twice as fast; 0 sends
 	// as fast as the targets and the comparison allow.
 	Speed float64
@@ -48,8 +47,8 @@ type Options struct {
 	Log           *slog.Logger
 }
 
-// Result is what a run did, and the comparison's report.
-type Result struct {
+// VerifyResult is what a run did, and the comparison's report.
+type VerifyResult struct {
 	Report       compare.Report
 	Records      int64 // read from the inputs
 	Sent         int64 // offered to the targets
@@ -102,12 +101,12 @@ func (t *tracker) open() int64 {
 // Run replays every exchange of the inputs, in order, to cfg's targets and
 // compares the answers. cfg must name a candidate (compare.candidate).
 // An unreadable input fails with an error wrapping ErrInput.
-func Run(ctx context.Context, cfg config.Config, inputs []string, opts Options) (*Result, error) {
+func VerifyFiles(ctx context.Context, cfg config.Config, inputs []string, opts VerifyOptions) (*VerifyResult, error) {
 	if !cfg.Comparing() {
 		return nil, errors.New("verify: no candidate to compare")
 	}
 	if opts.MaxOpen <= 0 {
-		opts.MaxOpen = pipeline.DefaultMaxOpen
+		opts.MaxOpen = DefaultMaxOpen
 	}
 	if opts.ProgressEvery <= 0 {
 		opts.ProgressEvery = time.Second
@@ -121,9 +120,9 @@ func Run(ctx context.Context, cfg config.Config, inputs []string, opts Options) 
 			return nil, fmt.Errorf("%w: %w", ErrInput, err)
 		}
 	}
-	st := pipeline.Derive(cfg, pipeline.Verify)
+	st := Derive(cfg, Verify)
 	cc := st.Compare
-	cc.MaxPending, cc.Queue = pipeline.OfflineCompareBounds(opts.MaxOpen)
+	cc.MaxPending, cc.Queue = OfflineCompareBounds(opts.MaxOpen)
 	comp, err := compare.New(cc, log)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
@@ -133,14 +132,14 @@ func Run(ctx context.Context, cfg config.Config, inputs []string, opts Options) 
 
 	workCtx, cancelWork := context.WithCancel(context.Background())
 	defer cancelWork()
-	set, _, err := target.Build(workCtx, st.Targets, nil, log, tr.result)
+	fanout, err := route(workCtx, st, log, tr.result)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
-	fanout := target.NewFanout(set, ratelog.New(log, 10*time.Second))
 	fanout.SetComparer(tr)
+	targets := fanout.Current().Targets
 
-	res := &Result{}
+	res := &VerifyResult{}
 	began := time.Now()
 	var sent atomic.Int64
 	snapshot := func() player.Progress {
@@ -178,7 +177,7 @@ func Run(ctx context.Context, cfg config.Config, inputs []string, opts Options) 
 	// Let the targets finish what is queued (each waits at most its own
 	// response timeout per request), then the comparison what is open.
 	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout+2*maxResponseTimeout(cfg))
-	target.Stop(drainCtx, set.Targets)
+	target.Stop(drainCtx, targets)
 	cancel()
 	deadline := time.Now().Add(cfg.Compare.Wait + 2*time.Second)
 	for tr.open() > 0 && time.Now().Before(deadline) {
@@ -190,7 +189,7 @@ func Run(ctx context.Context, cfg config.Config, inputs []string, opts Options) 
 	res.Sent = sent.Load()
 	res.Elapsed = time.Since(began)
 	res.CandidateFailed = map[string]uint64{}
-	for _, t := range set.Targets {
+	for _, t := range targets {
 		if t.Name == cfg.Compare.Candidate {
 			for i := range t.Stats.Replay.Failed {
 				if n := t.Stats.Replay.Failed[i].Load(); n > 0 {
@@ -234,8 +233,8 @@ type feeder struct {
 	ctx    context.Context
 	fanout *target.Fanout
 	tr     *tracker
-	opts   Options
-	res    *Result
+	opts   VerifyOptions
+	res    *VerifyResult
 	sent   *atomic.Int64
 	idle   time.Duration
 	conns  map[uint64]connSeen

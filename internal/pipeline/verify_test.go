@@ -1,4 +1,4 @@
-package verify_test
+package pipeline_test
 
 import (
 	"context"
@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/shadowtap/shadowtap/internal/gate"
+	"github.com/shadowtap/shadowtap/internal/pipeline"
 	"github.com/shadowtap/shadowtap/internal/recording"
-	"github.com/shadowtap/shadowtap/internal/verify"
-	"github.com/shadowtap/shadowtap/internal/verify/shoptest"
+	"github.com/shadowtap/shadowtap/internal/shoptest"
 )
 
 // The exchanges open in the comparison are bounded: with MaxOpen 8, the
@@ -32,7 +32,7 @@ func TestRunBoundsOpenExchanges(t *testing.T) {
 		shop.ServeHTTP(w, r)
 		now.Add(-1)
 	}))
-	res, err := verify.Run(context.Background(), verifyConfig(t, url), []string{rec}, verify.Options{MaxOpen: 8})
+	res, err := pipeline.VerifyFiles(context.Background(), verifyConfig(t, url), []string{rec}, pipeline.VerifyOptions{MaxOpen: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestRunKeepsTiming(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := verifyConfig(t, serve(t, shoptest.New(3, false)))
-	res, err := verify.Run(context.Background(), cfg, []string{rec}, verify.Options{Speed: 0.1})
+	res, err := pipeline.VerifyFiles(context.Background(), cfg, []string{rec}, pipeline.VerifyOptions{Speed: 0.1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestRunKeepsConnectionOrder(t *testing.T) {
 			}
 			shop.ServeHTTP(w, r)
 		}))
-		res, err := verify.Run(context.Background(), verifyConfig(t, url), []string{path}, verify.Options{})
+		res, err := pipeline.VerifyFiles(context.Background(), verifyConfig(t, url), []string{path}, pipeline.VerifyOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

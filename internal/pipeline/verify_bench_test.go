@@ -1,4 +1,4 @@
-package verify_test
+package pipeline_test
 
 import (
 	"context"
@@ -15,9 +15,9 @@ import (
 
 	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/gate"
+	"github.com/shadowtap/shadowtap/internal/pipeline"
 	"github.com/shadowtap/shadowtap/internal/player"
-	"github.com/shadowtap/shadowtap/internal/verify"
-	"github.com/shadowtap/shadowtap/internal/verify/shoptest"
+	"github.com/shadowtap/shadowtap/internal/shoptest"
 )
 
 func serve(tb testing.TB, h http.Handler) string {
@@ -75,7 +75,7 @@ func cpuTime() time.Duration {
 // BenchmarkVerify replays a recording of 20,000 exchanges as fast as a
 // loopback candidate allows, every answer compared with production's.
 //
-//	go test -run X -bench Verify -benchtime 3x ./internal/verify
+//	go test -run X -bench Verify -benchtime 3x ./internal/pipeline
 func BenchmarkVerify(b *testing.B) {
 	rec := filepath.Join(b.TempDir(), "bench.strec")
 	const conns, per = 200, 100
@@ -88,7 +88,7 @@ func BenchmarkVerify(b *testing.B) {
 	var elapsed time.Duration
 	cpu0 := cpuTime()
 	for range b.N {
-		res, err := verify.Run(context.Background(), cfg, []string{rec}, verify.Options{})
+		res, err := pipeline.VerifyFiles(context.Background(), cfg, []string{rec}, pipeline.VerifyOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -106,7 +106,7 @@ func BenchmarkVerify(b *testing.B) {
 // SHADOWTAP_VERIFY_LARGE to the number of exchanges (1000000 for the
 // figure in the README). It reports the rate and the heap over the run.
 //
-//	SHADOWTAP_VERIFY_LARGE=1000000 go test -run LargeRecording -v -timeout 30m ./internal/verify
+//	SHADOWTAP_VERIFY_LARGE=1000000 go test -run LargeRecording -v -timeout 30m ./internal/pipeline
 func TestLargeRecording(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("SHADOWTAP_VERIFY_LARGE"))
 	if n <= 0 {
@@ -126,7 +126,7 @@ func TestLargeRecording(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 	cpu0 := cpuTime()
-	res, err := verify.Run(ctx, cfg, []string{rec}, verify.Options{Progress: m.sample, ProgressEvery: 5 * time.Second})
+	res, err := pipeline.VerifyFiles(ctx, cfg, []string{rec}, pipeline.VerifyOptions{Progress: m.sample, ProgressEvery: 5 * time.Second})
 	cpu := cpuTime() - cpu0
 	if err != nil {
 		t.Fatal(err)
