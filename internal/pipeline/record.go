@@ -66,7 +66,7 @@ func RecordExchanges(ctx context.Context, cfg config.Config, log *slog.Logger, o
 	}
 	st := Derive(cfg, Record)
 	if len(opts.Inputs) > 0 {
-		err = copyAll(source.OpenAll(opts.Inputs, st.Sources()), write)
+		err = copyAll(ctx, source.OpenAll(opts.Inputs, st.Sources()), write)
 	} else {
 		rec := newRecorder(write)
 		var h *Handler
@@ -81,14 +81,16 @@ func RecordExchanges(ctx context.Context, cfg config.Config, log *slog.Logger, o
 	return out, err
 }
 
-// copyAll writes every exchange of the sources open opens.
-func copyAll(open func() (source.Source, error), write func(recording.Record) error) error {
+// copyAll writes every exchange of the sources open opens, until ctx
+// ends: then it stops reading (closing a capture file stops its decoding)
+// and what was written stays a whole recording.
+func copyAll(ctx context.Context, open func() (source.Source, error), write func(recording.Record) error) error {
 	src, err := open()
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	for {
+	for ctx.Err() == nil {
 		r, err := src.Next()
 		if errors.Is(err, io.EOF) {
 			return nil
@@ -100,6 +102,7 @@ func copyAll(open func() (source.Source, error), write func(recording.Record) er
 			return err
 		}
 	}
+	return nil
 }
 
 // The recorder's queue: beyond either bound an exchange is dropped and

@@ -1,15 +1,22 @@
 package pipeline
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
 	"go.uber.org/goleak"
 
 	"github.com/shadowtap/shadowtap/internal/config"
@@ -117,5 +124,94 @@ func TestRecordLive(t *testing.T) {
 	}
 	if len(got) != conns || rec.dropped.Load() != 0 {
 		t.Errorf("recorded %d of %d, dropped %d", len(got), conns, rec.dropped.Load())
+	}
+}
+
+// bigCapture writes a plain Ethernet capture of n keep-alive exchanges
+// (request and answer) on 64 connections to port 80.
+func bigCapture(t *testing.T, path string, n int) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bw := bufio.NewWriterSize(f, 1<<20)
+	w := pcapgo.NewWriter(bw)
+	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
+		t.Fatal(err)
+	}
+	ts := time.Unix(1_700_000_000, 0)
+	var pkt []byte
+	write := func(segs []synth.Segment) {
+		for _, s := range segs {
+			pkt = synth.AppendFrame(pkt[:0], s)
+			ts = ts.Add(10 * time.Microsecond)
+			if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: ts, CaptureLength: len(pkt), Length: len(pkt)}, pkt); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	conns := make([]*synth.Conn, 64)
+	for i := range conns {
+		conns[i] = synth.NewConn(netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(20000+i)), netip.MustParseAddrPort("10.0.0.2:80"), 1, 1)
+		write(conns[i].Handshake())
+	}
+	for i := range n {
+		c := conns[i%len(conns)]
+		write(c.ClientData([]byte("GET /big HTTP/1.1\r\nHost: h\r\n\r\n")))
+		write(c.ServerData([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")))
+	}
+	for _, c := range conns {
+		write(c.Close())
+	}
+	if err := bw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Ctrl-C while recording from a large file stops reading it at once: what
+// was read so far is recorded, the recording is closed whole, and the
+// rest of the file is not decoded.
+func TestRecordFileStopsWhenInterrupted(t *testing.T) {
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "big.pcap"), filepath.Join(dir, "big.strec")
+	const total = 150_000
+	bigCapture(t, in, total)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cancelled := make(chan time.Time, 1)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		cancelled <- time.Now()
+		cancel()
+	}()
+	res, err := RecordExchanges(ctx, config.Default(), slog.New(slog.NewTextHandler(io.Discard, nil)), RecordOptions{Inputs: []string{in}, Output: out})
+	took := time.Since(<-cancelled)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took > time.Second || res.Exchanges >= total {
+		t.Errorf("returned %v after the interrupt, having recorded %d of %d", took, res.Exchanges, total)
+	}
+	rd, err := recording.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	n := 0
+	for {
+		if _, err := rd.Next(); err != nil {
+			if !errors.Is(err, io.EOF) {
+				t.Fatal(err)
+			}
+			break
+		}
+		n++
+	}
+	if n != res.Exchanges {
+		t.Errorf("the recording holds %d exchanges, %d reported", n, res.Exchanges)
 	}
 }
