@@ -1,5 +1,5 @@
-// Package cli is shadowtap's command line: each command parses its flags
-// and wires the stages together.
+// Package cli is shadowtap's command line: each command parses its flags,
+// calls internal/pipeline, which wires the stages, and prints.
 package cli
 
 import (

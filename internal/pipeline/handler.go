@@ -1,5 +1,11 @@
-// Package pipeline assembles the replay handler from its stages: the UDP
-// capture, the engine, the targets, the health and admin servers.
+// Package pipeline builds shadowtap's one pipeline from the configuration
+// and runs it, for every command: sources (the UDP VXLAN and Geneve
+// readers, capture files, recordings, GoReplay files) -> engine shards ->
+// router (per-target filters, sampling, rewrites, limits) -> replayers ->
+// observers (comparison, recording, metrics). Derive gives every stage's
+// options for a Use; Handler is the live pipeline (run, demo, and record
+// with the recorder in place of the targets); ReplayFiles, RecordExchanges
+// and VerifyFiles read files.
 package pipeline
 
 import (
