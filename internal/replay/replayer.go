@@ -51,7 +51,7 @@ type Stats struct {
 	ConnsRefused atomic.Uint64 // new production connections not replayed because of load
 	RateLimited  atomic.Uint64 // requests dropped by the rate limit
 	// Resumed counts dropped connections taken back at a request boundary
-	// once the queue had drained below a quarter.
+	// once their own backlog, or the whole queue, had drained.
 	Resumed  atomic.Uint64
 	Queued   atomic.Int64
 	InFlight atomic.Int64
@@ -60,8 +60,9 @@ type Stats struct {
 // Replayer replays requests, one production connection's in capture order
 // (each after the previous one's response or failure), with a bounded
 // number of workers and a bounded queue. Under load it refuses whole new
-// connections first: a connection that loses a request loses the rest of
-// it too, so no connection is replayed with a hole in the middle.
+// connections first, then sheds the connections holding the most of the
+// queue, each until its backlog has been replayed: the load shed follows
+// the overload, and no request is ever sent in part or twice.
 type Replayer struct {
 	client   *Client
 	opts     Options
@@ -80,6 +81,7 @@ type Replayer struct {
 	ready       chan *connQueue
 	queued      int
 	queuedBytes int64
+	running     int // connection queues owned by a worker or waiting for one
 	closed      bool
 
 	wg       sync.WaitGroup
@@ -89,12 +91,14 @@ type Replayer struct {
 type connQueue struct {
 	id       uint64
 	reqs     []*httpstream.Request
-	running  bool // a worker owns it
-	ended    bool // the production connection is gone
-	dropping bool // refused or lost a request: drop the rest
-	// overflow: dropping because the queue was full, so it may resume
-	// once the queue drains; a rate limit's drop lasts (under a steady
-	// limit the queue is always short, and resuming would cut holes).
+	bytes    int64 // of reqs
+	running  bool  // a worker owns it
+	ended    bool  // the production connection is gone
+	dropping bool  // refused or lost a request: drop until taken back
+	// overflow: dropping because the queue was full or the connection held
+	// more than its share of it, so it may resume once drained (see
+	// drained); a rate limit's drop lasts (under a steady limit the queue
+	// is always short, and resuming would cut holes).
 	overflow bool
 	accepted int
 }
@@ -106,8 +110,9 @@ func New(client *Client, opts Options, stats *Stats, log *slog.Logger, onResult 
 		client: client, opts: opts, stats: stats, log: log, onResult: onResult,
 		conns: make(map[uint64]*connQueue),
 		// Each connection queue is in ready at most once, and holds at least
-		// one request while there, so MaxQueue bounds it.
-		ready: make(chan *connQueue, opts.MaxQueue+1),
+		// one request while there; at most MaxQueue requests wait, and
+		// Workers more may be admitted past it to start at once.
+		ready: make(chan *connQueue, opts.MaxQueue+opts.Workers+1),
 	}
 	if r.opts.MaxQueueBytes <= 0 {
 		r.opts.MaxQueueBytes = DefaultMaxQueueBytes
@@ -150,12 +155,14 @@ func (r *Replayer) Submit(conn uint64, req *httpstream.Request) bool {
 	defer r.mu.Unlock()
 	q := r.queueOf(conn)
 	size := int64(len(req.Raw))
-	// Load is shed in proportion to the overload: a dropped connection is
-	// taken back at its next request (a request boundary) once the queue
-	// has drained below a quarter, in count and in bytes. Each request is
-	// still whole; the connection misses those dropped in between.
+	// Load is shed in proportion to the overload, whole requests at a
+	// time: a connection dropped because the queue was full, or because
+	// it held more than its share of it, is taken back at its next request
+	// (a request boundary) once its own backlog has been replayed or the
+	// whole queue has drained below a quarter. Each request is still
+	// whole; the connection misses those dropped in between.
 	resumed := false
-	if q.dropping && q.overflow && !r.closed && r.queued <= r.opts.MaxQueue/4 && r.queuedBytes <= r.opts.MaxQueueBytes/4 {
+	if q.dropping && q.overflow && !r.closed && r.drained(q) {
 		q.dropping, q.overflow, resumed = false, false, true
 	}
 	if q.dropping || r.closed {
@@ -165,8 +172,9 @@ func (r *Replayer) Submit(conn uint64, req *httpstream.Request) bool {
 	// New connections are refused at three quarters of the queue (count or
 	// bytes), so the rest is kept for connections already being replayed.
 	limit, bytesLimit := r.opts.MaxQueue, r.opts.MaxQueueBytes
-	if r.queued >= limit || r.queuedBytes+size > bytesLimit ||
-		(q.accepted == 0 && (r.queued >= limit*3/4 || r.queuedBytes+size > bytesLimit*3/4)) {
+	if r.queued >= limit && !r.startsNow(q) || r.queuedBytes+size > bytesLimit ||
+		(q.accepted == 0 && (r.queued >= limit*3/4 || r.queuedBytes+size > bytesLimit*3/4)) ||
+		r.overShare(q, size) {
 		q.dropping, q.overflow = true, true
 		if q.accepted == 0 {
 			r.stats.ConnsRefused.Add(1)
@@ -192,6 +200,38 @@ func (r *Replayer) Submit(conn uint64, req *httpstream.Request) bool {
 	}
 	r.enqueue(q, req)
 	return true
+}
+
+// overShare tells whether connection q, adding a request of size bytes,
+// would hold more than its share of a queue that is at least half full
+// (count or bytes). Each connection's requests are replayed one after
+// another, so a queue held by a few connections keeps few workers busy:
+// under pressure the connections with the longest backlogs are shed, and
+// every connection keeps a request waiting. r.mu is held.
+func (r *Replayer) overShare(q *connQueue, size int64) bool {
+	limit, bytesLimit := r.opts.MaxQueue, r.opts.MaxQueueBytes
+	if r.queued < limit/2 && r.queuedBytes+size <= bytesLimit/2 {
+		return false
+	}
+	n := len(r.conns)
+	return len(q.reqs) >= max(1, limit/n) || q.bytes > 0 && q.bytes+size > bytesLimit/int64(n)
+}
+
+// startsNow tells whether a request of connection q, already being
+// replayed, would go to an idle worker at once rather than wait: the queue
+// bounds the requests waiting, and a worker left idle while a connection
+// has a request for it is capacity thrown away. r.mu is held.
+func (r *Replayer) startsNow(q *connQueue) bool {
+	return q.accepted > 0 && !q.running && r.running < r.opts.Workers
+}
+
+// drained tells whether dropped connection q may be taken back: its own
+// backlog has been replayed (what it sends next waits behind at most the
+// request in flight), or the whole queue is below a quarter. A connection
+// refused before any of its requests was taken waits for the latter: whole
+// new connections are shed first. r.mu is held.
+func (r *Replayer) drained(q *connQueue) bool {
+	return q.accepted > 0 && len(q.reqs) == 0 || r.queued <= r.opts.MaxQueue/4 && r.queuedBytes <= r.opts.MaxQueueBytes/4
 }
 
 // submitWait queues a request, waiting for the rate limit and for room in
@@ -233,11 +273,13 @@ func (r *Replayer) queueOf(conn uint64) *connQueue {
 func (r *Replayer) enqueue(q *connQueue, req *httpstream.Request) {
 	q.accepted++
 	q.reqs = append(q.reqs, req)
+	q.bytes += int64(len(req.Raw))
 	r.queued++
 	r.queuedBytes += int64(len(req.Raw))
 	r.stats.Queued.Store(int64(r.queued))
 	if !q.running && len(q.reqs) == 1 {
 		q.running = true
+		r.running++
 		r.ready <- q
 	}
 }
@@ -277,6 +319,7 @@ func (r *Replayer) drain(ctx context.Context, q *connQueue) {
 		r.mu.Lock()
 		if len(q.reqs) == 0 {
 			q.running = false
+			r.running--
 			q.reqs = nil
 			if q.ended {
 				delete(r.conns, q.id)
@@ -287,6 +330,7 @@ func (r *Replayer) drain(ctx context.Context, q *connQueue) {
 		req := q.reqs[0]
 		q.reqs[0] = nil
 		q.reqs = q.reqs[1:]
+		q.bytes -= int64(len(req.Raw))
 		r.queued--
 		r.queuedBytes -= int64(len(req.Raw))
 		r.stats.Queued.Store(int64(r.queued))
@@ -371,7 +415,7 @@ func (r *Replayer) stop(ctx context.Context) {
 		for _, req := range q.reqs {
 			r.queuedBytes -= int64(len(req.Raw))
 		}
-		q.reqs = nil
+		q.reqs, q.bytes = nil, 0
 	}
 	r.stats.Queued.Store(int64(r.queued))
 	r.mu.Unlock()
