@@ -32,11 +32,11 @@ func inspect(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() == 0 {
 		return usageError(stderr, errors.New("usage: shadowtap inspect [-filter-request-port P] FILE..."))
 	}
-	opts := pipeline.Derive(cfg, pipeline.Inspect).Sources()
-	opts.Engine.AllPorts = !portsGiven // every TCP connection is a candidate unless told which ports
+	st := pipeline.Derive(cfg, pipeline.Inspect)
+	st.Files.AllPorts = !portsGiven // every TCP connection is a candidate unless told which ports
 	code := 0
 	for _, path := range fs.Args() {
-		if err := inspectFile(stdout, path, opts, *top); err != nil {
+		if err := inspectFile(stdout, path, st, *top); err != nil {
 			fmt.Fprintf(stderr, "inspect %s: %v\n", path, err)
 			code = 1
 		}
@@ -52,33 +52,11 @@ type summary struct {
 	latencies                            []int64
 }
 
-func inspectFile(w io.Writer, path string, opts source.Options, top int) error {
-	kind, err := source.Detect(path)
-	if err != nil {
-		return err
-	}
-	var src source.Source
-	var capSrc *source.CaptureSource
-	if kind == source.Capture {
-		capSrc, err = source.OpenCapture(path, opts)
-		src = capSrc
-	} else {
-		src, _, err = source.Open(path, opts)
-	}
-	if err != nil {
-		return err
-	}
-	defer src.Close()
+func inspectFile(w io.Writer, path string, st pipeline.Stages, top int) error {
 	s := summary{methods: map[string]int{}, statuses: map[string]int{}, paths: map[string]int{}, conns: map[uint64]bool{}}
-	for {
-		r, err := src.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		s.add(r)
+	kind, capSrc, err := pipeline.ReadFile(path, st, s.add)
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(w, "%s: %s\n", path, kind)
 	if capSrc != nil {

@@ -62,7 +62,10 @@ type Stages struct {
 	// Health and Admin are the TCP health-check and the /healthz,
 	// /metrics (and comparison report) addresses: Live only, "" for none.
 	Health, Admin string
-	// Shards is the number of engines sharing the VXLAN traffic.
+	// Shards is the number of engines sharing the VXLAN traffic: the
+	// configuration's, at least one. Its 0 (one per CPU,
+	// config.ShardCount) still runs one until the kernel-steered sockets
+	// (capture.ListenGroup) are wired in.
 	Shards int
 	// Engine is the live engines' configuration: ports, VNIs, reassembly
 	// bounds and timeouts, the body limit, dedup, and whether production's
