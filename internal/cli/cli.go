@@ -61,7 +61,7 @@ func Main(version string, args []string, stdout, stderr io.Writer) int {
 	case "replay":
 		return replayFiles(ctx, args, stdout, stderr)
 	case "inspect":
-		return inspect(args, stdout, stderr)
+		return inspect(ctx, args, stdout, stderr)
 	case "report":
 		return report(args, stdout, stderr)
 	case "verify":

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,7 +20,7 @@ import (
 )
 
 // inspect prints a summary a person can read of each file.
-func inspect(args []string, stdout, stderr io.Writer) int {
+func inspect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	top := fs.Int("top", 10, "paths to list")
@@ -36,7 +37,7 @@ func inspect(args []string, stdout, stderr io.Writer) int {
 	st.Files.AllPorts = !portsGiven // every TCP connection is a candidate unless told which ports
 	code := 0
 	for _, path := range fs.Args() {
-		if err := inspectFile(stdout, path, st, *top); err != nil {
+		if err := inspectFile(ctx, stdout, path, st, *top); err != nil {
 			fmt.Fprintf(stderr, "inspect %s: %v\n", path, err)
 			code = 1
 		}
@@ -52,9 +53,9 @@ type summary struct {
 	latencies                            []int64
 }
 
-func inspectFile(w io.Writer, path string, st pipeline.Stages, top int) error {
+func inspectFile(ctx context.Context, w io.Writer, path string, st pipeline.Stages, top int) error {
 	s := summary{methods: map[string]int{}, statuses: map[string]int{}, paths: map[string]int{}, conns: map[uint64]bool{}}
-	kind, capSrc, err := pipeline.ReadFile(path, st, s.add)
+	kind, capSrc, err := pipeline.ReadFile(ctx, path, st, s.add)
 	if err != nil {
 		return err
 	}
