@@ -37,6 +37,9 @@ func inspect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	st.Files.AllPorts = !portsGiven // every TCP connection is a candidate unless told which ports
 	code := 0
 	for _, path := range fs.Args() {
+		if ctx.Err() != nil {
+			break // interrupted: said once, for the file being read
+		}
 		if err := inspectFile(ctx, stdout, path, st, *top); err != nil {
 			fmt.Fprintf(stderr, "inspect %s: %v\n", path, err)
 			code = 1
