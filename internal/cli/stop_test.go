@@ -601,9 +601,25 @@ func stopCapture(t *testing.T, path string, n int) {
 	}
 }
 
-// Ctrl-C during the replay of a large capture file, while its requests
-// are sent, returns promptly; no request reaches the test environment
-// twice or cut short.
+// hasOpen says whether process pid has path open.
+func hasOpen(pid int, path string) bool {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && l == path {
+			return true
+		}
+	}
+	return false
+}
+
+// Ctrl-C during the replay of a large capture file returns promptly,
+// whether it comes while the file is being counted (before anything is
+// sent) or while its requests are sent; no request reaches the test
+// environment twice or cut short.
 func TestInterruptLargeFileReplay(t *testing.T) {
 	if testing.Short() {
 		t.Skip("decodes a large capture file")
@@ -645,6 +661,39 @@ func TestInterruptLargeFileReplay(t *testing.T) {
 		}
 		return took
 	}
+
+	// A day's worth of files: the count alone (a whole decode of each)
+	// takes seconds, many times the bound.
+	var day []string
+	for i := range 16 {
+		link := filepath.Join(filepath.Dir(path), fmt.Sprintf("hour%02d.pcap", i))
+		if err := os.Symlink(path, link); err != nil {
+			t.Fatal(err)
+		}
+		day = append(day, link)
+	}
+
+	t.Run("while counting", func(t *testing.T) {
+		srv := newExactServer(t, 0)
+		child := replay(t, srv, day...)
+		deadline := time.Now().Add(20 * time.Second)
+		for !hasOpen(child.cmd.Process.Pid, path) { // the link resolved
+			if time.Now().After(deadline) {
+				t.Fatalf("replay never opened the file:\n%s", child.output())
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		took := interrupt(t, child)
+		_, counted := child.waitLine("replaying ", 0)
+		t.Logf("exit %v after Ctrl-C; counting had finished: %v; %d requests sent", took.Round(time.Millisecond), counted, srv.count())
+		if took > bound {
+			t.Errorf("replay exited %v after Ctrl-C while counting the file, want at most %v", took, bound)
+		}
+		if n := srv.count(); n != 0 {
+			t.Errorf("the test server got %d requests after Ctrl-C before any was sent", n)
+		}
+		srv.check(t)
+	})
 
 	t.Run("while sending", func(t *testing.T) {
 		srv := newExactServer(t, 0)
