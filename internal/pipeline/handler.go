@@ -85,8 +85,12 @@ func New(cfg config.Config, log *slog.Logger) (*Handler, error) {
 // engines. Run starts the readers.
 func build(st Stages, cfg config.Config, log *slog.Logger, rec *recorder) (*Handler, error) {
 	h := &Handler{cfg: cfg, stages: st, log: log, reg: prometheus.NewRegistry(), failLog: ratelog.New(log, 10*time.Second), rec: rec}
+	if rec != nil {
+		rec.start() // sink first; Close ends it
+	}
 	var err error
 	if h.listener, err = capture.Listen(st.VXLAN, &h.Capture); err != nil {
+		h.Close()
 		return nil, err
 	}
 	if got := h.Capture.ReadBuffer.Load(); got < int64(cfg.ReadBuffer) {
@@ -113,8 +117,10 @@ func build(st Stages, cfg config.Config, log *slog.Logger, rec *recorder) (*Hand
 	}
 
 	h.workCtx, h.cancelWork = context.WithCancel(context.Background())
-	var sink engine.Sink = rec
-	if st.Targets != nil {
+	var sink engine.Sink
+	if rec != nil {
+		sink = rec
+	} else {
 		if h.fanout, err = route(h.workCtx, st, log, h.result); err != nil {
 			h.Close()
 			return nil, err
@@ -145,9 +151,6 @@ func build(st Stages, cfg config.Config, log *slog.Logger, rec *recorder) (*Hand
 		// counters and the targets, and numbers its connections apart.
 		ecfg.FirstConnID = 1 << 62
 		h.genEng = engine.New(ecfg, sink, &h.Engine, elog)
-	}
-	if rec != nil {
-		rec.start()
 	}
 	return h, nil
 }
@@ -289,7 +292,9 @@ func (h *Handler) HealthAddr() string {
 
 // Close releases the sockets of a handler that was not run.
 func (h *Handler) Close() {
-	h.listener.Close()
+	if h.listener != nil {
+		h.listener.Close()
+	}
 	if h.geneve != nil {
 		h.geneve.Close()
 	}
@@ -301,6 +306,9 @@ func (h *Handler) Close() {
 	}
 	if h.cancelWork != nil {
 		h.cancelWork()
+	}
+	if h.rec != nil {
+		h.rec.close()
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -124,7 +125,7 @@ type recorder struct {
 	write    func(recording.Record) error
 	err      error // the first write error; read after done
 	done     chan struct{}
-	closed   bool
+	closing  sync.Once
 }
 
 func newRecorder(write func(recording.Record) error) *recorder {
@@ -176,10 +177,7 @@ func (r *recorder) start() {
 // queued and returns the first write error. A second call returns it
 // again.
 func (r *recorder) close() error {
-	if !r.closed {
-		r.closed = true
-		close(r.q)
-	}
+	r.closing.Do(func() { close(r.q) })
 	<-r.done
 	return r.err
 }

@@ -215,3 +215,16 @@ func TestRecordFileStopsWhenInterrupted(t *testing.T) {
 		t.Errorf("the recording holds %d exchanges, %d reported", n, res.Exchanges)
 	}
 }
+
+// A live recording that cannot listen fails, leaves its output closed and
+// no writer behind.
+func TestRecordLiveCannotListen(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	cfg := config.Default()
+	cfg.Listen = "127.0.0.1:99999" // no such port
+	_, err := RecordExchanges(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)),
+		RecordOptions{Output: filepath.Join(t.TempDir(), "r.strec")})
+	if err == nil {
+		t.Fatal("recorded on an address it cannot listen on")
+	}
+}
