@@ -42,9 +42,12 @@ func ReplayFiles(ctx context.Context, cfg config.Config, log *slog.Logger, input
 		cancel()
 	}
 	open := source.OpenAll(inputs, st.Sources())
-	perPass, span, err := player.Scan(open)
+	perPass, span, err := player.Scan(ctx, open)
 	if err != nil {
 		stop()
+		if ctx.Err() != nil {
+			return player.Progress{}, nil // interrupted while counting: nothing was sent
+		}
 		return player.Progress{}, err
 	}
 	if opts.Scanned != nil {

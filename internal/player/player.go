@@ -44,15 +44,24 @@ func (p Progress) Rate() float64 {
 	return float64(p.Sent) / p.Elapsed.Seconds()
 }
 
-// Scan counts the exchanges of one pass and the time they span.
-func Scan(open func() (source.Source, error)) (n int64, span time.Duration, err error) {
+// Scan counts the exchanges of one pass and the time they span. It stops
+// when ctx ends (Ctrl-C on a large file must not wait for the whole file
+// to be decoded) and then returns ctx's error; closing the source stops
+// its decoder.
+func Scan(ctx context.Context, open func() (source.Source, error)) (n int64, span time.Duration, err error) {
 	src, err := open()
 	if err != nil {
 		return 0, 0, err
 	}
 	defer src.Close()
+	done := ctx.Done()
 	var first, last int64
 	for {
+		select {
+		case <-done:
+			return n, 0, fmt.Errorf("player: counting stopped: %w", context.Cause(ctx))
+		default:
+		}
 		r, err := src.Next()
 		if errors.Is(err, io.EOF) {
 			return n, time.Duration(last - first), nil

@@ -3,11 +3,13 @@ package player
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -69,7 +71,7 @@ func TestPlaySpeedAndLoop(t *testing.T) {
 		srv, _ := rawserver.Listen("127.0.0.1:0")
 		f, set := fanoutTo(t, srv.Addr())
 		open := fiveOver400ms()
-		n, span, err := Scan(open)
+		n, span, err := Scan(context.Background(), open)
 		if err != nil || n != 5 || span != 400*time.Millisecond {
 			t.Fatalf("scan: %d %v %v", n, span, err)
 		}
@@ -87,6 +89,54 @@ func TestPlaySpeedAndLoop(t *testing.T) {
 			t.Errorf("speed %v: took %v, original timing needs at least %v", c.speed, elapsed, c.minTime)
 		}
 		srv.Close()
+	}
+}
+
+// endless yields exchanges forever, as a file too large to count before
+// Ctrl-C; it counts its reads.
+type endless struct{ reads atomic.Int64 }
+
+func (e *endless) Next() (recording.Record, error) {
+	n := e.reads.Add(1)
+	return recording.Record{Start: n, Request: []byte("GET / HTTP/1.1\r\nHost: h\r\n\r\n")}, nil
+}
+func (e *endless) Close() error { return nil }
+
+// Scan stops when its context ends, with the context's error, and reads
+// no further.
+func TestScanStopsWithContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	src := &endless{}
+	open := func() (source.Source, error) { return src, nil }
+	type result struct {
+		n   int64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, _, err := Scan(ctx, open)
+		done <- result{n, err}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for src.reads.Load() < 1000 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Scan did not stop within 5 s of its context ending")
+	}
+	if !errors.Is(r.err, context.Canceled) {
+		t.Errorf("Scan after the stop: %v, want context.Canceled", r.err)
+	}
+	reads := src.reads.Load()
+	if reads != r.n {
+		t.Errorf("%d reads, %d counted: the scan read on after the stop", reads, r.n)
+	}
+	if _, _, err := Scan(ctx, open); !errors.Is(err, context.Canceled) || src.reads.Load() != reads {
+		t.Errorf("Scan with an ended context: %v, %d reads (want none)", err, src.reads.Load()-reads)
 	}
 }
 
