@@ -10,6 +10,16 @@
 //	go run ./cmd/capbench -rate 5000 -duration 20s
 //	go run ./cmd/capbench -rate 40000 -duration 20s -- -shards 2
 //
+// With -phases it offers one rate after another on the same long-lived
+// connections, and reports per phase what was offered, what the test server
+// received while the phase was offered, and of the phase's requests how many
+// were delivered, byte-exact and at most once. -server-delay (each answer
+// takes this long: the handler can replay at most -workers/delay a second)
+// or -server-rate (answers per second, all connections together) bound what
+// the handler can replay, so that an overload is offered on purpose:
+//
+//	go run ./cmd/capbench -server-delay 20ms -phases 4800:5s,1600:5s -- -workers 64 -queue 640
+//
 // Arguments after -- go to shadowtap.
 package main
 
@@ -21,8 +31,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -36,8 +44,17 @@ func main() {
 	conns := flag.Int("conns", 64, "mirrored keep-alive connections")
 	duration := flag.Duration("duration", 20*time.Second, "how long to send")
 	bin := flag.String("shadowtap", "", "shadowtap binary (default: build ./cmd/shadowtap)")
+	phases := flag.String("phases", "", "rate:duration,... offered one after another on the same connections (instead of -rate and -duration)")
+	delay := flag.Duration("server-delay", 0, "the test server answers each request after this long")
+	serverRate := flag.Float64("server-rate", 0, "the test server answers at most this many requests per second")
 	flag.Parse()
-	if err := run(*rate, *conns, *duration, *bin, flag.Args()); err != nil {
+	var err error
+	if *phases != "" {
+		err = runPhases(*phases, *conns, *delay, *serverRate, *bin, flag.Args())
+	} else {
+		err = run(*rate, *conns, *duration, *bin, flag.Args())
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "capbench:", err)
 		os.Exit(1)
 	}
@@ -47,35 +64,21 @@ func run(rate, conns int, duration time.Duration, bin string, extra []string) er
 	if rate <= 0 || conns <= 0 || duration <= 0 || duration > time.Hour {
 		return fmt.Errorf("rate, conns and duration (at most 1h) must be positive")
 	}
-	if bin == "" {
-		dir, err := os.MkdirTemp("", "capbench")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		bin = filepath.Join(dir, "shadowtap")
-		if out, err := exec.Command("go", "build", "-o", bin, "./cmd/shadowtap").CombinedOutput(); err != nil {
-			return fmt.Errorf("build: %v: %s", err, out)
-		}
+	bin, cleanup, err := shadowtapBinary(bin)
+	if err != nil {
+		return err
 	}
+	defer cleanup()
 	test, err := rawserver.Listen("127.0.0.1:0")
 	if err != nil {
 		return err
 	}
 	defer test.Close()
-	udp, err := freeUDP()
+	cmd, udp, err := startHandler(bin, test.Addr(), extra)
 	if err != nil {
 		return err
 	}
-	args := append([]string{"-destination", "http://" + test.Addr(), "-listen", udp, "-health-listen", "",
-		"-admin-listen", "", "-log-level", "warn"}, extra...)
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		return err
-	}
 	defer cmd.Process.Kill()
-	time.Sleep(500 * time.Millisecond) // the handler binds its socket
 
 	total := int(float64(rate) * duration.Seconds())
 	perConn := (total + conns - 1) / conns
