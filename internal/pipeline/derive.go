@@ -62,10 +62,9 @@ type Stages struct {
 	// Health and Admin are the TCP health-check and the /healthz,
 	// /metrics (and comparison report) addresses: Live only, "" for none.
 	Health, Admin string
-	// Shards is the number of engines sharing the VXLAN traffic: the
-	// configuration's, at least one. Its 0 (one per CPU,
-	// config.ShardCount) still runs one until the kernel-steered sockets
-	// (capture.ListenGroup) are wired in.
+	// Shards is the number of engines sharing the VXLAN traffic, each
+	// with its own kernel-steered socket: the configuration's, or one per
+	// CPU (config.ShardCount).
 	Shards int
 	// Engine is the live engines' configuration: ports, VNIs, reassembly
 	// bounds and timeouts, the body limit, dedup, and whether production's
@@ -112,7 +111,7 @@ func OfflineCompareBounds(maxOpen int) (maxPending, queue int) {
 // Derive returns every stage's options for use, from cfg (already
 // validated). It is the only place they are derived.
 func Derive(cfg config.Config, use Use) Stages {
-	st := Stages{Use: use, Shards: max(cfg.Shards, 1)}
+	st := Stages{Use: use, Shards: cfg.ShardCount()}
 
 	st.VXLAN = capture.DefaultOptions
 	st.VXLAN.Addr, st.VXLAN.ReadBuffer = cfg.Listen, cfg.ReadBuffer

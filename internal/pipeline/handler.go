@@ -45,17 +45,16 @@ type Handler struct {
 	// OnResult, when set before Run, sees every finished replay.
 	OnResult func(replay.Result)
 
-	listener *capture.Listener
-	eng      *engine.Shards
-	geneve   *capture.Listener // nil unless GeneveListen
-	genEng   *engine.Engine
-	fanout   *target.Fanout
-	health   net.Listener
-	admin    *http.Server
-	adminLn  net.Listener
-	reg      *prometheus.Registry
-	metrics  *metrics.Metrics
-	failLog  *ratelog.Limiter
+	vxlan   *vxlanInput
+	geneve  *capture.Listener // nil unless GeneveListen
+	genEng  *engine.Engine
+	fanout  *target.Fanout
+	health  net.Listener
+	admin   *http.Server
+	adminLn net.Listener
+	reg     *prometheus.Registry
+	metrics *metrics.Metrics
+	failLog *ratelog.Limiter
 
 	workCtx    context.Context // the replayers'; ends after the final drain
 	cancelWork context.CancelFunc
@@ -89,7 +88,7 @@ func build(st Stages, cfg config.Config, log *slog.Logger, rec *recorder) (*Hand
 		rec.start() // sink first; Close ends it
 	}
 	var err error
-	if h.listener, err = capture.Listen(st.VXLAN, &h.Capture); err != nil {
+	if h.vxlan, err = openVXLAN(st.VXLAN, st.Shards, cfg.Shards > 0, &h.Capture, log); err != nil {
 		h.Close()
 		return nil, err
 	}
@@ -138,14 +137,14 @@ func build(st Stages, cfg config.Config, log *slog.Logger, rec *recorder) (*Hand
 	}
 
 	h.metrics = metrics.Register(h.reg, metrics.Sources{
-		Capture: &h.Capture, KernelDrops: h.listener.KernelDrops, Engine: &h.Engine,
+		Capture: &h.Capture, KernelDrops: h.vxlan.kernelDrops, Engine: &h.Engine,
 		Targets: h.Targets, Compare: h.compare,
 	})
 	h.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 
 	ecfg := st.Engine
 	elog := ratelog.New(log, 10*time.Second)
-	h.eng = engine.NewShards(st.Shards, ecfg, sink, &h.Engine, elog)
+	h.vxlan.build(ecfg, sink, &h.Engine, elog)
 	if h.geneve != nil {
 		// A second engine, owned by the Geneve reader; it shares the
 		// counters and the targets, and numbers its connections apart.
@@ -264,7 +263,7 @@ func restartOnly(a, b config.Config) []string {
 }
 
 // ListenAddr returns the UDP address receiving VXLAN.
-func (h *Handler) ListenAddr() netip.AddrPort { return h.listener.Addr() }
+func (h *Handler) ListenAddr() netip.AddrPort { return h.vxlan.addr() }
 
 // GeneveAddr returns the UDP address receiving Geneve, if enabled.
 func (h *Handler) GeneveAddr() netip.AddrPort {
@@ -292,8 +291,8 @@ func (h *Handler) HealthAddr() string {
 
 // Close releases the sockets of a handler that was not run.
 func (h *Handler) Close() {
-	if h.listener != nil {
-		h.listener.Close()
+	if h.vxlan != nil {
+		h.vxlan.close()
 	}
 	if h.geneve != nil {
 		h.geneve.Close()
@@ -349,14 +348,14 @@ func (h *Handler) Run(ctx context.Context) error {
 		}()
 	}
 	if h.rec != nil {
-		h.log.Info("recording", "listen", h.listener.Addr().String(), "ports", h.cfg.Ports)
+		h.log.Info("recording", "listen", h.ListenAddr().String(), "ports", h.cfg.Ports, "shards", h.vxlan.shardCount())
 	} else {
 		targets := h.Targets()
 		names := make([]string, len(targets))
 		for i, t := range targets {
 			names[i] = t.Name + "=" + t.Conf.Destination
 		}
-		h.log.Info("shadowtap started", "listen", h.listener.Addr().String(), "targets", names, "ports", h.cfg.Ports,
+		h.log.Info("shadowtap started", "listen", h.ListenAddr().String(), "targets", names, "ports", h.cfg.Ports, "shards", h.vxlan.shardCount(),
 			"health", h.HealthAddr(), "admin", h.AdminAddr(), "receive_buffer", h.Capture.ReadBuffer.Load())
 	}
 
@@ -374,8 +373,7 @@ func (h *Handler) Run(ctx context.Context) error {
 			h.genEng.Flush()
 		}()
 	}
-	err := h.listener.RunBatches(ctx, h.eng.HandleVXLAN, h.eng.EndBatch, h.eng.Tick)
-	h.eng.Flush()
+	err := h.vxlan.run(ctx)
 	geneve.Wait()
 	h.reloadMu.Lock()
 	h.stopping = true

@@ -267,8 +267,10 @@ func TestGeneveListener(t *testing.T) {
 	}
 }
 
-// With the VXLAN traffic spread over several engines, every request is
-// replayed once, each connection's in order.
+// With the VXLAN traffic spread over several engines, each with its own
+// kernel-steered socket, every request is replayed once, each
+// connection's in order, and the two directions of a connection meet in
+// one engine although the mirror sends them from different UDP ports.
 func TestHandlerShards(t *testing.T) {
 	test, err := rawserver.Listen("127.0.0.1:0")
 	if err != nil {
@@ -279,14 +281,26 @@ func TestHandlerShards(t *testing.T) {
 	cfg.Destination = "http://" + test.Addr()
 	cfg.Shards = 3
 	h, stop := start(t, cfg)
-	m := newMirror(t, h)
+	if h.vxlan.group == nil || h.vxlan.shardCount() != 3 {
+		t.Logf("not steered by the kernel: %d shards fed by one reader", h.vxlan.shardCount())
+	}
+	fromClient, fromServer := newMirror(t, h), newMirror(t, h)
+	send := func(segs []synth.Segment) {
+		for _, s := range segs {
+			if s.Src == server {
+				fromServer.send(0, []synth.Segment{s})
+			} else {
+				fromClient.send(0, []synth.Segment{s})
+			}
+		}
+	}
 	const conns, reqs = 30, 4
 	for i := range conns {
 		c := synth.NewConn(client(i), server, 1, 1)
-		m.send(0, c.Handshake())
+		send(c.Handshake())
 		for r := range reqs {
-			m.send(0, c.ClientData(fmt.Appendf(nil, "GET /c%d/r%d HTTP/1.1\r\nHost: prod\r\n\r\n", i, r)))
-			m.send(0, c.ServerData([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")))
+			send(c.ClientData(fmt.Appendf(nil, "GET /c%d/r%d HTTP/1.1\r\nHost: prod\r\n\r\n", i, r)))
+			send(c.ServerData([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")))
 		}
 	}
 	waitFor(t, func() bool { return h.Engine.HTTP.Requests.Load() == conns*reqs })
@@ -303,5 +317,9 @@ func TestHandlerShards(t *testing.T) {
 	}
 	if got := len(test.Requests()); got != conns*reqs {
 		t.Errorf("test server got %d, want %d", got, conns*reqs)
+	}
+	// A connection split over two engines would be two flows.
+	if got := h.Engine.Reassembly.FlowsOpened.Load(); got != conns {
+		t.Errorf("%d flows opened for %d connections: directions split over shards", got, conns)
 	}
 }
