@@ -202,3 +202,54 @@ func checkOverload(t *testing.T, sc overloadScenario, srv *rawserver.Server, sta
 		t.Errorf("after the load fell below capacity, %d of %d requests delivered: not recovered", delivered[rec], len(rec.reqs))
 	}
 }
+
+// Once the queue is half full, the connection holding the most of it is
+// shed first, while one with a short backlog is still taken; new
+// connections are refused at three quarters, and a refused connection is
+// not taken back by its own (empty) backlog.
+func TestLongestBacklogShedFirst(t *testing.T) {
+	srv, _ := rawserver.Listen("127.0.0.1:0")
+	defer srv.Close()
+	r, stats, _, start := newStoppedReplayer(t, srv.Addr(), Options{Workers: 4, MaxQueue: 8}, DefaultClientOptions)
+	get := parse(t, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	for i, step := range []struct {
+		conn uint64
+		want bool
+	}{
+		{0, true}, {0, true}, {0, true}, {0, true}, // 4 queued: half full
+		{1, true},  // its share is 8/2: it has none waiting
+		{0, false}, // 4 waiting, its share: shed
+		{2, true},  // 6 queued
+		{1, true},  // its share is now 8/3 = 2: it has 1
+		{3, false}, // a new connection at three quarters: refused
+		{1, false}, // 2 waiting: shed
+		{3, false}, // refused connections wait for the whole queue
+		{0, false}, // its backlog is still waiting
+	} {
+		if got := r.Submit(step.conn, get); got != step.want {
+			t.Fatalf("step %d: connection %d taken %v, want %v", i, step.conn, got, step.want)
+		}
+	}
+	if stats.ConnsRefused.Load() != 1 || stats.QueueDrops.Load() != 5 || stats.Resumed.Load() != 0 {
+		t.Errorf("refused %d, drops %d, resumed %d", stats.ConnsRefused.Load(), stats.QueueDrops.Load(), stats.Resumed.Load())
+	}
+	start()
+	deadline := time.Now().Add(5 * time.Second)
+	for stats.Queued.Load()+stats.InFlight.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Drained: every connection is taken back at its next request (the
+	// refused one first: it waits for the whole queue to drain).
+	for _, conn := range []uint64{3, 0, 1, 2} {
+		if !r.Submit(conn, get) {
+			t.Errorf("connection %d not taken back after the queue drained", conn)
+		}
+	}
+	stop(r, 3*time.Second)
+	if stats.Resumed.Load() != 3 { // 0, 1 and 3; 2 never lost a request
+		t.Errorf("resumed %d, want 3", stats.Resumed.Load())
+	}
+	if n := len(srv.Requests()); n != 7+4 {
+		t.Errorf("target received %d, want the 7 taken and 4 after", n)
+	}
+}
