@@ -123,8 +123,11 @@ type Comparator struct {
 	ignore  []ignoreRule
 	Stats   Stats
 
-	mu      sync.Mutex
-	pending map[key]*exchange
+	// events carry Expect, Skip, Production and Result to the joiner,
+	// the one goroutine that owns pending: the callers (capture, replay
+	// workers) never wait on the comparison, and never take its locks.
+	events  chan event
+	pending map[key]*exchange // the joiner's
 	work    chan *exchange
 
 	agg   *aggregate // written by the worker under aggMu; reports read it under aggMu
@@ -157,14 +160,36 @@ func New(cfg Config, log *slog.Logger) (*Comparator, error) {
 		return nil, err
 	}
 	c := &Comparator{cfg: cfg, log: log, grouper: g, pending: map[key]*exchange{}, work: make(chan *exchange, cfg.Queue),
-		agg: newAggregate(), stop: make(chan struct{})}
+		events: make(chan event, eventsPerExchange*max(cfg.Queue, 64)), agg: newAggregate(), stop: make(chan struct{})}
 	for _, r := range cfg.Ignore {
 		c.ignore = append(c.ignore, ignoreRule{glob(r.Endpoint), glob(r.Field)})
 	}
 	c.done.Add(2)
 	go c.worker()
-	go c.sweeper()
+	go c.joiner()
 	return c, nil
+}
+
+// An event is a part of an exchange reaching the comparator.
+type event struct {
+	req  *httpstream.Request
+	part int  // 0: Expect
+	ok   bool // the part came (false: it will not)
+	side side
+}
+
+// eventsPerExchange sizes the event queue: an exchange brings its Expect
+// and up to four parts.
+const eventsPerExchange = 6
+
+// send queues e; a full queue drops it, counted: the comparison sheds
+// load, capture and replay never wait for it.
+func (c *Comparator) send(e event) {
+	select {
+	case c.events <- e:
+	default:
+		c.Stats.Dropped.Add(1)
+	}
 }
 
 // Compares reports whether a target takes part in the comparison.
@@ -175,6 +200,16 @@ func (c *Comparator) Compares(target string) bool {
 // Expect registers a request before it is sent to the targets: every
 // configured answer is expected until Skip says a target will not answer.
 func (c *Comparator) Expect(req *httpstream.Request) {
+	c.Stats.Exchanges.Add(1)
+	c.send(event{req: req})
+}
+
+// expect opens req's exchange; the joiner calls it.
+func (c *Comparator) expect(req *httpstream.Request) {
+	if len(c.pending) >= c.cfg.MaxPending {
+		c.Stats.Dropped.Add(1)
+		return
+	}
 	x := &exchange{req: req, expect: partCand, deadline: c.cfg.Now().Add(c.cfg.Wait),
 		endpoint: c.grouper.Name(string(req.Method()), string(req.Target()))}
 	if c.cfg.AgainstProduction {
@@ -186,20 +221,13 @@ func (c *Comparator) Expect(req *httpstream.Request) {
 			x.expect |= partSec
 		}
 	}
-	c.Stats.Exchanges.Add(1)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.pending) >= c.cfg.MaxPending {
-		c.Stats.Dropped.Add(1)
-		return
-	}
 	c.pending[key{req.ConnID, req.Index}] = x
 }
 
 // Skip says target will not answer req (filtered, sampled out, dropped).
 func (c *Comparator) Skip(req *httpstream.Request, target string) {
 	if part := c.part(target); part != 0 {
-		c.arrive(req, part, side{}, false)
+		c.send(event{req: req, part: part})
 	}
 }
 
@@ -217,14 +245,15 @@ func (c *Comparator) part(target string) int {
 
 // Production records production's response (nil: not seen). Its body is
 // as mirrored: still chunked when it was sent so, which diff undoes.
-// It is called on the capture path: the message is built by the worker.
+// It is called on the capture path: it only queues; the message is built
+// by the worker.
 func (c *Comparator) Production(req *httpstream.Request, resp *httpstream.Response) {
 	var s side
 	if resp != nil {
 		s = side{prod: resp, firstByte: time.Duration(resp.Start - req.End), total: time.Duration(resp.End - req.End),
 			at: time.Unix(0, resp.Start)}
 	}
-	c.arrive(req, partProd, s, resp != nil)
+	c.send(event{req: req, part: partProd, ok: resp != nil, side: s})
 }
 
 // prodMessage is production's answer as diff takes it.
@@ -253,15 +282,14 @@ func (c *Comparator) Result(r replay.Result) {
 		s = side{msg: diff.Message{Status: r.Resp.Status, Header: r.Resp.Header, Body: r.Resp.Body, Truncated: r.Resp.BodyTruncated},
 			firstByte: r.Resp.FirstByte, total: r.Duration, at: r.Started.Add(r.Duration)}
 	}
-	c.arrive(r.Req, part, s, r.Resp != nil)
+	c.send(event{req: r.Req, part: part, ok: r.Resp != nil, side: s})
 }
 
+// arrive records a part of an exchange; the joiner calls it.
 func (c *Comparator) arrive(req *httpstream.Request, part int, s side, ok bool) {
-	c.mu.Lock()
 	k := key{req.ConnID, req.Index}
 	x := c.pending[k]
 	if x == nil || x.expect&part == 0 {
-		c.mu.Unlock()
 		return
 	}
 	x.got |= part
@@ -274,15 +302,10 @@ func (c *Comparator) arrive(req *httpstream.Request, part int, s side, ok bool) 
 		// The candidate will not answer (its filters or sampling): not
 		// an exchange to compare, and not a loss.
 		delete(c.pending, k)
-		c.mu.Unlock()
 		return
 	}
-	complete := x.got&x.expect == x.expect
-	if complete {
+	if x.got&x.expect == x.expect {
 		delete(c.pending, k)
-	}
-	c.mu.Unlock()
-	if complete {
 		c.submit(x)
 	}
 }
@@ -319,9 +342,11 @@ func (c *Comparator) worker() {
 	}
 }
 
-// sweeper compares, at their deadline, exchanges some part of which never
-// came (a target that dropped the request, a response not mirrored).
-func (c *Comparator) sweeper() {
+// joiner owns the exchanges in progress: it takes the events in order,
+// hands each complete exchange to the worker, and compares at their
+// deadline those some part of which never came (a target that dropped
+// the request, a response not mirrored).
+func (c *Comparator) joiner() {
 	defer c.done.Done()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -331,22 +356,22 @@ func (c *Comparator) sweeper() {
 		select {
 		case <-c.stop:
 			return
+		case e := <-c.events:
+			if e.part == 0 {
+				c.expect(e.req)
+			} else {
+				c.arrive(e.req, e.part, e.side, e.ok)
+			}
 		case <-flush.C:
 			c.flushLog()
 		case <-t.C:
 			now := c.cfg.Now()
-			var due []*exchange
-			c.mu.Lock()
 			for k, x := range c.pending {
 				if now.After(x.deadline) {
 					x.expect &= x.got
-					due = append(due, x)
 					delete(c.pending, k)
+					c.submit(x)
 				}
-			}
-			c.mu.Unlock()
-			for _, x := range due {
-				c.submit(x)
 			}
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -184,4 +185,46 @@ func TestAA(t *testing.T) {
 			t.Errorf("A/A with baselines %v: regressions %v", withBaselines, regressions(r))
 		}
 	}
+}
+
+// A stalled comparison never stalls its callers: with the comparator's
+// own goroutine stuck (here in its clock), Expect, Production and Result
+// still return at once, the excess dropped and counted.
+func TestStalledComparisonNeverBlocksCapture(t *testing.T) {
+	release := make(chan struct{})
+	var calls atomic.Int64
+	now := func() time.Time {
+		if calls.Add(1) > 1 {
+			<-release
+		}
+		return time.Now()
+	}
+	cfg := Config{Candidate: "cand", AgainstProduction: true, Diff: diff.DefaultOptions, MaxEndpoints: 100, Wait: time.Minute,
+		MaxPending: 100, Queue: 100, MinSamples: 5, Threshold: 0.05, Handler: "test", Now: now}
+	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20_000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range n {
+			req := request(t, uint64(i), "/api/items/1")
+			c.Expect(req)
+			c.Production(req, response(t, 200, `{"id":1}`, req.End+1000))
+			c.Result(replayed("cand", req, 200, `{"id":1}`, time.Millisecond))
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		close(release)
+		t.Fatal("the callers waited for the stalled comparison")
+	}
+	if c.Stats.Dropped.Load() == 0 {
+		t.Error("nothing dropped although the comparison was stalled")
+	}
+	close(release)
+	c.Close()
 }
