@@ -20,6 +20,7 @@ type overloadScenario struct {
 	name     string
 	capacity float64       // the target's answers per second
 	delay    time.Duration // if set, each answer takes this long (capacity workers/delay)
+	limit    bool          // if set, the replayer's rate limit is the capacity, the target answers at once
 	conns    int
 	workers  int
 	queue    int
@@ -53,9 +54,10 @@ func runOverload(t *testing.T, sc overloadScenario) (*rawserver.Server, *Stats, 
 		t.Fatal(err)
 	}
 	srv := rawserver.ServeResponding(ln, func(*httpstream.Request) []byte {
-		if sc.delay > 0 {
+		switch {
+		case sc.delay > 0:
 			time.Sleep(sc.delay)
-		} else {
+		case !sc.limit:
 			lim.Wait(context.Background())
 		}
 		return ok
@@ -63,7 +65,11 @@ func runOverload(t *testing.T, sc overloadScenario) (*rawserver.Server, *Stats, 
 	t.Cleanup(srv.Close)
 	copts := DefaultClientOptions
 	copts.MaxIdle = sc.workers
-	r, stats, _, start := newStoppedReplayer(t, srv.Addr(), Options{Workers: sc.workers, MaxQueue: sc.queue}, copts)
+	opts := Options{Workers: sc.workers, MaxQueue: sc.queue}
+	if sc.limit {
+		opts.RateLimit = sc.capacity
+	}
+	r, stats, _, start := newStoppedReplayer(t, srv.Addr(), opts, copts)
 	phases := []*phase{
 		{name: "overload", rate: 1.5 * sc.capacity, dur: sc.overload},
 		{name: "fall", rate: 0.5 * sc.capacity, dur: sc.fall},
@@ -118,12 +124,18 @@ func TestOverloadDegradesGracefullyAndRecovers(t *testing.T) {
 		{name: "latency-bound, a worker per connection", conns: 64, workers: 64, queue: 64, delay: 100 * time.Millisecond, atLeast: 0.9},
 		{name: "latency-bound, queue smaller than the connections", conns: 64, workers: 64, queue: 32, delay: 100 * time.Millisecond, atLeast: 0.8},
 		{name: "rate-bound, few workers", conns: 64, workers: 8, queue: 64, capacity: 1000, atLeast: 0.9},
+		// A rate limit drops a connection until the limit no longer binds
+		// (for rateResume): the backlog to drain is a second.
+		{name: "the replayer's rate limit", conns: 64, workers: 8, queue: 1000, capacity: 500, limit: true, atLeast: 0.9, fall: 1500 * time.Millisecond},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			if sc.delay > 0 {
 				sc.capacity = float64(sc.workers) / sc.delay.Seconds()
 			}
-			sc.overload, sc.fall, sc.recovery = 2*time.Second, 500*time.Millisecond, time.Second
+			sc.overload, sc.recovery = 2*time.Second, time.Second
+			if sc.fall == 0 {
+				sc.fall = 500 * time.Millisecond
+			}
 			srv, stats, phases := runOverload(t, sc)
 			checkOverload(t, sc, srv, stats, phases)
 		})

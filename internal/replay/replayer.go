@@ -81,7 +81,8 @@ type Replayer struct {
 	ready       chan *connQueue
 	queued      int
 	queuedBytes int64
-	running     int // connection queues owned by a worker or waiting for one
+	running     int       // connection queues owned by a worker or waiting for one
+	limitedAt   time.Time // when the rate limit last dropped a request
 	closed      bool
 
 	wg       sync.WaitGroup
@@ -97,8 +98,8 @@ type connQueue struct {
 	dropping bool  // refused or lost a request: drop until taken back
 	// overflow: dropping because the queue was full or the connection held
 	// more than its share of it, so it may resume once drained (see
-	// drained); a rate limit's drop lasts (under a steady limit the queue
-	// is always short, and resuming would cut holes).
+	// drained); otherwise the rate limit's drop, which lasts until the
+	// limit no longer binds (see refilled).
 	overflow bool
 	accepted int
 }
@@ -162,7 +163,7 @@ func (r *Replayer) Submit(conn uint64, req *httpstream.Request) bool {
 	// whole queue has drained below a quarter. Each request is still
 	// whole; the connection misses those dropped in between.
 	resumed := false
-	if q.dropping && q.overflow && !r.closed && r.drained(q) {
+	if q.dropping && !r.closed && (q.overflow && r.drained(q) || !q.overflow && r.refilled()) {
 		q.dropping, q.overflow, resumed = false, false, true
 	}
 	if q.dropping || r.closed {
@@ -183,11 +184,12 @@ func (r *Replayer) Submit(conn uint64, req *httpstream.Request) bool {
 		return false
 	}
 	// The rate limit: likewise, new connections are refused while tokens
-	// are scarce, and a connection that meets an empty bucket loses the
-	// rest of its requests rather than a hole in the middle.
+	// are scarce, and a connection that meets an empty bucket loses its
+	// requests until the limit no longer binds (see refilled).
 	if lim := r.limiter.Load(); lim != nil {
 		if q.accepted == 0 && lim.Tokens() < float64(lim.Burst())/2 || !lim.Allow() {
 			q.dropping = true
+			r.limitedAt = time.Now()
 			if q.accepted == 0 {
 				r.stats.ConnsRefused.Add(1)
 			}
@@ -233,6 +235,21 @@ func (r *Replayer) startsNow(q *connQueue) bool {
 func (r *Replayer) drained(q *connQueue) bool {
 	return q.accepted > 0 && len(q.reqs) == 0 || r.queued <= r.opts.MaxQueue/4 && r.queuedBytes <= r.opts.MaxQueueBytes/4
 }
+
+// refilled tells whether a connection dropped by the rate limit may be
+// taken back: the limit was lifted, or it has not bound for a while and
+// its bucket would take a new connection. While the limit binds a dropped
+// connection stays
+// dropped, so a steady overload cuts no hole in a connection; once the load
+// has fallen below the limit every connection comes back. r.mu is held.
+func (r *Replayer) refilled() bool {
+	lim := r.limiter.Load()
+	return lim == nil || time.Since(r.limitedAt) >= rateResume && lim.Tokens() >= float64(lim.Burst())/2
+}
+
+// rateResume is how long the rate limit must not have bound before the
+// connections it dropped are taken back.
+const rateResume = time.Second
 
 // submitWait queues a request, waiting for the rate limit and for room in
 // the queue; it drops only when the replayer is stopping.
