@@ -51,7 +51,8 @@ type Stats struct {
 	ConnsRefused atomic.Uint64 // new production connections not replayed because of load
 	RateLimited  atomic.Uint64 // requests dropped by the rate limit
 	// Resumed counts dropped connections taken back at a request boundary
-	// once their own backlog, or the whole queue, had drained.
+	// once their own backlog, or the whole queue, had drained, or the rate
+	// limit had stopped binding.
 	Resumed  atomic.Uint64
 	Queued   atomic.Int64
 	InFlight atomic.Int64
