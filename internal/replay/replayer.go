@@ -161,8 +161,9 @@ func (r *Replayer) Submit(conn uint64, req *httpstream.Request) bool {
 	// time: a connection dropped because the queue was full, or because
 	// it held more than its share of it, is taken back at its next request
 	// (a request boundary) once its own backlog has been replayed or the
-	// whole queue has drained below a quarter. Each request is still
-	// whole; the connection misses those dropped in between.
+	// whole queue has drained below a quarter; one dropped by the rate
+	// limit, once the limit no longer binds. Each request is still whole
+	// and sent at most once; the connection misses those dropped between.
 	resumed := false
 	if q.dropping && !r.closed && (q.overflow && r.drained(q) || !q.overflow && r.refilled()) {
 		q.dropping, q.overflow, resumed = false, false, true
@@ -240,9 +241,9 @@ func (r *Replayer) drained(q *connQueue) bool {
 // refilled tells whether a connection dropped by the rate limit may be
 // taken back: the limit was lifted, or it has not bound for a while and
 // its bucket would take a new connection. While the limit binds a dropped
-// connection stays
-// dropped, so a steady overload cuts no hole in a connection; once the load
-// has fallen below the limit every connection comes back. r.mu is held.
+// connection stays dropped, so a steady overload cuts no hole in a
+// connection; once the load has fallen below the limit every connection
+// comes back. r.mu is held.
 func (r *Replayer) refilled() bool {
 	lim := r.limiter.Load()
 	return lim == nil || time.Since(r.limitedAt) >= rateResume && lim.Tokens() >= float64(lim.Burst())/2
