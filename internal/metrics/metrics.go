@@ -129,7 +129,7 @@ var (
 	mFailed         = counter("shadowtap_requests_failed_total", "Replays that failed, by target and reason.", "target", "reason")
 	mQueueDrops     = counter("shadowtap_replay_queue_drops_total", "Requests dropped by a target's queue (full, its connection refused, or left at stop).", "target")
 	mRateLimited    = counter("shadowtap_replay_rate_limited_total", "Requests dropped by a target's rate limit.", "target")
-	mResumed        = counter("shadowtap_replay_connections_resumed_total", "Production connections dropped under overload and taken back at a request boundary once the queue drained, by target.", "target")
+	mResumed        = counter("shadowtap_replay_connections_resumed_total", "Production connections dropped under overload (queue or rate limit) and taken back at their next request boundary, by target.", "target")
 	mConnsRefused   = counter("shadowtap_replay_connections_refused_total", "Production connections a target did not replay, to keep the others whole.", "target")
 	mQueued         = gauge("shadowtap_replay_queue_length", "Requests waiting to be replayed, by target.", "target")
 	mInFlight       = gauge("shadowtap_replay_in_flight", "Requests being replayed, by target.", "target")
