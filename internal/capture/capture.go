@@ -231,10 +231,12 @@ func (l *Listener) RunBatches(ctx context.Context, handle func(src netip.Addr, b
 			time.Sleep(time.Millisecond) // a persistent error must not spin a core
 			continue
 		}
+		// Counted once per read: sockets of a group share the counters,
+		// and an add per datagram would have their readers contend.
+		var bytes uint64
 		for i := range n {
 			m := &msgs[i]
-			l.stats.Datagrams.Add(1)
-			l.stats.Bytes.Add(uint64(m.N))
+			bytes += uint64(m.N)
 			if m.Flags&unix.MSG_TRUNC != 0 {
 				l.stats.Truncated.Add(1)
 			}
@@ -244,6 +246,8 @@ func (l *Listener) RunBatches(ctx context.Context, handle func(src netip.Addr, b
 			}
 			handle(src, m.Buffers[0][:m.N], now)
 		}
+		l.stats.Datagrams.Add(uint64(n))
+		l.stats.Bytes.Add(bytes)
 		if batchDone != nil {
 			batchDone()
 		}

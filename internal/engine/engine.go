@@ -82,7 +82,16 @@ type Engine struct {
 	pkt      decode.Packet
 	nextID   uint64
 	lastTick int64
+	// Per-datagram counts, added to the shared counters every
+	// publishEvery datagrams and at every batch end, tick and flush:
+	// shards adding to the same atomic counters for every datagram fight
+	// over their cache line (BenchmarkSteeredShards -cpu 2: 1.2x one
+	// shard with a shared add per datagram, 1.6x without).
+	unpublished struct{ datagrams, bytes uint64 }
 }
+
+// publishEvery bounds how stale the per-datagram counters may be.
+const publishEvery = 64
 
 // New returns an engine.
 func New(cfg Config, sink Sink, stats *Stats, log *ratelog.Limiter) *Engine {
@@ -165,9 +174,25 @@ func (e *Engine) plain(r decode.Reason, ts int64) {
 }
 
 func (e *Engine) count(n int) {
-	e.stats.Datagrams.Add(1)
-	e.stats.Bytes.Add(uint64(n))
+	e.unpublished.datagrams++
+	e.unpublished.bytes += uint64(n)
+	if e.unpublished.datagrams >= publishEvery {
+		e.publish()
+	}
 }
+
+// publish adds the counts kept locally to the shared counters.
+func (e *Engine) publish() {
+	if u := &e.unpublished; u.datagrams > 0 {
+		e.stats.Datagrams.Add(u.datagrams)
+		e.stats.Bytes.Add(u.bytes)
+		u.datagrams, u.bytes = 0, 0
+	}
+	e.asm.Publish()
+}
+
+// EndBatch publishes the counters after the datagrams of one socket read.
+func (e *Engine) EndBatch() { e.publish() }
 
 func (e *Engine) dropped(r decode.Reason, outer netip.Addr) {
 	e.stats.Decode[r].Add(1)
@@ -186,10 +211,14 @@ func (e *Engine) maybeTick(ts int64) {
 func (e *Engine) Tick(now int64) {
 	e.lastTick = now
 	e.asm.Tick(now)
+	e.publish()
 }
 
 // Flush ends every flow (end of a capture file, or shutdown).
-func (e *Engine) Flush() { e.asm.Flush() }
+func (e *Engine) Flush() {
+	e.asm.Flush()
+	e.publish()
+}
 
 // Flows returns the number of flows tracked.
 func (e *Engine) Flows() int { return e.asm.Len() }

@@ -109,6 +109,7 @@ func (s *Shards) run(e *Engine, work <-chan *batch) {
 		if b.tick != 0 {
 			e.Tick(b.tick)
 		}
+		e.EndBatch()
 		s.put(b)
 	}
 	e.Flush()
@@ -137,6 +138,10 @@ func (s *Shards) HandleVXLAN(outer netip.Addr, b []byte, ts int64) {
 // EndBatch hands every batch in progress to its shard: the reader calls it
 // after each socket read, so a datagram never waits for the next one.
 func (s *Shards) EndBatch() {
+	if len(s.engines) == 1 {
+		s.engines[0].EndBatch()
+		return
+	}
 	for i, b := range s.pending {
 		if b != nil {
 			s.send(i)

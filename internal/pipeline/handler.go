@@ -367,7 +367,7 @@ func (h *Handler) Run(ctx context.Context) error {
 		geneve.Add(1)
 		go func() {
 			defer geneve.Done()
-			if err := h.geneve.Run(ctx, h.genEng.HandleGeneve, h.genEng.Tick); err != nil {
+			if err := h.geneve.RunBatches(ctx, h.genEng.HandleGeneve, h.genEng.EndBatch, h.genEng.Tick); err != nil {
 				h.log.Error("geneve capture", "err", err)
 			}
 			h.genEng.Flush()

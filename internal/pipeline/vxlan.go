@@ -78,7 +78,7 @@ func (v *vxlanInput) run(ctx context.Context) error {
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
-			errs[i] = v.group.Listeners[i].Run(ctx, e.HandleVXLAN, e.Tick)
+			errs[i] = v.group.Listeners[i].RunBatches(ctx, e.HandleVXLAN, e.EndBatch, e.Tick)
 			e.Flush()
 		}()
 	}
