@@ -52,12 +52,11 @@ func replayFiles(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	default:
 		return usageError(stderr, fmt.Errorf("-progress %q: want auto, bar, plain or off", *progress))
 	}
-	scanned := false
+	started := false
 	opts := pipeline.ReplayOptions{Options: player.Options{Speed: sp, Loops: *loops},
-		Scanned: func(perPass int64, span time.Duration) {
-			scanned = true
-			fmt.Fprintf(stdout, "replaying %d requests (%s of traffic) from %d file(s) at %s, %s\n", perPass, span.Round(time.Millisecond),
-				len(inputs), *speed, passes(*loops))
+		Started: func(size int64) {
+			started = true
+			fmt.Fprintf(stdout, "replaying %d file(s) (%s) at %s, %s\n", len(inputs), byteSize(size), *speed, passes(*loops))
 		}}
 	if *progress != "off" {
 		opts.Progress = r.Show
@@ -67,7 +66,7 @@ func replayFiles(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		log.Warn(w)
 	}
 	p, err := pipeline.ReplayFiles(ctx, cfg, log, inputs, opts)
-	if opts.Progress != nil && scanned {
+	if opts.Progress != nil && started {
 		r.Done(p)
 	}
 	if err != nil {
@@ -88,4 +87,18 @@ func passes(n int) string {
 		return "once"
 	}
 	return fmt.Sprintf("%d times", n)
+}
+
+// byteSize writes n bytes for people: 812 B, 3.4 MiB, 1.2 GiB.
+func byteSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
 }

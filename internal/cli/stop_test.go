@@ -624,10 +624,11 @@ func hasOpen(pid int, path string) bool {
 	return false
 }
 
-// Ctrl-C during the replay of a large capture file returns promptly,
-// whether it comes while the file is being counted (before anything is
-// sent) or while its requests are sent; no request reaches the test
-// environment twice or cut short.
+// Ctrl-C during the replay of large capture files returns promptly,
+// whether it comes as soon as the files are opened or while their
+// requests are sent; no request reaches the test environment twice or
+// cut short. (The files are not read ahead to count them: that took a
+// whole decode of every file before the first request went out.)
 func TestInterruptLargeFileReplay(t *testing.T) {
 	if testing.Short() {
 		t.Skip("decodes a large capture file")
@@ -670,8 +671,8 @@ func TestInterruptLargeFileReplay(t *testing.T) {
 		return took
 	}
 
-	// A day's worth of files: the count alone (a whole decode of each)
-	// takes seconds, many times the bound.
+	// A day's worth of files: a whole decode of them takes seconds, many
+	// times the bound.
 	var day []string
 	for i := range 16 {
 		link := filepath.Join(filepath.Dir(path), fmt.Sprintf("hour%02d.pcap", i))
@@ -681,7 +682,7 @@ func TestInterruptLargeFileReplay(t *testing.T) {
 		day = append(day, link)
 	}
 
-	t.Run("while counting", func(t *testing.T) {
+	t.Run("as the files open", func(t *testing.T) {
 		srv := newExactServer(t, 0)
 		child := replay(t, srv, day...)
 		real, err := filepath.EvalSymlinks(path) // as /proc shows it
@@ -696,13 +697,9 @@ func TestInterruptLargeFileReplay(t *testing.T) {
 			time.Sleep(2 * time.Millisecond)
 		}
 		took := interrupt(t, child)
-		_, counted := child.waitLine("replaying ", 0)
-		t.Logf("exit %v after Ctrl-C; counting had finished: %v; %d requests sent", took.Round(time.Millisecond), counted, srv.count())
+		t.Logf("exit %v after Ctrl-C; %d requests sent", took.Round(time.Millisecond), srv.count())
 		if took > bound {
-			t.Errorf("replay exited %v after Ctrl-C while counting the file, want at most %v", took, bound)
-		}
-		if n := srv.count(); n != 0 {
-			t.Errorf("the test server got %d requests after Ctrl-C before any was sent", n)
+			t.Errorf("replay exited %v after Ctrl-C as the files opened, want at most %v", took, bound)
 		}
 		srv.check(t)
 	})

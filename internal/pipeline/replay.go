@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/shadowtap/shadowtap/internal/config"
@@ -14,9 +15,10 @@ import (
 // ReplayOptions say how files are replayed.
 type ReplayOptions struct {
 	player.Options
-	// Scanned, if set, is called once the files are counted, before the
-	// first exchange is sent: exchanges per pass and the time they span.
-	Scanned func(perPass int64, span time.Duration)
+	// Started, if set, is called before the first exchange is sent, with
+	// the input's size in bytes (its files are not read ahead to count
+	// their exchanges).
+	Started func(inputBytes int64)
 	// Progress, if set, is called every ProgressEvery and once at the end.
 	Progress      func(player.Progress)
 	ProgressEvery time.Duration
@@ -42,21 +44,19 @@ func ReplayFiles(ctx context.Context, cfg config.Config, log *slog.Logger, input
 		cancel()
 	}
 	open := source.OpenAll(inputs, st.Sources())
-	perPass, span, err := player.Scan(ctx, open)
-	if err != nil {
-		stop()
-		if ctx.Err() != nil {
-			return player.Progress{}, nil // interrupted while counting: nothing was sent
+	if opts.Started != nil {
+		var size int64
+		for _, p := range inputs {
+			if fi, err := os.Stat(p); err == nil {
+				size += fi.Size()
+			}
 		}
-		return player.Progress{}, err
-	}
-	if opts.Scanned != nil {
-		opts.Scanned(perPass, span)
+		opts.Started(size)
 	}
 	if opts.ProgressEvery <= 0 {
 		opts.ProgressEvery = 200 * time.Millisecond
 	}
-	p, err := player.Play(ctx, open, perPass, span, fanout, opts.Options, opts.ProgressEvery, opts.Progress)
+	p, err := player.Play(ctx, open, fanout, opts.Options, opts.ProgressEvery, opts.Progress)
 	stop()
 	return player.Tally(fanout, p), err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
 	"testing"
 	"time"
 
@@ -26,21 +27,34 @@ func TestReplayFiles(t *testing.T) {
 		goleak.IgnoreAnyFunction("github.com/shadowtap/shadowtap/internal/rawserver.(*Server).serve"))
 	cfg := config.Default()
 	cfg.Destination = "http://" + srv.Addr()
-	var perPass int64 = -1
+	const input = "../../testdata/pcaps/zeek__http-1000-requests-one-dropped-response.pcap.gz"
+	var size int64 = -1
 	var reports int
-	p, err := ReplayFiles(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)),
-		[]string{"../../testdata/pcaps/zeek__http-1000-requests-one-dropped-response.pcap.gz"},
-		ReplayOptions{Options: player.Options{Loops: 2}, Scanned: func(n int64, span time.Duration) {
+	firstFraction := -1.0
+	p, err := ReplayFiles(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), []string{input},
+		ReplayOptions{Options: player.Options{Loops: 2}, Started: func(n int64) {
 			if reports > 0 {
-				t.Error("progress reported before the files were counted")
+				t.Error("progress reported before the start")
 			}
-			perPass = n
-		}, Progress: func(player.Progress) { reports++ }})
+			size = n
+		}, Progress: func(p player.Progress) {
+			if reports++; firstFraction < 0 && p.Sent > 0 {
+				firstFraction = p.Fraction
+			}
+		}, ProgressEvery: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if perPass != 1000 || p.Sent != 2*perPass || p.Total != 2*perPass || p.Answered != uint64(p.Sent) || p.Failed != 0 || p.Dropped != 0 {
-		t.Errorf("per pass %d, progress %+v", perPass, p)
+	if fi, err := os.Stat(input); err != nil || size != fi.Size() {
+		t.Errorf("started with %d bytes of input, err %v", size, err)
+	}
+	if p.Sent != 2000 || p.Total != 2000 || p.Fraction != 1 || p.Answered != uint64(p.Sent) || p.Failed != 0 || p.Dropped != 0 {
+		t.Errorf("progress %+v", p)
+	}
+	// Sending began before the input was read to its end: the first pass
+	// counts the exchanges as it goes.
+	if firstFraction < 0 || firstFraction >= 0.5 {
+		t.Errorf("first progress with requests sent was %.2f of the way", firstFraction)
 	}
 	if n := len(srv.Requests()); int64(n) != p.Sent || reports == 0 {
 		t.Errorf("the target received %d, %d progress reports", n, reports)

@@ -26,8 +26,12 @@ type Options struct {
 
 // Progress is where a replay stands.
 type Progress struct {
-	Sent      int64 // exchanges offered to the targets
-	Total     int64 // exchanges in all passes; -1 when looping forever
+	Sent  int64 // exchanges offered to the targets
+	Total int64 // exchanges to send in all passes; -1 until the first pass ends, or when looping forever
+	// Fraction is how far through all passes the replay is: from the
+	// input's bytes while the first pass reads it, then from the
+	// exchanges; -1 when unknown (looping forever).
+	Fraction  float64
 	Answered  uint64
 	Failed    uint64
 	Dropped   uint64 // refused by filters, sampling, queues
@@ -44,63 +48,34 @@ func (p Progress) Rate() float64 {
 	return float64(p.Sent) / p.Elapsed.Seconds()
 }
 
-// Scan counts the exchanges of one pass and the time they span. It stops
-// when ctx ends (Ctrl-C on a large file must not wait for the whole file
-// to be decoded) and then returns ctx's error; closing the source stops
-// its decoder.
-func Scan(ctx context.Context, open func() (source.Source, error)) (n int64, span time.Duration, err error) {
-	src, err := open()
-	if err != nil {
-		return 0, 0, err
-	}
-	defer src.Close()
-	done := ctx.Done()
-	var first, last int64
-	for {
-		select {
-		case <-done:
-			return n, 0, fmt.Errorf("player: counting stopped: %w", context.Cause(ctx))
-		default:
-		}
-		r, err := src.Next()
-		if errors.Is(err, io.EOF) {
-			return n, time.Duration(last - first), nil
-		}
-		if err != nil {
-			return n, 0, err
-		}
-		if n == 0 {
-			first = r.Start
-		}
-		last = max(last, r.Start)
-		n++
-	}
-}
-
 // Play replays every exchange of the sources opened by open (again for
-// each pass) through f. perPass and span come from Scan. report, if set,
-// is called every interval with the progress, and once at the end.
-func Play(ctx context.Context, open func() (source.Source, error), perPass int64, span time.Duration, f *target.Fanout,
+// each pass) through f. The files are not read ahead to count them:
+// sending starts with the first exchange, and the progress comes from the
+// input's bytes (when the source is source.Sized) until the first pass
+// has counted the exchanges. report, if set, is called every interval
+// with the progress, and once at the end.
+func Play(ctx context.Context, open func() (source.Source, error), f *target.Fanout,
 	opts Options, interval time.Duration, report func(Progress)) (Progress, error) {
 	began := time.Now()
-	// The pass counts; the reporter goroutine reads the counts meanwhile.
-	var sent, unparsed atomic.Int64
-	total := perPass * int64(opts.Loops)
-	if opts.Loops == 0 {
-		total = -1
-	}
+	// The passes count; the reporter goroutine reads the counts meanwhile.
+	var sent, unparsed, perPass, pass atomic.Int64
+	var cur atomic.Pointer[sizedBox]
 	snapshot := func() Progress {
 		sent := sent.Load()
-		p := Tally(f, Progress{Sent: sent, Total: total, Unparsed: unparsed.Load(), Elapsed: time.Since(began), Remaining: -1})
-		switch {
-		case total < 0:
-		case opts.Speed > 0 && perPass > 0:
-			// Paced by the recording's own clock.
-			passes := float64(total) / float64(perPass)
-			whole := time.Duration(float64(span) * passes / opts.Speed)
-			p.Remaining = max(whole-p.Elapsed, 0)
-		case sent > 0:
-			p.Remaining = time.Duration(float64(total-sent) / p.Rate() * float64(time.Second))
+		p := Tally(f, Progress{Sent: sent, Total: -1, Fraction: -1, Unparsed: unparsed.Load(), Elapsed: time.Since(began), Remaining: -1})
+		if opts.Loops == 0 {
+			return p
+		}
+		if n := perPass.Load(); n > 0 {
+			p.Total = n * int64(opts.Loops)
+			p.Fraction = min(float64(sent)/float64(p.Total), 1)
+		} else if b := cur.Load(); b != nil {
+			if read, total := b.s.Input(); total > 0 {
+				p.Fraction = (float64(pass.Load()) + float64(read)/float64(total)) / float64(opts.Loops)
+			}
+		}
+		if p.Fraction > 0 {
+			p.Remaining = time.Duration(float64(p.Elapsed) * (1 - p.Fraction) / p.Fraction)
 		}
 		return p
 	}
@@ -123,14 +98,17 @@ func Play(ctx context.Context, open func() (source.Source, error), perPass int64
 		}
 	}()
 	var err error
-	for pass := 0; opts.Loops == 0 || pass < opts.Loops; pass++ {
-		var n int64
-		if n, err = playPass(ctx, open, uint64(pass), f, opts.Speed, &sent, &unparsed); err != nil || ctx.Err() != nil {
+	for i := 0; opts.Loops == 0 || i < opts.Loops; i++ {
+		pass.Store(int64(i))
+		before := sent.Load()
+		if _, err = playPass(ctx, open, uint64(i), f, opts.Speed, &sent, &unparsed, &cur); err != nil || ctx.Err() != nil {
 			break
 		}
+		n := sent.Load() - before
 		if n == 0 {
 			break // nothing to loop over
 		}
+		perPass.CompareAndSwap(0, n)
 	}
 	close(stopReport)
 	<-reported
@@ -140,6 +118,9 @@ func Play(ctx context.Context, open func() (source.Source, error), perPass int64
 	}
 	return final, err
 }
+
+// sizedBox holds a pass's source for the reporter, when it is Sized.
+type sizedBox struct{ s source.Sized }
 
 // Tally fills p's counters from the targets' statistics.
 func Tally(f *target.Fanout, p Progress) Progress {
@@ -160,12 +141,16 @@ func Tally(f *target.Fanout, p Progress) Progress {
 
 // playPass plays one pass; connection ids are made distinct per pass so
 // a loop never merges two passes' connections.
-func playPass(ctx context.Context, open func() (source.Source, error), pass uint64, f *target.Fanout, speed float64, sent, unparsed *atomic.Int64) (int64, error) {
+func playPass(ctx context.Context, open func() (source.Source, error), pass uint64, f *target.Fanout, speed float64, sent, unparsed *atomic.Int64,
+	cur *atomic.Pointer[sizedBox]) (int64, error) {
 	src, err := open()
 	if err != nil {
 		return 0, err
 	}
 	defer src.Close()
+	if s, ok := src.(source.Sized); ok {
+		cur.Store(&sizedBox{s})
+	}
 	conns := map[uint64]bool{}
 	defer func() {
 		for c := range conns {

@@ -3,7 +3,6 @@ package player
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -71,18 +70,14 @@ func TestPlaySpeedAndLoop(t *testing.T) {
 		srv, _ := rawserver.Listen("127.0.0.1:0")
 		f, set := fanoutTo(t, srv.Addr())
 		open := fiveOver400ms()
-		n, span, err := Scan(context.Background(), open)
-		if err != nil || n != 5 || span != 400*time.Millisecond {
-			t.Fatalf("scan: %d %v %v", n, span, err)
-		}
 		began := time.Now()
-		p, err := Play(context.Background(), open, n, span, f, Options{Speed: c.speed, Loops: c.loops}, time.Hour, nil)
+		p, err := Play(context.Background(), open, f, Options{Speed: c.speed, Loops: c.loops}, time.Hour, nil)
 		elapsed := time.Since(began)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		target.Stop(ctx, set.Targets)
 		cancel()
 		p = Tally(f, p)
-		if err != nil || p.Sent != int64(5*c.loops) || p.Answered != uint64(5*c.loops) || len(srv.Requests()) != 5*c.loops {
+		if err != nil || p.Sent != int64(5*c.loops) || p.Total != p.Sent || p.Fraction != 1 || p.Answered != uint64(5*c.loops) || len(srv.Requests()) != 5*c.loops {
 			t.Errorf("speed %v loops %d: %+v, server got %d, err %v", c.speed, c.loops, p, len(srv.Requests()), err)
 		}
 		if elapsed < c.minTime {
@@ -102,47 +97,47 @@ func (e *endless) Next() (recording.Record, error) {
 }
 func (e *endless) Close() error { return nil }
 
-// Scan stops when its context ends, with the context's error, and reads
-// no further.
-func TestScanStopsWithContext(t *testing.T) {
+// Play sends from the first exchange on, without reading the input ahead
+// to count it, and stops reading when its context ends.
+func TestPlayDoesNotReadAhead(t *testing.T) {
+	srv, _ := rawserver.Listen("127.0.0.1:0")
+	defer srv.Close()
+	f, set := fanoutTo(t, srv.Addr())
 	ctx, cancel := context.WithCancel(context.Background())
 	src := &endless{}
-	open := func() (source.Source, error) { return src, nil }
-	type result struct {
-		n   int64
-		err error
-	}
-	done := make(chan result, 1)
+	done := make(chan Progress, 1)
 	go func() {
-		n, _, err := Scan(ctx, open)
-		done <- result{n, err}
+		p, _ := Play(ctx, func() (source.Source, error) { return src, nil }, f, Options{Loops: 1}, time.Hour, nil)
+		done <- p
 	}()
 	deadline := time.Now().Add(10 * time.Second)
-	for src.reads.Load() < 1000 && time.Now().Before(deadline) {
+	for len(srv.Requests()) < 20 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
+	if len(srv.Requests()) < 20 {
+		t.Fatal("an endless input sent nothing: it was read ahead")
+	}
 	cancel()
-	var r result
+	var p Progress
 	select {
-	case r = <-done:
+	case p = <-done:
 	case <-time.After(5 * time.Second):
-		t.Fatal("Scan did not stop within 5 s of its context ending")
+		t.Fatal("Play did not stop within 5 s of its context ending")
 	}
-	if !errors.Is(r.err, context.Canceled) {
-		t.Errorf("Scan after the stop: %v, want context.Canceled", r.err)
+	if reads := src.reads.Load(); reads > p.Sent+1 {
+		t.Errorf("%d reads for %d sent: read on after the stop", reads, p.Sent)
 	}
-	reads := src.reads.Load()
-	if reads != r.n {
-		t.Errorf("%d reads, %d counted: the scan read on after the stop", reads, r.n)
+	if p.Total != -1 {
+		t.Errorf("total %d of an input never finished", p.Total)
 	}
-	if _, _, err := Scan(ctx, open); !errors.Is(err, context.Canceled) || src.reads.Load() != reads {
-		t.Errorf("Scan with an ended context: %v, %d reads (want none)", err, src.reads.Load()-reads)
-	}
+	stop, cancelStop := context.WithTimeout(context.Background(), 5*time.Second)
+	target.Stop(stop, set.Targets)
+	cancelStop()
 }
 
 func TestRenderer(t *testing.T) {
 	var b bytes.Buffer
-	p := Progress{Sent: 50, Total: 200, Answered: 48, Failed: 2, Elapsed: 10 * time.Second, Remaining: 30 * time.Second}
+	p := Progress{Sent: 50, Total: 200, Fraction: 0.25, Answered: 48, Failed: 2, Elapsed: 10 * time.Second, Remaining: 30 * time.Second}
 	(&Renderer{W: &b, Terminal: true}).Show(p)
 	if got := b.String(); !strings.HasPrefix(got, "\r\x1b[K[=======") || !strings.Contains(got, "50/200 requests (25%), 5 req/s, 48 answered, 2 errors, 30s left") {
 		t.Errorf("bar = %q", got)
@@ -186,7 +181,7 @@ func TestProgressWhilePlaying(t *testing.T) {
 		return &sliceSource{recs: append([]recording.Record(nil), recs...)}, nil
 	}
 	var reports []Progress
-	final, err := Play(context.Background(), open, n, 0, f, Options{Loops: 1}, time.Millisecond, func(p Progress) {
+	final, err := Play(context.Background(), open, f, Options{Loops: 1}, time.Millisecond, func(p Progress) {
 		reports = append(reports, p)
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -39,15 +39,17 @@ func (r *Renderer) Done(p Progress) {
 
 func (r *Renderer) line(p Progress, bar bool) string {
 	var b strings.Builder
-	if p.Total > 0 {
-		frac := min(float64(p.Sent)/float64(p.Total), 1)
-		if bar {
-			const width = 30
-			n := int(frac * width)
-			fmt.Fprintf(&b, "[%s%s] ", strings.Repeat("=", n), strings.Repeat(" ", width-n))
-		}
-		fmt.Fprintf(&b, "%d/%d requests (%.0f%%)", p.Sent, p.Total, frac*100)
-	} else {
+	if bar && p.Fraction >= 0 {
+		const width = 30
+		n := int(min(p.Fraction, 1) * width)
+		fmt.Fprintf(&b, "[%s%s] ", strings.Repeat("=", n), strings.Repeat(" ", width-n))
+	}
+	switch {
+	case p.Total > 0:
+		fmt.Fprintf(&b, "%d/%d requests (%.0f%%)", p.Sent, p.Total, min(p.Fraction, 1)*100)
+	case p.Fraction >= 0:
+		fmt.Fprintf(&b, "%d requests (%.0f%%)", p.Sent, min(p.Fraction, 1)*100)
+	default:
 		fmt.Fprintf(&b, "%d requests", p.Sent)
 	}
 	fmt.Fprintf(&b, ", %.0f req/s, %d answered, %d errors", p.Rate(), p.Answered, p.Failed)

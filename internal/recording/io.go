@@ -53,6 +53,16 @@ func Open(paths ...string) (*Reader, error) {
 	return &Reader{files: files}, nil
 }
 
+// NewReader returns a reader over one recording file already open (named
+// name, for errors); the reader closes it.
+func NewReader(f io.ReadCloser, name string) (*Reader, error) {
+	rd := &Reader{}
+	if err := rd.start(f, name); err != nil {
+		return nil, err
+	}
+	return rd, nil
+}
+
 // IsRecording reports whether the file at path starts like a recording.
 func IsRecording(path string) bool {
 	f, err := os.Open(path)

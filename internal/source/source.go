@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shadowtap/shadowtap/internal/engine"
@@ -105,28 +106,53 @@ func Detect(path string) (Kind, error) {
 
 // Open opens a file of any known kind.
 func Open(path string, opts Options) (Source, Kind, error) {
+	return open(path, opts, new(atomic.Int64))
+}
+
+// open opens a file of any known kind, adding the bytes read from it to
+// read (the reading may happen on another goroutine).
+func open(path string, opts Options, read *atomic.Int64) (Source, Kind, error) {
 	kind, err := Detect(path)
 	if err != nil {
 		return nil, "", err
 	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, "", err
+	}
+	in := countedFile{f, read}
 	switch kind {
 	case Recording:
-		rd, err := recording.Open(path)
+		rd, err := recording.NewReader(in, path)
 		return rd, kind, err
 	case GoReplay:
-		s, err := openGoReplay(path)
+		s, err := newGoReplay(in)
 		return s, kind, err
 	}
-	s, err := OpenCapture(path, opts)
+	s, err := newCapture(in, opts)
 	return s, kind, err
 }
+
+// countedFile counts the bytes read from a file, for progress.
+type countedFile struct {
+	f    *os.File
+	read *atomic.Int64
+}
+
+func (c countedFile) Read(b []byte) (int, error) {
+	n, err := c.f.Read(b)
+	c.read.Add(int64(n))
+	return n, err
+}
+
+func (c countedFile) Close() error { return c.f.Close() }
 
 // CaptureSource extracts exchanges from a capture file with the engine.
 type CaptureSource struct {
 	ch     chan recording.Record
 	done   chan struct{}
 	errc   chan error
-	file   *os.File
+	file   io.Closer
 	once   sync.Once // Close may be called from several goroutines
 	Engine engine.Stats
 	File   pcapfile.Stats
@@ -161,6 +187,11 @@ func OpenCapture(path string, opts Options) (*CaptureSource, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newCapture(countedFile{f, new(atomic.Int64)}, opts)
+}
+
+// newCapture starts extracting from the capture file f.
+func newCapture(f countedFile, opts Options) (*CaptureSource, error) {
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -256,17 +287,13 @@ func (c *captureSink) Response(_ uint64, req *httpstream.Request, resp *httpstre
 // exchange of its own connection; an original response (type 2) that
 // directly follows its request is attached to it.
 type goReplaySource struct {
-	f    *os.File
+	f    countedFile
 	r    *goreplay.Reader
 	next *goreplay.Payload
 	n    uint64
 }
 
-func openGoReplay(path string) (*goReplaySource, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
+func newGoReplay(f countedFile) (*goReplaySource, error) {
 	r, err := goreplay.NewReader(f)
 	if err != nil {
 		f.Close()
@@ -330,14 +357,27 @@ func (g *goReplaySource) Close() error { return g.f.Close() }
 
 // OpenAll returns an opener of the files at paths, read one after another
 // as one source, each opened when the previous one ends; it is called
-// again for each pass of a replay.
+// again for each pass of a replay. Its sources are Sized.
 func OpenAll(paths []string, opts Options) func() (Source, error) {
 	return func() (Source, error) {
 		if len(paths) == 0 {
 			return nil, errors.New("no input files")
 		}
-		return &multiSource{paths: paths, opts: opts}, nil
+		m := &multiSource{paths: paths, opts: opts}
+		for _, p := range paths {
+			if st, err := os.Stat(p); err == nil {
+				m.total += st.Size()
+			}
+		}
+		return m, nil
 	}
+}
+
+// Sized is a source that knows how far through its files it is: bytes
+// read of the files' total size (compressed bytes for a gzipped file).
+// Input may be called from any goroutine.
+type Sized interface {
+	Input() (read, total int64)
 }
 
 // multiSource reads several files one after another.
@@ -345,7 +385,11 @@ type multiSource struct {
 	paths []string
 	opts  Options
 	cur   Source
+	read  atomic.Int64 // of every file opened so far
+	total int64
 }
+
+func (m *multiSource) Input() (read, total int64) { return min(m.read.Load(), m.total), m.total }
 
 func (m *multiSource) Next() (recording.Record, error) {
 	for {
@@ -353,7 +397,7 @@ func (m *multiSource) Next() (recording.Record, error) {
 			if len(m.paths) == 0 {
 				return recording.Record{}, io.EOF
 			}
-			s, _, err := Open(m.paths[0], m.opts)
+			s, _, err := open(m.paths[0], m.opts, &m.read)
 			if err != nil {
 				return recording.Record{}, err
 			}
