@@ -135,11 +135,14 @@ func runPhases(spec string, conns int, delay time.Duration, serverRate float64, 
 	began := time.Now()
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
-	next := 0
+	next, ticks, peak := 0, 0, int64(0)
 	for _, p := range phases {
 		p.began = time.Now()
 		for next < len(trace) && trace[next].req < p.first+p.n && time.Since(p.began) < p.dur+10*time.Second {
 			<-tick.C
+			if ticks++; ticks%100 == 0 {
+				peak = max(peak, procstat.RSSKiB(cmd.Process.Pid))
+			}
 			due := p.first + min(p.n, int(p.rate*time.Since(p.began).Seconds()))
 			for next < len(trace) && trace[next].req < due {
 				out.Write(trace[next].b)
@@ -152,6 +155,7 @@ func runPhases(spec string, conns int, delay time.Duration, serverRate float64, 
 	// Let the backlog drain: until nothing has arrived for a second.
 	for n, quiet := len(test.Requests()), 0; quiet < 20 && time.Since(began) < sendTime+30*time.Second; {
 		time.Sleep(50 * time.Millisecond)
+		peak = max(peak, procstat.RSSKiB(cmd.Process.Pid))
 		if m := len(test.Requests()); m != n {
 			n, quiet = m, 0
 		} else {
@@ -219,7 +223,9 @@ func runPhases(spec string, conns int, delay time.Duration, serverRate float64, 
 			fmt.Sprintf("%d (%.0f/s)", p.during, float64(p.during)/d.Seconds()), delivered[i], float64(delivered[i])/float64(max(p.n, 1)))
 	}
 	fmt.Printf("received               %d of %d offered; not exact %d, twice %d, out of order %d\n", len(got), total, inexact, dup, unordered)
-	fmt.Printf("handler CPU            %.2f s, %.1f us per replayed request\n", cpu, cpu*1e6/float64(max(len(got), 1)))
+	fmt.Printf("handler CPU            %.2f s, %.1f us per replayed request, %.0f%% of a core while offered\n",
+		cpu, cpu*1e6/float64(max(len(got), 1)), 100*cpu/sendTime.Seconds())
+	fmt.Printf("handler peak RSS       %d KiB\n", peak)
 	fmt.Printf("where requests went    %s\n", losses)
 	if inexact+dup+unordered > 0 {
 		return fmt.Errorf("%d requests not exact, %d received twice, %d out of order", inexact, dup, unordered)
