@@ -61,6 +61,9 @@ func record(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "record:", err)
 		return 1
 	}
+	if rec.Unrepresentable > 0 {
+		fmt.Fprintf(stderr, "record: %d exchanges (or their responses) left out: GoReplay's format cannot hold them (use a .strec recording)\n", rec.Unrepresentable)
+	}
 	if rec.Dropped > 0 {
 		fmt.Fprintf(stderr, "record: %d exchanges dropped: the recording fell behind the mirror\n", rec.Dropped)
 	}

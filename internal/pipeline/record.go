@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/goreplay"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
+	"github.com/shadowtap/shadowtap/internal/ratelog"
 	"github.com/shadowtap/shadowtap/internal/recording"
 	"github.com/shadowtap/shadowtap/internal/source"
 )
@@ -38,6 +40,10 @@ type Recorded struct {
 	// Dropped counts exchanges the recorder's queue had no room for (live
 	// only: the disk fell behind the mirror).
 	Dropped uint64
+	// Unrepresentable counts exchanges a GoReplay file cannot hold (a
+	// body holding its payload separator): skipped, or written without
+	// production's response when only the response cannot be held.
+	Unrepresentable int
 }
 
 // RecordExchanges writes exchanges, with production's answers, to a recording:
@@ -58,12 +64,26 @@ func RecordExchanges(ctx context.Context, cfg config.Config, log *slog.Logger, o
 		return Recorded{}, err
 	}
 	var out Recorded
+	skipLog := ratelog.New(log, 10*time.Second)
 	write := func(r recording.Record) error {
-		out.Exchanges++
-		if r.HasResponse {
-			out.WithResponse++
+		err := w.Write(r)
+		switch {
+		case errors.Is(err, errRequestUnrepresentable):
+			out.Unrepresentable++
+			skipLog.Warn("goreplay_request", "exchange skipped: GoReplay's format cannot hold its request", "err", err.Error())
+			return nil
+		case errors.Is(err, errResponseUnrepresentable):
+			out.Unrepresentable++
+			skipLog.Warn("goreplay_response", "production's response left out: GoReplay's format cannot hold it", "err", err.Error())
+			r.HasResponse, err = false, nil
 		}
-		return w.Write(r)
+		if err == nil {
+			out.Exchanges++
+			if r.HasResponse {
+				out.WithResponse++
+			}
+		}
+		return err
 	}
 	st := Derive(cfg, Record)
 	if len(opts.Inputs) > 0 {
@@ -210,13 +230,27 @@ func (g *goReplayWriter) Write(r recording.Record) error {
 	}
 	id := goreplay.ID(r.Conn, r.Index)
 	if err := g.w.Write(goreplay.Payload{Kind: goreplay.Request, ID: id, Time: r.Start, Latency: 0, Data: r.Request}); err != nil {
+		if errors.Is(err, goreplay.ErrUnrepresentable) {
+			return fmt.Errorf("%w: %w", errRequestUnrepresentable, err)
+		}
 		return err
 	}
 	if r.HasResponse {
-		return g.w.Write(goreplay.Payload{Kind: goreplay.Response, ID: id, Time: r.RespStart, Latency: r.Latency(), Data: r.Response})
+		err := g.w.Write(goreplay.Payload{Kind: goreplay.Response, ID: id, Time: r.RespStart, Latency: r.Latency(), Data: r.Response})
+		if errors.Is(err, goreplay.ErrUnrepresentable) {
+			return fmt.Errorf("%w: %w", errResponseUnrepresentable, err)
+		}
+		return err
 	}
 	return nil
 }
+
+// A GoReplay file cannot hold every exchange: these are skipped (or
+// their response left out) and counted, not the end of the recording.
+var (
+	errRequestUnrepresentable  = errors.New("request skipped")
+	errResponseUnrepresentable = errors.New("response left out")
+)
 
 func (g *goReplayWriter) Close() error {
 	if err := g.w.Flush(); err != nil {

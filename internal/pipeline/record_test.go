@@ -22,6 +22,7 @@ import (
 	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 	"github.com/shadowtap/shadowtap/internal/recording"
+	"github.com/shadowtap/shadowtap/internal/source"
 	"github.com/shadowtap/shadowtap/internal/synth"
 )
 
@@ -226,5 +227,49 @@ func TestRecordLiveCannotListen(t *testing.T) {
 		RecordOptions{Output: filepath.Join(t.TempDir(), "r.strec")})
 	if err == nil {
 		t.Fatal("recorded on an address it cannot listen on")
+	}
+}
+
+// An exchange that GoReplay's format cannot hold (a body holding its
+// payload separator) is skipped and counted; the others are recorded and
+// the file reads back whole.
+func TestRecordGoReplaySkipsWhatItCannotHold(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in"+recording.Ext)
+	w, err := recording.Create(recording.WriterOptions{Path: in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, server := netip.MustParseAddrPort("10.0.0.1:40000"), netip.MustParseAddrPort("10.0.0.2:80")
+	bodies := []string{"a", "b\n🐵🙈🙉\nc", "d"}
+	for i, b := range bodies {
+		req := "POST /" + strconv.Itoa(i) + " HTTP/1.1\r\nHost: h\r\nContent-Length: " + strconv.Itoa(len(b)) + "\r\n\r\n" + b
+		if err := w.Write(recording.Record{Start: int64(i + 1), End: int64(i + 1), Conn: 1, Index: i, Client: client, Server: server,
+			Request: []byte(req)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out.gor")
+	cfg := config.Default()
+	rec, err := RecordExchanges(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)),
+		RecordOptions{Inputs: []string{in}, Output: out, Format: "goreplay"})
+	if err != nil {
+		t.Fatalf("record: %v", err)
+	}
+	if rec.Exchanges != 2 || rec.Unrepresentable != 1 {
+		t.Errorf("recorded %+v, want 2 exchanges and 1 skipped", rec)
+	}
+	n := 0
+	if err := copyAll(context.Background(), source.OpenAll([]string{out}, Derive(cfg, Record).Sources()), func(r recording.Record) error {
+		n++
+		if strings.Contains(string(r.Request), "POST /1 ") {
+			t.Errorf("the unrepresentable exchange was written: %q", r.Request)
+		}
+		return nil
+	}); err != nil || n != 2 {
+		t.Errorf("read back %d exchanges, err %v", n, err)
 	}
 }
