@@ -125,8 +125,14 @@ func (f *Fanout) EndConn(conn uint64) {
 // edits and rate limit updated; the others are returned as retired, to be
 // stopped by the caller once the new set is in force.
 func Build(ctx context.Context, rs []config.Resolved, prev *Set, log *slog.Logger, onResult func(replay.Result)) (set *Set, retired []*Target, err error) {
-	set = &Set{}
-	kept := map[*Target]bool{}
+	// Everything that can fail is checked first: a refused configuration
+	// changes no kept target's policy and starts no replayer.
+	type planned struct {
+		t     *Target
+		dest  replay.Destination
+		edits replay.Edits
+	}
+	plan := make([]planned, 0, len(rs))
 	for _, r := range rs {
 		t, err := build(r)
 		if err != nil {
@@ -136,9 +142,14 @@ func Build(ctx context.Context, rs []config.Resolved, prev *Set, log *slog.Logge
 		if err != nil {
 			return nil, nil, fmt.Errorf("target %q: %w", r.Name, err)
 		}
-		edits := Edits(r, dest)
+		plan = append(plan, planned{t, dest, Edits(r, dest)})
+	}
+	set = &Set{}
+	kept := map[*Target]bool{}
+	for _, p := range plan {
+		t, r := p.t, p.t.Conf
 		if old := find(prev, r.Name); old != nil && sameConnection(old.Conf, r) {
-			old.replayer.SetPolicy(edits, r.RateLimit)
+			old.replayer.SetPolicy(p.edits, r.RateLimit)
 			t.Stats, t.replayer = old.Stats, old.replayer
 			kept[old] = true
 		} else {
@@ -146,8 +157,8 @@ func Build(ctx context.Context, rs []config.Resolved, prev *Set, log *slog.Logge
 			copts := replay.DefaultClientOptions
 			copts.DialTimeout, copts.ResponseTimeout, copts.InsecureTLS, copts.MaxIdle = r.DialTimeout, r.ResponseTimeout, r.InsecureSkipVerify, r.Workers
 			copts.KeepBody, copts.IdleTimeout = r.KeepBody, r.IdleConnTimeout
-			t.replayer = replay.New(replay.NewClient(dest, copts),
-				replay.Options{Name: r.Name, Workers: r.Workers, MaxQueue: r.Queue, MaxQueueBytes: r.QueueBytes, Edits: edits, RateLimit: r.RateLimit, Block: r.Block},
+			t.replayer = replay.New(replay.NewClient(p.dest, copts),
+				replay.Options{Name: r.Name, Workers: r.Workers, MaxQueue: r.Queue, MaxQueueBytes: r.QueueBytes, Edits: p.edits, RateLimit: r.RateLimit, Block: r.Block},
 				&t.Stats.Replay, log, onResult)
 			t.replayer.Start(ctx)
 		}
