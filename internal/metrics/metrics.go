@@ -129,6 +129,7 @@ var (
 	mFailed         = counter("shadowtap_requests_failed_total", "Replays that failed, by target and reason.", "target", "reason")
 	mQueueDrops     = counter("shadowtap_replay_queue_drops_total", "Requests dropped by a target's queue (full, its connection refused, or left at stop).", "target")
 	mRateLimited    = counter("shadowtap_replay_rate_limited_total", "Requests dropped by a target's rate limit.", "target")
+	mHandover       = counter("shadowtap_replay_handover_drops_total", "Requests dropped after a reload rebuilt their target, while the retired replayer still held their connection's earlier ones, by target.", "target")
 	mResumed        = counter("shadowtap_replay_connections_resumed_total", "Production connections dropped under overload (queue or rate limit) and taken back at their next request boundary, by target.", "target")
 	mConnsRefused   = counter("shadowtap_replay_connections_refused_total", "Production connections a target did not replay, to keep the others whole.", "target")
 	mQueued         = gauge("shadowtap_replay_queue_length", "Requests waiting to be replayed, by target.", "target")
@@ -148,7 +149,7 @@ var all = []metric{mDatagrams, mBytes, mReadErrors, mKernelDrops, mReadBuffer, m
 	mCaptured, mRejected, mStopped, mTooLarge, mOverBudget, mHTTPBuffered, mLost, mIncomplete, mResyncs,
 	mRespParsed, mRespInterim, mRespLost, mRespBad, mRespResyncs, mRespIncomplete, mRespOverBudget, mRespPaired, mRespMissing, mRespUnmatched,
 	mFiltered, mSampledOut, mKeyless,
-	mSubmitted, mReplayed, mFailed, mQueueDrops, mRateLimited, mConnsRefused, mResumed, mQueued, mInFlight,
+	mSubmitted, mReplayed, mFailed, mQueueDrops, mRateLimited, mConnsRefused, mResumed, mHandover, mQueued, mInFlight,
 	mCmpExchanges, mCmpCompared, mCmpIncomplete, mCmpDropped, mCmpEndpoint, mCmpMatched, mCmpRegress}
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -256,6 +257,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit(mRateLimited, u(s.RateLimited.Load()), n)
 		emit(mConnsRefused, u(s.ConnsRefused.Load()), n)
 		emit(mResumed, u(s.Resumed.Load()), n)
+		emit(mHandover, u(t.Stats.HandoverDrops.Load()), n)
 		emit(mQueued, float64(s.Queued.Load()), n)
 		emit(mInFlight, float64(s.InFlight.Load()), n)
 	}

@@ -85,6 +85,7 @@ type Replayer struct {
 	running     int       // connection queues owned by a worker or waiting for one
 	limitedAt   time.Time // when the rate limit last dropped a request
 	closed      bool
+	stopped     bool // Stop has finished
 
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -386,6 +387,22 @@ func (r *Replayer) drain(ctx context.Context, q *connQueue) {
 	}
 }
 
+// Holds says whether requests of production connection conn are queued
+// or being replayed.
+func (r *Replayer) Holds(conn uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q := r.conns[conn]
+	return !r.stopped && q != nil && (q.running || len(q.reqs) > 0)
+}
+
+// Stopped says whether Stop has finished: nothing is queued or in flight.
+func (r *Replayer) Stopped() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stopped
+}
+
 // Stop refuses new requests and lets the workers finish what is queued
 // until ctx ends; then it aborts what is in flight, drops (and counts) what
 // is left, and closes idle connections.
@@ -437,6 +454,7 @@ func (r *Replayer) stop(ctx context.Context) {
 		q.reqs, q.bytes = nil, 0
 	}
 	r.stats.Queued.Store(int64(r.queued))
+	r.stopped = true
 	r.mu.Unlock()
 	r.client.CloseIdle()
 }

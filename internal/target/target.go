@@ -27,7 +27,11 @@ import (
 type Stats struct {
 	Filtered   [filter.NumReasons]atomic.Uint64
 	SampledOut atomic.Uint64
-	Replay     replay.Stats
+	// HandoverDrops counts requests dropped after a reload rebuilt the
+	// target, because the retired replayer still held their connection's
+	// earlier requests (see Target.predecessor).
+	HandoverDrops atomic.Uint64
+	Replay        replay.Stats
 }
 
 // Target is one test environment.
@@ -38,6 +42,25 @@ type Target struct {
 	filter   *filter.Filter
 	sampling *sample.Policy
 	replayer *replay.Replayer
+	// predecessor is the replayer this one replaced at a reload, while it
+	// drains: a production connection moves over at a request boundary,
+	// once the predecessor holds none of its requests, so that its
+	// requests never overtake each other across the two.
+	predecessor atomic.Pointer[replay.Replayer]
+}
+
+// handedOver says whether conn's requests may go to t's replayer: not
+// while the replayer t replaced still holds some of them.
+func (t *Target) handedOver(conn uint64) bool {
+	p := t.predecessor.Load()
+	if p == nil {
+		return true
+	}
+	if p.Stopped() {
+		t.predecessor.CompareAndSwap(p, nil)
+		return true
+	}
+	return !p.Holds(conn)
 }
 
 // Keyless returns how many requests lacked their sampling key.
@@ -100,6 +123,8 @@ func (f *Fanout) Submit(conn uint64, r *httpstream.Request) {
 			t.Stats.Filtered[reason].Add(1)
 		case !t.sampling.Keep(r):
 			t.Stats.SampledOut.Add(1)
+		case !t.handedOver(conn):
+			t.Stats.HandoverDrops.Add(1)
 		case !t.replayer.Submit(conn, r):
 			f.log.Warn("drop_"+t.Name, "target over its queue or rate limit: dropping requests (whole connections first)",
 				"target", t.Name, "queued", t.Stats.Replay.Queued.Load())
@@ -153,6 +178,9 @@ func Build(ctx context.Context, rs []config.Resolved, prev *Set, log *slog.Logge
 			t.Stats, t.replayer = old.Stats, old.replayer
 			kept[old] = true
 		} else {
+			if old := find(prev, r.Name); old != nil {
+				t.predecessor.Store(old.replayer)
+			}
 			t.Stats = &Stats{}
 			copts := replay.DefaultClientOptions
 			copts.DialTimeout, copts.ResponseTimeout, copts.InsecureTLS, copts.MaxIdle = r.DialTimeout, r.ResponseTimeout, r.InsecureSkipVerify, r.Workers

@@ -4,8 +4,12 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -76,5 +80,66 @@ func TestRefusedBuildChangesNothing(t *testing.T) {
 	// the refused reload started would still be running.
 	if err := goleak.Find(leaks...); err != nil {
 		t.Errorf("the refused reload left goroutines: %v", err)
+	}
+}
+
+// A reload that rebuilds a target (new connection settings) hands each
+// production connection over at a request boundary: while the retired
+// replayer still holds a connection's requests, the new one drops (and
+// counts) that connection's next requests instead of sending them ahead
+// of the old ones; once the old queue is done, the connection continues.
+func TestRebuiltTargetKeepsConnectionOrder(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := []byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+	srv := rawserver.ServeResponding(ln, func(*httpstream.Request) []byte {
+		time.Sleep(100 * time.Millisecond)
+		return ok
+	})
+	defer srv.Close()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := config.Default()
+	cfg.Destination = "http://" + srv.Addr()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	set, _, err := Build(ctx, cfg.Resolve(), nil, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := NewFanout(set, ratelog.New(log, time.Minute))
+	get := func(i int) *httpstream.Request {
+		return parse(t, "GET /r"+strconv.Itoa(i)+" HTTP/1.1\r\nHost: prod\r\n\r\n")
+	}
+	f.Submit(1, get(0))
+	f.Submit(1, get(1)) // waits behind r0: 100 ms each
+
+	next := cfg.Resolve()
+	next[0].DialTimeout += time.Second // a new replayer
+	newSet, retired, err := Build(ctx, next, set, log, nil)
+	if err != nil || len(retired) != 1 {
+		t.Fatalf("rebuild: %v, %d retired", err, len(retired))
+	}
+	f.Swap(newSet)
+	var retiring sync.WaitGroup
+	Retire(retired, 5*time.Second, &retiring)
+	f.Submit(1, get(2)) // the old replayer still holds r1: dropped
+	retiring.Wait()
+	f.Submit(1, get(3)) // handed over
+	f.EndConn(1)
+	stop, cancelStop := context.WithTimeout(context.Background(), 5*time.Second)
+	Stop(stop, newSet.Targets)
+	cancelStop()
+
+	var got []string
+	for _, r := range srv.Requests() {
+		got = append(got, strings.Fields(string(r.Raw))[1])
+	}
+	if want := []string{"/r0", "/r1", "/r3"}; !slices.Equal(got, want) {
+		t.Errorf("the test server got %v, want %v", got, want)
+	}
+	if n := newSet.Targets[0].Stats.HandoverDrops.Load(); n != 1 {
+		t.Errorf("%d requests counted as dropped at the handover, want 1", n)
 	}
 }
