@@ -19,10 +19,12 @@ func runHandler(ctx context.Context, args []string, stderr io.Writer) int {
 	// flags, in the same precedence); a bad one is refused and the old
 	// stays. It is caught before anything opens: its default action ends
 	// the process, and a reload sent while the handler starts or stops
-	// must not. After the handler stops it is ignored.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Ignore(syscall.SIGHUP)
+	// must not. After the handler stops it is read by no one.
+	hup := hangups()
+	select {
+	case <-hup: // one left from an earlier run in this process
+	default:
+	}
 	load := func(out io.Writer) (config.Config, error) {
 		fs := flag.NewFlagSet("shadowtap", flag.ContinueOnError)
 		fs.SetOutput(out)
@@ -76,3 +78,14 @@ func runHandler(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	return 0
 }
+
+// hangups delivers SIGHUP from the first handler's start for the rest of
+// the process: it is never unregistered, because changing how SIGHUP is
+// handled while one arrives can end the process (in Go's signal.Ignore an
+// arriving signal is briefly neither wanted nor ignored, and takes its
+// default action; TestReloadAndStopTogether hit it 2 times in 100).
+var hangups = sync.OnceValue(func() chan os.Signal {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGHUP)
+	return c
+})
