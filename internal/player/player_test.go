@@ -201,3 +201,68 @@ func TestProgressWhilePlaying(t *testing.T) {
 		last = p
 	}
 }
+
+// sizedSource yields n exchanges, stops after the first `pauseAt` until
+// resumed, and says it has read half its input.
+type sizedSource struct {
+	sliceSource
+	given   int
+	pauseAt int
+	resume  chan struct{}
+}
+
+func (s *sizedSource) Next() (recording.Record, error) {
+	if s.given == s.pauseAt {
+		<-s.resume
+	}
+	s.given++
+	return s.sliceSource.Next()
+}
+
+func (s *sizedSource) Input() (read, total int64) { return 500, 1000 }
+
+// While the first pass is read, the progress is the share of the input
+// read (the exchanges are not counted ahead); afterwards, of the
+// exchanges.
+func TestProgressFromInputBytes(t *testing.T) {
+	srv, _ := rawserver.Listen("127.0.0.1:0")
+	defer srv.Close()
+	f, set := fanoutTo(t, srv.Addr())
+	five := fiveOver400ms()
+	first, _ := five()
+	src := &sizedSource{sliceSource: *first.(*sliceSource), pauseAt: 3, resume: make(chan struct{})}
+	reports := make(chan Progress, 1000)
+	done := make(chan Progress, 1)
+	go func() {
+		p, _ := Play(context.Background(), func() (source.Source, error) { return src, nil }, f, Options{Loops: 1}, time.Millisecond,
+			func(p Progress) {
+				select {
+				case reports <- p:
+				default:
+				}
+			})
+		done <- p
+	}()
+	deadline := time.After(10 * time.Second)
+	for seen := false; !seen; {
+		select {
+		case p := <-reports:
+			if p.Sent == 3 {
+				seen = true
+				if p.Total != -1 || p.Fraction != 0.5 || p.Remaining < 0 {
+					t.Errorf("mid-pass progress %+v: want half of the input, total unknown, a time left", p)
+				}
+			}
+		case <-deadline:
+			t.Fatal("no progress report while the source was paused")
+		}
+	}
+	close(src.resume)
+	p := <-done
+	if p.Sent != 5 || p.Total != 5 || p.Fraction != 1 {
+		t.Errorf("final progress %+v", p)
+	}
+	stop, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	target.Stop(stop, set.Targets)
+	cancel()
+}
