@@ -61,16 +61,19 @@ type Config struct {
 	Wait              time.Duration // for the parts of an exchange
 	MaxPending        int
 	Queue             int
-	MinSamples        int     // comparisons before a field can be a regression
-	Threshold         float64 // minimum difference rate of a regression (besides being above noise)
-	Confidence        float64 // one-sided confidence of "above noise"; 0: DefaultConfidence
-	Log               io.Writer
-	LogMaxBody        int
-	LogSamples        int           // difference-log lines per endpoint, comparison and finding; 0: 5
-	LogEvery          time.Duration // between statistics lines; 0: 30s
-	Redact            []string
-	Handler           string // this handler's name in reports
-	Now               func() time.Time
+	// MaxBytes bounds the answers' bytes the comparator holds, queued or
+	// waiting for the rest of their exchange; 0: DefaultMaxBytes.
+	MaxBytes   int64
+	MinSamples int     // comparisons before a field can be a regression
+	Threshold  float64 // minimum difference rate of a regression (besides being above noise)
+	Confidence float64 // one-sided confidence of "above noise"; 0: DefaultConfidence
+	Log        io.Writer
+	LogMaxBody int
+	LogSamples int           // difference-log lines per endpoint, comparison and finding; 0: 5
+	LogEvery   time.Duration // between statistics lines; 0: 30s
+	Redact     []string
+	Handler    string // this handler's name in reports
+	Now        func() time.Time
 }
 
 // Stats count the comparator's own work.
@@ -88,6 +91,9 @@ const (
 	partBase
 	partSec
 )
+
+// DefaultMaxBytes is the default bound on the answers' bytes held.
+const DefaultMaxBytes = 256 << 20
 
 // DefaultConfidence is the confidence at which a difference rate must be
 // above the noise rate.
@@ -108,6 +114,7 @@ type exchange struct {
 	got      int
 	sides    [4]side // by part index
 	deadline time.Time
+	bytes    int64 // of the answers held, counted in Comparator.held
 }
 
 type key struct {
@@ -129,6 +136,7 @@ type Comparator struct {
 	events  chan event
 	pending map[key]*exchange // the joiner's
 	work    chan *exchange
+	held    atomic.Int64 // answers' bytes in events and exchanges, at most cfg.MaxBytes
 
 	agg   *aggregate // written by the worker under aggMu; reports read it under aggMu
 	aggMu sync.Mutex
@@ -152,6 +160,9 @@ func New(cfg Config, log *slog.Logger) (*Comparator, error) {
 	if cfg.LogSamples == 0 {
 		cfg.LogSamples = 5
 	}
+	if cfg.MaxBytes == 0 {
+		cfg.MaxBytes = DefaultMaxBytes
+	}
 	if cfg.LogEvery == 0 {
 		cfg.LogEvery = 30 * time.Second
 	}
@@ -172,10 +183,20 @@ func New(cfg Config, log *slog.Logger) (*Comparator, error) {
 
 // An event is a part of an exchange reaching the comparator.
 type event struct {
-	req  *httpstream.Request
-	part int  // 0: Expect
-	ok   bool // the part came (false: it will not)
-	side side
+	req   *httpstream.Request
+	part  int  // 0: Expect
+	ok    bool // the part came (false: it will not)
+	side  side
+	bytes int64 // of the answer in side, counted in Comparator.held
+}
+
+// answerBytes is the size of the answer a side holds.
+func answerBytes(s *side) int64 {
+	n := int64(len(s.msg.Body))
+	if s.prod != nil {
+		n += int64(len(s.prod.Raw))
+	}
+	return n
 }
 
 // eventsPerExchange sizes the event queue: an exchange brings its Expect
@@ -185,11 +206,24 @@ const eventsPerExchange = 6
 // send queues e; a full queue drops it, counted: the comparison sheds
 // load, capture and replay never wait for it.
 func (c *Comparator) send(e event) {
+	if e.bytes = answerBytes(&e.side); e.bytes > 0 && c.held.Add(e.bytes) > c.cfg.MaxBytes {
+		// Over the byte bound: the exchange goes on without this answer.
+		c.held.Add(-e.bytes)
+		c.Stats.Dropped.Add(1)
+		e.side, e.ok, e.bytes = side{}, false, 0
+	}
 	select {
 	case c.events <- e:
 	default:
+		c.held.Add(-e.bytes)
 		c.Stats.Dropped.Add(1)
 	}
+}
+
+// release gives back what an exchange held once it leaves the comparator.
+func (c *Comparator) release(x *exchange) {
+	c.held.Add(-x.bytes)
+	x.bytes = 0
 }
 
 // Compares reports whether a target takes part in the comparison.
@@ -285,16 +319,19 @@ func (c *Comparator) Result(r replay.Result) {
 	c.send(event{req: r.Req, part: part, ok: r.Resp != nil, side: s})
 }
 
-// arrive records a part of an exchange; the joiner calls it.
-func (c *Comparator) arrive(req *httpstream.Request, part int, s side, ok bool) {
+// arrive records a part of an exchange, holding bytes of answer; the
+// joiner calls it.
+func (c *Comparator) arrive(req *httpstream.Request, part int, s side, ok bool, bytes int64) {
 	k := key{req.ConnID, req.Index}
 	x := c.pending[k]
 	if x == nil || x.expect&part == 0 {
+		c.held.Add(-bytes)
 		return
 	}
 	x.got |= part
 	if ok {
 		x.sides[bitIndex(part)] = s
+		x.bytes += bytes
 	} else {
 		x.expect &^= part // it failed or was not sent: compare without it
 	}
@@ -302,6 +339,7 @@ func (c *Comparator) arrive(req *httpstream.Request, part int, s side, ok bool) 
 		// The candidate will not answer (its filters or sampling): not
 		// an exchange to compare, and not a loss.
 		delete(c.pending, k)
+		c.release(x)
 		return
 	}
 	if x.got&x.expect == x.expect {
@@ -321,12 +359,14 @@ func bitIndex(part int) int {
 func (c *Comparator) submit(x *exchange) {
 	if x.expect&partCand == 0 || x.expect&^partCand == 0 {
 		c.Stats.Incomplete.Add(1) // no candidate answer, or nothing to compare it with
+		c.release(x)
 		return
 	}
 	select {
 	case c.work <- x:
 	default:
 		c.Stats.Dropped.Add(1)
+		c.release(x)
 	}
 }
 
@@ -336,6 +376,7 @@ func (c *Comparator) worker() {
 		select {
 		case x := <-c.work:
 			c.process(x)
+			c.release(x)
 		case <-c.stop:
 			return
 		}
@@ -360,7 +401,7 @@ func (c *Comparator) joiner() {
 			if e.part == 0 {
 				c.expect(e.req)
 			} else {
-				c.arrive(e.req, e.part, e.side, e.ok)
+				c.arrive(e.req, e.part, e.side, e.ok, e.bytes)
 			}
 		case <-flush.C:
 			c.flushLog()

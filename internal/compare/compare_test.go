@@ -228,3 +228,47 @@ func TestStalledComparisonNeverBlocksCapture(t *testing.T) {
 	close(release)
 	c.Close()
 }
+
+// The answers the comparator holds, queued or waiting for their exchange,
+// stay within MaxBytes however far behind it falls; what it holds is
+// given back once each exchange is done.
+func TestComparatorBoundsItsBytes(t *testing.T) {
+	release := make(chan struct{})
+	var calls atomic.Int64
+	now := func() time.Time {
+		if calls.Add(1) > 1 {
+			<-release
+		}
+		return time.Now()
+	}
+	const maxBytes = 64 << 10
+	cfg := Config{Candidate: "cand", AgainstProduction: true, Diff: diff.DefaultOptions, MaxEndpoints: 100, Wait: time.Minute,
+		MaxPending: 10_000, Queue: 10_000, MinSamples: 5, Threshold: 0.05, Handler: "test", Now: now, MaxBytes: maxBytes}
+	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := `{"pad":"` + strings.Repeat("x", 4000) + `"}`
+	const n = 500
+	for i := range n {
+		req := request(t, uint64(i), "/api/items/1")
+		c.Expect(req)
+		c.Production(req, response(t, 200, body, req.End+1000))
+		c.Result(replayed("cand", req, 200, body, time.Millisecond))
+		if held := c.held.Load(); held > maxBytes {
+			t.Fatalf("holding %d bytes, bound %d", held, maxBytes)
+		}
+	}
+	if c.Stats.Dropped.Load() == 0 {
+		t.Error("nothing dropped: 500 pairs of 4 KB answers fit in 64 KiB?")
+	}
+	close(release)
+	deadline := time.Now().Add(10 * time.Second)
+	for c.held.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if held := c.held.Load(); held != 0 {
+		t.Errorf("%d bytes still counted as held after every exchange was done", held)
+	}
+	c.Close()
+}
