@@ -77,11 +77,17 @@ type Config struct {
 }
 
 // Stats count the comparator's own work.
+// Every exchange expected ends counted once: Compared, Incomplete or
+// Dropped, or not at all when the candidate was never to answer it (its
+// filters or sampling, or a failed replay).
 type Stats struct {
 	Exchanges  atomic.Uint64 // expected
-	Compared   atomic.Uint64
+	Compared   atomic.Uint64 // counted once in the report
 	Incomplete atomic.Uint64 // a needed part never came
-	Dropped    atomic.Uint64 // over MaxPending or the queue
+	Dropped    atomic.Uint64 // not compared for the comparator's own bounds: MaxPending, its event or work queue
+	// AnswersDropped counts answers the comparator had no room for (its
+	// event queue, MaxBytes); their exchange goes on without them.
+	AnswersDropped atomic.Uint64
 }
 
 // parts of an exchange, as bits.
@@ -137,6 +143,7 @@ type Comparator struct {
 	pending map[key]*exchange // the joiner's
 	work    chan *exchange
 	held    atomic.Int64 // answers' bytes in events and exchanges, at most cfg.MaxBytes
+	closing bool         // the joiner's: Close is draining
 
 	agg   *aggregate // written by the worker under aggMu; reports read it under aggMu
 	aggMu sync.Mutex
@@ -188,6 +195,7 @@ type event struct {
 	ok    bool // the part came (false: it will not)
 	side  side
 	bytes int64 // of the answer in side, counted in Comparator.held
+	lost  bool  // the answer came but the comparator had no room for it
 }
 
 // answerBytes is the size of the answer a side holds.
@@ -206,17 +214,23 @@ const eventsPerExchange = 6
 // send queues e; a full queue drops it, counted: the comparison sheds
 // load, capture and replay never wait for it.
 func (c *Comparator) send(e event) {
+	counted := false
 	if e.bytes = answerBytes(&e.side); e.bytes > 0 && c.held.Add(e.bytes) > c.cfg.MaxBytes {
 		// Over the byte bound: the exchange goes on without this answer.
 		c.held.Add(-e.bytes)
-		c.Stats.Dropped.Add(1)
-		e.side, e.ok, e.bytes = side{}, false, 0
+		c.Stats.AnswersDropped.Add(1)
+		e.side, e.ok, e.bytes, e.lost, counted = side{}, false, 0, true, true
 	}
 	select {
 	case c.events <- e:
 	default:
 		c.held.Add(-e.bytes)
-		c.Stats.Dropped.Add(1)
+		switch {
+		case e.part == 0:
+			c.Stats.Dropped.Add(1) // the exchange is never opened
+		case !counted:
+			c.Stats.AnswersDropped.Add(1) // its exchange waits for its deadline
+		}
 	}
 }
 
@@ -319,27 +333,30 @@ func (c *Comparator) Result(r replay.Result) {
 	c.send(event{req: r.Req, part: part, ok: r.Resp != nil, side: s})
 }
 
-// arrive records a part of an exchange, holding bytes of answer; the
-// joiner calls it.
-func (c *Comparator) arrive(req *httpstream.Request, part int, s side, ok bool, bytes int64) {
-	k := key{req.ConnID, req.Index}
+// arrive records a part of an exchange; the joiner calls it.
+func (c *Comparator) arrive(e event) {
+	k := key{e.req.ConnID, e.req.Index}
 	x := c.pending[k]
-	if x == nil || x.expect&part == 0 {
-		c.held.Add(-bytes)
+	if x == nil || x.expect&e.part == 0 {
+		c.held.Add(-e.bytes)
 		return
 	}
-	x.got |= part
-	if ok {
-		x.sides[bitIndex(part)] = s
-		x.bytes += bytes
+	x.got |= e.part
+	if e.ok {
+		x.sides[bitIndex(e.part)] = e.side
+		x.bytes += e.bytes
 	} else {
-		x.expect &^= part // it failed or was not sent: compare without it
+		x.expect &^= e.part // it failed or was not sent: compare without it
 	}
 	if x.expect&partCand == 0 {
-		// The candidate will not answer (its filters or sampling): not
-		// an exchange to compare, and not a loss.
+		// The candidate will not answer (its filters or sampling, a failed
+		// replay): not an exchange to compare, and not a loss, unless the
+		// comparator itself had no room for the answer.
 		delete(c.pending, k)
 		c.release(x)
+		if e.lost && e.part == partCand {
+			c.Stats.Dropped.Add(1)
+		}
 		return
 	}
 	if x.got&x.expect == x.expect {
@@ -362,6 +379,10 @@ func (c *Comparator) submit(x *exchange) {
 		c.release(x)
 		return
 	}
+	if c.closing {
+		c.work <- x // the last exchanges: the worker takes them all
+		return
+	}
 	select {
 	case c.work <- x:
 	default:
@@ -370,16 +391,14 @@ func (c *Comparator) submit(x *exchange) {
 	}
 }
 
+// worker compares the complete exchanges until the joiner, closing,
+// has handed over the last one.
 func (c *Comparator) worker() {
 	defer c.done.Done()
-	for {
-		select {
-		case x := <-c.work:
-			c.process(x)
-			c.release(x)
-		case <-c.stop:
-			return
-		}
+	for x := range c.work {
+		c.process(x)
+		c.Stats.Compared.Add(1) // once in the aggregate: a report that counts it holds it
+		c.release(x)
 	}
 }
 
@@ -393,16 +412,36 @@ func (c *Comparator) joiner() {
 	defer t.Stop()
 	flush := time.NewTicker(c.cfg.LogEvery)
 	defer flush.Stop()
+	handle := func(e event) {
+		if e.part == 0 {
+			c.expect(e.req)
+		} else {
+			c.arrive(e)
+		}
+	}
 	for {
 		select {
 		case <-c.stop:
+			// The producers have stopped: take what they queued, compare
+			// every exchange with what it has, and let the worker finish.
+			c.closing = true
+			for drained := false; !drained; {
+				select {
+				case e := <-c.events:
+					handle(e)
+				default:
+					drained = true
+				}
+			}
+			for k, x := range c.pending {
+				x.expect &= x.got
+				delete(c.pending, k)
+				c.submit(x)
+			}
+			close(c.work)
 			return
 		case e := <-c.events:
-			if e.part == 0 {
-				c.expect(e.req)
-			} else {
-				c.arrive(e.req, e.part, e.side, e.ok, e.bytes)
-			}
+			handle(e)
 		case <-flush.C:
 			c.flushLog()
 		case <-t.C:
@@ -418,8 +457,10 @@ func (c *Comparator) joiner() {
 	}
 }
 
-// Close stops the comparator and writes the last statistics to the log.
-// A second Close does nothing.
+// Close compares what is still queued or waiting, each exchange with the
+// parts it has, then stops the comparator and writes the last statistics
+// to the log. Call it once nothing more is sent to it (the replays have
+// drained); a second Close does nothing.
 func (c *Comparator) Close() {
 	c.closeOnce.Do(func() {
 		close(c.stop)
@@ -429,7 +470,6 @@ func (c *Comparator) Close() {
 }
 
 func (c *Comparator) process(x *exchange) {
-	c.Stats.Compared.Add(1)
 	prod, cand, base, sec := x.sides[0], x.sides[1], x.sides[2], x.sides[3]
 	opts := c.cfg.Diff
 	// Parse each answer once, before taking the lock: it is most of the work.

@@ -259,8 +259,8 @@ func TestComparatorBoundsItsBytes(t *testing.T) {
 			t.Fatalf("holding %d bytes, bound %d", held, maxBytes)
 		}
 	}
-	if c.Stats.Dropped.Load() == 0 {
-		t.Error("nothing dropped: 500 pairs of 4 KB answers fit in 64 KiB?")
+	if c.Stats.AnswersDropped.Load() == 0 {
+		t.Error("no answer dropped: 500 pairs of 4 KB answers fit in 64 KiB?")
 	}
 	close(release)
 	deadline := time.Now().Add(10 * time.Second)
@@ -271,4 +271,47 @@ func TestComparatorBoundsItsBytes(t *testing.T) {
 		t.Errorf("%d bytes still counted as held after every exchange was done", held)
 	}
 	c.Close()
+}
+
+// Every exchange ends counted once (compared, incomplete or dropped),
+// however many of its answers were dropped; and Close compares what is
+// still queued or waiting instead of throwing it away.
+func TestEachExchangeCountedOnceAndCloseFinishes(t *testing.T) {
+	cfg := Config{Candidate: "cand", AgainstProduction: true, Diff: diff.DefaultOptions, MaxEndpoints: 100, Wait: time.Hour,
+		MaxPending: 10_000, Queue: 10_000, MinSamples: 5, Threshold: 0.05, Handler: "test", MaxBytes: 1 << 20}
+	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := `{"pad":"` + strings.Repeat("x", 2<<20) + `"}` // over the bound by itself
+	const n = 300
+	for i := range n {
+		req := request(t, uint64(i), "/api/items/1")
+		c.Expect(req)
+		switch i % 3 {
+		case 0: // both answers: compared
+			c.Production(req, response(t, 200, `{"id":1}`, req.End+1000))
+			c.Result(replayed("cand", req, 200, `{"id":1}`, time.Millisecond))
+		case 1: // production's answer over the byte bound: incomplete, once
+			c.Production(req, response(t, 200, big, req.End+1000))
+			c.Result(replayed("cand", req, 200, `{"id":1}`, time.Millisecond))
+		case 2: // the candidate's answer never comes: waits for its deadline
+			c.Production(req, response(t, 200, `{"id":1}`, req.End+1000))
+		}
+	}
+	c.Close() // an hour before the deadline: Close must settle every one
+	st := &c.Stats
+	if got := st.Compared.Load() + st.Incomplete.Load() + st.Dropped.Load(); got != n {
+		t.Errorf("compared %d + incomplete %d + dropped %d = %d, want each of the %d exchanges once",
+			st.Compared.Load(), st.Incomplete.Load(), st.Dropped.Load(), got, n)
+	}
+	if st.Compared.Load() != n/3 || st.AnswersDropped.Load() != n/3 {
+		t.Errorf("compared %d, answers dropped %d, want %d each", st.Compared.Load(), st.AnswersDropped.Load(), n/3)
+	}
+	if r := c.Report(); r.Compared != uint64(n/3) {
+		t.Errorf("the report holds %d compared exchanges, want %d", r.Compared, n/3)
+	}
+	if held := c.held.Load(); held != 0 {
+		t.Errorf("%d bytes still held after Close", held)
+	}
 }

@@ -139,6 +139,7 @@ var (
 	mCmpCompared   = counter("shadowtap_compare_compared_total", "Exchanges compared.")
 	mCmpIncomplete = counter("shadowtap_compare_incomplete_total", "Exchanges not compared: an answer never came.")
 	mCmpDropped    = counter("shadowtap_compare_dropped_total", "Exchanges not compared because the comparison was over its bounds.")
+	mCmpAnswers    = counter("shadowtap_compare_answers_dropped_total", "Answers the comparison had no room for (its queue or its bytes bound); their exchange went on without them.")
 	mCmpEndpoint   = gauge("shadowtap_compare_endpoint_compared", "Exchanges compared, by endpoint group and comparison (bounded: compare.max_endpoints).", "endpoint", "comparison")
 	mCmpMatched    = gauge("shadowtap_compare_endpoint_matched", "Exchanges without a difference outside noisy fields, by endpoint group and comparison.", "endpoint", "comparison")
 	mCmpRegress    = gauge("shadowtap_compare_endpoint_regressions", "Fields (and latency) differing clearly above noise, by endpoint group and comparison.", "endpoint", "comparison")
@@ -150,7 +151,7 @@ var all = []metric{mDatagrams, mBytes, mReadErrors, mKernelDrops, mReadBuffer, m
 	mRespParsed, mRespInterim, mRespLost, mRespBad, mRespResyncs, mRespIncomplete, mRespOverBudget, mRespPaired, mRespMissing, mRespUnmatched,
 	mFiltered, mSampledOut, mKeyless,
 	mSubmitted, mReplayed, mFailed, mQueueDrops, mRateLimited, mConnsRefused, mResumed, mHandover, mQueued, mInFlight,
-	mCmpExchanges, mCmpCompared, mCmpIncomplete, mCmpDropped, mCmpEndpoint, mCmpMatched, mCmpRegress}
+	mCmpExchanges, mCmpCompared, mCmpIncomplete, mCmpDropped, mCmpAnswers, mCmpEndpoint, mCmpMatched, mCmpRegress}
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range all {
@@ -229,6 +230,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit(mCmpCompared, u(cmp.Stats.Compared.Load()))
 		emit(mCmpIncomplete, u(cmp.Stats.Incomplete.Load()))
 		emit(mCmpDropped, u(cmp.Stats.Dropped.Load()))
+		emit(mCmpAnswers, u(cmp.Stats.AnswersDropped.Load()))
 		for _, e := range cmp.Report().Endpoints {
 			for _, cr := range e.Comparisons {
 				emit(mCmpEndpoint, float64(cr.Compared), e.Name, cr.Comparison)

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"math"
 	"os"
 	"slices"
 
@@ -90,10 +91,12 @@ type Stages struct {
 func (s Stages) Sources() source.Options { return source.Options{Engine: s.Files} }
 
 // Bounds of the comparison. Live: exchanges awaiting their parts, and
-// finished ones queued for the comparison worker; beyond them exchanges
-// are dropped and counted. Offline (Verify) reading waits while MaxOpen
-// exchanges are open, so neither bound derived by OfflineCompareBounds is
-// ever reached: every exchange is compared.
+// finished ones queued for the comparison worker, and the answers' bytes
+// held (compare.DefaultMaxBytes); beyond them exchanges or answers are
+// dropped and counted. Offline (Verify) reading waits while MaxOpen
+// exchanges are open, so none of the bounds OfflineCompareBounds derives
+// is ever reached, and the bytes held are bounded by MaxOpen exchanges of
+// at most compare.max_body per answer: every exchange is compared.
 const (
 	liveMaxPending = 100_000
 	liveQueue      = 10_000
@@ -102,10 +105,10 @@ const (
 	DefaultMaxOpen = 4096
 )
 
-// OfflineCompareBounds returns the comparator's MaxPending and Queue for
-// a run that keeps at most maxOpen exchanges open.
-func OfflineCompareBounds(maxOpen int) (maxPending, queue int) {
-	return 2*maxOpen + 64, maxOpen + 64
+// OfflineCompareBounds sets the comparator's bounds for a run that keeps
+// at most maxOpen exchanges open: none of them is ever reached.
+func OfflineCompareBounds(c *compare.Config, maxOpen int) {
+	c.MaxPending, c.Queue, c.MaxBytes = 2*maxOpen+64, maxOpen+64, math.MaxInt64
 }
 
 // Derive returns every stage's options for use, from cfg (already
@@ -160,7 +163,7 @@ func Derive(cfg config.Config, use Use) Stages {
 			st.Compare.MaxPending, st.Compare.Queue = liveMaxPending, liveQueue
 			st.Compare.Handler, _ = os.Hostname()
 		} else {
-			st.Compare.MaxPending, st.Compare.Queue = OfflineCompareBounds(DefaultMaxOpen)
+			OfflineCompareBounds(&st.Compare, DefaultMaxOpen)
 			st.Compare.Handler = "verify"
 		}
 	}

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -72,11 +73,13 @@ func TestDerive(t *testing.T) {
 			}
 			switch use {
 			case Live:
-				if st.Compare.MaxPending != 100_000 || st.Compare.Queue != 10_000 {
-					t.Errorf("live comparison bounds %d %d", st.Compare.MaxPending, st.Compare.Queue)
+				if st.Compare.MaxPending != 100_000 || st.Compare.Queue != 10_000 || st.Compare.MaxBytes != 0 {
+					t.Errorf("live comparison bounds %d %d %d", st.Compare.MaxPending, st.Compare.Queue, st.Compare.MaxBytes)
 				}
 			case Verify:
-				if p, q := OfflineCompareBounds(DefaultMaxOpen); st.Compare.MaxPending != p || st.Compare.Queue != q || st.Compare.Handler != "verify" {
+				// Reading waits at MaxOpen: no bound of the comparator may drop.
+				if st.Compare.MaxPending < DefaultMaxOpen || st.Compare.Queue < DefaultMaxOpen || st.Compare.MaxBytes != math.MaxInt64 ||
+					st.Compare.Handler != "verify" {
 					t.Errorf("verify comparison %+v", st.Compare)
 				}
 			}

@@ -122,7 +122,7 @@ func VerifyFiles(ctx context.Context, cfg config.Config, inputs []string, opts V
 	}
 	st := Derive(cfg, Verify)
 	cc := st.Compare
-	cc.MaxPending, cc.Queue = OfflineCompareBounds(opts.MaxOpen)
+	OfflineCompareBounds(&cc, opts.MaxOpen)
 	comp, err := compare.New(cc, log)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
