@@ -42,25 +42,36 @@ type Target struct {
 	filter   *filter.Filter
 	sampling *sample.Policy
 	replayer *replay.Replayer
-	// predecessor is the replayer this one replaced at a reload, while it
-	// drains: a production connection moves over at a request boundary,
-	// once the predecessor holds none of its requests, so that its
-	// requests never overtake each other across the two.
-	predecessor atomic.Pointer[replay.Replayer]
+	// predecessors are the replayers this target's replaced at reloads
+	// and still draining: a production connection moves over at a request
+	// boundary, once none of them holds any of its requests, so that its
+	// requests never overtake each other across replayers.
+	predecessors atomic.Pointer[[]*replay.Replayer]
 }
 
 // handedOver says whether conn's requests may go to t's replayer: not
-// while the replayer t replaced still holds some of them.
+// while a replayer t's replaced still holds some of them.
 func (t *Target) handedOver(conn uint64) bool {
-	p := t.predecessor.Load()
-	if p == nil {
+	ps := t.predecessors.Load()
+	if ps == nil {
 		return true
 	}
-	if p.Stopped() {
-		t.predecessor.CompareAndSwap(p, nil)
+	draining := (*ps)[:0:0]
+	for _, p := range *ps {
+		if !p.Stopped() {
+			draining = append(draining, p)
+		}
+	}
+	if len(draining) == 0 {
+		t.predecessors.CompareAndSwap(ps, nil)
 		return true
 	}
-	return !p.Holds(conn)
+	for _, p := range draining {
+		if p.Holds(conn) {
+			return false
+		}
+	}
+	return true
 }
 
 // Keyless returns how many requests lacked their sampling key.
@@ -176,10 +187,16 @@ func Build(ctx context.Context, rs []config.Resolved, prev *Set, log *slog.Logge
 		if old := find(prev, r.Name); old != nil && sameConnection(old.Conf, r) {
 			old.replayer.SetPolicy(p.edits, r.RateLimit)
 			t.Stats, t.replayer = old.Stats, old.replayer
+			t.predecessors.Store(old.predecessors.Load()) // still draining, maybe
 			kept[old] = true
 		} else {
 			if old := find(prev, r.Name); old != nil {
-				t.predecessor.Store(old.replayer)
+				var ps []*replay.Replayer
+				if prev := old.predecessors.Load(); prev != nil {
+					ps = append(ps, *prev...)
+				}
+				ps = append(ps, old.replayer)
+				t.predecessors.Store(&ps)
 			}
 			t.Stats = &Stats{}
 			copts := replay.DefaultClientOptions

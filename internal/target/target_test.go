@@ -124,6 +124,14 @@ func TestRebuiltTargetKeepsConnectionOrder(t *testing.T) {
 	f.Swap(newSet)
 	var retiring sync.WaitGroup
 	Retire(retired, 5*time.Second, &retiring)
+	// A second reload that keeps the new replayer (only the rate limit
+	// changes) keeps the handover too.
+	next[0].RateLimit = 1000
+	newSet, retired, err = Build(ctx, next, newSet, log, nil)
+	if err != nil || len(retired) != 0 {
+		t.Fatalf("second reload: %v, %d retired", err, len(retired))
+	}
+	f.Swap(newSet)
 	f.Submit(1, get(2)) // the old replayer still holds r1: dropped
 	retiring.Wait()
 	f.Submit(1, get(3)) // handed over
