@@ -120,9 +120,11 @@ func ListenGroup(opts Options, n int, stats *Stats) (*Group, error) {
 	reuse := func(fd int) error {
 		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
 	}
-	// The program goes on the first socket before it binds, so that no
-	// datagram is ever steered by the kernel's own hash. The others bind
-	// the port the first got (the address may ask for any port).
+	// The program goes on the first socket before it binds: the group
+	// is then its own (another process's group or socket on the port is
+	// refused, and cannot join ours), and steers from the first datagram.
+	// The others bind the port the first got (the address may ask for
+	// any port).
 	first := func(fd int) error {
 		if err := reuse(fd); err != nil {
 			return err
@@ -148,13 +150,42 @@ func ListenGroup(opts Options, n int, stats *Stats) (*Group, error) {
 		}
 		g.Listeners = append(g.Listeners, l)
 	}
+	// Until the last socket joined, the kernel steered an index beyond
+	// the sockets bound so far by its own hash, which is not symmetric:
+	// what came in meanwhile (before Run reads anything) is dropped so
+	// that no connection starts split over two engines.
+	for _, l := range g.Listeners {
+		g.Discarded += l.discardQueued()
+	}
 	return g, nil
+}
+
+// discardQueued reads and drops, without waiting, what the socket holds.
+func (l *Listener) discardQueued() int {
+	rc, err := l.conn.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	buf := make([]byte, 1)
+	rc.Control(func(fd uintptr) {
+		for n < 1<<20 { // bounded: a flood cannot keep it here
+			if _, _, err := unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT|unix.MSG_TRUNC); err != nil {
+				return
+			}
+			n++
+		}
+	})
+	return n
 }
 
 // Group is a set of sockets sharing one address, each datagram of a
 // connection steered to the same one.
 type Group struct {
 	Listeners []*Listener
+	// Discarded counts datagrams received while the group was being
+	// bound, dropped (they may have been steered to the wrong socket).
+	Discarded int
 	stats     *Stats
 }
 
@@ -172,16 +203,15 @@ func (g *Group) Close() error {
 // KernelDrops returns the datagrams the kernel dropped for the group's
 // sockets together.
 func (g *Group) KernelDrops() (uint64, error) {
-	var sum uint64
-	for _, l := range g.Listeners {
-		n, err := l.drops()
-		if err != nil {
-			return 0, err
-		}
-		sum += n
+	inodes := make([]uint64, len(g.Listeners))
+	for i, l := range g.Listeners {
+		inodes[i] = l.inode
 	}
-	g.stats.KernelDrops.Store(sum)
-	return sum, nil
+	sum, err := drops(inodes)
+	if err == nil {
+		g.stats.KernelDrops.Store(sum)
+	}
+	return sum, err
 }
 
 // Addr returns the bound address.
@@ -264,36 +294,49 @@ func (l *Listener) KernelDrops() (uint64, error) {
 	return n, err
 }
 
-func (l *Listener) drops() (uint64, error) {
+func (l *Listener) drops() (uint64, error) { return drops([]uint64{l.inode}) }
+
+// drops sums the drop counts of the sockets with the given inodes, each
+// file of /proc read once.
+func drops(inodes []uint64) (uint64, error) {
+	want := make(map[string]bool, len(inodes))
+	for _, ino := range inodes {
+		want[strconv.FormatUint(ino, 10)] = true
+	}
+	var sum uint64
+	found := 0
 	for _, f := range []string{"/proc/net/udp", "/proc/net/udp6"} {
-		n, found, err := procDrops(f, l.inode)
+		n, k, err := procDrops(f, want)
 		if err != nil {
 			return 0, err
 		}
-		if found {
-			return n, nil
-		}
+		sum, found = sum+n, found+k
 	}
-	return 0, fmt.Errorf("capture: socket inode %d not in /proc/net/udp*", l.inode)
+	if found != len(want) {
+		return 0, fmt.Errorf("capture: %d of %d sockets not in /proc/net/udp*", len(want)-found, len(want))
+	}
+	return sum, nil
 }
 
-// procDrops finds the line of the socket with the given inode; its last
-// column is the drop count.
-func procDrops(path string, inode uint64) (uint64, bool, error) {
+// procDrops sums, over the lines of the sockets whose inodes are in
+// want, the last column: the drop count.
+func procDrops(path string, want map[string]bool) (sum uint64, found int, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, false, err
+		return 0, 0, err
 	}
 	defer f.Close()
-	want := strconv.FormatUint(inode, 10)
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
 		// sl local rem st tx:rx tr:tm retrnsmt uid timeout inode ref pointer drops
-		if len(fields) >= 13 && fields[9] == want {
+		if len(fields) >= 13 && want[fields[9]] {
 			n, err := strconv.ParseUint(fields[len(fields)-1], 10, 64)
-			return n, err == nil, err
+			if err != nil {
+				return 0, 0, err
+			}
+			sum, found = sum+n, found+1
 		}
 	}
-	return 0, false, sc.Err()
+	return sum, found, sc.Err()
 }

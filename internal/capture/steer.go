@@ -15,9 +15,9 @@ import (
 //
 // A datagram the program cannot read (too short, not IPv4 or IPv6, a
 // VLAN-tagged inner frame) goes to socket 0, which decodes and counts it
-// as a single listener would. A program index beyond the group's size
-// makes the kernel fall back to its own hash; the program never returns
-// one, since the group's size is built into it.
+// as a single listener would. An index beyond the sockets bound makes the
+// kernel fall back to its own hash: that happens only while the group is
+// being bound, and ListenGroup drops what arrived meanwhile.
 
 // Offsets in the UDP payload.
 const (

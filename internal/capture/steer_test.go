@@ -204,3 +204,60 @@ func TestListenGroupSteersConnections(t *testing.T) {
 		t.Errorf("kernel drops: %v", err)
 	}
 }
+
+// A second group (another shadowtap, by mistake) on the same port is
+// refused as an address in use; it must not silently join the first and
+// take a share of its traffic.
+func TestListenGroupRefusesAPortInUse(t *testing.T) {
+	var st Stats
+	opts := DefaultOptions
+	opts.Addr, opts.ReadBuffer = "127.0.0.1:0", 1<<20
+	g, err := ListenGroup(opts, 2, &st)
+	if errors.Is(err, unix.ENOPROTOOPT) || errors.Is(err, unix.EPERM) {
+		t.Skipf("kernel refuses reuseport steering: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	opts.Addr = g.Addr().String()
+	if g2, err := ListenGroup(opts, 2, &st); err == nil {
+		g2.Close()
+		t.Fatal("a second group joined the first on its port")
+	}
+	if l, err := Listen(opts, &st); err == nil {
+		l.Close()
+		t.Fatal("a plain socket bound the group's port")
+	}
+}
+
+func TestDiscardQueued(t *testing.T) {
+	var st Stats
+	opts := DefaultOptions
+	opts.Addr, opts.ReadBuffer = "127.0.0.1:0", 1<<20
+	l, err := Listen(opts, &st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("udp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for range 5 {
+		c.Write(make([]byte, 3000))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	got := 0
+	for got < 5 && time.Now().Before(deadline) {
+		got += l.discardQueued()
+		time.Sleep(time.Millisecond)
+	}
+	if got != 5 {
+		t.Errorf("discarded %d of 5 queued datagrams", got)
+	}
+	if n := l.discardQueued(); n != 0 {
+		t.Errorf("%d more after the queue was emptied", n)
+	}
+}

@@ -267,5 +267,5 @@ func (c Config) ShardCount() int {
 	if c.Shards > 0 {
 		return c.Shards
 	}
-	return max(1, runtime.GOMAXPROCS(0))
+	return min(max(1, runtime.GOMAXPROCS(0)), 256) // the most -shards takes
 }

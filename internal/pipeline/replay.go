@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"time"
@@ -32,6 +33,14 @@ type ReplayOptions struct {
 func ReplayFiles(ctx context.Context, cfg config.Config, log *slog.Logger, inputs []string, opts ReplayOptions) (player.Progress, error) {
 	if err := cfg.Validate(); err != nil {
 		return player.Progress{}, err
+	}
+	// Every input is checked before anything is sent: the files are
+	// no longer read ahead, and a bad last file must not wait for the
+	// first ones to be replayed to be found.
+	for _, p := range inputs {
+		if _, err := source.Detect(p); err != nil {
+			return player.Progress{}, fmt.Errorf("%w: %w", ErrInput, err)
+		}
 	}
 	st := Derive(cfg, Replay)
 	fanout, err := route(ctx, st, log, nil)

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -48,5 +49,24 @@ func TestReplayFiles(t *testing.T) {
 	}
 	if n := len(srv.Requests()); int64(n) != p.Sent || reports == 0 {
 		t.Errorf("the target received %d, %d progress reports", n, reports)
+	}
+}
+
+// A missing or unreadable input is found before anything is sent.
+func TestReplayFilesChecksEveryInputFirst(t *testing.T) {
+	srv, err := rawserver.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cfg := config.Default()
+	cfg.Destination = "http://" + srv.Addr()
+	_, err = ReplayFiles(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)),
+		[]string{"../../testdata/pcaps/zeek__http-1000-requests-one-dropped-response.pcap.gz", "no-such-file.pcap"}, ReplayOptions{})
+	if !errors.Is(err, ErrInput) {
+		t.Errorf("err %v, want ErrInput", err)
+	}
+	if n := len(srv.Requests()); n != 0 {
+		t.Errorf("%d requests sent before the bad input was found", n)
 	}
 }

@@ -38,10 +38,17 @@ func openVXLAN(opts capture.Options, n int, explicit bool, stats *capture.Stats,
 	if n > 1 {
 		g, err := capture.ListenGroup(opts, n, stats)
 		if err == nil {
+			if g.Discarded > 0 {
+				log.Info("datagrams received while the shards' sockets were bound were dropped", "datagrams", g.Discarded)
+			}
 			v.group = g
 			return v, nil
 		}
-		log.Warn("the kernel refused steered sockets; one socket reads for every shard", "shards", n, "err", err)
+		if explicit {
+			log.Warn("the kernel refused steered sockets; one socket is read, its reader hands datagrams to the shards", "shards", n, "err", err)
+		} else {
+			log.Warn("the kernel refused steered sockets; one socket and one engine", "err", err)
+		}
 		v.handoff = explicit
 	}
 	l, err := capture.Listen(opts, stats)
