@@ -43,12 +43,16 @@ func TestSteeringKeepsBothDirectionsTogether(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, v6 := range []bool{false, true} {
+		for _, c := range []struct {
+			v6    bool
+			vlans []uint16
+		}{{false, nil}, {true, nil}, {false, []uint16{5}}, {true, []uint16{7}}} {
+			v6 := c.v6
 			const flows = 4000
 			per := make([]int, n)
 			for range flows {
 				client, server := randomFlow(r, v6)
-				a, b := flowDatagrams(client, server, nil)
+				a, b := flowDatagrams(client, server, c.vlans)
 				i, j := steer(a), steer(b)
 				if i != j {
 					t.Fatalf("n=%d %v<->%v: directions steered to %d and %d", n, client, server, i, j)
@@ -59,9 +63,9 @@ func TestSteeringKeepsBothDirectionsTogether(t *testing.T) {
 				per[i]++
 			}
 			// Spread: with 4,000 flows no socket is far from its share.
-			for i, c := range per {
-				if c < flows/n*3/4 || c > flows/n*5/4 {
-					t.Errorf("n=%d v6=%v: socket %d got %d of %d flows %v", n, v6, i, c, flows, per)
+			for i, got := range per {
+				if got < flows/n*3/4 || got > flows/n*5/4 {
+					t.Errorf("n=%d v6=%v vlans=%v: socket %d got %d of %d flows %v", n, v6, c.vlans, i, got, flows, per)
 				}
 			}
 		}
@@ -84,9 +88,9 @@ func TestSteeringSpreadsOnPortsAlone(t *testing.T) {
 
 func TestSteeringUnreadableGoesToSocketZero(t *testing.T) {
 	steer, _ := Steerer(4)
-	tagged, _ := flowDatagrams(netip.MustParseAddrPort("10.0.0.1:5000"), netip.MustParseAddrPort("10.1.0.1:80"), []uint16{5})
+	tagged, _ := flowDatagrams(netip.MustParseAddrPort("10.0.0.1:5000"), netip.MustParseAddrPort("10.1.0.1:80"), []uint16{5, 6})
 	arp := synth.AppendVXLAN(nil, 7, append(make([]byte, 12), 0x08, 0x06, 0, 1, 8, 0))
-	for name, b := range map[string][]byte{"empty": nil, "vxlan header only": make([]byte, 8), "vlan tagged": tagged,
+	for name, b := range map[string][]byte{"empty": nil, "vxlan header only": make([]byte, 8), "two vlan tags": tagged,
 		"arp": arp, "truncated ipv4": tagged[:30]} {
 		if got := steer(b); got != 0 {
 			t.Errorf("%s: steered to %d, want 0", name, got)
