@@ -187,18 +187,25 @@ func TestAA(t *testing.T) {
 	}
 }
 
-// A stalled comparison never stalls its callers: with the comparator's
-// own goroutine stuck (here in its clock), Expect, Production and Result
-// still return at once, the excess dropped and counted.
-func TestStalledComparisonNeverBlocksCapture(t *testing.T) {
-	release := make(chan struct{})
+// stalledClock returns a clock that stalls from its second reading on,
+// until release is closed: the comparator's joiner reads it for every
+// exchange it opens, so it stalls the joiner.
+func stalledClock() (now func() time.Time, release chan struct{}) {
+	release = make(chan struct{})
 	var calls atomic.Int64
-	now := func() time.Time {
+	return func() time.Time {
 		if calls.Add(1) > 1 {
 			<-release
 		}
 		return time.Now()
-	}
+	}, release
+}
+
+// A stalled comparison never stalls its callers: with the comparator's
+// own goroutine stuck (here in its clock), Expect, Production and Result
+// still return at once, the excess dropped and counted.
+func TestStalledComparisonNeverBlocksCapture(t *testing.T) {
+	now, release := stalledClock()
 	cfg := Config{Candidate: "cand", AgainstProduction: true, Diff: diff.DefaultOptions, MaxEndpoints: 100, Wait: time.Minute,
 		MaxPending: 100, Queue: 100, MinSamples: 5, Threshold: 0.05, Handler: "test", Now: now}
 	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -233,14 +240,7 @@ func TestStalledComparisonNeverBlocksCapture(t *testing.T) {
 // stay within MaxBytes however far behind it falls; what it holds is
 // given back once each exchange is done.
 func TestComparatorBoundsItsBytes(t *testing.T) {
-	release := make(chan struct{})
-	var calls atomic.Int64
-	now := func() time.Time {
-		if calls.Add(1) > 1 {
-			<-release
-		}
-		return time.Now()
-	}
+	now, release := stalledClock()
 	const maxBytes = 64 << 10
 	cfg := Config{Candidate: "cand", AgainstProduction: true, Diff: diff.DefaultOptions, MaxEndpoints: 100, Wait: time.Minute,
 		MaxPending: 10_000, Queue: 10_000, MinSamples: 5, Threshold: 0.05, Handler: "test", Now: now, MaxBytes: maxBytes}

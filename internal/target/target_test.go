@@ -33,6 +33,20 @@ func parse(t *testing.T, raw string) *httpstream.Request {
 	return req
 }
 
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// buildTo builds the default configuration's one target, to addr.
+func buildTo(ctx context.Context, t *testing.T, addr string) (config.Config, *Set) {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Destination = "http://" + addr
+	set, _, err := Build(ctx, cfg.Resolve(), nil, discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, set
+}
+
 // A reload refused half way changes nothing: the targets it keeps keep
 // their rewrites, and no replayer is left running for the targets it
 // would have added.
@@ -43,15 +57,10 @@ func TestRefusedBuildChangesNothing(t *testing.T) {
 	}
 	defer srv.Close()
 	leaks := []goleak.Option{goleak.IgnoreCurrent(), goleak.IgnoreAnyFunction("github.com/shadowtap/shadowtap/internal/rawserver.(*Server).serve")}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg := config.Default()
-	cfg.Destination = "http://" + srv.Addr()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	set, _, err := Build(ctx, cfg.Resolve(), nil, log, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, set := buildTo(ctx, t, srv.Addr())
+	log := discard
 
 	next := cfg.Resolve()
 	next[0].Rewrite.SetHeaders = map[string]string{"X-Reloaded": "yes"}
@@ -99,15 +108,10 @@ func TestRebuiltTargetKeepsConnectionOrder(t *testing.T) {
 		return ok
 	})
 	defer srv.Close()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg := config.Default()
-	cfg.Destination = "http://" + srv.Addr()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	set, _, err := Build(ctx, cfg.Resolve(), nil, log, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, set := buildTo(ctx, t, srv.Addr())
+	log := discard
 	f := NewFanout(set, ratelog.New(log, time.Minute))
 	get := func(i int) *httpstream.Request {
 		return parse(t, "GET /r"+strconv.Itoa(i)+" HTTP/1.1\r\nHost: prod\r\n\r\n")
