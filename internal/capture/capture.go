@@ -47,11 +47,12 @@ type Stats struct {
 
 // Listener is a bound UDP socket.
 type Listener struct {
-	opts  Options
-	conn  *net.UDPConn
-	pc    *ipv4.PacketConn
-	inode uint64
-	stats *Stats
+	opts     Options
+	conn     *net.UDPConn
+	pc       *ipv4.PacketConn
+	inode    uint64
+	stats    *Stats        // shared by a group's sockets
+	received atomic.Uint64 // datagrams this socket delivered
 }
 
 // Listen binds the socket and sizes its receive buffer.
@@ -214,6 +215,9 @@ func (g *Group) KernelDrops() (uint64, error) {
 	return sum, err
 }
 
+// Received returns how many datagrams this socket delivered.
+func (l *Listener) Received() uint64 { return l.received.Load() }
+
 // Addr returns the bound address.
 func (l *Listener) Addr() netip.AddrPort { return l.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
 
@@ -278,6 +282,7 @@ func (l *Listener) RunBatches(ctx context.Context, handle func(src netip.Addr, b
 		}
 		l.stats.Datagrams.Add(uint64(n))
 		l.stats.Bytes.Add(bytes)
+		l.received.Add(uint64(n))
 		if batchDone != nil {
 			batchDone()
 		}

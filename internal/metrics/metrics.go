@@ -24,9 +24,12 @@ import (
 type Sources struct {
 	Capture     *capture.Stats
 	KernelDrops func() (uint64, error)
-	Engine      *engine.Stats
-	Targets     func() []*target.Target // read at each scrape: reloads change them
-	Compare     *compare.Comparator     // nil unless comparing
+	// Sockets returns the datagrams each VXLAN socket delivered (one per
+	// shard when the kernel steers them).
+	Sockets func() []uint64
+	Engine  *engine.Stats
+	Targets func() []*target.Target // read at each scrape: reloads change them
+	Compare *compare.Comparator     // nil unless comparing
 }
 
 // Metrics holds the observed (not counted) metrics.
@@ -80,6 +83,7 @@ func gauge(name, help string, labels ...string) metric {
 
 var (
 	mDatagrams    = counter("shadowtap_datagrams_total", "UDP datagrams received.")
+	mSocketDgrams = counter("shadowtap_socket_datagrams_total", "VXLAN datagrams received, by socket: one per shard, steered by connection (their balance is the steering's).", "socket")
 	mBytes        = counter("shadowtap_received_bytes_total", "UDP payload bytes received.")
 	mReadErrors   = counter("shadowtap_socket_read_errors_total", "Errors reading the UDP socket.")
 	mKernelDrops  = counter("shadowtap_socket_kernel_drops_total", "Datagrams the kernel dropped for the socket (receive buffer full).")
@@ -145,7 +149,7 @@ var (
 	mCmpRegress    = gauge("shadowtap_compare_endpoint_regressions", "Fields (and latency) differing clearly above noise, by endpoint group and comparison.", "endpoint", "comparison")
 )
 
-var all = []metric{mDatagrams, mBytes, mReadErrors, mKernelDrops, mReadBuffer, mPackets, mDecode, mVNI, mTruncated,
+var all = []metric{mDatagrams, mSocketDgrams, mBytes, mReadErrors, mKernelDrops, mReadBuffer, mPackets, mDecode, mVNI, mTruncated,
 	mFlowsOpen, mFlowsOpened, mFlowsEnded, mFlowsRefused, mFlowsEvicted, mGaps, mGapBytes, mOOO, mDup, mForced, mBuffered, mPickups,
 	mCaptured, mRejected, mStopped, mTooLarge, mOverBudget, mHTTPBuffered, mLost, mIncomplete, mResyncs,
 	mRespParsed, mRespInterim, mRespLost, mRespBad, mRespResyncs, mRespIncomplete, mRespOverBudget, mRespPaired, mRespMissing, mRespUnmatched,
@@ -166,6 +170,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	u := func(v uint64) float64 { return float64(v) }
 	if s := c.src.Capture; s != nil {
 		emit(mDatagrams, u(s.Datagrams.Load()))
+		if c.src.Sockets != nil {
+			for i, n := range c.src.Sockets() {
+				emit(mSocketDgrams, u(n), strconv.Itoa(i))
+			}
+		}
 		emit(mBytes, u(s.Bytes.Load()))
 		emit(mReadErrors, u(s.ReadErrors.Load()))
 		emit(mReadBuffer, float64(s.ReadBuffer.Load()))

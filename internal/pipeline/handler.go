@@ -137,7 +137,7 @@ func build(st Stages, cfg config.Config, log *slog.Logger, rec *recorder) (*Hand
 	}
 
 	h.metrics = metrics.Register(h.reg, metrics.Sources{
-		Capture: &h.Capture, KernelDrops: h.vxlan.kernelDrops, Engine: &h.Engine,
+		Capture: &h.Capture, KernelDrops: h.vxlan.kernelDrops, Sockets: h.vxlan.received, Engine: &h.Engine,
 		Targets: h.Targets, Compare: h.compare,
 	})
 	h.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))

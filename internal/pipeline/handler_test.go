@@ -304,6 +304,21 @@ func TestHandlerShards(t *testing.T) {
 		}
 	}
 	waitFor(t, func() bool { return h.Engine.HTTP.Requests.Load() == conns*reqs })
+	// Each shard's socket shows what it received: 30 connections over
+	// three sockets leave none empty.
+	sockets := 0
+	for _, line := range strings.Split(get(t, "http://"+h.AdminAddr()+"/metrics"), "\n") {
+		var socket, n int
+		if _, err := fmt.Sscanf(line, "shadowtap_socket_datagrams_total{socket=\"%d\"} %d", &socket, &n); err == nil {
+			sockets++
+			if n == 0 {
+				t.Errorf("socket %d received nothing", socket)
+			}
+		}
+	}
+	if sockets != 3 {
+		t.Errorf("%d sockets in the metrics, want 3", sockets)
+	}
 	stop()
 	next := map[string]int{}
 	for _, rq := range test.Requests() {

@@ -93,6 +93,19 @@ func (v *vxlanInput) run(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// received returns the datagrams each socket delivered: one per shard
+// when steered (their balance shows the steering's), else one.
+func (v *vxlanInput) received() []uint64 {
+	if v.group == nil {
+		return []uint64{v.single.Received()}
+	}
+	out := make([]uint64, len(v.group.Listeners))
+	for i, l := range v.group.Listeners {
+		out[i] = l.Received()
+	}
+	return out
+}
+
 // shardCount is the number of engines running.
 func (v *vxlanInput) shardCount() int {
 	if v.group != nil {
