@@ -247,6 +247,14 @@ func (c *Config) LoadFile(path string) error {
 
 // Load decodes YAML over c; name is used in errors.
 func (c *Config) Load(b []byte, name string) error {
+	// A null key ("~:") names no setting, yet the strict decoder passes
+	// over it: refuse it as any other unknown key (found by FuzzLoad).
+	var doc yaml.Node
+	if yaml.Unmarshal(b, &doc) == nil {
+		if line := nullKey(&doc); line > 0 {
+			return fmt.Errorf("config %s: line %d: a null key names no setting", name, line)
+		}
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	// An empty document decodes to io.EOF: it changes nothing.
@@ -259,6 +267,23 @@ func (c *Config) Load(b []byte, name string) error {
 		return fmt.Errorf("config %s: more than one YAML document", name)
 	}
 	return nil
+}
+
+// nullKey returns the line of the first mapping key in n that is null, or 0.
+func nullKey(n *yaml.Node) int {
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if k := n.Content[i]; k.Kind == yaml.ScalarNode && k.Tag == "!!null" {
+				return max(k.Line, 1)
+			}
+		}
+	}
+	for _, c := range n.Content {
+		if line := nullKey(c); line > 0 {
+			return line
+		}
+	}
+	return 0
 }
 
 // ShardCount is the number of engines: Shards, or one per CPU the process
