@@ -2,9 +2,9 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/shadowtap/shadowtap/internal/config"
@@ -25,6 +25,22 @@ type ReplayOptions struct {
 	ProgressEvery time.Duration
 }
 
+// ErrInput marks an input that cannot be read (missing, not a known
+// format, corrupt): bad input, not a failed gate or replay.
+var ErrInput = errors.New("unreadable input")
+
+// checkInputs says, with an error wrapping ErrInput, which input is not a
+// file shadowtap reads: before anything is sent, not after the files
+// before it.
+func checkInputs(inputs []string) error {
+	for _, p := range inputs {
+		if _, err := source.Detect(p); err != nil {
+			return fmt.Errorf("%w: %w", ErrInput, err)
+		}
+	}
+	return nil
+}
+
 // ReplayFiles replays capture files, recordings or GoReplay files to cfg's
 // targets with the live pipeline's router (filters, sampling, rewrites,
 // limits) and replayers; the file waits for room rather than dropping.
@@ -37,10 +53,8 @@ func ReplayFiles(ctx context.Context, cfg config.Config, log *slog.Logger, input
 	// Every input is checked before anything is sent: the files are
 	// no longer read ahead, and a bad last file must not wait for the
 	// first ones to be replayed to be found.
-	for _, p := range inputs {
-		if _, err := source.Detect(p); err != nil {
-			return player.Progress{}, fmt.Errorf("%w: %w", ErrInput, err)
-		}
+	if err := checkInputs(inputs); err != nil {
+		return player.Progress{}, err
 	}
 	st := Derive(cfg, Replay)
 	fanout, err := route(ctx, st, log, nil)
@@ -54,13 +68,7 @@ func ReplayFiles(ctx context.Context, cfg config.Config, log *slog.Logger, input
 	}
 	open := source.OpenAll(inputs, st.Sources())
 	if opts.Started != nil {
-		var size int64
-		for _, p := range inputs {
-			if fi, err := os.Stat(p); err == nil {
-				size += fi.Size()
-			}
-		}
-		opts.Started(size)
+		opts.Started(source.Size(inputs))
 	}
 	if opts.ProgressEvery <= 0 {
 		opts.ProgressEvery = 200 * time.Millisecond

@@ -29,10 +29,6 @@ import (
 	"github.com/shadowtap/shadowtap/internal/target"
 )
 
-// ErrInput marks an input that cannot be read (missing, not a known
-// format, corrupt): bad input, not a failed gate.
-var ErrInput = errors.New("verify: unreadable input")
-
 // VerifyOptions tune a run.
 type VerifyOptions struct {
 	// Speed 1 keeps the recording's timing, 2 plays twice as fast; 0 sends
@@ -115,10 +111,8 @@ func VerifyFiles(ctx context.Context, cfg config.Config, inputs []string, opts V
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	for _, p := range inputs {
-		if _, err := source.Detect(p); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrInput, err)
-		}
+	if err := checkInputs(inputs); err != nil {
+		return nil, err
 	}
 	st := Derive(cfg, Verify)
 	cc := st.Compare

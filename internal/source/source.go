@@ -363,14 +363,20 @@ func OpenAll(paths []string, opts Options) func() (Source, error) {
 		if len(paths) == 0 {
 			return nil, errors.New("no input files")
 		}
-		m := &multiSource{paths: paths, opts: opts}
-		for _, p := range paths {
-			if st, err := os.Stat(p); err == nil {
-				m.total += st.Size()
-			}
-		}
-		return m, nil
+		return &multiSource{paths: paths, opts: opts, total: Size(paths)}, nil
 	}
+}
+
+// Size is the files' size in bytes together (as stored: compressed for a
+// gzipped file); a file that cannot be read counts nothing.
+func Size(paths []string) int64 {
+	var n int64
+	for _, p := range paths {
+		if fi, err := os.Stat(p); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
 }
 
 // Sized is a source that knows how far through its files it is: bytes
