@@ -9,6 +9,24 @@ import (
 	"time"
 )
 
+// loopback binds a listener with opts on a loopback port and dials it;
+// both close when the test ends.
+func loopback(t *testing.T, opts Options, st *Stats) (*Listener, net.Conn) {
+	t.Helper()
+	opts.Addr = "127.0.0.1:0"
+	l, err := Listen(opts, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	c, err := net.Dial("udp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return l, c
+}
+
 func TestListenerReceivesJumboDatagrams(t *testing.T) {
 	var st Stats
 	opts := DefaultOptions
@@ -92,19 +110,9 @@ func TestListenerReceivesJumboDatagrams(t *testing.T) {
 func TestRunStopsPromptlyUnderBacklog(t *testing.T) {
 	var st Stats
 	opts := DefaultOptions
-	opts.Addr = "127.0.0.1:0"
 	opts.ReadBuffer = 4 << 20
 	opts.Batch = 8
-	l, err := Listen(opts, &st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	c, err := net.Dial("udp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	l, c := loopback(t, opts, &st)
 	// Fill the socket: 2,000 datagrams, more than the handler below gets
 	// through in the test's time at 1 ms each.
 	for range 2000 {

@@ -238,17 +238,8 @@ func TestListenGroupRefusesAPortInUse(t *testing.T) {
 func TestDiscardQueued(t *testing.T) {
 	var st Stats
 	opts := DefaultOptions
-	opts.Addr, opts.ReadBuffer = "127.0.0.1:0", 1<<20
-	l, err := Listen(opts, &st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	c, err := net.Dial("udp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	opts.ReadBuffer = 1 << 20
+	l, c := loopback(t, opts, &st)
 	for range 5 {
 		c.Write(make([]byte, 3000))
 	}
