@@ -303,21 +303,30 @@ func (f *FieldLearn) observe(seq int, v diff.Leaf, target, body []byte, at time.
 	if !at.IsZero() {
 		var t time.Time
 		ok := false
-		if strings.HasPrefix(shape, "time:") || strings.HasPrefix(shape, "epoch-") {
-			t, ok = diff.TimeOf(string(v.Value), shape)
-		} else if strings.Contains(shape, "{time:") {
+		if shape == "time" || shape == "date" {
+			t, ok = diff.TimeOf(string(v.Value))
+		} else if strings.Contains(shape, "{time}") {
 			if m := lineTimeRe.Find(v.Value); m != nil {
-				t, ok = diff.TimeOf(strings.Replace(string(m), " ", "T", 1), "time:")
+				t, ok = diff.TimeOf(string(m))
 			}
 		}
-		if ok && t.Sub(at).Abs() <= nearWindow {
+		if ok && near(t, at, shape) {
 			f.Near++
 		}
 	}
 }
 
+// near reports whether a time of the shape is "now" at the moment at: a
+// date is today (in some zone).
+func near(t, at time.Time, shape string) bool {
+	if shape == "date" {
+		return t.Sub(at.UTC().Truncate(24*time.Hour)).Abs() <= 36*time.Hour
+	}
+	return t.Sub(at).Abs() <= nearWindow
+}
+
 func volatileShape(s string) bool {
-	return diff.Volatile(s) || strings.Contains(s, "{time:") || strings.Contains(s, "{uuid}") ||
+	return diff.Volatile(s) || strings.Contains(s, "{time}") || strings.Contains(s, "{uuid}") ||
 		strings.Contains(s, "{hex") || strings.Contains(s, "{token}")
 }
 

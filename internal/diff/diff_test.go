@@ -176,9 +176,15 @@ func TestShapes(t *testing.T) {
 	for in, want := range map[string]string{
 		"0b7c6a1e-3f7e-4c1b-9a55-2f8f0f1d2e3c": "uuid",
 		"01HZY3K5W6Q8R9T0V1X2Y3Z4AB":           "ulid",
-		"2026-11-26T13:28:29.123Z":             "time:9999-99-99T99:99:99.999Z",
-		"2026-11-26 13:28:29":                  "time:9999-99-99 99:99:99",
-		"Thu, 26 Nov 2026 13:28:29 GMT":        "time:http",
+		"2026-11-26T13:28:29.123Z":             "time",
+		"2026-11-26T13:28:29.12Z":              "time",
+		"2026-11-26T13:28:29Z":                 "time",
+		"2026-11-26T13:28:29.123456+02:00":     "time",
+		"2026-11-26 13:28:29":                  "time",
+		"2026-11-26":                           "date",
+		"2026-13-26":                           "fmt:9999-99-99",
+		"Thu, 26 Nov 2026 13:28:29 GMT":        "time",
+		"Thu, 26 Nov 2026 13:28:29 -0000":      "time",
 		"9f86d081884c7d659a2feaa0c55ad015":     "hex32",
 		"eyJhbGciOiJIUzI1NiJ9x":                "token",
 		"SKU-00012":                            "fmt:AAA-99999",
@@ -190,30 +196,52 @@ func TestShapes(t *testing.T) {
 			t.Errorf("Shape(%q) = %q, want %q", in, got, want)
 		}
 	}
-	for in, want := range map[string]string{"17": "int", "1.5": "float", "1764163709": "epoch-s", "1764163709123": "epoch-ms"} {
+	for in, want := range map[string]string{"17": "int", "1.5": "float", "1764163709": "time", "1764163709123": "time",
+		"1764163709.25": "time", "1764163709123456": "time", "1764163709123456789": "time", "123456789012": "int"} {
 		if got := NumberShape([]byte(in)); got != want {
 			t.Errorf("NumberShape(%s) = %q, want %q", in, got, want)
 		}
 	}
 	k, sh, vol := LineTemplate([]byte("generated 2026-11-26T13:28:29Z by node 7 req 9f86d081884c7d659a2feaa0c55ad015"))
-	if k != "generated {ts} by node {n} req {hex}" || sh != "generated {time:9999-99-99T99:99:99Z} by node 7 req {hex32}" || !vol {
+	if k != "generated {ts} by node {n} req {hex}" || sh != "generated {time} by node 7 req {hex32}" || !vol {
 		t.Errorf("LineTemplate: %q %q %v", k, sh, vol)
 	}
 }
 
 func TestTimeOf(t *testing.T) {
 	want := time.Date(2026, 11, 26, 12, 28, 29, 0, time.UTC)
-	for _, v := range []string{"2026-11-26T13:28:29+01:00", "2026-11-26T13:28:29+0100", "2026-11-26T12:28:29Z", "2026-11-26 12:28:29",
-		"Thu, 26 Nov 2026 12:28:29 GMT", "1795696109", "1795696109000"} {
-		var shape string
-		if v[0] == '1' {
-			shape = NumberShape([]byte(v))
-		} else {
-			shape = Shape(v)
+	for _, v := range []string{"2026-11-26T13:28:29+01:00", "2026-11-26T13:28:29+0100", "2026-11-26T12:28:29Z",
+		"2026-11-26T12:28:29.000Z", "2026-11-26 12:28:29", "2026-11-26t12:28:29z", "Thu, 26 Nov 2026 12:28:29 GMT",
+		"Thu, 26 Nov 2026 13:28:29 +0100", "1795696109", "1795696109000", "1795696109000000", "1795696109000000000",
+		"1795696109.0"} {
+		if got, ok := TimeOf(v); !ok || !got.Equal(want) {
+			t.Errorf("TimeOf(%q) = %v, %v", v, got, ok)
 		}
-		if got, ok := TimeOf(v, shape); !ok || !got.Equal(want) {
-			t.Errorf("TimeOf(%q, %q) = %v, %v", v, shape, got, ok)
-		}
+	}
+}
+
+// Go's time.RFC3339Nano drops trailing zeros, so one field is written
+// with 0 to 9 fraction digits: all one shape, and one instant in two
+// zones is no difference at all.
+func TestTimesAsInstants(t *testing.T) {
+	js := func(body string) Message {
+		return Message{Status: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(body)}
+	}
+	ds := Compare(js(`{"at":"2026-11-26T13:28:29.12Z","b":"2026-11-26T14:28:29+01:00"}`),
+		js(`{"at":"2026-11-26T13:28:30Z","b":"2026-11-26T13:28:29.000Z"}`), DefaultOptions)
+	if len(ds) != 1 || ds[0].Key != "body.at" || ds[0].RefShape != ds[0].CandShape || ds[0].RefShape != "time" {
+		t.Fatalf("differences %+v: want one change of body.at, shape time on both sides", ds)
+	}
+	// A zone dropped is a change, though the clock reads the same.
+	if ds := Compare(js(`{"b":"2026-11-26T13:28:29Z"}`), js(`{"b":"2026-11-26T13:28:29"}`), DefaultOptions); len(ds) != 1 {
+		t.Errorf("zone dropped: %+v, want one difference", ds)
+	}
+	text := func(body string) Message {
+		return Message{Status: 200, Header: http.Header{"Content-Type": {"text/plain"}}, Body: []byte(body)}
+	}
+	ds = Compare(text("# generated_at=2026-11-26T13:28:29.1Z\nok\n"), text("# generated_at=2026-11-26T13:28:31Z\nok\n"), DefaultOptions)
+	if len(ds) != 1 || ds[0].RefShape != ds[0].CandShape {
+		t.Errorf("text line: %+v, want one change keeping its shape", ds)
 	}
 }
 

@@ -347,7 +347,7 @@ func (w *jwalker) walk(ai, bi int32) {
 			w.add(Changed, x, y)
 		}
 	case '"':
-		if unquote(w.a.of(x.raw)) != unquote(w.b.of(y.raw)) {
+		if a, b := unquote(w.a.of(x.raw)), unquote(w.b.of(y.raw)); a != b && !SameInstant(a, b) {
 			w.add(Changed, x, y)
 		}
 	default:

@@ -1,6 +1,8 @@
 package diff
 
 import (
+	"bytes"
+	"math"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -9,11 +11,15 @@ import (
 )
 
 // Shape classifies a value by its form, not its content: "uuid", "ulid",
-// "hex32", "token", "time:9999-99-99T99:99:99Z" (the layout, digits as 9),
-// "time:http", "int", "float", "epoch-s", "epoch-ms", "bool", the format
-// of a short code with digits ("fmt:AAA-99999"), or "str" for anything
-// without a recognised form. Two values with the same volatile
-// shape (see Volatile) are alike for noise: a new id for a new id.
+// "hex32", "token", "time" (an instant, in any of the forms encoders
+// write: RFC 3339 with any fraction and any offset, with a space or
+// without a zone, RFC 1123 and the other HTTP dates), "date", "int",
+// "float", "bool", the format of a short code with digits
+// ("fmt:AAA-99999"), or "str" for anything without a recognised form.
+// Two values with the same volatile shape (see Volatile) are alike for
+// noise: a new id for a new id, a time for a time however it is written
+// (Go's RFC3339Nano drops trailing zeros, so one field's text changes
+// length from answer to answer).
 func Shape(s string) string {
 	n := len(s)
 	switch {
@@ -21,11 +27,17 @@ func Shape(s string) string {
 		return "uuid"
 	case n == 26 && isULID(s):
 		return "ulid"
-	case n >= 10 && isDateStart(s):
-		return "time:" + digitLayout(s)
-	case n == 29 && strings.HasSuffix(s, " GMT"):
-		if _, err := http.ParseTime(s); err == nil {
-			return "time:http"
+	case n == 10 && isDateStart(s):
+		if _, err := time.Parse(time.DateOnly, s); err == nil {
+			return "date"
+		}
+	case n > 10 && isDateStart(s):
+		if _, _, ok := parseISO(s); ok {
+			return "time"
+		}
+	case n >= 24 && n <= 40 && isWeekdayStart(s):
+		if _, ok := parseHTTPDate(s); ok {
+			return "time"
 		}
 	}
 	if n >= 16 && allOf(s, isHex) {
@@ -66,59 +78,151 @@ func Coarse(shape string) string {
 	return shape
 }
 
-// NumberShape classifies a JSON number.
+// NumberShape classifies a JSON number: an integer or a float in the
+// range of epoch seconds, or an integer of epoch milli-, micro- or
+// nanoseconds, between 2000 and 2100, is a "time".
 func NumberShape(raw []byte) string {
-	s := string(raw)
-	if strings.ContainsAny(s, ".eE") {
+	if _, ok := epochOf(raw); ok {
+		return "time"
+	}
+	if bytes.ContainsAny(raw, ".eE") {
 		return "float"
 	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	switch {
-	case err != nil:
-		return "int"
-	case v >= 946684800 && v < 4102444800: // 2000 to 2100 in seconds
-		return "epoch-s"
-	case v >= 946684800_000 && v < 4102444800_000:
-		return "epoch-ms"
-	}
 	return "int"
+}
+
+const (
+	epochFrom = 946684800  // 2000-01-01 in seconds
+	epochTo   = 4102444800 // 2100-01-01
+)
+
+// epochOf reads a number as an epoch time, its unit told by its
+// magnitude: the ranges of seconds, ms, µs and ns from 2000 to 2100 do
+// not overlap.
+func epochOf(raw []byte) (time.Time, bool) {
+	if len(raw) < 9 || len(raw) > 24 {
+		return time.Time{}, false
+	}
+	if bytes.ContainsAny(raw, ".eE") {
+		f, err := strconv.ParseFloat(string(raw), 64)
+		if err != nil || f < epochFrom || f >= epochTo || bytes.ContainsAny(raw, "eE") {
+			return time.Time{}, false
+		}
+		sec := math.Floor(f)
+		return time.Unix(int64(sec), int64((f-sec)*1e9)).UTC(), true
+	}
+	v, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	for _, unit := range []int64{1, 1e3, 1e6, 1e9} {
+		if v >= epochFrom*unit && v < epochTo*unit {
+			return time.Unix(0, 0).Add(time.Duration(v) * (time.Second / time.Duration(unit))).UTC(), true
+		}
+	}
+	return time.Time{}, false
 }
 
 // Volatile reports whether a shape is one that values generated per
 // response take: ids, tokens and times.
 func Volatile(shape string) bool {
 	switch {
-	case shape == "uuid", shape == "ulid", shape == "token", shape == "epoch-s", shape == "epoch-ms",
-		strings.HasPrefix(shape, "hex"), strings.HasPrefix(shape, "time:"):
+	case shape == "uuid", shape == "ulid", shape == "token", shape == "time", shape == "date",
+		strings.HasPrefix(shape, "hex"):
 		return true
 	}
 	return false
 }
 
-// TimeOf reads a value of a time shape.
-func TimeOf(value string, shape string) (time.Time, bool) {
-	switch {
-	case shape == "epoch-s" || shape == "epoch-ms":
-		v, err := strconv.ParseInt(value, 10, 64)
-		if err != nil {
-			return time.Time{}, false
-		}
-		if shape == "epoch-ms" {
-			return time.UnixMilli(v), true
-		}
-		return time.Unix(v, 0), true
-	case shape == "time:http":
-		t, err := http.ParseTime(value)
+// TimeOf reads a value of shape "time" or "date" (a JSON string's value,
+// a number, a header's), in UTC.
+func TimeOf(value string) (time.Time, bool) {
+	switch n := len(value); {
+	case n == 0:
+	case n == 10 && isDateStart(value):
+		t, err := time.Parse(time.DateOnly, value)
 		return t, err == nil
-	case strings.HasPrefix(shape, "time:"):
-		for _, l := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999Z0700", "2006-01-02T15:04:05.999999999",
-			"2006-01-02 15:04:05.999999999Z07:00", "2006-01-02 15:04:05.999999999Z0700", "2006-01-02 15:04:05.999999999"} {
-			if t, err := time.Parse(l, value); err == nil {
-				return t, true
-			}
+	case n > 10 && isDateStart(value):
+		t, _, ok := parseISO(value)
+		return t, ok
+	case isDigit(value[0]):
+		return epochOf([]byte(value))
+	default:
+		return parseHTTPDate(value)
+	}
+	return time.Time{}, false
+}
+
+// SameInstant reports whether two texts are one instant written two
+// ways (2026-11-26T13:28:29+01:00 and 2026-11-26T12:28:29.000Z): equal
+// for a client that reads them as times. Both must carry a zone, or
+// neither: a zone dropped is a change.
+func SameInstant(a, b string) bool {
+	if len(a) <= 10 || len(b) <= 10 || !isDateStart(a) || !isDateStart(b) {
+		return false
+	}
+	ta, za, ok1 := parseISO(a)
+	tb, zb, ok2 := parseISO(b)
+	return ok1 && ok2 && za == zb && ta.Equal(tb)
+}
+
+// isoLayouts are the forms of RFC 3339 and ISO 8601 that encoders write
+// (Go, JavaScript's toISOString, Python's isoformat and str, Java's
+// Instant and OffsetDateTime, PHP's DATE_ATOM): time.Parse accepts any
+// fraction after the seconds, so one layout covers every fraction length.
+var isoLayouts = [...]struct {
+	layout string
+	zoned  bool
+}{
+	{"2006-01-02T15:04:05Z07:00", true},
+	{"2006-01-02T15:04:05Z0700", true},
+	{"2006-01-02T15:04:05Z07", true},
+	{"2006-01-02T15:04:05", false},
+	{"2006-01-02T15:04Z07:00", true},
+	{"2006-01-02T15:04", false},
+}
+
+// parseISO reads an RFC 3339 / ISO 8601 date-time, with 'T', 't' or a
+// space between date and time; zoned says whether it carries a zone (a
+// time without one is read as UTC).
+func parseISO(s string) (t time.Time, zoned bool, ok bool) {
+	if len(s) < 16 || !(s[10] == 'T' || s[10] == ' ' || s[10] == 't') {
+		return time.Time{}, false, false
+	}
+	if s[10] != 'T' {
+		s = s[:10] + "T" + s[11:]
+	}
+	if last := s[len(s)-1]; last == 'z' {
+		s = s[:len(s)-1] + "Z"
+	}
+	for _, l := range isoLayouts {
+		if t, err := time.Parse(l.layout, s); err == nil {
+			return t.UTC(), l.zoned, true
+		}
+	}
+	return time.Time{}, false, false
+}
+
+// parseHTTPDate reads the dates of HTTP and e-mail (RFC 1123 with GMT or
+// a numeric zone, RFC 850, asctime).
+func parseHTTPDate(s string) (time.Time, bool) {
+	if t, err := http.ParseTime(s); err == nil {
+		return t.UTC(), true
+	}
+	for _, l := range []string{time.RFC1123Z, time.RFC1123, "Mon, 2 Jan 2006 15:04:05 -0700"} {
+		if t, err := time.Parse(l, s); err == nil {
+			return t.UTC(), true
 		}
 	}
 	return time.Time{}, false
+}
+
+func isWeekdayStart(s string) bool {
+	switch s[:3] {
+	case "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun":
+		return true
+	}
+	return false
 }
 
 func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
@@ -169,18 +273,7 @@ func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 func isDateStart(s string) bool {
 	return isDigit(s[0]) && isDigit(s[1]) && isDigit(s[2]) && isDigit(s[3]) && s[4] == '-' && isDigit(s[5]) &&
-		isDigit(s[6]) && s[7] == '-' && isDigit(s[8]) && isDigit(s[9]) && (len(s) == 10 || s[10] == 'T' || s[10] == ' ')
-}
-
-// digitLayout is s with every digit as 9: the layout of a time value.
-func digitLayout(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if isDigit(c) {
-			b[i] = '9'
-		}
-	}
-	return string(b)
+		isDigit(s[6]) && s[7] == '-' && isDigit(s[8]) && isDigit(s[9]) && (len(s) == 10 || s[10] == 'T' || s[10] == ' ' || s[10] == 't')
 }
 
 // Tokens of a text line that vary by themselves (times, uuids, long hex,
@@ -209,7 +302,7 @@ func LineTemplate(line []byte) (key, shape string, volatile bool) {
 		switch {
 		case m[2] >= 0:
 			k.WriteString("{ts}")
-			sh.WriteString("{time:" + digitLayout(string(tok)) + "}")
+			sh.WriteString("{time}") // any rendering of a time: its layout varies (fractions dropped)
 			volatile = true
 		case m[4] >= 0:
 			k.WriteString("{uuid}")

@@ -148,7 +148,7 @@ func compareCSV(out []Difference, a, b [][]string) []Difference {
 			case ai < p.a && bi < p.b:
 				for _, c := range common {
 					x, y := ar[ai][c.ai], br[bi][c.bi]
-					if x != y {
+					if x != y && !SameInstant(x, y) {
 						out = append(out, Difference{Field: row(ai) + " col:" + c.name, CandField: row(bi) + " col:" + c.name,
 							Key: "col:" + c.name, Kind: Changed, Ref: render(x), Cand: render(y), RefShape: Shape(x), CandShape: Shape(y)})
 						n++
