@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shadowtap/shadowtap/internal/diff"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 )
 
@@ -333,7 +334,7 @@ func redact(raw []byte, names []string, isRequest bool) ([]byte, bool) {
 			if len(l) > 1 && l[len(l)-2] == '\r' {
 				term = l[len(l)-2:]
 			}
-			out = append(append(append(out, name...), ": REDACTED"...), term...)
+			out = append(append(append(append(out, name...), ": "...), diff.Redacted...), term...)
 			changed = true
 			continue
 		}
