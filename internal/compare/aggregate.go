@@ -122,7 +122,7 @@ func (c *Comparator) record(ep *EndpointState, cmp, refName string, x *exchange,
 		if seenBefore(ds, i) {
 			continue
 		}
-		if learner.explains(d) || cs.Noise.explains(d, learner) {
+		if learner.explains(d) || cs.Noise.explains(d, learner) || eachSidesNow(d, ref.at, cand.at) {
 			cs.field(d.Key).Volatile++
 			continue
 		}
@@ -186,6 +186,15 @@ func (c *Comparator) record(ep *EndpointState, cmp, refName string, x *exchange,
 			c.agg.logBytes += s.size()
 		}
 	}
+}
+
+// eachSidesNow reports whether d is a time that each side wrote as its
+// own "now": production's near when production answered (months ago, in
+// a recording), the candidate's near when it answered. Such a time needs
+// no learning to be noise.
+func eachSidesNow(d *diff.Difference, refAt, candAt time.Time) bool {
+	return d.Kind == diff.Changed && !d.RefTime.IsZero() && !d.CandTime.IsZero() && !refAt.IsZero() && !candAt.IsZero() &&
+		near(d.RefTime, refAt, d.RefShape) && near(d.CandTime, candAt, d.CandShape)
 }
 
 // sample renders an exchange: findings name its keys, shown are the

@@ -3,7 +3,6 @@ package compare
 import (
 	"bytes"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -268,8 +267,6 @@ func (l *Learner) observe(p *diff.Parsed, opts diff.Options, req *httpstream.Req
 	})
 }
 
-var lineTimeRe = regexp.MustCompile(`\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?`)
-
 func (f *FieldLearn) observe(seq int, v diff.Leaf, target, body []byte, at time.Time) {
 	f.N++
 	if v.Shape != f.Shape {
@@ -306,9 +303,7 @@ func (f *FieldLearn) observe(seq int, v diff.Leaf, target, body []byte, at time.
 		if shape == "time" || shape == "date" {
 			t, ok = diff.TimeOf(string(v.Value))
 		} else if strings.Contains(shape, "{time}") {
-			if m := lineTimeRe.Find(v.Value); m != nil {
-				t, ok = diff.TimeOf(string(m))
-			}
+			t, ok = diff.LineTime(v.Value)
 		}
 		if ok && near(t, at, shape) {
 			f.Near++

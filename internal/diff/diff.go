@@ -26,6 +26,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/andybalholm/brotli"
 )
@@ -62,6 +63,31 @@ type Difference struct {
 	// equal shapes and a key known to vary on its own make noise.
 	RefShape  string `json:"-"`
 	CandShape string `json:"-"`
+	// The instants of changed times (values of shape "time" or "date",
+	// lines with a time): the caller tells a time that is each side's
+	// "now" from a changed one.
+	RefTime  time.Time `json:"-"`
+	CandTime time.Time `json:"-"`
+}
+
+// changed is a Changed difference of two scalar values (their texts as
+// read: a JSON string unquoted), with their shapes and, for times, instants.
+func changed(field, key, ref, cand, refShape, candShape string) Difference {
+	d := Difference{Field: field, Key: key, Kind: Changed, Ref: render(ref), Cand: render(cand), RefShape: refShape, CandShape: candShape}
+	d.RefTime = instant(ref, refShape)
+	d.CandTime = instant(cand, candShape)
+	return d
+}
+
+func instant(v, shape string) time.Time {
+	var t time.Time
+	switch {
+	case shape == "time" || shape == "date":
+		t, _ = TimeOf(v)
+	case strings.Contains(shape, "{time}"):
+		t, _ = LineTime([]byte(v))
+	}
+	return t
 }
 
 // Options tune a comparison.
@@ -322,8 +348,7 @@ func compareHeaders(out []Difference, a, b http.Header, opts Options) []Differen
 		default:
 			x, y := HeaderMeaning(k, av), HeaderMeaning(k, bv)
 			if x != y {
-				out = append(out, Difference{Field: field, Key: field, Kind: Changed, Ref: render(x), Cand: render(y),
-					RefShape: Shape(x), CandShape: Shape(y)})
+				out = append(out, changed(field, field, x, y, Shape(x), Shape(y)))
 			}
 		}
 	}

@@ -314,8 +314,17 @@ func (w *jwalker) add(kind Kind, x, y *jnode) {
 	}
 	if kind == Changed && x.kind != '{' && x.kind != '[' {
 		d.RefShape, d.CandShape = jsonShape(w.a, x), jsonShape(w.b, y)
+		d.RefTime, d.CandTime = instant(scalarText(w.a, x), d.RefShape), instant(scalarText(w.b, y), d.CandShape)
 	}
 	w.out = append(w.out, d)
+}
+
+// scalarText is a scalar's text as read: a string unquoted.
+func scalarText(d *jdoc, n *jnode) string {
+	if n.kind == '"' {
+		return unquote(d.of(n.raw))
+	}
+	return string(d.of(n.raw))
 }
 
 func jsonShape(d *jdoc, n *jnode) string {

@@ -286,6 +286,17 @@ var lineTokenRe = regexp.MustCompile(`(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}
 
 const maxTemplate = 80
 
+var lineTimeRe = regexp.MustCompile(`\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?`)
+
+// LineTime reads the first time written in a line of text.
+func LineTime(line []byte) (time.Time, bool) {
+	m := lineTimeRe.Find(line)
+	if m == nil {
+		return time.Time{}, false
+	}
+	return TimeOf(string(m))
+}
+
 // LineTemplate returns a text line's key (template) and shape, and
 // whether it holds a volatile token.
 func LineTemplate(line []byte) (key, shape string, volatile bool) {

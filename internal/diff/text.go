@@ -57,8 +57,9 @@ func compareText(out []Difference, a, b []byte) []Difference {
 			case ai < p.a && bi < p.b:
 				_, rs, _ := LineTemplate(al[ai])
 				_, cs, _ := LineTemplate(bl[bi])
-				out = append(out, Difference{Field: loc(ai), CandField: loc(bi), Key: lineKey(al[ai]), Kind: Changed,
-					Ref: renderBytes(al[ai]), Cand: renderBytes(bl[bi]), RefShape: rs, CandShape: cs})
+				d := changed(loc(ai), lineKey(al[ai]), string(al[ai]), string(bl[bi]), rs, cs)
+				d.CandField = loc(bi)
+				out = append(out, d)
 				ai, bi = ai+1, bi+1
 			case ai < p.a:
 				out = append(out, Difference{Field: loc(ai), Key: lineKey(al[ai]), Kind: Missing, Ref: renderBytes(al[ai])})
@@ -149,8 +150,9 @@ func compareCSV(out []Difference, a, b [][]string) []Difference {
 				for _, c := range common {
 					x, y := ar[ai][c.ai], br[bi][c.bi]
 					if x != y && !SameInstant(x, y) {
-						out = append(out, Difference{Field: row(ai) + " col:" + c.name, CandField: row(bi) + " col:" + c.name,
-							Key: "col:" + c.name, Kind: Changed, Ref: render(x), Cand: render(y), RefShape: Shape(x), CandShape: Shape(y)})
+						d := changed(row(ai)+" col:"+c.name, "col:"+c.name, x, y, Shape(x), Shape(y))
+						d.CandField = row(bi) + " col:" + c.name
+						out = append(out, d)
 						n++
 					}
 				}

@@ -1,0 +1,48 @@
+package compare
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/shadowtap/shadowtap/internal/diff"
+)
+
+// TestTimesAreEachSidesNow: verify replays a recording months after
+// production answered. A time each side wrote as its own "now" differs by
+// months, and is no finding even before any noise is learned (a few
+// requests per endpoint); a stored time that changed still is.
+func TestTimesAreEachSidesNow(t *testing.T) {
+	c, err := New(Config{Candidate: "cand", AgainstProduction: true, Diff: diff.DefaultOptions, MaxEndpoints: 100, Wait: time.Minute,
+		MaxPending: 1000, Queue: 1000, MinSamples: 3, Threshold: 0.05, Handler: "test"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	recorded := time.Now().Add(-90 * 24 * time.Hour)
+	const n = 5
+	for i := range n {
+		req := request(t, uint64(i), fmt.Sprintf("/api/orders/%d", i))
+		c.Expect(req)
+		body := func(now time.Time, created string) string {
+			// Go's encoder: RFC3339Nano, trailing zeros dropped.
+			return fmt.Sprintf(`{"generatedAt":%q,"createdAt":%q}`, now.UTC().Format(time.RFC3339Nano), created)
+		}
+		prodAt := recorded.Add(time.Duration(i) * time.Second)
+		c.Production(req, response(t, 200, body(prodAt.Add(-3*time.Millisecond), "2026-01-02T03:04:05Z"), prodAt.UnixNano()))
+		res := replayed("cand", req, 200, body(time.Now(), "2026-01-02T03:04:06Z"), 5*time.Millisecond)
+		res.Started = time.Now().Add(-5 * time.Millisecond)
+		c.Result(res)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Stats.Compared.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	got := regressions(c.Report())
+	if want := []string{"GET /api/orders/{id} candidate-vs-production body.createdAt"}; !slices.Equal(got, want) {
+		t.Errorf("regressions %q, want %q", got, want)
+	}
+}
