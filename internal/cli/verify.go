@@ -59,7 +59,7 @@ func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&urls[2], "secondary", "", "a second baseline's URL, to learn the baseline's noise (needs -baseline)")
 	speed := fs.String("speed", "max", "max: as fast as the targets allow; 1x keeps the recording's timing, 2x twice as fast")
 	progress := fs.String("progress", "auto", "auto (a bar on a terminal, plain lines otherwise), bar, plain or off")
-	latency := fs.String("latency", "auto", "fail: latency regressions fail the gate; report: shown, not failing; auto: fail at the recording's own speed (1x or slower), report otherwise")
+	latency := fs.String("latency", "auto", "fail: latency regressions fail the gate; report: shown, not failing; auto: against a baseline fail at any speed, against production fail at the recording's own speed (1x or slower) and report otherwise")
 	maxOpen := fs.Int("max-open", 4096, "exchanges open in the comparison at once (memory bound; reading waits)")
 	cfg, inputs, err := loadConfigAnywhere(fs, args)
 	if err != nil {
@@ -128,7 +128,7 @@ func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 1 // interrupted: the gate did not see everything
 	}
 	latencyFails := *latency == "fail" || *latency == "auto" && sp > 0 && sp <= 1
-	o := gate.Decide(res.Report, accepts, gate.Options{LatencyFails: latencyFails})
+	o := gate.Decide(res.Report, accepts, gate.Options{LatencyFails: latencyFails, BaselineLatencyFails: *latency != "report"})
 	o.Problems = verifyProblems(res)
 	fmt.Fprintf(stdout, "replayed %d of %d recorded exchange(s) from %d file(s) in %s (%.0f/s); %d without production's answer, %d unparsed\n",
 		res.Sent, res.Records, len(inputs), res.Elapsed.Round(time.Millisecond), float64(res.Sent)/max(res.Elapsed.Seconds(), 1e-9),

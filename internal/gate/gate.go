@@ -154,11 +154,17 @@ func ParsePolicy(s string) (string, error) {
 
 // Options tune the decision.
 type Options struct {
-	// LatencyFails makes latency regressions fail the gate. A replay as
-	// fast as the targets allow queues requests in the candidate, so its
-	// latency says more about the replay than about the build: verify
-	// turns this on only when the recording's timing is kept (-speed 1x).
+	// LatencyFails makes latency regressions fail the gate. Against
+	// production's recorded answers, a replay as fast as the targets
+	// allow queues requests in the candidate, so its latency says more
+	// about the replay than about the build: verify turns this on only
+	// when the recording's timing is kept (-speed 1x).
 	LatencyFails bool
+	// BaselineLatencyFails makes latency regressions against a baseline
+	// fail at any speed: the baseline gets the same requests at the same
+	// moment as the candidate, so the ratio of their latencies is the
+	// build's whatever the pace.
+	BaselineLatencyFails bool
 }
 
 // Decide sorts the report's findings into regressions, accepted changes,
@@ -230,7 +236,7 @@ func Decide(r compare.Report, accepts []Accept, opts Options) Outcome {
 					o.Accepted = append(o.Accepted, f)
 					continue
 				}
-				if !opts.LatencyFails {
+				if !opts.LatencyFails && !(opts.BaselineLatencyFails && cr.Comparison == compare.VsBaseline) {
 					lr.Regression = false
 					o.Latency = append(o.Latency, f)
 					continue

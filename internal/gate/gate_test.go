@@ -113,6 +113,16 @@ func TestDecide(t *testing.T) {
 	if o = Decide(r, accepts, Options{}); len(o.Accepted) != 0 {
 		t.Errorf("accepted across comparisons: %+v", o.Accepted)
 	}
+	// Against a baseline, latency gates whatever the replay speed: both
+	// got the same requests at the same moment.
+	rb := report()
+	rb.Endpoints[0].Comparisons[0].Comparison = compare.VsBaseline
+	if o = Decide(rb, nil, Options{BaselineLatencyFails: true}); len(o.Regressions) != 2 || len(o.Latency) != 0 {
+		t.Errorf("latency vs baseline: %d regressions, %d latency reported only", len(o.Regressions), len(o.Latency))
+	}
+	if o = Decide(r, nil, Options{BaselineLatencyFails: true}); len(o.Regressions) != 1 || len(o.Latency) != 1 {
+		t.Errorf("latency vs production at max speed: %d regressions, %d latency reported only", len(o.Regressions), len(o.Latency))
+	}
 	// Problems fail the gate unless the policy is none.
 	o = Decide(compare.Report{}, nil, Options{})
 	o.Problems = []string{"the candidate did not answer 3 request(s)"}
