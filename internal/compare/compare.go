@@ -499,7 +499,7 @@ func (c *Comparator) process(x *exchange) {
 		c.identical(ep, x.req, pp)
 		cs := ep.comparison(VsProduction)
 		o := opts
-		o.Unordered = cs.Noise.unordered
+		o.Unordered = unorderedBy(&cs.Noise, ep.Learners["production"])
 		c.record(ep, VsProduction, "production", x, prod, cand, pp, pc, c.filter(x.endpoint, diff.CompareParsed(pp, pc, o)))
 	}
 	if pb != nil {
@@ -514,9 +514,15 @@ func (c *Comparator) process(x *exchange) {
 			cs.Noise.add(c.filter(x.endpoint, diff.CompareParsed(pb, ps, opts)))
 		}
 		o := opts
-		o.Unordered = cs.Noise.unordered
+		o.Unordered = unorderedBy(&cs.Noise, ep.Learners["baseline"])
 		c.record(ep, VsBaseline, "baseline", x, base, cand, pb, pc, c.filter(x.endpoint, diff.CompareParsed(pb, pc, o)))
 	}
+}
+
+// unorderedBy says which arrays are sets: those the reference's own
+// answers reorder, in noise pairs or from answer to answer.
+func unorderedBy(n *NoiseState, l *Learner) func(key string) bool {
+	return func(key string) bool { return n.unordered(key) || l.unordered(key) }
 }
 
 // identical learns production's noise from its answers to identical safe

@@ -155,6 +155,12 @@ func fieldReport(cs *ComparisonState, learner *Learner, k string, f *FieldState,
 			kept = f.TypeKept // a label: any value of its type (see NoiseState.explains)
 		}
 	}
+	if set, ok := strings.CutSuffix(k, ":order"); ok && fr.Learned == nil && learner.unordered(set) {
+		// Reordered before the reference was seen reordering it: a set.
+		o := learner.Orders[set]
+		fr.Learned = &Learned{Verdict: fmt.Sprintf("written in varying order (%d of %d answers)", o.Varied, o.N), N: o.N}
+		kept = f.Diffs
+	}
 	if fr.Learned != nil {
 		// What differed before the variation was learned but kept the
 		// shape is explained by it too; what is left changed the shape,

@@ -73,6 +73,44 @@ type NoiseState struct {
 type Learner struct {
 	Seq    int                    `json:"responses"`
 	Fields map[string]*FieldLearn `json:"fields"`
+	// Arrays the reference writes with the same elements in another
+	// order (sets in map order), by key: their order is noise.
+	Orders map[string]*OrderLearn `json:"orders,omitempty"`
+}
+
+// OrderLearn is what one array key's orders did: how many times the
+// same elements came in another order than before.
+type OrderLearn struct {
+	N      int `json:"n"`
+	Varied int `json:"varied"`
+
+	seen [recentValues][2]uint64 // recent (elements, order) hashes
+	pos  int
+}
+
+// maxOrderKeys bounds the arrays followed per learner.
+const maxOrderKeys = 64
+
+func (o *OrderLearn) observe(set, order uint64) {
+	o.N++
+	for _, s := range o.seen {
+		if s[0] == set && s[1] != order {
+			o.Varied++
+			break
+		}
+	}
+	o.seen[o.pos] = [2]uint64{set, order}
+	o.pos = (o.pos + 1) % recentValues
+}
+
+// unordered reports whether the reference was seen writing the array at
+// key with the same elements in two orders: a set.
+func (l *Learner) unordered(key string) bool {
+	if l == nil {
+		return false
+	}
+	o := l.Orders[key]
+	return o != nil && o.Varied > 0
 }
 
 // FieldLearn is what one key's values did.
@@ -265,6 +303,20 @@ func (l *Learner) observe(p *diff.Parsed, opts diff.Options, req *httpstream.Req
 		}
 		f.observe(l.Seq, v, target, body, at)
 	})
+	p.Arrays(func(key string, set, order uint64) {
+		o := l.Orders[key]
+		if o == nil {
+			if len(l.Orders) >= maxOrderKeys {
+				return
+			}
+			if l.Orders == nil {
+				l.Orders = map[string]*OrderLearn{}
+			}
+			o = &OrderLearn{}
+			l.Orders[key] = o
+		}
+		o.observe(set, order)
+	})
 }
 
 func (f *FieldLearn) observe(seq int, v diff.Leaf, target, body []byte, at time.Time) {
@@ -422,6 +474,21 @@ func (cs *ComparisonState) merge(o *ComparisonState) {
 
 func (l *Learner) merge(o *Learner) {
 	l.Seq += o.Seq
+	for k, f := range o.Orders {
+		if l.Orders == nil {
+			l.Orders = map[string]*OrderLearn{}
+		}
+		g := l.Orders[k]
+		if g == nil {
+			if len(l.Orders) >= maxOrderKeys {
+				continue
+			}
+			g = &OrderLearn{}
+			l.Orders[k] = g
+		}
+		g.N += f.N
+		g.Varied += f.Varied
+	}
 	for k, f := range o.Fields {
 		g := l.Fields[k]
 		if g == nil {

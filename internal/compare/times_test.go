@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,6 +45,48 @@ func TestTimesAreEachSidesNow(t *testing.T) {
 	}
 	got := regressions(c.Report())
 	if want := []string{"GET /api/orders/{id} candidate-vs-production body.createdAt"}; !slices.Equal(got, want) {
+		t.Errorf("regressions %q, want %q", got, want)
+	}
+}
+
+// TestSetOrderLearnedAtAnyDepth: tags are a set written in map order
+// (Go's encoding of a map's keys, a Python set): their order varies from
+// answer to answer in production too, and is no finding at any depth,
+// with no identical requests to learn from; an ordered list reversed is.
+func TestSetOrderLearnedAtAnyDepth(t *testing.T) {
+	c, err := New(Config{Candidate: "cand", AgainstProduction: true, Diff: diff.DefaultOptions, MaxEndpoints: 100, Wait: time.Minute,
+		MaxPending: 1000, Queue: 1000, MinSamples: 5, Threshold: 0.05, Handler: "test"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rng := rand.New(rand.NewPCG(3, 4))
+	answer := func(page int, reversed bool) string {
+		var items []string
+		for i := range 4 {
+			tags := []string{`"red"`, `"sale"`, `"new"`, fmt.Sprintf(`"t%d"`, i)}
+			rng.Shuffle(len(tags), func(a, b int) { tags[a], tags[b] = tags[b], tags[a] })
+			items = append(items, fmt.Sprintf(`{"sku":"s%d","meta":{"tags":[%s]}}`, i, strings.Join(tags, ",")))
+		}
+		ranking := `["s3","s1","s0","s2"]`
+		if reversed {
+			ranking = `["s2","s0","s1","s3"]`
+		}
+		return fmt.Sprintf(`{"page":%d,"items":[%s],"ranking":%s}`, page, strings.Join(items, ","), ranking)
+	}
+	const n = 30
+	for i := range n {
+		req := request(t, uint64(i), fmt.Sprintf("/api/catalogue?page=%d", i))
+		c.Expect(req)
+		c.Production(req, response(t, 200, answer(i, false), 0))
+		c.Result(replayed("cand", req, 200, answer(i, i%2 == 0), 5*time.Millisecond))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Stats.Compared.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	got := regressions(c.Report())
+	if want := []string{"GET /api/catalogue candidate-vs-production body.ranking:order"}; !slices.Equal(got, want) {
 		t.Errorf("regressions %q, want %q", got, want)
 	}
 }

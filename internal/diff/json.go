@@ -503,7 +503,8 @@ func (w *jwalker) array(x, y *jnode) {
 }
 
 // identity hashes an array element for alignment: an object by its
-// members less those whose value has a volatile shape.
+// members less those whose value has a volatile shape, its arrays as
+// multisets (a set of tags written in map order is the same element).
 func identity(d *jdoc, k int32) uint64 {
 	n := &d.nodes[k]
 	if n.kind != '{' {
@@ -516,9 +517,23 @@ func identity(d *jdoc, k int32) uint64 {
 		if (m.kind == '"' || m.kind == '0') && m.raw.end-m.raw.start >= 10 && Volatile(jsonShape(d, m)) {
 			continue
 		}
-		h += mix(hashString(d.of(m.key)) ^ mix(m.hash+1))
+		v := m.hash
+		if m.kind == '[' {
+			v = multisetHash(d, d.kids[m.first:m.first+m.n])
+		}
+		h += mix(hashString(d.of(m.key)) ^ mix(v+1))
 	}
 	return mix(h ^ 0x69)
+}
+
+// multisetHash hashes elements whatever their order.
+func multisetHash(d *jdoc, kids []int32) uint64 {
+	var sum, x uint64
+	for _, k := range kids {
+		sum += mix(d.nodes[k].hash)
+		x ^= mix(d.nodes[k].hash + 7)
+	}
+	return mix(sum ^ mix(x) ^ 0x5b)
 }
 
 func sameMultiset(a, b []uint64) bool {

@@ -256,3 +256,39 @@ func (p *Parsed) jsonLeaves(i int32, key []byte, n *int, fn func(Leaf)) {
 		fn(Leaf{Key: string(key), Hash: x.hash, Shape: jsonShape(p.json, x), Value: v})
 	}
 }
+
+// Arrays calls fn for the JSON arrays of p with two elements or more
+// (the first few of each list, as Leaves): the array's key, the hash of
+// its elements as a multiset and the hash of their order, so that the
+// caller learns which arrays the reference writes in varying order
+// (sets emitted in map order, at any depth).
+func (p *Parsed) Arrays(fn func(key string, set, order uint64)) {
+	if p.json == nil {
+		return
+	}
+	n := 0
+	p.jsonArrays(0, append([]byte(nil), "body"...), &n, fn)
+}
+
+func (p *Parsed) jsonArrays(i int32, key []byte, n *int, fn func(string, uint64, uint64)) {
+	if *n >= maxLeaves {
+		return
+	}
+	x := &p.json.nodes[i]
+	kids := p.json.kids[x.first : x.first+x.n]
+	switch x.kind {
+	case '{':
+		for _, c := range kids {
+			p.jsonArrays(c, appendMember(key, p.json.of(p.json.nodes[c].key)), n, fn)
+		}
+	case '[':
+		*n++
+		if len(kids) >= 2 {
+			fn(string(key), multisetHash(p.json, kids), x.hash)
+		}
+		key = append(key, "[*]"...)
+		for _, c := range kids[:min(len(kids), 4)] {
+			p.jsonArrays(c, key, n, fn)
+		}
+	}
+}
