@@ -122,7 +122,8 @@ func (c *Comparator) record(ep *EndpointState, cmp, refName string, x *exchange,
 		if seenBefore(ds, i) {
 			continue
 		}
-		if learner.explains(d) || cs.Noise.explains(d, learner) || eachSidesNow(d, ref.at, cand.at) {
+		always := len(c.always) > 0 && matchAny(c.always, ep.Name, d)
+		if !always && (learner.explains(d) || cs.Noise.explains(d, learner) || eachSidesNow(d, ref.at, cand.at)) {
 			cs.field(d.Key).Volatile++
 			continue
 		}
@@ -138,7 +139,7 @@ func (c *Comparator) record(ep *EndpointState, cmp, refName string, x *exchange,
 		}
 		f := cs.field(d.Key)
 		f.Diffs++
-		if d.Kind == diff.Changed && d.RefShape != "" {
+		if d.Kind == diff.Changed && d.RefShape != "" && !always { // kept shapes are explained once learned, unless always compared
 			if d.RefShape == d.CandShape {
 				f.ShapeKept++
 			}

@@ -56,11 +56,14 @@ type Config struct {
 	AgainstProduction bool
 	Diff              diff.Options
 	Ignore            []IgnoreRule
-	Patterns          []string // endpoint path templates
-	MaxEndpoints      int
-	Wait              time.Duration // for the parts of an exchange
-	MaxPending        int
-	Queue             int
+	// Always names fields never explained as noise: every difference
+	// counts, however the reference's own values vary.
+	Always       []IgnoreRule
+	Patterns     []string // endpoint path templates
+	MaxEndpoints int
+	Wait         time.Duration // for the parts of an exchange
+	MaxPending   int
+	Queue        int
 	// MaxBytes bounds the answers' bytes the comparator holds, queued or
 	// waiting for the rest of their exchange; 0: DefaultMaxBytes.
 	MaxBytes   int64
@@ -134,6 +137,7 @@ type Comparator struct {
 	log     *slog.Logger
 	grouper *endpoint.Grouper
 	ignore  []ignoreRule
+	always  []ignoreRule
 	Stats   Stats
 
 	// events carry Expect, Skip, Production and Result to the joiner,
@@ -181,6 +185,9 @@ func New(cfg Config, log *slog.Logger) (*Comparator, error) {
 		events: make(chan event, eventsPerExchange*max(cfg.Queue, 64)), agg: newAggregate(), stop: make(chan struct{})}
 	for _, r := range cfg.Ignore {
 		c.ignore = append(c.ignore, ignoreRule{glob(r.Endpoint), glob(r.Field)})
+	}
+	for _, r := range cfg.Always {
+		c.always = append(c.always, ignoreRule{glob(r.Endpoint), glob(r.Field)})
 	}
 	c.done.Add(2)
 	go c.worker()
@@ -565,17 +572,20 @@ func (c *Comparator) filter(ep string, ds []diff.Difference) []diff.Difference {
 	if len(c.ignore) == 0 {
 		return ds
 	}
-	return slices.DeleteFunc(ds, func(d diff.Difference) bool {
-		for _, r := range c.ignore {
-			if r.endpoint.MatchString(ep) && (r.field.MatchString(d.Key) || r.field.MatchString(d.Field)) {
-				return true
-			}
-		}
-		return false
-	})
+	return slices.DeleteFunc(ds, func(d diff.Difference) bool { return matchAny(c.ignore, ep, &d) })
 }
 
 type ignoreRule struct{ endpoint, field *regexp.Regexp }
+
+// matchAny reports whether a rule names d's field (its key or its path) at endpoint ep.
+func matchAny(rules []ignoreRule, ep string, d *diff.Difference) bool {
+	for _, r := range rules {
+		if r.endpoint.MatchString(ep) && (r.field.MatchString(d.Key) || r.field.MatchString(d.Field)) {
+			return true
+		}
+	}
+	return false
+}
 
 // glob compiles a pattern in which "*" matches any run of characters (an
 // empty pattern matches everything).

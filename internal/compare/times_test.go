@@ -90,3 +90,37 @@ func TestSetOrderLearnedAtAnyDepth(t *testing.T) {
 		t.Errorf("regressions %q, want %q", got, want)
 	}
 }
+
+// TestAlwaysCompared: a field named in Always is never explained as
+// noise, even where the reference's own answers vary like a time; a
+// field not named still is.
+func TestAlwaysCompared(t *testing.T) {
+	c, err := New(Config{Candidate: "cand", AgainstProduction: true, Diff: diff.DefaultOptions, MaxEndpoints: 100, Wait: time.Minute,
+		MaxPending: 1000, Queue: 1000, MinSamples: 5, Threshold: 0.05, Handler: "test",
+		Always: []IgnoreRule{{Endpoint: "GET /api/*", Field: "body.expiresAt"}}}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 20
+	for i := range n {
+		now := time.Now()
+		req := request(t, uint64(i), fmt.Sprintf("/api/tokens/%d", i))
+		c.Expect(req)
+		body := func(at time.Time) string {
+			return fmt.Sprintf(`{"generatedAt":%q,"expiresAt":%q}`, at.UTC().Format(time.RFC3339Nano), at.Add(time.Minute).UTC().Format(time.RFC3339Nano))
+		}
+		c.Production(req, response(t, 200, body(now), now.UnixNano()))
+		res := replayed("cand", req, 200, body(now.Add(time.Second)), 5*time.Millisecond)
+		res.Started = now.Add(time.Second)
+		c.Result(res)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Stats.Compared.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	got := regressions(c.Report())
+	if want := []string{"GET /api/tokens/{id} candidate-vs-production body.expiresAt"}; !slices.Equal(got, want) {
+		t.Errorf("regressions %q, want %q", got, want)
+	}
+}

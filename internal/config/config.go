@@ -73,6 +73,7 @@ type Compare struct {
 	AgainstProduction *bool         `yaml:"against_production"` // default true
 	IgnoreHeaders     []string      `yaml:"ignore_headers"`     // added to the default list
 	Ignore            []IgnoreRule  `yaml:"ignore"`             // fields to leave out, by endpoint
+	Always            []IgnoreRule  `yaml:"always"`             // fields never explained as noise, by endpoint
 	Endpoints         []string      `yaml:"endpoints"`          // path templates, e.g. /users/{name}/orders
 	MaxEndpoints      int           `yaml:"max_endpoints"`
 	MaxBody           int64         `yaml:"max_body"` // bytes of a body compared

@@ -181,5 +181,8 @@ func compareConfig(cm config.Compare) compare.Config {
 	for _, r := range cm.Ignore {
 		cc.Ignore = append(cc.Ignore, compare.IgnoreRule{Endpoint: r.Endpoint, Field: r.Field})
 	}
+	for _, r := range cm.Always {
+		cc.Always = append(cc.Always, compare.IgnoreRule{Endpoint: r.Endpoint, Field: r.Field})
+	}
 	return cc
 }
