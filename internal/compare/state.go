@@ -126,7 +126,7 @@ type FieldLearn struct {
 	recent    [recentValues]uint64
 	recentSeq [recentValues]int
 	pos       int
-	last      int64
+	last      float64
 	lastSeq   int
 }
 
@@ -327,8 +327,8 @@ func (f *FieldLearn) observe(seq int, v diff.Leaf, target, body []byte, at time.
 	f.SameShape++
 	shape := v.Shape
 	switch {
-	case shape == "int":
-		if n, err := strconv.ParseInt(string(v.Value), 10, 64); err == nil {
+	case shape == "int" || shape == "float": // a counter, or an uptime in seconds
+		if n, err := strconv.ParseFloat(string(v.Value), 64); err == nil {
 			if f.lastSeq >= 0 && f.lastSeq != seq && n > f.last {
 				f.Inc++
 			}
@@ -391,9 +391,9 @@ func (f *FieldLearn) verdict() (string, bool) {
 	switch {
 	case f.Near*10 >= f.N*9:
 		return "times near the exchange (" + f.Shape + ")", true
-	case f.Shape == "int":
+	case f.Shape == "int" || f.Shape == "float":
 		if f.Inc*10 >= (f.N-1)*9 {
-			return "a counter (increasing integers)", true
+			return "a counter (increasing " + map[string]string{"int": "integers", "float": "numbers"}[f.Shape] + ")", true
 		}
 	case volatileShape(f.Shape) && f.Repeats*20 <= f.N:
 		return "unique per response (" + f.Shape + ")", true

@@ -59,13 +59,14 @@ func TestLearnedVariation(t *testing.T) {
 		at := now.Truncate(time.Second).Add(time.Duration(i) * 1010 * time.Millisecond)
 		cart := uuid(r)
 		req := parseRequest(t, "POST", "/api/carts/"+cart+"/orders", `{"sku":"SKU-1"}`)
-		body := fmt.Sprintf(`{"id":%q,"cart":%q,"owner":"0b7c6a1e-3f7e-4c1b-9a55-2f8f0f1d2e3c","number":%d,"createdAt":%q,"price":%d.5,"token":"%016x%016x"}`,
-			uuid(r), cart, 500+i, at.UTC().Format(time.RFC3339Nano), r.IntN(9), r.Uint64(), r.Uint64())
+		body := fmt.Sprintf(`{"id":%q,"cart":%q,"owner":"0b7c6a1e-3f7e-4c1b-9a55-2f8f0f1d2e3c","number":%d,"createdAt":%q,"price":%d.5,"token":"%016x%016x","uptime":%.3f}`,
+			uuid(r), cart, 500+i, at.UTC().Format(time.RFC3339Nano), r.IntN(9), r.Uint64(), r.Uint64(), 3600.5+at.Sub(now).Seconds())
 		l.observe(diff.Parse(diff.Message{Status: 201, Header: h, Body: []byte(body)}, diff.DefaultOptions), diff.DefaultOptions, req, at)
 	}
 	for key, want := range map[string]string{
 		"body.id":             "unique per response (uuid)",
 		"body.number":         "a counter (increasing integers)",
+		"body.uptime":         "a counter (increasing numbers)", // seconds since the process started
 		"body.createdAt":      "times near the exchange (time)",
 		"body.token":          "unique per response (hex32)",
 		"body.cart":           "", // echoes the request: depends on it
