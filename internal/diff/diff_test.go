@@ -212,12 +212,38 @@ func TestShapes(t *testing.T) {
 	}
 }
 
+// A line's time is one token whatever its form: the line keeps one key
+// and one shape from answer to answer, so its variation is learned.
+func TestLineTimesOfEveryForm(t *testing.T) {
+	for _, pair := range [][2]string{
+		{"generated 2026-11-26T13:28:29.1Z ok", "generated 2026-11-26T13:28:31Z ok"},
+		{"Generated: Thu, 26 Nov 2026 13:28:29 GMT", "Generated: Thu, 26 Nov 2026 14:02:05 GMT"},
+		{"# generated_at=1795696109", "# generated_at=1795699999"},
+		{"at 1795696109123 ms", "at 1795696109999 ms"},
+		{"built 2026-11-26 13:28:29 +0000", "built 2026-11-26 13:28:30 +0000"}, // Ruby's Time#to_s
+		{"built 2026-11-26 13:28:29 UTC", "built 2026-11-26 13:28:30 UTC"},
+	} {
+		ka, sa, va := LineTemplate([]byte(pair[0]))
+		kb, sb, vb := LineTemplate([]byte(pair[1]))
+		if ka != kb || sa != sb || !va || !vb {
+			t.Errorf("%q / %q: keys %q %q, shapes %q %q, volatile %v %v", pair[0], pair[1], ka, kb, sa, sb, va, vb)
+		}
+		if _, ok := LineTime([]byte(pair[0])); !ok {
+			t.Errorf("LineTime(%q): no time", pair[0])
+		}
+	}
+	// A plain number is not a time.
+	if _, sh, vol := LineTemplate([]byte("total 1250 items")); vol || sh != "total 1250 items" {
+		t.Errorf("plain number: %q %v", sh, vol)
+	}
+}
+
 func TestTimeOf(t *testing.T) {
 	want := time.Date(2026, 11, 26, 12, 28, 29, 0, time.UTC)
 	for _, v := range []string{"2026-11-26T13:28:29+01:00", "2026-11-26T13:28:29+0100", "2026-11-26T12:28:29Z",
 		"2026-11-26T12:28:29.000Z", "2026-11-26 12:28:29", "2026-11-26t12:28:29z", "Thu, 26 Nov 2026 12:28:29 GMT",
 		"Thu, 26 Nov 2026 13:28:29 +0100", "1795696109", "1795696109000", "1795696109000000", "1795696109000000000",
-		"1795696109.0"} {
+		"1795696109.0", "2026-11-26 12:28:29 +0000", "2026-11-26 12:28:29 UTC"} {
 		if got, ok := TimeOf(v); !ok || !got.Equal(want) {
 			t.Errorf("TimeOf(%q) = %v, %v", v, got, ok)
 		}

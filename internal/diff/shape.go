@@ -178,6 +178,8 @@ var isoLayouts = [...]struct {
 	{"2006-01-02T15:04:05Z0700", true},
 	{"2006-01-02T15:04:05Z07", true},
 	{"2006-01-02T15:04:05", false},
+	{"2006-01-02T15:04:05 -0700", true}, // Ruby's Time#to_s
+	{"2006-01-02T15:04:05 MST", true},   // UTC, GMT
 	{"2006-01-02T15:04Z07:00", true},
 	{"2006-01-02T15:04", false},
 }
@@ -280,21 +282,32 @@ func isDateStart(s string) bool {
 // opaque tokens) and numbers. The line's template (its key across
 // responses) has each replaced by a placeholder; its shape keeps numbers
 // literal and puts the volatile tokens' shapes in their place.
-var lineTokenRe = regexp.MustCompile(`(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)|` +
+var lineTokenRe = regexp.MustCompile(`(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?| [+-]\d{4}| UTC| GMT)?|` +
+	`(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{1,2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} (?:GMT|UTC|[+-]\d{4}))|` +
 	`([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})|` +
 	`\b([0-9a-fA-F]{16,})\b|\b([0-9A-Za-z_-]{20,})\b|(\d+(?:\.\d+)?)`)
 
 const maxTemplate = 80
 
-var lineTimeRe = regexp.MustCompile(`\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?`)
-
 // LineTime reads the first time written in a line of text.
 func LineTime(line []byte) (time.Time, bool) {
-	m := lineTimeRe.Find(line)
-	if m == nil {
-		return time.Time{}, false
+	for _, m := range lineTokenRe.FindAllSubmatchIndex(line, -1) {
+		tok := line[m[0]:m[1]]
+		switch {
+		case m[2] >= 0:
+			return TimeOf(string(tok))
+		case m[10] >= 0 && isEpochToken(tok):
+			return epochOf(tok)
+		}
 	}
-	return TimeOf(string(m))
+	return time.Time{}, false
+}
+
+// isEpochToken reports whether a number in a line is an epoch time (10
+// digits of seconds or more: not a count).
+func isEpochToken(tok []byte) bool {
+	_, ok := epochOf(tok)
+	return ok && len(tok) >= 10
 }
 
 // LineTemplate returns a text line's key (template) and shape, and
@@ -326,6 +339,10 @@ func LineTemplate(line []byte) (key, shape string, volatile bool) {
 		case (m[6] >= 0 || m[8] >= 0) && hasDigit(tok):
 			k.WriteString("{token}")
 			sh.WriteString("{token}")
+			volatile = true
+		case m[10] >= 0 && isEpochToken(tok):
+			k.WriteString("{ts}")
+			sh.WriteString("{time}")
 			volatile = true
 		case m[10] >= 0:
 			k.WriteString("{n}")
