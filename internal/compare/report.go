@@ -310,9 +310,11 @@ func (a *aggregate) report(r Rules) Report {
 					if lr.Regression {
 						cr.LatencyRegression = true
 						cr.Regressions++
-						if k := "latency " + ql.name + " " + m; !found[k] {
-							found[k] = true
-							er.Findings = append(er.Findings, k)
+						// One finding per endpoint however many quantiles
+						// and comparisons are slower: one cause.
+						if !found["latency"] {
+							found["latency"] = true
+							er.Findings = append(er.Findings, "latency "+ql.name+" "+m)
 						}
 					}
 					cr.Latency = append(cr.Latency, lr)

@@ -167,6 +167,40 @@ type Options struct {
 	BaselineLatencyFails bool
 }
 
+// latencyFinding is a comparison's latency regression: one finding
+// however many quantiles are slower (one cause), named by the first
+// (the most robust, p50 before p99) and showing each; keys are every
+// slower quantile's name, any of which an accept entry may match.
+func latencyFinding(endpoint string, cr *compare.ComparisonReport) (f struct {
+	Finding
+	keys []string
+}, ok bool) {
+	var shown []string
+	for _, lr := range cr.Latency {
+		if !lr.Regression {
+			continue
+		}
+		key := "latency " + lr.Quantile + " " + lr.Measure
+		if !ok {
+			f.Finding = Finding{Endpoint: endpoint, Comparison: cr.Comparison, Field: key, Compared: lr.CandN}
+			ok = true
+		}
+		f.keys = append(f.keys, key)
+		shown = append(shown, fmt.Sprintf("%s %s: candidate %.1f ms (lower bound %.1f) vs reference %.1f ms (upper bound %.1f), environment scale %.2f",
+			lr.Quantile, lr.Measure, lr.CandMS, lr.CandLowMS, lr.RefMS, lr.RefHighMS, lr.Scale))
+	}
+	f.Example = strings.Join(shown, "; ")
+	return f, ok
+}
+
+// clearLatency marks a comparison's latency as not regressed (accepted,
+// or reported without gating).
+func clearLatency(cr *compare.ComparisonReport) {
+	for i := range cr.Latency {
+		cr.Latency[i].Regression = false
+	}
+}
+
 // Decide sorts the report's findings into regressions, accepted changes,
 // differences below the bar and noise.
 func Decide(r compare.Report, accepts []Accept, opts Options) Outcome {
@@ -220,31 +254,30 @@ func Decide(r compare.Report, accepts []Accept, opts Options) Outcome {
 					}
 				}
 			}
-			for li := range cr.Latency {
-				lr := &cr.Latency[li]
-				if !lr.Regression {
-					continue
+			if f, ok := latencyFinding(ep.Name, cr); ok {
+				i := -1
+				for _, k := range f.keys {
+					if i = acceptIndex(accepts, ep.Name, cr.Comparison, k); i >= 0 {
+						break
+					}
 				}
-				key := "latency " + lr.Quantile + " " + lr.Measure
-				f := Finding{Endpoint: ep.Name, Comparison: cr.Comparison, Field: key, Compared: lr.CandN,
-					Example: fmt.Sprintf("%s %s: candidate %.1f ms (lower bound %.1f) vs reference %.1f ms (upper bound %.1f), environment scale %.2f",
-						lr.Quantile, lr.Measure, lr.CandMS, lr.CandLowMS, lr.RefMS, lr.RefHighMS, lr.Scale)}
-				if i := acceptIndex(accepts, ep.Name, cr.Comparison, key); i >= 0 {
+				switch {
+				case i >= 0:
 					used[i] = true
 					f.Accepted = &accepts[i]
-					lr.Regression = false
-					o.Accepted = append(o.Accepted, f)
-					continue
+					clearLatency(cr)
+					o.Accepted = append(o.Accepted, f.Finding)
+				case !opts.LatencyFails && !(opts.BaselineLatencyFails && cr.Comparison == compare.VsBaseline):
+					clearLatency(cr)
+					o.Latency = append(o.Latency, f.Finding)
+				default:
+					o.Regressions = append(o.Regressions, f.Finding)
+					cr.Regressions++
+					cr.LatencyRegression = true
+					if !slices.ContainsFunc(ep.Findings, func(k string) bool { return strings.HasPrefix(k, "latency ") }) {
+						ep.Findings = append(ep.Findings, f.Field) // one latency finding per endpoint, as in the report
+					}
 				}
-				if !opts.LatencyFails && !(opts.BaselineLatencyFails && cr.Comparison == compare.VsBaseline) {
-					lr.Regression = false
-					o.Latency = append(o.Latency, f)
-					continue
-				}
-				o.Regressions = append(o.Regressions, f)
-				cr.Regressions++
-				cr.LatencyRegression = true
-				addOnce(&ep.Findings, key)
 			}
 			switch {
 			case cr.Regressions > 0:

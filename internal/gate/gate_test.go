@@ -123,6 +123,15 @@ func TestDecide(t *testing.T) {
 	if o = Decide(r, nil, Options{BaselineLatencyFails: true}); len(o.Regressions) != 1 || len(o.Latency) != 1 {
 		t.Errorf("latency vs production at max speed: %d regressions, %d latency reported only", len(o.Regressions), len(o.Latency))
 	}
+	// One slower endpoint is one latency finding, however many of its
+	// quantiles are slower.
+	rq := report()
+	rq.Endpoints[0].Comparisons[0].Latency = []compare.LatencyReport{{Measure: "first_byte", Quantile: "p50", Regression: true},
+		{Measure: "first_byte", Quantile: "p95", Regression: true}, {Measure: "first_byte", Quantile: "p99", Regression: true}}
+	if o = Decide(rq, nil, Options{LatencyFails: true}); len(o.Regressions) != 2 || o.Report.Regressions != 2 ||
+		!strings.Contains(o.Regressions[1].Example, "p99") {
+		t.Errorf("three slower quantiles: %d regressions, %d distinct in the report: %+v", len(o.Regressions), o.Report.Regressions, o.Regressions)
+	}
 	// Problems fail the gate unless the policy is none.
 	o = Decide(compare.Report{}, nil, Options{})
 	o.Problems = []string{"the candidate did not answer 3 request(s)"}
