@@ -334,8 +334,8 @@ func (c *Comparator) Result(r replay.Result) {
 	}
 	var s side
 	if r.Resp != nil {
-		s = side{msg: diff.Message{Status: r.Resp.Status, Header: r.Resp.Header, Body: r.Resp.Body, Truncated: r.Resp.BodyTruncated},
-			firstByte: r.Resp.FirstByte, total: r.Duration, at: r.Started.Add(r.Duration)}
+		s = side{msg: diff.Message{Status: r.Resp.Status, Header: r.Resp.Header, Body: r.Resp.Body, Truncated: r.Resp.BodyTruncated,
+			Host: r.Host}, firstByte: r.Resp.FirstByte, total: r.Duration, at: r.Started.Add(r.Duration)}
 	}
 	c.send(event{req: r.Req, part: part, ok: r.Resp != nil, side: s})
 }
@@ -484,6 +484,9 @@ func (c *Comparator) process(x *exchange) {
 	var pp, pb, ps *diff.Parsed
 	if x.expect&partProd != 0 {
 		prod.msg = prodMessage(prod.prod)
+		if h, ok := x.req.Get("Host"); ok {
+			prod.msg.Host = string(h)
+		}
 		pp = diff.Parse(prod.msg, opts)
 	}
 	if x.expect&partBase != 0 {

@@ -38,7 +38,15 @@ type Message struct {
 	Body      []byte // as sent: possibly content-encoded
 	Chunked   bool   // Body still carries its chunked transfer framing (as mirrored)
 	Truncated bool   // Body is a prefix of a longer body
+	// Host is the Host the request was sent with (production's as
+	// captured, the test environment's as replayed): where the answer
+	// repeats it, in a header value or the body, it reads as OwnHost, so
+	// that a Location or a link compares by the rest of its value.
+	Host string
 }
+
+// OwnHost stands for the Host an answer was asked as.
+const OwnHost = "{host}"
 
 // Kind says how a field differs.
 type Kind string
@@ -139,6 +147,10 @@ func Parse(m Message, opts Options) *Parsed {
 		}
 	}
 	p.Body = b
+	if len(m.Host) >= minHost {
+		p.Body = replaceHost(b, m.Host)
+		p.Msg.Header = hostInHeader(m.Header, m.Host)
+	}
 	p.Media = mediaKind(m.Header)
 	switch p.Media {
 	case "json":
@@ -153,6 +165,42 @@ func Parse(m Message, opts Options) *Parsed {
 		}
 	}
 	return p
+}
+
+// minHost is the shortest Host replaced: a shorter one ("a", "db") could
+// as well be a word of the answer.
+const minHost = 3
+
+// replaceHost is b with each occurrence of host read as OwnHost; b itself
+// when it has none (the common case costs a search, no copy).
+func replaceHost(b []byte, host string) []byte {
+	if !bytes.Contains(b, []byte(host)) {
+		return b
+	}
+	return bytes.ReplaceAll(b, []byte(host), []byte(OwnHost))
+}
+
+// hostInHeader is h with host read as OwnHost in its values: h itself when
+// no value has it, else a copy (h belongs to the caller).
+func hostInHeader(h http.Header, host string) http.Header {
+	has := false
+	for _, vs := range h {
+		for _, v := range vs {
+			has = has || strings.Contains(v, host)
+		}
+	}
+	if !has {
+		return h
+	}
+	out := make(http.Header, len(h))
+	for k, vs := range h {
+		c := make([]string, len(vs))
+		for i, v := range vs {
+			c[i] = strings.ReplaceAll(v, host, OwnHost)
+		}
+		out[k] = c
+	}
+	return out
 }
 
 // CompareParsed returns how cand differs from ref.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -465,4 +466,36 @@ func keyOf(field string) string {
 		b.WriteByte(field[i])
 	}
 	return b.String()
+}
+
+// TestOwnHostIsTheSameOnBothSides: an answer that repeats the Host it was
+// asked as (a Location, a link in the body, PHP's server echoing Host) names
+// production on one side and the test environment on the other; that is
+// not a difference, but the rest of the value still is.
+func TestOwnHostIsTheSameOnBothSides(t *testing.T) {
+	msg := func(host, order string) Message {
+		h := http.Header{}
+		h.Set("Content-Type", "application/json")
+		h.Set("Location", "http://"+host+"/api/orders/"+order)
+		h.Set("Host", host)
+		return Message{Status: 201, Header: h, Host: host,
+			Body: []byte(`{"self":"http:\/\/` + host + `\/api\/orders\/` + order + `","id":` + order + `}`)}
+	}
+	prod := msg("198.18.0.2", "7")
+	if ds := Compare(prod, msg("127.0.0.1:41234", "7"), Options{}); len(ds) != 0 {
+		t.Errorf("the same answer from another host: %v", ds)
+	}
+	ds := Compare(prod, msg("127.0.0.1:41234", "8"), Options{})
+	var keys []string
+	for _, d := range ds {
+		keys = append(keys, d.Key)
+	}
+	if want := []string{"header.Location", "body.self", "body.id"}; !reflect.DeepEqual(keys, want) {
+		t.Errorf("another order from another host: %v, want %v", keys, want)
+	}
+	noHost := msg("127.0.0.1:41234", "7")
+	noHost.Host = ""
+	if ds := Compare(prod, noHost, Options{}); len(ds) != 3 {
+		t.Errorf("without the host asked for, the host is compared: %v", ds)
+	}
 }

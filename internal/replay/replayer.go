@@ -37,6 +37,7 @@ type Result struct {
 	Target   string
 	Req      *httpstream.Request
 	Resp     *Response // nil on failure
+	Host     string    // the Host header sent
 	Err      error
 	Started  time.Time
 	Duration time.Duration
@@ -366,11 +367,12 @@ func (r *Replayer) drain(ctx context.Context, q *connQueue) {
 		}
 
 		var headLen int
-		buf, headLen = r.edits.Load().AppendRequest(buf[:0], req)
+		edits := r.edits.Load()
+		buf, headLen = edits.AppendRequest(buf[:0], req)
 		start := time.Now()
 		resp, err := r.client.Do(ctx, buf, headLen, string(req.Method()), req.Expect100)
 		r.stats.InFlight.Add(-1)
-		res := Result{Target: r.opts.Name, Req: req, Resp: resp, Err: err, Started: start, Duration: time.Since(start)}
+		res := Result{Target: r.opts.Name, Req: req, Resp: resp, Host: edits.SentHost(req), Err: err, Started: start, Duration: time.Since(start)}
 		if err != nil {
 			var re *Error
 			if errors.As(err, &re) {

@@ -50,6 +50,23 @@ type Header struct{ Name, Value string }
 var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authorization",
 	"Proxy-Authenticate", "TE", "Upgrade"}
 
+// SentHost is the Host value AppendRequest sends for r: an answer that
+// repeats it (a Location, a link, a Host echo) names the test environment
+// where production's named production, and the comparison sets the two
+// side by side.
+func (e *Edits) SentHost(r *httpstream.Request) string {
+	captured, ok := r.Get("Host")
+	switch {
+	case e.FixedHost != "":
+		return e.FixedHost
+	case e.KeepHost && ok:
+		return string(captured)
+	case e.KeepHost && r.Server.IsValid():
+		return r.Server.Addr().Unmap().String()
+	}
+	return e.Host
+}
+
 // AppendRequest appends the request to send for r to dst and returns it
 // together with the length of its head (where the body starts).
 func (e *Edits) AppendRequest(dst []byte, r *httpstream.Request) (out []byte, headLen int) {

@@ -61,6 +61,35 @@ func TestAppendRequest(t *testing.T) {
 		if string(got[headLen:]) != string(req.Body()) {
 			t.Errorf("%s: body after head = %q", tt.name, got[headLen:])
 		}
+		{
+			host, _ := parse(t, string(got)).Get("Host")
+			if h := tt.edits.SentHost(req); h != string(host) {
+				t.Errorf("%s: SentHost %q, the request sent has Host %q", tt.name, h, host)
+			}
+		}
+	}
+}
+
+// TestSentHost is the Host sent under each rule, with and without a
+// captured Host.
+func TestSentHost(t *testing.T) {
+	with, without := "GET / HTTP/1.1\r\nHost: shop\r\n\r\n", "GET / HTTP/1.0\r\n\r\n"
+	for _, tt := range []struct {
+		edits    Edits
+		in, want string
+	}{
+		{Edits{Host: "t:81"}, with, "t:81"},
+		{Edits{Host: "t:81", KeepHost: true}, with, "shop"},
+		{Edits{Host: "t:81", KeepHost: true}, without, "10.1.2.3"},
+		{Edits{Host: "t:81", FixedHost: "fixed", KeepHost: true}, with, "fixed"},
+		{Edits{Host: "t:81", FixedHost: "fixed"}, without, "fixed"},
+	} {
+		req := parse(t, tt.in)
+		got, _ := tt.edits.AppendRequest(nil, req)
+		sent, _ := parse(t, string(got)).Get("Host")
+		if h := tt.edits.SentHost(req); h != tt.want || string(sent) != tt.want {
+			t.Errorf("%+v %q: SentHost %q, sent %q, want %q", tt.edits, tt.in, h, sent, tt.want)
+		}
 	}
 }
 
