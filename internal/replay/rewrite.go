@@ -164,14 +164,7 @@ func (e *Edits) AppendRequest(dst []byte, r *httpstream.Request) (out []byte, he
 		}
 	}
 	if !have.host {
-		host := e.Host
-		switch {
-		case e.FixedHost != "":
-			host = e.FixedHost
-		case e.KeepHost && r.Server.IsValid():
-			host = r.Server.Addr().Unmap().String()
-		}
-		dst = appendHeader(dst, "Host", host)
+		dst = appendHeader(dst, "Host", e.SentHost(r))
 	}
 	if lastXFF < 0 && client != "" {
 		dst = appendHeader(dst, "X-Forwarded-For", client)
