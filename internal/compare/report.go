@@ -3,6 +3,7 @@ package compare
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	_ "embed"
 	"encoding/json"
 	"fmt"
@@ -27,14 +28,9 @@ type Report struct {
 	Regressions int       `json:"regressions"` // distinct findings: endpoint and key, over the comparisons
 	Rules       Rules     `json:"rules"`
 	// Comparisons run, in the order of the page's columns.
-	Comparisons []string `json:"comparisons"`
-	Templates   []string `json:"templates"` // endpoint templates learned from the traffic
-	// LatencyScale is, per comparison and measure ("candidate-vs-production
-	// first_byte"), the median over endpoints of the candidate's median
-	// latency over the reference's: how much slower the test environment
-	// is as a whole. An endpoint is slower only beyond it.
-	LatencyScale map[string]float64 `json:"latency_scale"`
-	Endpoints    []EndpointReport   `json:"endpoints"`
+	Comparisons []string         `json:"comparisons"`
+	Templates   []string         `json:"templates"` // endpoint templates learned from the traffic
+	Endpoints   []EndpointReport `json:"endpoints"`
 }
 
 // EndpointReport is one endpoint: every comparison's verdict side by side.
@@ -93,15 +89,18 @@ type Learned struct {
 
 // LatencyReport compares one quantile of one measure, like with like.
 type LatencyReport struct {
-	Measure    string  `json:"measure"` // first_byte or total
-	Quantile   string  `json:"quantile"`
-	RefMS      float64 `json:"ref_ms"`
-	RefHighMS  float64 `json:"ref_high_ms"` // upper confidence bound
-	CandMS     float64 `json:"cand_ms"`
-	CandLowMS  float64 `json:"cand_low_ms"` // lower confidence bound
-	RefN       int     `json:"ref_n"`
-	CandN      int     `json:"cand_n"`
-	Scale      float64 `json:"scale"` // the environments' typical ratio, candidate to reference (Report.LatencyScale)
+	Measure   string  `json:"measure"` // first_byte or total
+	Quantile  string  `json:"quantile"`
+	RefMS     float64 `json:"ref_ms"`
+	RefHighMS float64 `json:"ref_high_ms"` // upper confidence bound
+	CandMS    float64 `json:"cand_ms"`
+	CandLowMS float64 `json:"cand_low_ms"` // lower confidence bound
+	RefN      int     `json:"ref_n"`
+	CandN     int     `json:"cand_n"`
+	// What the environments alone make of the reference's latency:
+	// × Scale + OverheadMS, learned from the other endpoints.
+	Scale      float64 `json:"scale"`
+	OverheadMS float64 `json:"overhead_ms"`
 	Regression bool    `json:"regression"`
 }
 
@@ -180,20 +179,36 @@ func fieldReport(cs *ComparisonState, learner *Learner, k string, f *FieldState,
 	return fr
 }
 
-// minScaleEndpoints is how many endpoints make an environment's latency
-// scale; with fewer, latencies are compared as they are.
+// minScaleEndpoints is how many other endpoints make an environment's
+// latency estimate; with fewer, latencies are compared as they are.
 const minScaleEndpoints = 3
 
-// latencyScale measures how much slower (or faster) the candidate's
-// environment answers than the reference's, over all endpoints: another
-// machine, network or data size makes every endpoint slower alike, which
-// is not a regression of any one of them.
-func (a *aggregate) latencyScale(minSamples int) map[string]float64 {
-	ratios := map[string][]float64{}
-	median := func(r *Reservoir) float64 {
-		s := slices.Sorted(slices.Values(r.Vals))
+// environment is what the candidate's environment alone makes of one
+// endpoint's latency: reference × Scale + OverheadMS.
+type environment struct{ Scale, OverheadMS float64 }
+
+// environments estimate, for each endpoint, comparison and measure, how
+// much slower the candidate's environment answers than the reference's,
+// from the other endpoints: another machine, network, data size or a cold
+// start makes every endpoint slower alike, which is not a regression of
+// any one of them. Part of that is a constant (a network hop, queueing, a
+// cold JIT) and part a factor (a slower CPU): a constant 8 ms is ×9 on an
+// endpoint of 1 ms and ×1.3 on one of 25, so one ratio for all would
+// excuse a slower 25 ms endpoint with the fast ones' ×9. The constant is
+// what the fastest other endpoints gained; the factor, the others' typical
+// ratio once the constant is taken off. The estimate only ever excuses:
+// an environment found faster accuses no endpoint (a candidate that
+// sped every endpoint up but one has not slowed that one down).
+func (a *aggregate) environments(minSamples int) map[string]map[string]environment {
+	type point struct {
+		endpoint  string
+		ref, cand float64
+	}
+	median := func(vals []float64) float64 {
+		s := slices.Sorted(slices.Values(vals))
 		return s[len(s)/2]
 	}
+	points := map[string][]point{} // by "comparison measure"
 	for _, ep := range a.endpoints {
 		for _, cmp := range []string{VsProduction, VsBaseline} {
 			for _, m := range []string{"first_byte", "total"} {
@@ -201,21 +216,34 @@ func (a *aggregate) latencyScale(minSamples int) map[string]float64 {
 				if ep.Comparisons[cmp] == nil || ref == nil || cand == nil || ref.N < minSamples || cand.N < minSamples {
 					continue
 				}
-				if rm := median(ref); rm > 0 {
-					ratios[cmp+" "+m] = append(ratios[cmp+" "+m], median(cand)/rm)
+				if rm := median(ref.Vals); rm > 0 {
+					points[cmp+" "+m] = append(points[cmp+" "+m], point{ep.Name, rm, median(cand.Vals)})
 				}
 			}
 		}
 	}
-	out := map[string]float64{}
-	for _, cmp := range []string{VsProduction, VsBaseline} {
-		for _, m := range []string{"first_byte", "total"} {
-			k := cmp + " " + m
-			out[k] = 1
-			if rs := ratios[k]; len(rs) >= minScaleEndpoints {
-				slices.Sort(rs)
-				out[k] = rs[len(rs)/2]
+	out := map[string]map[string]environment{}
+	for k, pts := range points {
+		slices.SortFunc(pts, func(x, y point) int { return cmp.Compare(x.ref, y.ref) })
+		for _, e := range pts {
+			env := environment{Scale: 1}
+			// The others: a regressed endpoint does not excuse itself.
+			others := slices.DeleteFunc(slices.Clone(pts), func(o point) bool { return o.endpoint == e.endpoint })
+			if len(others) >= minScaleEndpoints {
+				var added, ratios []float64
+				for _, o := range others[:minScaleEndpoints] {
+					added = append(added, o.cand-o.ref)
+				}
+				env.OverheadMS = max(0, median(added))
+				for _, o := range others {
+					ratios = append(ratios, (o.cand-env.OverheadMS)/o.ref)
+				}
+				env.Scale = max(1, median(ratios))
 			}
+			if out[e.endpoint] == nil {
+				out[e.endpoint] = map[string]environment{}
+			}
+			out[e.endpoint][k] = env
 		}
 	}
 	return out
@@ -227,8 +255,8 @@ func (a *aggregate) report(r Rules) Report {
 		r.Confidence = DefaultConfidence
 	}
 	zz := z(r.Confidence)
-	scale := a.latencyScale(r.MinSamples)
-	out := Report{Rules: r, LatencyScale: scale}
+	envs := a.environments(r.MinSamples)
+	out := Report{Rules: r}
 	cmps := map[string]bool{}
 	for _, ep := range a.endpoints {
 		er := EndpointReport{Name: ep.Name, Requests: ep.Requests, Latency: map[string]Quantiles{}, Verdicts: map[string]string{}}
@@ -304,9 +332,13 @@ func (a *aggregate) report(r Rules) Report {
 					}
 					_, rv, rhi := quantileCI(rs, ql.q, zz)
 					clo, cv, _ := quantileCI(csr, ql.q, zz)
-					sc := scale[name+" "+m]
+					env := envs[ep.Name][name+" "+m]
+					if env.Scale == 0 {
+						env.Scale = 1
+					}
 					lr := LatencyReport{Measure: m, Quantile: ql.name, RefMS: rv, RefHighMS: rhi, CandMS: cv, CandLowMS: clo,
-						RefN: ref.N, CandN: cand.N, Scale: sc, Regression: clo > latencyFactor*sc*rhi+latencyMarginMS}
+						RefN: ref.N, CandN: cand.N, Scale: env.Scale, OverheadMS: env.OverheadMS,
+						Regression: clo > latencyFactor*(env.Scale*rhi+env.OverheadMS)+latencyMarginMS}
 					if lr.Regression {
 						cr.LatencyRegression = true
 						cr.Regressions++

@@ -186,8 +186,8 @@ func latencyFinding(endpoint string, cr *compare.ComparisonReport) (f struct {
 			ok = true
 		}
 		f.keys = append(f.keys, key)
-		shown = append(shown, fmt.Sprintf("%s %s: candidate %.1f ms (lower bound %.1f) vs reference %.1f ms (upper bound %.1f), environment scale %.2f",
-			lr.Quantile, lr.Measure, lr.CandMS, lr.CandLowMS, lr.RefMS, lr.RefHighMS, lr.Scale))
+		shown = append(shown, fmt.Sprintf("%s %s: candidate %.1f ms (lower bound %.1f) vs reference %.1f ms (upper bound %.1f), environment ×%.2f +%.1f ms",
+			lr.Quantile, lr.Measure, lr.CandMS, lr.CandLowMS, lr.RefMS, lr.RefHighMS, lr.Scale, lr.OverheadMS))
 	}
 	f.Example = strings.Join(shown, "; ")
 	return f, ok
