@@ -140,8 +140,10 @@ func (c *Comparator) record(ep *EndpointState, cmp, refName string, x *exchange,
 		f := cs.field(d.Key)
 		f.Diffs++
 		if d.Kind == diff.Changed && d.RefShape != "" && !always { // kept shapes are explained once learned, unless always compared
-			if d.RefShape == d.CandShape {
+			if diff.Alike(d.RefShape, d.CandShape) {
 				f.ShapeKept++
+			} else if isInteger([]byte(d.Ref)) && isInteger([]byte(d.Cand)) {
+				f.IntsKept++
 			}
 			if diff.Coarse(d.RefShape) == diff.Coarse(d.CandShape) {
 				f.TypeKept++

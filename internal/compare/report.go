@@ -145,6 +145,9 @@ func fieldReport(cs *ComparisonState, learner *Learner, k string, f *FieldState,
 		if fl := learner.Fields[k]; fl != nil {
 			if v, ok := fl.verdict(); ok {
 				fr.Learned = &Learned{Verdict: v, N: fl.N, Shape: fl.Shape}
+				if fl.Shape == "int" {
+					kept += f.IntsKept
+				}
 			}
 		}
 	}
@@ -195,8 +198,8 @@ type environment struct{ Scale, OverheadMS float64 }
 // cold JIT) and part a factor (a slower CPU): a constant 8 ms is ×9 on an
 // endpoint of 1 ms and ×1.3 on one of 25, so one ratio for all would
 // excuse a slower 25 ms endpoint with the fast ones' ×9. The constant is
-// what the fastest other endpoints gained; the factor, the others' typical
-// ratio once the constant is taken off. The estimate only ever excuses:
+// what the fastest other endpoints gained; the factor, the typical ratio
+// of the others slower than the constant, once it is taken off. The estimate only ever excuses:
 // an environment found faster accuses no endpoint (a candidate that
 // sped every endpoint up but one has not slowed that one down).
 func (a *aggregate) environments(minSamples int) map[string]map[string]environment {
@@ -236,9 +239,15 @@ func (a *aggregate) environments(minSamples int) map[string]map[string]environme
 				}
 				env.OverheadMS = max(0, median(added))
 				for _, o := range others {
-					ratios = append(ratios, (o.cand-env.OverheadMS)/o.ref)
+					// Where the reference's own time is below the
+					// constant, a ratio is mostly that constant's noise.
+					if o.ref >= env.OverheadMS {
+						ratios = append(ratios, (o.cand-env.OverheadMS)/o.ref)
+					}
 				}
-				env.Scale = max(1, median(ratios))
+				if len(ratios) >= minScaleEndpoints {
+					env.Scale = max(1, median(ratios))
+				}
 			}
 			if out[e.endpoint] == nil {
 				out[e.endpoint] = map[string]environment{}

@@ -3,6 +3,8 @@ package compare
 import (
 	"bytes"
 	"fmt"
+	"hash/maphash"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -47,8 +49,12 @@ type FieldState struct {
 	// Differences that kept the value's shape (TypeKept: its coarse
 	// shape) before the variation was learned (the first answers):
 	// explained once it is.
-	ShapeKept  int            `json:"shape_kept,omitempty"`
-	TypeKept   int            `json:"type_kept,omitempty"`
+	ShapeKept int `json:"shape_kept,omitempty"`
+	TypeKept  int `json:"type_kept,omitempty"`
+	// Integers on both sides of other shapes (an id in the range of epoch
+	// milliseconds against one that is not): kept where the key is
+	// learned as integers.
+	IntsKept   int            `json:"ints_kept,omitempty"`
 	Collateral map[string]int `json:"collateral,omitempty"` // status: other keys that differed with it
 	Samples    []FieldSample  `json:"samples,omitempty"`
 
@@ -121,12 +127,19 @@ type FieldLearn struct {
 	Repeats   int    `json:"repeats"`    // values seen before in another response
 	InRequest int    `json:"in_request"` // values found in the request
 	Near      int    `json:"near"`       // times within nearWindow of the exchange
-	Inc       int    `json:"inc"`        // integers above the previous response's
+	Inc       int    `json:"inc"`        // numbers that rose with the answers' time
+	// Answers to a request like one answered shortly before (same target
+	// and body), and how many of them had another value: what varies for
+	// the same request is made by the answer, not derived from the request.
+	SameRequest  int `json:"same_request"`
+	OtherForSame int `json:"other_for_same"`
 
 	recent    [recentValues]uint64
+	recentReq [recentValues]uint64 // the request of each recent value
 	recentSeq [recentValues]int
 	pos       int
 	last      float64
+	lastAt    time.Time
 	lastSeq   int
 }
 
@@ -210,7 +223,7 @@ func (n *NoiseState) add(ds []diff.Difference) {
 			continue
 		}
 		n.Fields[d.Key]++
-		if d.Kind != diff.Changed || d.RefShape != d.CandShape {
+		if d.Kind != diff.Changed || !diff.Alike(d.RefShape, d.CandShape) {
 			if n.Reshaped == nil {
 				n.Reshaped = map[string]int{}
 			}
@@ -271,8 +284,15 @@ func (n *NoiseState) explains(d *diff.Difference, l *Learner) bool {
 	if _, ok := n.verdict(d.Key); !ok {
 		return false
 	}
+	var f *FieldLearn
+	if l != nil {
+		f = l.Fields[d.Key]
+	}
+	if f != nil && f.fits(d.RefShape, []byte(d.Ref)) && f.fits(d.CandShape, []byte(d.Cand)) {
+		return true // the learned form, whatever each value looks like alone
+	}
 	if l.generated(d.Key) {
-		return d.RefShape == d.CandShape
+		return diff.Alike(d.RefShape, d.CandShape)
 	}
 	return diff.Coarse(d.RefShape) == diff.Coarse(d.CandShape)
 }
@@ -292,16 +312,17 @@ func (l *Learner) generated(key string) bool {
 func (l *Learner) observe(p *diff.Parsed, opts diff.Options, req *httpstream.Request, at time.Time) {
 	l.Seq++
 	target, body := req.Target(), req.Body()
+	reqHash := maphash.Bytes(requestSeed, target) ^ maphash.Bytes(requestSeed, body)*31
 	p.Leaves(opts, func(v diff.Leaf) {
 		f := l.Fields[v.Key]
 		if f == nil {
 			if len(l.Fields) >= maxLearnKeys {
 				return
 			}
-			f = &FieldLearn{Shape: v.Shape, lastSeq: -1}
+			f = &FieldLearn{Shape: diff.Family(v.Shape), lastSeq: -1}
 			l.Fields[v.Key] = f
 		}
-		f.observe(l.Seq, v, target, body, at)
+		f.observe(l.Seq, v, target, body, reqHash, at)
 	})
 	p.Arrays(func(key string, set, order uint64) {
 		o := l.Orders[key]
@@ -319,33 +340,59 @@ func (l *Learner) observe(p *diff.Parsed, opts diff.Options, req *httpstream.Req
 	})
 }
 
-func (f *FieldLearn) observe(seq int, v diff.Leaf, target, body []byte, at time.Time) {
+func (f *FieldLearn) observe(seq int, v diff.Leaf, target, body []byte, reqHash uint64, at time.Time) {
 	f.N++
-	if v.Shape != f.Shape {
-		return
+	if !f.fits(v.Shape, v.Value) {
+		if f.SameShape*2 > f.N {
+			return
+		}
+		// The first value's shape is no longer the most common: the
+		// first was the odd one (a random id that looked like a time).
+		*f = FieldLearn{N: f.N, Shape: diff.Family(v.Shape), lastSeq: -1}
 	}
 	f.SameShape++
-	shape := v.Shape
+	shape := f.Shape
 	switch {
-	case shape == "int" || shape == "float": // a counter, or an uptime in seconds
+	case shape == "int" || shape == "float": // a counter, an uptime in seconds, a random id
 		if n, err := strconv.ParseFloat(string(v.Value), 64); err == nil {
-			if f.lastSeq >= 0 && f.lastSeq != seq && n > f.last {
-				f.Inc++
+			// A counter rises with time, which is not the order answers
+			// reach here: a replay of many requests at once finishes its
+			// comparisons out of order.
+			if f.lastSeq >= 0 && f.lastSeq != seq {
+				later := at.After(f.lastAt) || at.Equal(f.lastAt)
+				if n > f.last && later || n < f.last && at.Before(f.lastAt) {
+					f.Inc++
+				}
 			}
-			f.last, f.lastSeq = n, seq
+			f.last, f.lastAt, f.lastSeq = n, at, seq
 		}
-		return
 	case !volatileShape(shape) && !strings.HasPrefix(shape, "fmt:"):
 		return // no need to follow values that cannot be noise by shape
 	}
+	repeated, sameReq, other := false, false, false
 	for i, h := range f.recent {
-		if h == v.Hash && f.recentSeq[i] != seq && f.recentSeq[i] != 0 {
-			f.Repeats++
-			break
+		if f.recentSeq[i] == seq || f.recentSeq[i] == 0 {
+			continue
+		}
+		repeated = repeated || h == v.Hash
+		if f.recentReq[i] == reqHash {
+			sameReq, other = true, other || h != v.Hash
 		}
 	}
-	f.recent[f.pos], f.recentSeq[f.pos] = v.Hash, seq
+	if repeated {
+		f.Repeats++
+	}
+	if sameReq {
+		f.SameRequest++
+		if other {
+			f.OtherForSame++
+		}
+	}
+	f.recent[f.pos], f.recentReq[f.pos], f.recentSeq[f.pos] = v.Hash, reqHash, seq
 	f.pos = (f.pos + 1) % recentValues
+	if shape == "int" || shape == "float" {
+		return
+	}
 	if len(v.Value) >= 6 && (bytes.Contains(target, v.Value) || bytes.Contains(body, v.Value)) {
 		f.InRequest++
 	}
@@ -362,6 +409,24 @@ func (f *FieldLearn) observe(seq int, v diff.Leaf, target, body []byte, at time.
 		}
 	}
 }
+
+// fits reports whether a value of the shape has the key's learned form:
+// its shape's family, or an integer where the key holds integers (a
+// random id falls in the range of epoch milliseconds now and then, and is
+// no time there).
+func (f *FieldLearn) fits(shape string, value []byte) bool {
+	return diff.Family(shape) == f.Shape || f.Shape == "int" && isInteger(value)
+}
+
+func isInteger(b []byte) bool {
+	if len(b) > 0 && b[0] == '-' {
+		b = b[1:]
+	}
+	return len(b) > 0 && !slices.ContainsFunc(b, func(c byte) bool { return c < '0' || c > '9' })
+}
+
+// requestSeed hashes requests, to know one asked again.
+var requestSeed = maphash.MakeSeed()
 
 // near reports whether a time of the shape is "now" at the moment at: a
 // date is today (in some zone).
@@ -395,6 +460,11 @@ func (f *FieldLearn) verdict() (string, bool) {
 		if f.Inc*10 >= (f.N-1)*9 {
 			return "a counter (increasing " + map[string]string{"int": "integers", "float": "numbers"}[f.Shape] + ")", true
 		}
+		// A random id: never repeated, and another for the same request.
+		if f.Shape == "int" && f.N >= minUniqueCodes && f.Repeats*50 <= f.N &&
+			f.SameRequest >= minLearn && f.OtherForSame*20 >= f.SameRequest*19 {
+			return "unique per response (int)", true
+		}
 	case volatileShape(f.Shape) && f.Repeats*20 <= f.N:
 		return "unique per response (" + f.Shape + ")", true
 	case strings.HasPrefix(f.Shape, "fmt:") && f.N >= minUniqueCodes && f.Repeats*50 <= f.N:
@@ -406,11 +476,11 @@ func (f *FieldLearn) verdict() (string, bool) {
 // explains reports whether the learned variation of d's key explains d:
 // a changed value with the reference's shape, the candidate's the same.
 func (l *Learner) explains(d *diff.Difference) bool {
-	if l == nil || d.Kind != diff.Changed || d.RefShape == "" || d.RefShape != d.CandShape {
+	if l == nil || d.Kind != diff.Changed || d.RefShape == "" {
 		return false
 	}
 	f := l.Fields[d.Key]
-	if f == nil || f.Shape != d.RefShape {
+	if f == nil || !f.fits(d.RefShape, []byte(d.Ref)) || !f.fits(d.CandShape, []byte(d.Cand)) {
 		return false
 	}
 	_, ok := f.verdict()
@@ -445,6 +515,7 @@ func (cs *ComparisonState) merge(o *ComparisonState) {
 		g.Volatile += f.Volatile
 		g.ShapeKept += f.ShapeKept
 		g.TypeKept += f.TypeKept
+		g.IntsKept += f.IntsKept
 		for ck, n := range f.Collateral {
 			if g.Collateral == nil {
 				g.Collateral = map[string]int{}

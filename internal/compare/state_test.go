@@ -158,3 +158,96 @@ func wilsonUpper(k, n int, z float64) float64 {
 	margin := z * math.Sqrt(p*(1-p)/nf+z2/(4*nf*nf))
 	return math.Min(1, (centre+margin)/(1+z2/nf))
 }
+
+// TestCreatedNumbersLearnedInAnswerOrder: a replay's comparisons finish
+// out of order (many requests at once), so production's order numbers
+// reach the learner shuffled; they still increase with the time of the
+// answer that made them, and are a counter. A number in a path (the
+// Location of the order created) is one whatever its digits: /api/orders/9
+// and /api/orders/10 are the same form, of a value unique per response
+// (express, Go, Flask: A/A reported body.number and header.Location).
+func TestCreatedNumbersLearnedInAnswerOrder(t *testing.T) {
+	r := rand.New(rand.NewPCG(8, 8))
+	t0 := time.Now()
+	l := &Learner{Fields: map[string]*FieldLearn{}}
+	req := parseRequest(t, "POST", "/api/orders", `{"item":1,"qty":2}`)
+	for _, i := range r.Perm(40) {
+		h := http.Header{"Content-Type": {"application/json"}, "Location": {fmt.Sprintf("/api/orders/%d", i+1)}}
+		body := fmt.Sprintf(`{"number":%d,"total":14.5}`, i+1)
+		l.observe(diff.Parse(diff.Message{Status: 201, Header: h, Body: []byte(body)}, diff.DefaultOptions), diff.DefaultOptions, req,
+			t0.Add(time.Duration(i)*10*time.Millisecond))
+	}
+	for key, want := range map[string]string{
+		"body.number":     "a counter (increasing integers)",
+		"header.Location": "unique per response (fmt:/aaa/aaaaaa/9+)",
+	} {
+		if got, _ := l.Fields[key].verdict(); got != want {
+			t.Errorf("%s: %q, want %q", key, got, want)
+		}
+	}
+	created := func(n int) diff.Message {
+		return diff.Message{Status: 201, Header: http.Header{"Content-Type": {"application/json"}, "Location": {fmt.Sprintf("/api/orders/%d", n)}},
+			Body: []byte(fmt.Sprintf(`{"number":%d,"total":14.5}`, n))}
+	}
+	for _, d := range diff.Compare(created(12), created(9), diff.DefaultOptions) {
+		if !l.explains(&d) {
+			t.Errorf("%+v not explained", d)
+		}
+	}
+	// Another form is not the same: a query in place of the path.
+	other := created(12)
+	other.Header.Set("Location", "/api/orders?n=12")
+	for _, d := range diff.Compare(created(12), other, diff.DefaultOptions) {
+		if l.explains(&d) {
+			t.Errorf("%+v explained", d)
+		}
+	}
+}
+
+// TestRandomNumbersLearnedAsGenerated: PHP's order number is random_int,
+// not a counter: the same request gets a new number every time, a few of
+// which fall in the range of epoch milliseconds. It is made per answer. A
+// total that never repeats only because no two requests are alike is not:
+// nothing shows that the same request would get another.
+func TestRandomNumbersLearnedAsGenerated(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	t0 := time.Now()
+	same, distinct := &Learner{Fields: map[string]*FieldLearn{}}, &Learner{Fields: map[string]*FieldLearn{}}
+	for i := range 60 {
+		n := r.Int64N(1 << 47)
+		if i%10 == 0 {
+			n = 1415791267703 + int64(i) // in the range of epoch ms, as random ids are now and then
+		}
+		at := t0.Add(time.Duration(i) * time.Millisecond)
+		req := parseRequest(t, "POST", "/api/orders", `{"item":1,"qty":2}`)
+		same.observe(diff.Parse(msg(fmt.Sprintf(`{"number":%d}`, n)), diff.DefaultOptions), diff.DefaultOptions, req, at)
+		req = parseRequest(t, "POST", "/api/orders", fmt.Sprintf(`{"item":1,"qty":%d}`, 100+i))
+		distinct.observe(diff.Parse(msg(fmt.Sprintf(`{"total":%d}`, 7*(100+i)+r.IntN(2)*1000000)), diff.DefaultOptions), diff.DefaultOptions, req, at)
+	}
+	if got, _ := same.Fields["body.number"].verdict(); got != "unique per response (int)" {
+		t.Errorf("body.number: %q, want unique per response (int)", got)
+	}
+	if got, _ := distinct.Fields["body.total"].verdict(); got != "" {
+		t.Errorf("body.total: %q, want none", got)
+	}
+	for _, pair := range [][2]string{{"50587034040014", "129517541773086"}, {"1415791267703", "108228911749318"}} {
+		ds := diff.Compare(msg(`{"number":`+pair[0]+`}`), msg(`{"number":`+pair[1]+`}`), diff.DefaultOptions)
+		if len(ds) != 1 || !same.explains(&ds[0]) {
+			t.Errorf("%s vs %s: %+v not explained", pair[0], pair[1], ds)
+		}
+	}
+	// Not a number at all is not explained.
+	ds := diff.Compare(msg(`{"number":50587034040014}`), msg(`{"number":"50587034040014x"}`), diff.DefaultOptions)
+	if len(ds) != 1 || same.explains(&ds[0]) {
+		t.Errorf("%+v explained", ds)
+	}
+	// What differed before it was learned, an id that looked like a time
+	// against one that did not, is explained by it too.
+	cs := &ComparisonState{Compared: 40, Noise: NoiseState{Fields: map[string]int{}}}
+	if fr := fieldReport(cs, same, "body.number", &FieldState{Diffs: 2, IntsKept: 2}, 2.58); fr.Diffs != 0 || fr.Learned == nil {
+		t.Errorf("before learning: %+v", fr)
+	}
+	if fr := fieldReport(cs, distinct, "body.total", &FieldState{Diffs: 2, IntsKept: 2}, 2.58); fr.Diffs != 2 {
+		t.Errorf("not learned: %+v", fr)
+	}
+}

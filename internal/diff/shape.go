@@ -69,6 +69,31 @@ func Shape(s string) string {
 	return "str"
 }
 
+// Family is a shape with each run of digits of a code as one, "9+": a
+// number inside a code is one form however many digits it has, so a
+// counter in a path (/api/orders/9, /api/orders/10) keeps its form from
+// answer to answer. Other shapes are their own family.
+func Family(shape string) string {
+	if !strings.HasPrefix(shape, "fmt:") || !strings.Contains(shape, "9") {
+		return shape
+	}
+	b := make([]byte, 0, len(shape)+2)
+	for i := 0; i < len(shape); i++ {
+		if shape[i] == '9' {
+			if i > 0 && shape[i-1] == '9' {
+				continue
+			}
+			b = append(b, "9+"...)
+			continue
+		}
+		b = append(b, shape[i])
+	}
+	return string(b)
+}
+
+// Alike reports whether two shapes are of one family (see Family).
+func Alike(a, b string) bool { return a == b || Family(a) == Family(b) }
+
 // Coarse is a shape's class for values that vary without a format of
 // their own: every string without a recognised form is "str".
 func Coarse(shape string) string {
