@@ -1,14 +1,7 @@
-//go:build frameworks
-
-// Not yet in the default run: A/A still reports POST /api/orders (a counter
-// the replay creates in another order). Run with:
-// go test -tags frameworks -run TestFrameworks ./internal/e2e
-
 package e2e
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -20,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shadowtap/shadowtap/internal/cli"
 	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/netlab"
 )
@@ -113,10 +105,7 @@ func TestFrameworksSameCodeReportsNothing(t *testing.T) {
 		t.Skip("needs curl")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "shadowtap")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/shadowtap/shadowtap/cmd/shadowtap").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v: %s", err, out)
-	}
+	bin := buildShadowtap(t)
 	shops, skipped := frameworkShops(t, dir)
 	for _, s := range skipped {
 		t.Log("skipped:", s)
@@ -130,7 +119,6 @@ func TestFrameworksSameCodeReportsNothing(t *testing.T) {
 }
 
 func testShop(t *testing.T, bin string, s shop) {
-	dir := t.TempDir()
 	lab, err := netlab.Setup(netlab.Options{InnerMTU: 1500, VNI: 77})
 	if err != nil {
 		t.Skip("cannot build namespaces here:", err)
@@ -138,68 +126,45 @@ func testShop(t *testing.T, bin string, s shop) {
 	t.Cleanup(lab.Close)
 	startShop(t, s, lab, lab.Prod, "198.18.0.2:80", "A")
 
-	rec := filepath.Join(dir, "prod.strec")
-	var recOut bytes.Buffer
-	recorder := lab.Exec(lab.Mon, bin, "record", "-listen", "198.18.1.1:4789", "-output", rec, "-reorder-wait", "50ms")
-	recorder.Stdout, recorder.Stderr = &recOut, &recOut
-	if err := recorder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(500 * time.Millisecond) // the recorder binds its socket
 	const rounds = 40
-	for range rounds { // one keep-alive connection per round
-		args := []string{"-sS", "--max-time", "20"}
+	rec := recordThroughMirror(t, lab, bin, rounds, func() (args []string) {
 		for _, p := range shopPaths {
 			args = append(args, "-o", "/dev/null", "http://198.18.0.2"+p)
 		}
-		args = append(args, "--next", "-sS", "--max-time", "20", "-o", "/dev/null",
+		return append(args, "--next", "-sS", "--max-time", "20", "-o", "/dev/null",
 			"-H", "Content-Type: application/json", "--data", `{"item":1,"qty":2}`, "http://198.18.0.2/api/orders")
-		if out, err := lab.Exec(lab.Client, "curl", args...).CombinedOutput(); err != nil {
-			t.Fatalf("curl: %v: %s", err, out)
-		}
-	}
-	time.Sleep(300 * time.Millisecond) // the last segments cross the mirror
-	recorder.Process.Signal(syscall.SIGTERM)
-	if err := recorder.Wait(); err != nil {
-		t.Fatalf("record: %v\n%s", err, recOut.String())
-	}
+	})
 
 	baseline := startShop(t, s, nil, "", "", "A")
 	secondary := startShop(t, s, nil, "", "", "A")
-	verify := func(variant string) (int, string, compare.Report) {
-		cand := startShop(t, s, nil, "", "", variant)
-		junit, js := filepath.Join(dir, variant+".xml"), filepath.Join(dir, variant+".json")
-		var out, errOut bytes.Buffer
-		code := cli.Main("test", []string{"verify", rec, "-candidate", cand, "-baseline", baseline, "-secondary", secondary,
-			"-progress", "off", "-o", "",
-			// As many requests at once as this machine's two cores serve
-			// with three shops on them: a replay that saturates its
-			// targets measures their queues, and every endpoint queues.
-			"-workers", "4", "-junit", junit, "-json", js}, &out, &errOut)
-		if code == 2 {
-			t.Fatalf("verify: usage or input error:\n%s%s", out.String(), errOut.String())
+	// As many requests at once as this machine's two cores serve with
+	// three shops on them: a replay that saturates its targets measures
+	// their queues, and every endpoint queues.
+	const workers = "4"
+	verify := func(variant string, withBaselines bool) (int, string, compare.Report) {
+		args := []string{rec, "-workers", workers, "-candidate", startShop(t, s, nil, "", "", variant)}
+		keep := s.name + "-" + variant
+		if withBaselines {
+			args = append(args, "-baseline", baseline, "-secondary", secondary)
+		} else {
+			keep += "-production"
 		}
-		x, _ := os.ReadFile(junit)
-		var r compare.Report
-		if b, err := os.ReadFile(js); err == nil {
-			json.Unmarshal(b, &r)
-		}
-		if os.Getenv("SHADOWTAP_KEEP") != "" {
-			b, _ := os.ReadFile(js)
-			os.WriteFile(filepath.Join(os.Getenv("SHADOWTAP_KEEP"), s.name+"-"+variant+".json"), b, 0o644)
-		}
-		return code, string(x), r
+		return runVerify(t, keep, args...)
 	}
 
-	code, junit, r := verify("A")
-	if r.Compared < rounds*uint64(len(shopPaths)) {
-		t.Errorf("A/A: %d exchanges compared, want at least %d", r.Compared, rounds*len(shopPaths))
-	}
-	if code != 0 || strings.Contains(junit, "<failure") || r.Regressions != 0 {
-		t.Errorf("A/A (the same code): exit %d, %d regressions: %v", code, r.Regressions, findings(r))
+	// Against production's recorded answers alone (passive), then with a
+	// baseline and its secondary as well.
+	for _, withBaselines := range []bool{false, true} {
+		code, junit, r := verify("A", withBaselines)
+		if r.Compared < rounds*uint64(len(shopPaths)) {
+			t.Errorf("A/A (baselines %v): %d exchanges compared, want at least %d", withBaselines, r.Compared, rounds*len(shopPaths))
+		}
+		if code != 0 || strings.Contains(junit, "<failure") || r.Regressions != 0 {
+			t.Errorf("A/A (the same code, baselines %v): exit %d, %d regressions: %v", withBaselines, code, r.Regressions, findings(r))
+		}
 	}
 
-	code, _, r = verify("B")
+	code, _, r := verify("B", true)
 	if code != 1 {
 		t.Errorf("A/B: exit %d, want 1", code)
 	}

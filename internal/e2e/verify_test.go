@@ -1,18 +1,11 @@
 package e2e
 
 import (
-	"bytes"
-	"encoding/json"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
-	"github.com/shadowtap/shadowtap/internal/cli"
 	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/fakeshop"
 	"github.com/shadowtap/shadowtap/internal/netlab"
@@ -31,11 +24,7 @@ func TestRecordThenVerify(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("needs curl")
 	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "shadowtap")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/shadowtap/shadowtap/cmd/shadowtap").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v: %s", err, out)
-	}
+	bin := buildShadowtap(t)
 	lab, err := netlab.Setup(netlab.Options{InnerMTU: 1500, VNI: 77})
 	if err != nil {
 		t.Skip("cannot build namespaces here:", err)
@@ -52,29 +41,13 @@ func TestRecordThenVerify(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	rec := filepath.Join(dir, "prod.strec")
-	var recOut bytes.Buffer
-	recorder := lab.Exec(lab.Mon, bin, "record", "-listen", "198.18.1.1:4789", "-output", rec, "-reorder-wait", "50ms")
-	recorder.Stdout, recorder.Stderr = &recOut, &recOut
-	if err := recorder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(500 * time.Millisecond) // the recorder binds its socket
 	const rounds = 12
-	for range rounds { // one keep-alive connection per round, every path
-		var args []string
+	rec := recordThroughMirror(t, lab, bin, rounds, func() (args []string) { // every path
 		for _, p := range fakeshop.Paths {
 			args = append(args, "-o", "/dev/null", "http://198.18.0.2"+p)
 		}
-		if out, err := lab.Exec(lab.Client, "curl", append([]string{"-sS", "--max-time", "20"}, args...)...).CombinedOutput(); err != nil {
-			t.Fatalf("curl: %v: %s", err, out)
-		}
-	}
-	time.Sleep(300 * time.Millisecond) // the last segments cross the mirror
-	recorder.Process.Signal(syscall.SIGTERM)
-	if err := recorder.Wait(); err != nil {
-		t.Fatalf("record: %v\n%s", err, recOut.String())
-	}
+		return args
+	})
 
 	verify := func(shop *fakeshop.Shop) (int, string, compare.Report) {
 		srv, err := shop.Listen("127.0.0.1:0")
@@ -82,18 +55,7 @@ func TestRecordThenVerify(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer srv.Close()
-		junit, js := filepath.Join(dir, "junit.xml"), filepath.Join(dir, "report.json")
-		var out, errOut bytes.Buffer
-		code := cli.Main("test", []string{"verify", rec, "-candidate", "http://" + srv.Addr(), "-junit", junit, "-json", js}, &out, &errOut)
-		x, _ := os.ReadFile(junit)
-		var r compare.Report
-		if b, err := os.ReadFile(js); err == nil {
-			json.Unmarshal(b, &r)
-		}
-		if code == 2 {
-			t.Fatalf("verify: usage or input error:\n%s%s", out.String(), errOut.String())
-		}
-		return code, string(x), r
+		return runVerify(t, "", rec, "-candidate", "http://"+srv.Addr())
 	}
 	code, junit, r := verify(fakeshop.New(1, true))
 	if code != 1 {
