@@ -251,3 +251,30 @@ func TestRandomNumbersLearnedAsGenerated(t *testing.T) {
 		t.Errorf("not learned: %+v", fr)
 	}
 }
+
+// TestPerResourceCountIsNoCounter: a cart's item count rises with time
+// too, but it is the cart's: from one cart's answer to another's it does
+// not rise. A change in it is a finding (a candidate counting twice), not
+// a counter's noise. An order number rises from any request's answer to
+// any other's, whatever was ordered.
+func TestPerResourceCountIsNoCounter(t *testing.T) {
+	t0 := time.Now()
+	l := &Learner{Fields: map[string]*FieldLearn{}}
+	orders := &Learner{Fields: map[string]*FieldLearn{}}
+	count := map[string]int{}
+	for i := range 60 {
+		cart := fmt.Sprintf("c%d", i%2)
+		count[cart] += 1 + (i/2)%3
+		at := t0.Add(time.Duration(i) * time.Millisecond)
+		l.observe(diff.Parse(msg(fmt.Sprintf(`{"count":%d}`, count[cart])), diff.DefaultOptions), diff.DefaultOptions,
+			parseRequest(t, "GET", "/api/carts/"+cart, ""), at)
+		orders.observe(diff.Parse(msg(fmt.Sprintf(`{"number":%d}`, 1000+i)), diff.DefaultOptions), diff.DefaultOptions,
+			parseRequest(t, "POST", "/api/orders", fmt.Sprintf(`{"item":%d}`, i%7)), at)
+	}
+	if got, _ := l.Fields["body.count"].verdict(); got != "" {
+		t.Errorf("a cart's count: %q, want none", got)
+	}
+	if got, _ := orders.Fields["body.number"].verdict(); got != "a counter (increasing integers)" {
+		t.Errorf("an order number: %q, want a counter", got)
+	}
+}
