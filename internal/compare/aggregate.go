@@ -217,7 +217,7 @@ func (c *Comparator) sample(cmp string, x *exchange, ref, cand side, pr, pc *dif
 			LatencyMS: float64(lat) / float64(time.Millisecond)}
 	}
 	req := x.req
-	head := header(&req.Message)
+	head := diff.Header(&req.Message)
 	var b strings.Builder
 	b.Write(req.Method())
 	b.WriteByte(' ')

@@ -311,21 +311,6 @@ func (c *Comparator) Production(req *httpstream.Request, resp *httpstream.Respon
 	c.send(event{req: req, part: partProd, ok: resp != nil, side: s})
 }
 
-// prodMessage is production's answer as diff takes it.
-func prodMessage(resp *httpstream.Response) diff.Message {
-	te, _ := resp.Get("Transfer-Encoding")
-	return diff.Message{Status: resp.Status, Header: header(&resp.Message), Body: resp.Body(), Truncated: resp.BodyTruncated,
-		Chunked: finalChunked(string(te))}
-}
-
-// finalChunked reports whether chunked is the last transfer coding.
-func finalChunked(te string) bool {
-	if i := strings.LastIndexByte(te, ','); i >= 0 {
-		te = te[i+1:]
-	}
-	return strings.EqualFold(strings.TrimSpace(te), "chunked")
-}
-
 // Result records a replay's answer.
 func (c *Comparator) Result(r replay.Result) {
 	part := c.part(r.Target)
@@ -483,7 +468,7 @@ func (c *Comparator) process(x *exchange) {
 	pc := diff.Parse(cand.msg, opts)
 	var pp, pb, ps *diff.Parsed
 	if x.expect&partProd != 0 {
-		prod.msg = prodMessage(prod.prod)
+		prod.msg = diff.FromResponse(prod.prod)
 		if h, ok := x.req.Get("Host"); ok {
 			prod.msg.Host = string(h)
 		}
@@ -601,14 +586,6 @@ func glob(pattern string) *regexp.Regexp {
 		parts[i] = regexp.QuoteMeta(parts[i])
 	}
 	return regexp.MustCompile("^" + strings.Join(parts, ".*") + "$")
-}
-
-func header(m *httpstream.Message) http.Header {
-	h := http.Header{}
-	for i := range m.Lines {
-		h.Add(string(m.Name(i)), string(m.Value(i)))
-	}
-	return h
 }
 
 // requestKey identifies identical requests (for production noise): the

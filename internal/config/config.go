@@ -109,6 +109,18 @@ type Defaults struct {
 	// 5 s), so that a request never crosses the server's close on the wire.
 	IdleConnTimeout time.Duration `yaml:"idle_conn_timeout"`
 	Marker          Marker        `yaml:"marker"`
+	Correlate       Correlate     `yaml:"correlate"`
+}
+
+// Correlate keeps each target in step with production: the values it
+// created for production's (session cookies, tokens, ids, order numbers)
+// are learned from the two answers to one request and translated in later
+// requests. On unless Off.
+type Correlate struct {
+	Off      bool          `yaml:"off"`
+	Wait     time.Duration `yaml:"wait"`      // a request naming a value being learned waits this long at most; 0: 2s
+	MaxPairs int           `yaml:"max_pairs"` // per target; 0: 100000
+	TTL      time.Duration `yaml:"ttl"`       // a pair unused this long is forgotten; 0: 30m
 }
 
 // Target is one test environment and what it receives.

@@ -53,6 +53,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 
 	// Defaults for every target.
 	fs.IntVar(&c.Defaults.Workers, "workers", c.Defaults.Workers, "requests replayed concurrently per target (and connections to it at most)")
+	fs.Var(inverse{&c.Defaults.Correlate.Off}, "correlate", "translate the values each target created for production's (session cookies, tokens, ids) in later requests; -correlate=false sends production's")
+	fs.DurationVar(&c.Defaults.Correlate.Wait, "correlate-wait", c.Defaults.Correlate.Wait, "a request naming a value still being learned waits this long at most, then goes as it is (unsafe methods: not at all); 0: 2s")
 	fs.Int64Var(&c.Defaults.QueueBytes, "queue-bytes", c.Defaults.QueueBytes, "bytes of requests waiting per target; bounds the queue's memory like -queue bounds its length")
 	fs.IntVar(&c.Defaults.Queue, "queue", c.Defaults.Queue, "requests waiting per target; beyond it new connections, then requests, are dropped")
 	fs.Float64Var(&c.Defaults.RateLimit, "rate-limit", c.Defaults.RateLimit, "requests per second per target (0: no limit); over it whole connections are dropped")
@@ -259,3 +261,24 @@ func printFlag(w io.Writer, f *flag.Flag) {
 	}
 	fmt.Fprintln(w)
 }
+
+// inverse is a boolean flag setting the negation of a field: -correlate
+// for Correlate.Off.
+type inverse struct{ off *bool }
+
+func (f inverse) String() string {
+	if f.off == nil {
+		return "true"
+	}
+	return strconv.FormatBool(!*f.off)
+}
+
+func (f inverse) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err == nil {
+		*f.off = !v
+	}
+	return err
+}
+
+func (f inverse) IsBoolFlag() bool { return true }

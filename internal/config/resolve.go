@@ -34,6 +34,8 @@ type Resolved struct {
 	// KeepBody keeps this many bytes of each response body, for the
 	// comparison: set for the targets it compares.
 	KeepBody int64
+	// Correlate: the translation of the values the target created.
+	Correlate Correlate
 }
 
 // DefaultTargetName is the target -destination defines.
@@ -62,6 +64,7 @@ func (c *Config) Resolve() []Resolved {
 			DialTimeout: or(t.DialTimeout, d.DialTimeout), ResponseTimeout: or(t.ResponseTimeout, d.ResponseTimeout),
 			IdleConnTimeout: or(t.IdleConnTimeout, d.IdleConnTimeout),
 			Sampling:        d.Sampling, Filters: t.Filters, Rewrite: t.Rewrite, Credentials: t.Credentials,
+			Correlate: d.Correlate,
 		}
 		if t.KeepHostHeader != nil {
 			r.KeepHostHeader = *t.KeepHostHeader

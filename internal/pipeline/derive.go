@@ -8,6 +8,7 @@ import (
 	"github.com/shadowtap/shadowtap/internal/capture"
 	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/config"
+	"github.com/shadowtap/shadowtap/internal/correlate"
 	"github.com/shadowtap/shadowtap/internal/diff"
 	"github.com/shadowtap/shadowtap/internal/engine"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
@@ -134,16 +135,19 @@ func Derive(cfg config.Config, use Use) Stages {
 	st.Engine = engine.Config{Ports: cfg.Ports, VNIs: cfg.VNIs, Reassembly: ropts, HTTP: hopts, Dedup: cfg.Dedup}
 
 	st.Comparing = use == Verify || use == Live && cfg.Comparing()
+	// Correlation learns from production's answers: they are paired with
+	// their requests wherever targets are replayed to.
+	correlating := !cfg.Defaults.Correlate.Off && use != Record
 	switch use {
 	case Live:
-		st.Engine.PairResponses = st.Comparing && cfg.Compare.VsProduction()
+		st.Engine.PairResponses = st.Comparing && cfg.Compare.VsProduction() || correlating
 	case Record:
 		st.Engine.PairResponses = true
 	}
 
 	st.Files = st.Engine
 	st.Files.Reassembly.IdleTimeout, st.Files.Reassembly.HandshakeTimeout = source.FilePause, source.FilePause
-	st.Files.PairResponses = use != Replay
+	st.Files.PairResponses = use != Replay || correlating
 
 	switch use {
 	case Live, Replay, Verify:
@@ -153,6 +157,10 @@ func Derive(cfg config.Config, use Use) Stages {
 			st.Targets[i].Block = use != Live
 			if n := st.Targets[i].Name; st.Comparing && (n == cm.Candidate || n == cm.Baseline || n == cm.Secondary) {
 				st.Targets[i].KeepBody = cm.MaxBody
+			}
+			if correlating {
+				// The ids a target created are in its answers' bodies.
+				st.Targets[i].KeepBody = max(st.Targets[i].KeepBody, correlate.MaxBody)
 			}
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/shadowtap/shadowtap/internal/config"
+	"github.com/shadowtap/shadowtap/internal/correlate"
 	"github.com/shadowtap/shadowtap/internal/source"
 )
 
@@ -17,6 +18,7 @@ func TestDerive(t *testing.T) {
 	cfg.MaxBody, cfg.ExtraMethods, cfg.Dedup, cfg.Shards = 20<<20, []string{"PURGE"}, true, 3
 	cfg.Targets = []config.Target{{Name: "cand", Destination: "http://c"}, {Name: "other", Destination: "http://o"}}
 	cfg.Compare.Candidate, cfg.Compare.MaxBody = "cand", 4096
+	cfg.Defaults.Correlate.Off = true // TestDeriveCorrelating has it on
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -90,5 +92,28 @@ func TestDerive(t *testing.T) {
 	st := Derive(cfg, Live)
 	if st.Comparing || st.Engine.PairResponses || st.Targets[0].KeepBody != 0 {
 		t.Errorf("not comparing: %+v", st)
+	}
+}
+
+// Correlation (on by default) learns from production's answers wherever
+// targets are replayed to, and from the targets' answers' bodies.
+func TestDeriveCorrelating(t *testing.T) {
+	cfg := config.Default()
+	cfg.Targets = []config.Target{{Name: "cand", Destination: "http://c"}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, use := range []Use{Live, Replay, Verify} {
+		st := Derive(cfg, use)
+		if use == Live && !st.Engine.PairResponses || !st.Files.PairResponses {
+			t.Errorf("%s: production's answers not paired: engine %v, files %v", use, st.Engine.PairResponses, st.Files.PairResponses)
+		}
+		if st.Targets[0].KeepBody != correlate.MaxBody || st.Targets[0].Correlate.Off {
+			t.Errorf("%s: %+v", use, st.Targets[0])
+		}
+	}
+	cfg.Defaults.Correlate.Off = true
+	if st := Derive(cfg, Replay); st.Files.PairResponses || st.Targets[0].KeepBody != 0 {
+		t.Errorf("off: %+v", st)
 	}
 }

@@ -293,14 +293,14 @@ func (f *feeder) offer(file uint64, rec *recording.Record) {
 	req.ConnID = rec.Conn | file<<48
 	var resp *httpstream.Response
 	if rec.HasResponse {
-		resp = parseResponse(rec, req)
+		resp = rec.ParseResponse(req)
 	}
 	if resp == nil {
 		f.res.NoProduction++
 	}
 	f.conns[req.ConnID] = connSeen{seq: f.seq, start: rec.Start}
 	f.fanout.Submit(req.ConnID, req)
-	f.tr.Production(req, resp)
+	f.fanout.Response(req.ConnID, req, resp)
 	f.sent.Add(1)
 	if f.seq%sweepEvery == 0 {
 		f.sweep(rec.Start)
@@ -324,25 +324,3 @@ func (f *feeder) endAll() {
 	clear(f.conns)
 }
 
-// parseResponse parses production's recorded answer to req as the mirror
-// would have: a HEAD's answer has no body; nil when it does not parse or
-// its body was cut when recorded (then it is not production's answer).
-func parseResponse(rec *recording.Record, req *httpstream.Request) *httpstream.Response {
-	opts := httpstream.DefaultOptions
-	opts.MaxBodyBytes = max(opts.MaxBodyBytes, int64(len(rec.Response)))
-	head := string(req.Method()) == "HEAD"
-	var out *httpstream.Response
-	p := httpstream.NewResponseParser(opts, &httpstream.ResponseStats{}, &httpstream.Stats{},
-		func() bool { return head }, func(r *httpstream.Response, _ bool) {
-			if out == nil {
-				out = r
-			}
-		})
-	p.Feed(rec.Response, rec.RespStart)
-	p.End()
-	if out == nil {
-		return nil
-	}
-	out.Start, out.End = rec.RespStart, rec.RespEnd
-	return out
-}

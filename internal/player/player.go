@@ -193,6 +193,12 @@ func playPass(ctx context.Context, open func() (source.Source, error), pass uint
 		req.ConnID = rec.Conn | pass<<48
 		conns[req.ConnID] = true
 		f.Submit(req.ConnID, req)
+		// Production's recorded answer teaches the targets' correlation.
+		if rec.HasResponse && f.Correlating() {
+			if resp := rec.ParseResponse(req); resp != nil {
+				f.Response(req.ConnID, req, resp)
+			}
+		}
 		sent.Add(1)
 	}
 }

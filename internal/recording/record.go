@@ -79,6 +79,32 @@ func (r *Record) ParseRequest() (*httpstream.Request, error) {
 	return req, nil
 }
 
+// ParseResponse parses the recorded response to req (HEAD's has no
+// body), with its capture times; nil when there is none or it does not
+// parse.
+func (r *Record) ParseResponse(req *httpstream.Request) *httpstream.Response {
+	if !r.HasResponse {
+		return nil
+	}
+	opts := httpstream.DefaultOptions
+	opts.MaxBodyBytes = max(opts.MaxBodyBytes, int64(len(r.Response)))
+	head := string(req.Method()) == "HEAD"
+	var out *httpstream.Response
+	p := httpstream.NewResponseParser(opts, &httpstream.ResponseStats{}, &httpstream.Stats{},
+		func() bool { return head }, func(q *httpstream.Response, _ bool) {
+			if out == nil {
+				out = q
+			}
+		})
+	p.Feed(r.Response, r.RespStart)
+	p.End()
+	if out == nil {
+		return nil
+	}
+	out.Start, out.End = r.RespStart, r.RespEnd
+	return out
+}
+
 // messageOptions are the parser's limits for one recorded message. The
 // message was captured whole, perhaps under a max_body above the default,
 // so its own length bounds its body: with the default limit a larger body

@@ -191,10 +191,15 @@ const (
 	FailReset              // the server reset the connection
 	FailClosed             // the server closed the connection before a whole answer
 	FailRead               // an unparseable answer
+	// FailUntranslated: an unsafe request names a value production
+	// created whose counterpart the target had not answered in time (see
+	// correlate): sent as it is it would act on production's session or
+	// order, so it is not sent.
+	FailUntranslated
 	NumFailReasons
 )
 
-var failNames = [NumFailReasons]string{"dial", "tls", "write", "timeout", "reset", "closed", "read"}
+var failNames = [NumFailReasons]string{"dial", "tls", "write", "timeout", "reset", "closed", "read", "untranslated"}
 
 func (f FailReason) String() string { return failNames[f] }
 

@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -11,6 +12,8 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/shadowtap/shadowtap/internal/correlate"
+	"github.com/shadowtap/shadowtap/internal/diff"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 )
 
@@ -27,6 +30,10 @@ type Options struct {
 	// Block makes Submit wait for queue space and for the rate limit
 	// instead of dropping: replaying a file as fast as the target allows.
 	Block bool
+	// Correlate, when set, is this target's table of the values it
+	// created for production's (sessions, tokens, ids): each request is
+	// translated with it before it is sent, and each answer teaches it.
+	Correlate *correlate.Table
 }
 
 // DefaultMaxQueueBytes bounds a target's queue in bytes unless set.
@@ -369,9 +376,31 @@ func (r *Replayer) drain(ctx context.Context, q *connQueue) {
 		var headLen int
 		edits := r.edits.Load()
 		buf, headLen = edits.AppendRequest(buf[:0], req)
+		send := buf
 		start := time.Now()
-		resp, err := r.client.Do(ctx, buf, headLen, string(req.Method()), req.Expect100)
+		var resp *Response
+		var err error
+		if tb := r.opts.Correlate; tb != nil {
+			var tr correlate.Result
+			send, tr = tb.Translate(ctx, buf)
+			if tr.Translated > 0 {
+				headLen = bytes.Index(send, []byte("\r\n\r\n")) + 4
+			}
+			if tr.Missed && !safe(req.Method()) {
+				err = &Error{Reason: FailUntranslated, Err: errors.New("a value it names was not learned in time")}
+			}
+		}
+		if err == nil {
+			resp, err = r.client.Do(ctx, send, headLen, string(req.Method()), req.Expect100)
+		}
 		r.stats.InFlight.Add(-1)
+		if tb := r.opts.Correlate; tb != nil {
+			var m diff.Message
+			if resp != nil {
+				m = diff.Message{Status: resp.Status, Header: resp.Header, Body: resp.Body, Truncated: resp.BodyTruncated}
+			}
+			tb.Answered(correlate.Exchange{Conn: req.ConnID, Index: req.Index}, req.Raw, m)
+		}
 		res := Result{Target: r.opts.Name, Req: req, Resp: resp, Host: edits.SentHost(req), Err: err, Started: start, Duration: time.Since(start)}
 		if err != nil {
 			var re *Error
@@ -387,6 +416,16 @@ func (r *Replayer) drain(ctx context.Context, q *connQueue) {
 			r.onResult(res)
 		}
 	}
+}
+
+// safe reports whether a method only reads (RFC 9110 9.2.1): sent as it
+// is, it acts on nothing.
+func safe(method []byte) bool {
+	switch string(method) {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return false
 }
 
 // Holds says whether requests of production connection conn are queued

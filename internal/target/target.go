@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/shadowtap/shadowtap/internal/config"
+	"github.com/shadowtap/shadowtap/internal/correlate"
+	"github.com/shadowtap/shadowtap/internal/diff"
 	"github.com/shadowtap/shadowtap/internal/filter"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 	"github.com/shadowtap/shadowtap/internal/ratelog"
@@ -42,6 +44,9 @@ type Target struct {
 	filter   *filter.Filter
 	sampling *sample.Policy
 	replayer *replay.Replayer
+	// Pairs is the target's correlation table (nil: off): what it
+	// created for what production created, kept across reloads.
+	Pairs *correlate.Table
 	// predecessors are the replayers this target's replaced at reloads
 	// and still draining: a production connection moves over at a request
 	// boundary, once none of them holds any of its requests, so that its
@@ -101,11 +106,37 @@ type Fanout struct {
 // SetComparer makes the fanout report to c; call it before traffic.
 func (f *Fanout) SetComparer(c Comparer) { f.compare = c }
 
-// Response hands production's response to the comparison.
+// Response hands production's response to the comparison, and to each
+// target's correlation table.
 func (f *Fanout) Response(_ uint64, req *httpstream.Request, resp *httpstream.Response) {
 	if f.compare != nil {
 		f.compare.Production(req, resp)
 	}
+	if resp == nil {
+		return
+	}
+	var m diff.Message
+	built := false
+	for _, t := range f.cur.Load().Targets {
+		if t.Pairs == nil {
+			continue
+		}
+		if !built {
+			m, built = diff.FromResponse(resp), true
+		}
+		t.Pairs.Production(correlate.Exchange{Conn: req.ConnID, Index: req.Index}, req.Raw, m)
+	}
+}
+
+// Correlating reports whether a target in force learns from production's
+// answers.
+func (f *Fanout) Correlating() bool {
+	for _, t := range f.cur.Load().Targets {
+		if t.Pairs != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // NewFanout returns a fanout over set.
@@ -184,7 +215,14 @@ func Build(ctx context.Context, rs []config.Resolved, prev *Set, log *slog.Logge
 	kept := map[*Target]bool{}
 	for _, p := range plan {
 		t, r := p.t, p.t.Conf
-		if old := find(prev, r.Name); old != nil && sameConnection(old.Conf, r) {
+		if !r.Correlate.Off {
+			if old := find(prev, r.Name); old != nil && old.Pairs != nil {
+				t.Pairs = old.Pairs
+			} else {
+				t.Pairs = correlate.New(correlate.Options{Wait: r.Correlate.Wait, MaxPairs: r.Correlate.MaxPairs, TTL: r.Correlate.TTL})
+			}
+		}
+		if old := find(prev, r.Name); old != nil && sameConnection(old.Conf, r) && old.Pairs == t.Pairs {
 			old.replayer.SetPolicy(p.edits, r.RateLimit)
 			t.Stats, t.replayer = old.Stats, old.replayer
 			t.predecessors.Store(old.predecessors.Load()) // still draining, maybe
@@ -203,7 +241,8 @@ func Build(ctx context.Context, rs []config.Resolved, prev *Set, log *slog.Logge
 			copts.DialTimeout, copts.ResponseTimeout, copts.InsecureTLS, copts.MaxIdle = r.DialTimeout, r.ResponseTimeout, r.InsecureSkipVerify, r.Workers
 			copts.KeepBody, copts.IdleTimeout = r.KeepBody, r.IdleConnTimeout
 			t.replayer = replay.New(replay.NewClient(p.dest, copts),
-				replay.Options{Name: r.Name, Workers: r.Workers, MaxQueue: r.Queue, MaxQueueBytes: r.QueueBytes, Edits: p.edits, RateLimit: r.RateLimit, Block: r.Block},
+				replay.Options{Name: r.Name, Workers: r.Workers, MaxQueue: r.Queue, MaxQueueBytes: r.QueueBytes, Edits: p.edits, RateLimit: r.RateLimit, Block: r.Block,
+					Correlate: t.Pairs},
 				&t.Stats.Replay, log, onResult)
 			t.replayer.Start(ctx)
 		}

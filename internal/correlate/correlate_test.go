@@ -1,0 +1,175 @@
+package correlate
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shadowtap/shadowtap/internal/diff"
+)
+
+// answer is what a net/http handler writes: its own Set-Cookie and
+// encoding/json, not hand-written bytes.
+func answer(t *testing.T, h http.HandlerFunc) diff.Message {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h(rec, httptest.NewRequest("POST", "/api/login", nil))
+	return diff.Message{Status: rec.Code, Header: rec.Header(), Body: rec.Body.Bytes()}
+}
+
+// login is a shop's answer to a login and first order: a session cookie,
+// a bearer token and an order with a UUID and a number from a sequence.
+func login(t *testing.T, sid, token, orderID string, number int) diff.Message {
+	return answer(t, func(w http.ResponseWriter, _ *http.Request) {
+		http.SetCookie(w, &http.Cookie{Name: "sid", Value: sid, Path: "/", HttpOnly: true})
+		w.Header().Set("Location", "/api/orders/"+strconv.Itoa(number))
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"token": token, "user": "ada",
+			"order": map[string]any{"id": orderID, "number": number, "qty": 2, "sku": "SKU-00012345"}})
+	})
+}
+
+const (
+	prodSid, candSid     = "s3ss10n-prod-7f3a9c", "s3ss10n-test-1b2d4e"
+	prodToken, candToken = "eyJhbGciOiJIUzI1NiJ9.cHJvZA.sig1", "eyJhbGciOiJIUzI1NiJ9.dGVzdA.sig2"
+	prodOrder, candOrder = "0b7c6a1e-3f7e-4c1b-9a55-2f8f0f1d2e3c", "9e1d2c3b-4a5f-4e6d-8c7b-1a2b3c4d5e6f"
+)
+
+func afterLogin(t *testing.T) *Table {
+	tb := New(Options{})
+	req := []byte("POST /api/orders HTTP/1.1\r\nHost: shop\r\nContent-Length: 0\r\n\r\n")
+	tb.Learn(req, login(t, prodSid, prodToken, prodOrder, 1042), login(t, candSid, candToken, candOrder, 6042))
+	return tb
+}
+
+func TestTranslatesWhatTheTargetCreated(t *testing.T) {
+	tb := afterLogin(t)
+	body := fmt.Sprintf(`{"orderId":1042,"qty":1042,"order":%q,"note":"about %s"}`, prodOrder, prodOrder)
+	req := "POST /api/orders/1042/pay?order=" + prodOrder + "&page=1042 HTTP/1.1\r\nHost: shop\r\n" +
+		"Cookie: theme=dark; sid=" + prodSid + "\r\nAuthorization: Bearer " + prodToken + "\r\n" +
+		"X-Note: sid=" + prodSid + "-x\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	out, res := tb.Translate(context.Background(), []byte(req))
+	wantBody := fmt.Sprintf(`{"orderId":6042,"qty":1042,"order":%q,"note":"about %s"}`, candOrder, prodOrder)
+	want := "POST /api/orders/6042/pay?order=" + candOrder + "&page=1042 HTTP/1.1\r\nHost: shop\r\n" +
+		"Cookie: theme=dark; sid=" + candSid + "\r\nAuthorization: Bearer " + candToken + "\r\n" +
+		"X-Note: sid=" + prodSid + "-x\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(wantBody)) + "\r\n\r\n" + wantBody
+	if string(out) != want {
+		t.Errorf("translated:\n%q\nwant:\n%q", out, want)
+	}
+	// path, query, cookie, bearer, JSON number and string: 6; the qty,
+	// the page, the note and the header holding sid inside another value
+	// stay.
+	if res.Translated != 6 || res.Missed || res.Waited {
+		t.Errorf("result %+v", res)
+	}
+	// A short number elsewhere in the path is not an order number.
+	req2 := "GET /api/items/1042 HTTP/1.1\r\nHost: shop\r\n\r\n"
+	if out, _ := tb.Translate(context.Background(), []byte(req2)); string(out) != req2 {
+		t.Errorf("an item 1042 translated: %q", out)
+	}
+	// A form body, with its Content-Length fixed.
+	form := "sid=" + prodSid + "&order_number=1042&count=1042"
+	req3 := "POST /checkout HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: " + strconv.Itoa(len(form)) + "\r\n\r\n" + form
+	wantForm := "sid=" + candSid + "&order_number=6042&count=1042"
+	out, _ = tb.Translate(context.Background(), []byte(req3))
+	if want := "POST /checkout HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: " + strconv.Itoa(len(wantForm)) + "\r\n\r\n" + wantForm; string(out) != want {
+		t.Errorf("form:\n%q\nwant\n%q", out, want)
+	}
+	// sid, token, the order's id and its number (in the body and the
+	// Location: one value); the SKU and the quantity were alike: shared.
+	if s := tb.Stats(); s.Learned != 4 || s.Shared != 2 || s.Translated != 8 || s.Requests != 2 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// A value both sides answered alike is the data they share (the snapshot
+// both started from): never translated, even where it was once paired.
+func TestSharedValuesStay(t *testing.T) {
+	tb := afterLogin(t)
+	before := tb.Stats().Shared
+	req := []byte("GET /api/users HTTP/1.1\r\nHost: shop\r\n\r\n")
+	same := answer(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"owner": prodOrder, "account": "ACC-20240001"})
+	})
+	tb.Learn(req, same, same)
+	r := "GET /api/orders?owner=" + prodOrder + "&account=ACC-20240001 HTTP/1.1\r\n\r\n"
+	if out, _ := tb.Translate(context.Background(), []byte(r)); string(out) != r {
+		t.Errorf("shared values translated: %q", out)
+	}
+	if s := tb.Stats(); s.Shared-before != 2 {
+		t.Errorf("shared %d more, want 2", s.Shared-before)
+	}
+}
+
+// A request naming a value production created while the target's answer
+// is still awaited waits for it; when it never comes, the wait ends at the
+// bound, and the next request does not wait again.
+func TestWaitsForAPairBeingLearned(t *testing.T) {
+	tb := New(Options{Wait: 200 * time.Millisecond})
+	login := []byte("POST /api/login HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+	prod := answer(t, func(w http.ResponseWriter, _ *http.Request) {
+		http.SetCookie(w, &http.Cookie{Name: "sid", Value: prodSid})
+	})
+	cand := answer(t, func(w http.ResponseWriter, _ *http.Request) {
+		http.SetCookie(w, &http.Cookie{Name: "sid", Value: candSid})
+	})
+	tb.Expect(login, prod)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		time.Sleep(20 * time.Millisecond)
+		tb.Learn(login, prod, cand)
+	}()
+	req := []byte("GET /api/cart HTTP/1.1\r\nCookie: sid=" + prodSid + "\r\n\r\n")
+	out, res := tb.Translate(context.Background(), req)
+	wg.Wait()
+	if !res.Waited || res.Missed || !strings.Contains(string(out), candSid) {
+		t.Errorf("%+v %q", res, out)
+	}
+
+	other := answer(t, func(w http.ResponseWriter, _ *http.Request) {
+		http.SetCookie(w, &http.Cookie{Name: "sid", Value: "never-answered-42"})
+	})
+	tb.Expect(login, other)
+	req = []byte("GET /api/cart HTTP/1.1\r\nCookie: sid=never-answered-42\r\n\r\n")
+	if out, res := tb.Translate(context.Background(), req); !res.Missed || string(out) != string(req) {
+		t.Errorf("unanswered: %+v %q", res, out)
+	}
+	if _, res := tb.Translate(context.Background(), req); res.Waited || res.Missed {
+		t.Errorf("waited again: %+v", res)
+	}
+	if s := tb.Stats(); s.Waited != 2 || s.GaveUp != 1 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestTableIsBounded(t *testing.T) {
+	tb := New(Options{MaxPairs: 10})
+	req := []byte("POST /api/login HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+	for i := range 100 {
+		p := answer(t, func(w http.ResponseWriter, _ *http.Request) {
+			http.SetCookie(w, &http.Cookie{Name: "sid", Value: fmt.Sprintf("prod-session-%04d", i)})
+		})
+		c := answer(t, func(w http.ResponseWriter, _ *http.Request) {
+			http.SetCookie(w, &http.Cookie{Name: "sid", Value: fmt.Sprintf("test-session-%04d", i)})
+		})
+		tb.Learn(req, p, c)
+	}
+	if s := tb.Stats(); s.Pairs > 10 || s.Expired < 90 || s.Learned != 100 {
+		t.Errorf("stats %+v", s)
+	}
+	// The newest pairs are kept.
+	r := []byte("GET / HTTP/1.1\r\nCookie: sid=prod-session-0099\r\n\r\n")
+	if out, _ := tb.Translate(context.Background(), r); !strings.Contains(string(out), "test-session-0099") {
+		t.Errorf("%q", out)
+	}
+}

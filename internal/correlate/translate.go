@@ -1,0 +1,372 @@
+package correlate
+
+import (
+	"bytes"
+	"context"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// A token is one whole value of a request that may be translated: where
+// its raw text lies, its decoded text, the name it is given there, and how
+// a replacement is written.
+type token struct {
+	start, end int
+	text       string
+	name       string
+	enc        encoding
+}
+
+type encoding byte
+
+const (
+	rawText   encoding = iota // as it is (a cookie value, a header value, a JSON number)
+	pathText                  // a path segment: percent-encoded
+	queryText                 // a query or form value
+	jsonText                  // a JSON string: quoted
+)
+
+// Result tells what Translate did to one request.
+type Result struct {
+	Translated int  // values translated
+	Waited     bool // it waited for a value being learned
+	// Missed: a value it names was still being learned when the wait
+	// ended: sent untranslated it would name production's value. The
+	// caller sends a safe request as it is and drops an unsafe one.
+	Missed bool
+}
+
+// Translate returns req (a whole HTTP/1.x request as captured, head and
+// body) with each whole value the table learned replaced by the target's,
+// and Content-Length fixed. A request naming a value production created
+// whose target value is still awaited waits for it, up to the table's
+// Wait or ctx's end. With nothing to translate it returns req itself.
+func (t *Table) Translate(ctx context.Context, req []byte) ([]byte, Result) {
+	var res Result
+	if t.empty() {
+		return req, res
+	}
+	toks := tokens(req)
+	if len(toks) == 0 {
+		return req, res
+	}
+	// Wait, bounded, for the values still being learned.
+	var deadline <-chan time.Time
+	for _, tk := range toks {
+		_, names, _, wait := t.lookupNamed(tk.text)
+		if wait == nil || !applies(tk, names) {
+			continue
+		}
+		if deadline == nil {
+			res.Waited = true
+			t.count(func(s *Stats) { s.Waited++ })
+			timer := time.NewTimer(t.opts.Wait)
+			defer timer.Stop()
+			deadline = timer.C
+		}
+		select {
+		case <-wait:
+		case <-deadline:
+			res.Missed = true
+		case <-ctx.Done():
+			res.Missed = true
+		}
+		if res.Missed {
+			t.gaveUp(tk.text)
+			break
+		}
+	}
+	if res.Missed {
+		t.count(func(s *Stats) { s.GaveUp++ })
+		return req, res
+	}
+	var reps []replacement
+	for _, tk := range toks {
+		target, names, ok, _ := t.lookupNamed(tk.text)
+		if !ok || !applies(tk, names) {
+			continue
+		}
+		reps = append(reps, replacement{tk.start, tk.end, encode(target, tk.enc)})
+	}
+	if len(reps) == 0 {
+		return req, res
+	}
+	res.Translated = len(reps)
+	t.count(func(s *Stats) { s.Translated += uint64(len(reps)); s.Requests++ })
+	return splice(req, reps), res
+}
+
+// lookupNamed is lookup, with the names of a pending value too (they
+// decide whether a short number waits).
+func (t *Table) lookupNamed(v string) (target string, names []string, ok bool, wait <-chan struct{}) {
+	if !idLike(v) && !shortNumber(v) {
+		return "", nil, false, nil
+	}
+	target, names, ok, wait = t.lookup(v)
+	if wait != nil {
+		t.mu.Lock()
+		if e := t.entries[t.hash(v)]; e != nil {
+			names = slices.Clone(e.names)
+		}
+		t.mu.Unlock()
+	}
+	return target, names, ok, wait
+}
+
+// applies reports whether a learned value may be translated at tk: a long
+// value anywhere it is whole, a short number only where a name it was
+// created under names it (orders/1042, "orderId": 1042, ?number=1042).
+func applies(tk token, names []string) bool {
+	if !shortNumber(tk.text) {
+		return true
+	}
+	n := normName(tk.name)
+	if n == "" {
+		return false
+	}
+	for _, name := range names {
+		m := normName(name)
+		if m == "" {
+			continue
+		}
+		if n == m || n == singular(m)+"id" || n == singular(m)+"number" || n == singular(m)+"no" {
+			return true
+		}
+	}
+	return false
+}
+
+func normName(s string) string {
+	s = strings.ToLower(s)
+	return strings.NewReplacer("_", "", "-", "").Replace(s)
+}
+
+// singular is a collection's item name: orders → order, addresses → address.
+func singular(s string) string {
+	switch {
+	case strings.HasSuffix(s, "sses"):
+		return s[:len(s)-2]
+	case strings.HasSuffix(s, "ies"):
+		return s[:len(s)-3] + "y"
+	case strings.HasSuffix(s, "s") && !strings.HasSuffix(s, "ss"):
+		return s[:len(s)-1]
+	}
+	return s
+}
+
+func encode(v string, enc encoding) string {
+	switch enc {
+	case pathText:
+		return url.PathEscape(v)
+	case queryText:
+		return url.QueryEscape(v)
+	case jsonText:
+		return strconv.Quote(v) // a JSON string: the target's value has no control characters (idLike)
+	}
+	return v
+}
+
+type replacement struct {
+	start, end int
+	with       string
+}
+
+// splice applies replacements (in order, not overlapping) and fixes
+// Content-Length when the body changed length.
+func splice(req []byte, reps []replacement) []byte {
+	slices.SortFunc(reps, func(a, b replacement) int { return a.start - b.start })
+	headEnd := bytes.Index(req, []byte("\r\n\r\n")) + 4
+	bodyDelta := 0
+	var out []byte
+	last := 0
+	for _, r := range reps {
+		if r.start < last {
+			continue
+		}
+		out = append(out, req[last:r.start]...)
+		out = append(out, r.with...)
+		if r.start >= headEnd {
+			bodyDelta += len(r.with) - (r.end - r.start)
+		}
+		last = r.end
+	}
+	out = append(out, req[last:]...)
+	if bodyDelta != 0 {
+		out = fixContentLength(out, len(req)-headEnd+bodyDelta)
+	}
+	return out
+}
+
+// fixContentLength rewrites the head's Content-Length to n.
+func fixContentLength(req []byte, n int) []byte {
+	headEnd := bytes.Index(req, []byte("\r\n\r\n"))
+	lines := bytes.Split(req[:headEnd], []byte("\r\n"))
+	for i, l := range lines {
+		if name, _, ok := bytes.Cut(l, []byte(":")); ok && strings.EqualFold(string(bytes.TrimSpace(name)), "Content-Length") {
+			lines[i] = []byte("Content-Length: " + strconv.Itoa(n))
+		}
+	}
+	out := bytes.Join(lines, []byte("\r\n"))
+	return append(out, req[headEnd:]...)
+}
+
+// Headers whose values are framing, caching or the client's own, never a
+// value a server created.
+var notTranslated = map[string]bool{
+	"host": true, "content-length": true, "transfer-encoding": true, "connection": true, "content-type": true,
+	"accept": true, "accept-encoding": true, "accept-language": true, "user-agent": true, "expect": true,
+	"te": true, "upgrade": true, "date": true, "if-modified-since": true, "if-unmodified-since": true,
+	"content-encoding": true, "keep-alive": true, "cache-control": true, "pragma": true, "referer": true, "origin": true,
+}
+
+// tokens lists a request's whole values: the path's segments, the
+// query's values, cookies, a bearer token, other header values, and the
+// leaves of a JSON or form body with a Content-Length.
+func tokens(req []byte) []token {
+	headEnd := bytes.Index(req, []byte("\r\n\r\n"))
+	if headEnd < 0 {
+		return nil
+	}
+	var toks []token
+	lineEnd := bytes.Index(req, []byte("\r\n"))
+	line := req[:lineEnd]
+	sp1 := bytes.IndexByte(line, ' ')
+	sp2 := bytes.LastIndexByte(line, ' ')
+	if sp1 < 0 || sp2 <= sp1 {
+		return nil
+	}
+	target := line[sp1+1 : sp2]
+	path, query := target, []byte(nil)
+	if q := bytes.IndexByte(target, '?'); q >= 0 {
+		path, query = target[:q], target[q+1:]
+	}
+	base := sp1 + 1
+	prev := ""
+	for off := 0; off <= len(path); {
+		end := bytes.IndexByte(path[off:], '/')
+		if end < 0 {
+			end = len(path) - off
+		}
+		seg := path[off : off+end]
+		if len(seg) > 0 {
+			if v, err := url.PathUnescape(string(seg)); err == nil {
+				toks = append(toks, token{base + off, base + off + end, v, prev, pathText})
+				prev = v
+			}
+		}
+		off += end + 1
+	}
+	if query != nil {
+		toks = append(toks, formTokens(query, base+len(path)+1)...)
+	}
+	bodyStart := headEnd + 4
+	var contentType string
+	hasLength, chunked := false, false
+	for off := lineEnd + 2; off < headEnd; {
+		end := bytes.Index(req[off:], []byte("\r\n"))
+		if end < 0 || off+end > headEnd {
+			end = headEnd - off
+		}
+		l := req[off : off+end]
+		name, _, ok := bytes.Cut(l, []byte(":"))
+		if ok {
+			n := strings.ToLower(string(bytes.TrimSpace(name)))
+			vstart := off + len(name) + 1
+			for vstart < off+end && (req[vstart] == ' ' || req[vstart] == '\t') {
+				vstart++
+			}
+			vend := off + end
+			for vend > vstart && (req[vend-1] == ' ' || req[vend-1] == '\t') {
+				vend--
+			}
+			v := string(req[vstart:vend])
+			switch {
+			case n == "cookie":
+				toks = append(toks, cookieTokens(req, vstart, vend)...)
+			case n == "authorization":
+				if scheme, _, ok := strings.Cut(v, " "); ok && strings.EqualFold(scheme, "Bearer") {
+					s := vstart + len(scheme) + 1
+					for s < vend && req[s] == ' ' {
+						s++
+					}
+					toks = append(toks, token{s, vend, string(req[s:vend]), "authorization", rawText})
+				}
+			case n == "content-type":
+				contentType = strings.ToLower(v)
+			case n == "content-length":
+				hasLength = true
+			case n == "transfer-encoding":
+				chunked = true
+			case !notTranslated[n]:
+				toks = append(toks, token{vstart, vend, v, n, rawText})
+			}
+		}
+		off += end + 2
+	}
+	if !hasLength || chunked || bodyStart >= len(req) {
+		return toks
+	}
+	body := req[bodyStart:]
+	switch {
+	case strings.Contains(contentType, "json"):
+		scanJSON(body, func(l jsonLeaf) {
+			enc := rawText
+			if l.quoted {
+				enc = jsonText
+			}
+			toks = append(toks, token{bodyStart + l.start, bodyStart + l.end, l.text, l.key, enc})
+		})
+	case strings.HasPrefix(contentType, "application/x-www-form-urlencoded"):
+		toks = append(toks, formTokens(body, bodyStart)...)
+	}
+	return toks
+}
+
+// formTokens are the values of a query or form (k=v&k=v), at base.
+func formTokens(b []byte, base int) []token {
+	var toks []token
+	for off := 0; off < len(b); {
+		end := bytes.IndexByte(b[off:], '&')
+		if end < 0 {
+			end = len(b) - off
+		}
+		pair := b[off : off+end]
+		if k, v, ok := bytes.Cut(pair, []byte("=")); ok && len(v) > 0 {
+			key, err1 := url.QueryUnescape(string(k))
+			val, err2 := url.QueryUnescape(string(v))
+			if err1 == nil && err2 == nil {
+				s := base + off + len(k) + 1
+				toks = append(toks, token{s, s + len(v), val, key, queryText})
+			}
+		}
+		off += end + 1
+	}
+	return toks
+}
+
+// cookieTokens are the values of a Cookie header's pairs.
+func cookieTokens(req []byte, start, end int) []token {
+	var toks []token
+	for off := start; off < end; {
+		e := bytes.IndexByte(req[off:end], ';')
+		if e < 0 {
+			e = end - off
+		}
+		pair := req[off : off+e]
+		lead := len(pair) - len(bytes.TrimLeft(pair, " "))
+		if k, v, ok := bytes.Cut(pair[lead:], []byte("=")); ok && len(v) > 0 {
+			s := off + lead + len(k) + 1
+			vv := bytes.TrimRight(v, " ")
+			if len(vv) >= 2 && vv[0] == '"' && vv[len(vv)-1] == '"' {
+				toks = append(toks, token{s + 1, s + len(vv) - 1, string(vv[1 : len(vv)-1]), string(k), rawText})
+			} else {
+				toks = append(toks, token{s, s + len(vv), string(vv), string(k), rawText})
+			}
+		}
+		off += e + 1
+	}
+	return toks
+}
