@@ -131,6 +131,6 @@ func shortNumber(s string) bool {
 }
 
 const (
-	minToken = 8   // characters of a value translated wherever it is a whole token
+	minToken = 8 // characters of a value translated wherever it is a whole token
 	maxToken = 4096
 )

@@ -323,4 +323,3 @@ func (f *feeder) endAll() {
 	}
 	clear(f.conns)
 }
-
