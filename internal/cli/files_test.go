@@ -134,7 +134,7 @@ func TestRecordRedactsByDefault(t *testing.T) {
 		t.Fatalf("%d records", len(recs))
 	}
 	for _, r := range recs {
-		if !r.Redacted || !bytes.Contains(r.Request, []byte("Cookie: REDACTED")) {
+		if !r.Redacted || !bytes.Contains(r.Request, []byte("Cookie: security=~p")) {
 			t.Errorf("not redacted: %q", firstLine(r.Request))
 		}
 	}

@@ -50,6 +50,13 @@ type IgnoreRule struct {
 
 // Config says what to compare.
 type Config struct {
+	// Paired, when set, reports whether two values are what their sides
+	// created for one production value (see correlate): ref is
+	// "production" (a is production's value, b the candidate's) or
+	// "baseline" (a the baseline's). Such a difference is none: each side
+	// made its own id, as it should.
+	Paired func(ref, a, b string) bool
+
 	Candidate         string // target names
 	Baseline          string
 	Secondary         string // a second baseline on the same version, for noise
@@ -495,7 +502,7 @@ func (c *Comparator) process(x *exchange) {
 		cs := ep.comparison(VsProduction)
 		o := opts
 		o.Unordered = unorderedBy(&cs.Noise, ep.Learners["production"])
-		c.record(ep, VsProduction, "production", x, prod, cand, pp, pc, c.filter(x.endpoint, diff.CompareParsed(pp, pc, o)))
+		c.record(ep, VsProduction, "production", x, prod, cand, pp, pc, c.paired("production", c.filter(x.endpoint, diff.CompareParsed(pp, pc, o))))
 	}
 	if pb != nil {
 		ep.lat("baseline first_byte", base.firstByte)
@@ -510,8 +517,37 @@ func (c *Comparator) process(x *exchange) {
 		}
 		o := opts
 		o.Unordered = unorderedBy(&cs.Noise, ep.Learners["baseline"])
-		c.record(ep, VsBaseline, "baseline", x, base, cand, pb, pc, c.filter(x.endpoint, diff.CompareParsed(pb, pc, o)))
+		c.record(ep, VsBaseline, "baseline", x, base, cand, pb, pc, c.paired("baseline", c.filter(x.endpoint, diff.CompareParsed(pb, pc, o))))
 	}
+}
+
+// paired leaves out the differences between two values their sides
+// created for one production value: whole values, or the differing
+// segments of two paths of the same form (a Location).
+func (c *Comparator) paired(ref string, ds []diff.Difference) []diff.Difference {
+	if c.cfg.Paired == nil {
+		return ds
+	}
+	return slices.DeleteFunc(ds, func(d diff.Difference) bool {
+		if d.Kind != diff.Changed {
+			return false
+		}
+		a, b := strings.Split(strings.Trim(d.Ref, `"`), "/"), strings.Split(strings.Trim(d.Cand, `"`), "/")
+		if len(a) != len(b) {
+			return false
+		}
+		some := false
+		for i := range a {
+			if a[i] == b[i] {
+				continue
+			}
+			if !c.cfg.Paired(ref, a[i], b[i]) {
+				return false
+			}
+			some = true
+		}
+		return some
+	})
 }
 
 // unorderedBy says which arrays are sets: those the reference's own

@@ -173,3 +173,32 @@ func TestTableIsBounded(t *testing.T) {
 		t.Errorf("%q", out)
 	}
 }
+
+// Origin names, for a value the target created, production's: the
+// comparison's "same id, each side's own". Only once a request carried
+// it back: a value that merely differed in the two answers (a request
+// id, or a wrong total) is a difference still.
+func TestOriginOfACreatedValue(t *testing.T) {
+	tb := afterLogin(t)
+	if _, ok := tb.Origin(candOrder); ok {
+		t.Error("an origin before any request carried the order back")
+	}
+	tb.Translate(context.Background(), []byte("GET /api/orders/"+prodOrder+" HTTP/1.1\r\n\r\n"))
+	if k, ok := tb.Origin(candOrder); !ok || k != Key(prodOrder) {
+		t.Errorf("origin of the candidate's order: %v %v", k, ok)
+	}
+	if _, ok := tb.Origin(prodOrder); ok {
+		t.Error("production's own value has an origin in the target")
+	}
+}
+
+// A random token need not hold a digit (Python's token_urlsafe: about one
+// in a hundred has none); a word is never an id.
+func TestWhatCanBeCreated(t *testing.T) {
+	for v, want := range map[string]bool{"QmFzZTY0dXJsc2FmZS1fdG9rZW4": true, "~pAbCdEf": true, "ord-1042x": true,
+		"kettle": false, "teapot-and-mug": false, "a b c d e f g h i": false, "1042": false} {
+		if got := idLike(v); got != want {
+			t.Errorf("idLike(%q) = %v", v, got)
+		}
+	}
+}

@@ -71,6 +71,7 @@ type entry struct {
 	state  state
 	target string
 	names  []string
+	sent   bool          // translated in a request: an id carried forward, not merely a value that differed
 	ready  chan struct{} // closed when the state is no longer pending
 	used   time.Time
 	elem   *list.Element
@@ -96,12 +97,12 @@ func (e *entry) settle(s state) {
 // A Table is one target's pairs. Its methods are safe for concurrent use.
 type Table struct {
 	opts Options
-	seed maphash.Seed
 	now  func() time.Time
 
 	mu      sync.Mutex
 	entries map[uint64]*entry
-	order   *list.List // of *entry, least recently used at the front
+	created map[uint64]uint64 // the target's value's key → production's
+	order   *list.List        // of *entry, least recently used at the front
 	stats   Stats
 
 	openMu    sync.Mutex
@@ -111,10 +112,41 @@ type Table struct {
 
 // New returns an empty table.
 func New(opts Options) *Table {
-	return &Table{opts: opts.or(), seed: maphash.MakeSeed(), now: time.Now, entries: map[uint64]*entry{}, order: list.New()}
+	return &Table{opts: opts.or(), now: time.Now, entries: map[uint64]*entry{}, created: map[uint64]uint64{}, order: list.New()}
 }
 
-func (t *Table) hash(s string) uint64 { return maphash.String(t.seed, s) }
+// seed keys every table's hashes alike, so that two targets' tables name
+// one production value with one key (see Origin).
+var seed = maphash.MakeSeed()
+
+func (t *Table) hash(s string) uint64 { return Key(s) }
+
+// Key is production value v's key in every table.
+func Key(v string) uint64 { return maphash.String(seed, v) }
+
+// Origin is the key of the production value the target created v for,
+// once a later request carried it back (a session, an order's id): a
+// value that merely differed between the two answers (a request id, a
+// wrong total) has none, and stays a difference for the comparison.
+func (t *Table) Origin(v string) (uint64, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k, ok := t.created[t.hash(v)]
+	if !ok {
+		return 0, false
+	}
+	e := t.entries[k]
+	return k, e != nil && e.state == learned && e.sent
+}
+
+// sent marks production value v as carried back by a request.
+func (t *Table) markSent(v string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.entries[t.hash(v)]; e != nil {
+		e.sent = true
+	}
+}
 
 // Stats returns the counts so far.
 func (t *Table) Stats() Stats {
@@ -154,6 +186,9 @@ func (t *Table) entry(v string) *entry {
 func (t *Table) drop(e *entry) {
 	t.order.Remove(e.elem)
 	delete(t.entries, e.key)
+	if e.state == learned {
+		delete(t.created, t.hash(e.target))
+	}
 	e.settle(unpaired)
 	t.stats.Expired++
 }
@@ -201,6 +236,9 @@ func (t *Table) learn(prod, target map[site]value) {
 		case ok && c.text == p.text:
 			// Shared data: the copy both sides started from, or a value
 			// both derive from the request. Never translated.
+			if e.state == learned {
+				delete(t.created, t.hash(e.target))
+			}
 			e.settle(shared)
 			e.target = ""
 			t.stats.Shared++
@@ -208,8 +246,12 @@ func (t *Table) learn(prod, target map[site]value) {
 			if e.state != learned {
 				t.stats.Learned++
 			}
+			if e.state == learned {
+				delete(t.created, t.hash(e.target))
+			}
 			e.settle(learned)
 			e.target = c.text
+			t.created[t.hash(c.text)] = e.key
 			e.names = mergeNames(e.names, p.names)
 		case e.state == pending:
 			e.settle(unpaired) // nothing to wait for

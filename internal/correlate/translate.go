@@ -90,6 +90,7 @@ func (t *Table) Translate(ctx context.Context, req []byte) ([]byte, Result) {
 			continue
 		}
 		reps = append(reps, replacement{tk.start, tk.end, encode(target, tk.enc)})
+		t.markSent(tk.text)
 	}
 	if len(reps) == 0 {
 		return req, res

@@ -211,7 +211,7 @@ func CompareParsed(ref, cand *Parsed, opts Options) []Difference {
 		out = append(out, Difference{Field: "status", Key: "status", Kind: Changed, Ref: a, Cand: b})
 	}
 	out = compareHeaders(out, ref.Msg.Header, cand.Msg.Header, opts)
-	return compareBodies(out, ref, cand, opts)
+	return dropPseudonyms(compareBodies(out, ref, cand, opts))
 }
 
 func compareBodies(out []Difference, ref, cand *Parsed, opts Options) []Difference {
@@ -406,13 +406,35 @@ func compareHeaders(out []Difference, a, b http.Header, opts Options) []Differen
 // Redacted is the value a recording writes in place of a credential's.
 const Redacted = "REDACTED"
 
+// PseudonymPrefix starts the pseudonym a recording writes in place of a
+// secret (see recording.Redactor): the same secret, the same pseudonym,
+// within one recording.
+const PseudonymPrefix = "~p"
+
+// IsPseudonym reports whether v is a recording's stand-in for a secret.
+func IsPseudonym(v string) bool {
+	return len(v) > len(PseudonymPrefix) && strings.HasPrefix(v, PseudonymPrefix)
+}
+
+// redacted reports whether a header's values were hidden by a recording:
+// REDACTED, or pseudonyms (a cookie's value, an Authorization's
+// credentials).
 func redacted(vs []string) bool {
 	for _, v := range vs {
-		if strings.TrimSpace(v) != Redacted {
+		v = strings.TrimSpace(v)
+		if v != Redacted && !IsPseudonym(v) && !strings.Contains(v, "="+PseudonymPrefix) && !strings.Contains(v, " "+PseudonymPrefix) {
 			return false
 		}
 	}
 	return len(vs) > 0
+}
+
+// dropPseudonyms leaves out the differences where the reference's value
+// is a recording's pseudonym: a secret it did not keep is not comparable.
+func dropPseudonyms(ds []Difference) []Difference {
+	return slices.DeleteFunc(ds, func(d Difference) bool {
+		return d.Kind == Changed && (IsPseudonym(d.Ref) || IsPseudonym(strings.Trim(d.Ref, `"`)))
+	})
 }
 
 // HeaderMeaning renders a header's values so that two renderings are

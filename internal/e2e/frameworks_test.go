@@ -45,15 +45,7 @@ func frameworkShops(t *testing.T, dir string) (shops []shop, skipped []string) {
 		app := filepath.Join(root, "node/app.js")
 		shops = append(shops, shop{"express", func(string) []string { return []string{node, app} }})
 	}
-	// Debian's python3 has Debian's Flask and waitress; a python3 earlier
-	// on PATH (pyenv) may not.
-	python := ""
-	for _, p := range []string{"/usr/bin/python3", "python3"} {
-		if exec.Command(p, "-c", "import flask, waitress").Run() == nil {
-			python = p
-			break
-		}
-	}
+	python := debianPython("flask, waitress")
 	if python == "" {
 		skipped = append(skipped, "flask: no python3 with flask and waitress (Debian python3-flask python3-waitress)")
 	} else {
@@ -127,13 +119,13 @@ func testShop(t *testing.T, bin string, s shop) {
 	startShop(t, s, lab, lab.Prod, "198.18.0.2:80", "A")
 
 	const rounds = 40
-	rec := recordThroughMirror(t, lab, bin, rounds, func() (args []string) {
+	rec := recordThroughMirror(t, lab, bin, curlRounds(t, lab, rounds, func() (args []string) {
 		for _, p := range shopPaths {
 			args = append(args, "-o", "/dev/null", "http://198.18.0.2"+p)
 		}
 		return append(args, "--next", "-sS", "--max-time", "20", "-o", "/dev/null",
 			"-H", "Content-Type: application/json", "--data", `{"item":1,"qty":2}`, "http://198.18.0.2/api/orders")
-	})
+	}))
 
 	baseline := startShop(t, s, nil, "", "", "A")
 	secondary := startShop(t, s, nil, "", "", "A")
@@ -204,9 +196,10 @@ func findings(r compare.Report) map[string][]string {
 }
 
 // startShop runs a shop of the variant in the lab's namespace ns, or on
-// loopback when lab is nil (addr "" picks a port), waits until it accepts
-// connections and returns its URL. The test's cleanup stops it.
-func startShop(t *testing.T, s shop, lab *netlab.Lab, ns, addr, variant string) string {
+// loopback when lab is nil (addr "" picks a port), with env added to its
+// environment, waits until it accepts connections and returns its URL.
+// The test's cleanup stops it.
+func startShop(t *testing.T, s shop, lab *netlab.Lab, ns, addr, variant string, env ...string) string {
 	t.Helper()
 	if addr == "" {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -224,7 +217,7 @@ func startShop(t *testing.T, s shop, lab *netlab.Lab, ns, addr, variant string) 
 		cmd = exec.Command(argv[0], argv[1:]...)
 	}
 	var out bytes.Buffer
-	cmd.Env = append(os.Environ(), "ADDR="+addr, "VARIANT="+variant)
+	cmd.Env = append(append(os.Environ(), "ADDR="+addr, "VARIANT="+variant), env...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	// Its own process group, stopped whole: PHP's workers are children
 	// that would keep the output pipe (and Wait) open.

@@ -27,10 +27,8 @@ func buildShadowtap(t *testing.T) string {
 }
 
 // recordThroughMirror runs `shadowtap record` on the lab's mirror target
-// while curl, in the client's namespace, makes rounds requests to
-// production (each round one curl: its arguments from round, one
-// keep-alive connection), and returns the recording.
-func recordThroughMirror(t *testing.T, lab *netlab.Lab, bin string, rounds int, round func() []string) string {
+// while drive makes production's traffic, and returns the recording.
+func recordThroughMirror(t *testing.T, lab *netlab.Lab, bin string, drive func()) string {
 	t.Helper()
 	rec := filepath.Join(t.TempDir(), "prod.strec")
 	var recOut bytes.Buffer
@@ -39,21 +37,45 @@ func recordThroughMirror(t *testing.T, lab *netlab.Lab, bin string, rounds int, 
 	if err := recorder.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond) // the recorder binds its socket
-	for range rounds {
-		args := append([]string{"-sS", "--max-time", "20"}, round()...)
-		if out, err := lab.Exec(lab.Client, "curl", args...).CombinedOutput(); err != nil {
+	stopped := false
+	defer func() {
+		if !stopped { // drive failed the test
 			recorder.Process.Kill()
 			recorder.Wait()
-			t.Fatalf("curl: %v: %s", err, out)
 		}
-	}
+	}()
+	time.Sleep(500 * time.Millisecond) // the recorder binds its socket
+	drive()
 	time.Sleep(300 * time.Millisecond) // the last segments cross the mirror
 	recorder.Process.Signal(syscall.SIGTERM)
+	stopped = true
 	if err := recorder.Wait(); err != nil {
 		t.Fatalf("record: %v\n%s", err, recOut.String())
 	}
 	return rec
+}
+
+// curlRounds drives rounds curl runs in the client's namespace, each one
+// keep-alive connection with round's arguments.
+func curlRounds(t *testing.T, lab *netlab.Lab, rounds int, round func() []string) func() {
+	return func() {
+		for range rounds {
+			curl(t, lab, round()...)
+		}
+	}
+}
+
+// curl runs curl in the client's namespace and returns its output.
+func curl(t *testing.T, lab *netlab.Lab, args ...string) []byte {
+	t.Helper()
+	cmd := lab.Exec(lab.Client, "curl", append([]string{"-sS", "--max-time", "20"}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("curl %v: %v: %s", args, err, stderr.String())
+	}
+	return out
 }
 
 // runVerify runs `shadowtap verify` with args and returns its exit code,

@@ -42,12 +42,12 @@ func TestRecordThenVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	const rounds = 12
-	rec := recordThroughMirror(t, lab, bin, rounds, func() (args []string) { // every path
+	rec := recordThroughMirror(t, lab, bin, curlRounds(t, lab, rounds, func() (args []string) { // every path
 		for _, p := range fakeshop.Paths {
 			args = append(args, "-o", "/dev/null", "http://198.18.0.2"+p)
 		}
 		return args
-	})
+	}))
 
 	verify := func(shop *fakeshop.Shop) (int, string, compare.Report) {
 		srv, err := shop.Listen("127.0.0.1:0")

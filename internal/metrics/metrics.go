@@ -138,6 +138,9 @@ var (
 	mConnsRefused   = counter("shadowtap_replay_connections_refused_total", "Production connections a target did not replay, to keep the others whole.", "target")
 	mQueued         = gauge("shadowtap_replay_queue_length", "Requests waiting to be replayed, by target.", "target")
 	mInFlight       = gauge("shadowtap_replay_in_flight", "Requests being replayed, by target.", "target")
+	mCorrelated     = counter("shadowtap_correlate_events_total", "Correlation, by target and event: learned (pairs), translated (values), requests (translated), waited, gave_up (a pair not learned in time), expired, shared (values both sides answered alike: never translated).", "target", "event")
+	mCorrPairs      = gauge("shadowtap_correlate_pairs", "Pairs held (a value the target created for production's), by target.", "target")
+	mCorrPending    = gauge("shadowtap_correlate_pending", "Values production created whose target counterpart is awaited, by target.", "target")
 
 	mCmpExchanges  = counter("shadowtap_compare_exchanges_total", "Requests registered for comparison.")
 	mCmpCompared   = counter("shadowtap_compare_compared_total", "Exchanges compared.")
@@ -155,6 +158,7 @@ var all = []metric{mDatagrams, mSocketDgrams, mBytes, mReadErrors, mKernelDrops,
 	mRespParsed, mRespInterim, mRespLost, mRespBad, mRespResyncs, mRespIncomplete, mRespOverBudget, mRespPaired, mRespMissing, mRespUnmatched,
 	mFiltered, mSampledOut, mKeyless,
 	mSubmitted, mReplayed, mFailed, mQueueDrops, mRateLimited, mConnsRefused, mResumed, mHandover, mQueued, mInFlight,
+	mCorrelated, mCorrPairs, mCorrPending,
 	mCmpExchanges, mCmpCompared, mCmpIncomplete, mCmpDropped, mCmpAnswers, mCmpEndpoint, mCmpMatched, mCmpRegress}
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -271,5 +275,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit(mHandover, u(t.Stats.HandoverDrops.Load()), n)
 		emit(mQueued, float64(s.Queued.Load()), n)
 		emit(mInFlight, float64(s.InFlight.Load()), n)
+		if t.Pairs != nil {
+			cs := t.Pairs.Stats()
+			for _, e := range []struct {
+				name string
+				v    uint64
+			}{{"learned", cs.Learned}, {"translated", cs.Translated}, {"requests", cs.Requests}, {"waited", cs.Waited},
+				{"gave_up", cs.GaveUp}, {"expired", cs.Expired}, {"shared", cs.Shared}} {
+				emit(mCorrelated, u(e.v), n, e.name)
+			}
+			emit(mCorrPairs, float64(cs.Pairs), n)
+			emit(mCorrPending, float64(cs.Pending), n)
+		}
 	}
 }

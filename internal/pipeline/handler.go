@@ -19,6 +19,7 @@ import (
 	"os"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -164,6 +165,9 @@ func (h *Handler) startCompare() error {
 		}
 		h.diffLog, cc.Log = f, f
 	}
+	var fan atomic.Pointer[target.Fanout]
+	fan.Store(h.fanout)
+	cc.Paired = pairedBy(&fan, h.cfg.Compare.Candidate, h.cfg.Compare.Baseline)
 	c, err := compare.New(cc, h.log)
 	if err != nil {
 		return err

@@ -213,7 +213,7 @@ type recordWriter interface {
 type goReplayWriter struct {
 	f      *os.File
 	w      *goreplay.Writer
-	redact []string
+	redact *recording.Redactor // nil: credentials kept
 }
 
 func createGoReplay(path string, redact []string) (*goReplayWriter, error) {
@@ -221,12 +221,16 @@ func createGoReplay(path string, redact []string) (*goReplayWriter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &goReplayWriter{f: f, w: goreplay.NewWriter(f), redact: redact}, nil
+	g := &goReplayWriter{f: f, w: goreplay.NewWriter(f)}
+	if len(redact) > 0 {
+		g.redact = recording.NewRedactor(redact)
+	}
+	return g, nil
 }
 
 func (g *goReplayWriter) Write(r recording.Record) error {
-	if len(g.redact) > 0 {
-		r = recording.Redact(r, g.redact)
+	if g.redact != nil {
+		r = g.redact.Record(r)
 	}
 	id := goreplay.ID(r.Conn, r.Index)
 	if err := g.w.Write(goreplay.Payload{Kind: goreplay.Request, ID: id, Time: r.Start, Latency: 0, Data: r.Request}); err != nil {

@@ -3,8 +3,10 @@ package pipeline
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
+	"github.com/shadowtap/shadowtap/internal/correlate"
 	"github.com/shadowtap/shadowtap/internal/ratelog"
 	"github.com/shadowtap/shadowtap/internal/replay"
 	"github.com/shadowtap/shadowtap/internal/target"
@@ -21,4 +23,41 @@ func route(ctx context.Context, st Stages, log *slog.Logger, onResult func(repla
 		return nil, err
 	}
 	return target.NewFanout(set, ratelog.New(log, 10*time.Second)), nil
+}
+
+// pairedBy tells the comparison which values the targets created for one
+// production value, from their correlation tables (see compare.Config's
+// Paired), once fan holds the fanout.
+func pairedBy(fan *atomic.Pointer[target.Fanout], candidate, baseline string) func(ref, a, b string) bool {
+	table := func(name string) *correlate.Table {
+		f := fan.Load()
+		if f == nil {
+			return nil
+		}
+		for _, t := range f.Current().Targets {
+			if t.Name == name {
+				return t.Pairs
+			}
+		}
+		return nil
+	}
+	return func(ref, a, b string) bool {
+		cand := table(candidate)
+		if cand == nil {
+			return false
+		}
+		kb, ok := cand.Origin(b)
+		if !ok {
+			return false
+		}
+		if ref == "production" {
+			return kb == correlate.Key(a)
+		}
+		base := table(baseline)
+		if base == nil {
+			return false
+		}
+		ka, ok := base.Origin(a)
+		return ok && ka == kb
+	}
 }

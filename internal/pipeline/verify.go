@@ -117,6 +117,8 @@ func VerifyFiles(ctx context.Context, cfg config.Config, inputs []string, opts V
 	st := Derive(cfg, Verify)
 	cc := st.Compare
 	OfflineCompareBounds(&cc, opts.MaxOpen)
+	var fan atomic.Pointer[target.Fanout]
+	cc.Paired = pairedBy(&fan, cfg.Compare.Candidate, cfg.Compare.Baseline)
 	comp, err := compare.New(cc, log)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
@@ -131,6 +133,7 @@ func VerifyFiles(ctx context.Context, cfg config.Config, inputs []string, opts V
 		return nil, fmt.Errorf("verify: %w", err)
 	}
 	fanout.SetComparer(tr)
+	fan.Store(fanout)
 	targets := fanout.Current().Targets
 
 	res := &VerifyResult{}

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/shadowtap/shadowtap/internal/diff"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 )
 
@@ -209,8 +208,9 @@ type WriterOptions struct {
 	Path     string        // the file; with rotation, the name the files are derived from
 	MaxBytes int64         // start a new file past this size; 0: never
 	MaxAge   time.Duration // start a new file after this long; 0: never
-	// Redact names the headers whose values are replaced by "REDACTED"
-	// (Authorization, Cookie, ... in requests, Set-Cookie in responses).
+	// Redact names the headers whose values are replaced by pseudonyms
+	// (Authorization, Cookie, ... in requests, Set-Cookie in responses),
+	// consistent throughout the recording (see Redactor).
 	Redact []string
 	Now    func() time.Time
 }
@@ -230,6 +230,7 @@ type Writer struct {
 	buf     []byte
 	scratch bytes.Buffer
 	fw      *flate.Writer
+	redact  *Redactor
 }
 
 // Create opens the (first) file.
@@ -239,6 +240,9 @@ func Create(opts WriterOptions) (*Writer, error) {
 	}
 	fw, _ := flate.NewWriter(nil, flate.DefaultCompression)
 	w := &Writer{opts: opts, fw: fw}
+	if len(opts.Redact) > 0 {
+		w.redact = NewRedactor(opts.Redact)
+	}
 	return w, w.rotate()
 }
 
@@ -283,8 +287,8 @@ func (w *Writer) rotate() error {
 
 // Write appends r, redacting the configured headers first.
 func (w *Writer) Write(r Record) error {
-	if len(w.opts.Redact) > 0 {
-		r = Redact(r, w.opts.Redact)
+	if w.redact != nil {
+		r = w.redact.Record(r)
 	}
 	if w.rotating() && (w.opts.MaxBytes > 0 && w.size >= w.opts.MaxBytes || w.opts.MaxAge > 0 && w.opts.Now().Sub(w.opened) >= w.opts.MaxAge) {
 		if err := w.rotate(); err != nil {
@@ -302,47 +306,6 @@ func (w *Writer) Write(r Record) error {
 
 // Close closes the file.
 func (w *Writer) Close() error { return w.f.Close() }
-
-// Redact returns r with the values of the named headers replaced by
-// "REDACTED" in its request and response.
-func Redact(r Record, names []string) Record {
-	if out, changed := redact(r.Request, names, true); changed {
-		r.Request, r.Redacted = out, true
-	}
-	if r.HasResponse {
-		if out, changed := redact(r.Response, names, false); changed {
-			r.Response, r.Redacted = out, true
-		}
-	}
-	return r
-}
-
-// redact replaces the values of the named headers in a request's or a
-// response's head.
-func redact(raw []byte, names []string, isRequest bool) ([]byte, bool) {
-	m, ok := parseMessage(raw, isRequest)
-	if !ok {
-		return raw, false
-	}
-	changed := false
-	out := append([]byte(nil), raw[:m.StartLineEnd()]...)
-	for i := range m.Lines {
-		name := m.Name(i)
-		if slices.ContainsFunc(names, func(n string) bool { return strings.EqualFold(n, string(name)) }) {
-			l := m.LineBytes(i)
-			term := l[len(l)-1:]
-			if len(l) > 1 && l[len(l)-2] == '\r' {
-				term = l[len(l)-2:]
-			}
-			out = append(append(append(append(out, name...), ": "...), diff.Redacted...), term...)
-			changed = true
-			continue
-		}
-		out = append(out, m.LineBytes(i)...)
-	}
-	out = append(out, m.BlankLine()...)
-	return append(out, m.Body()...), changed
-}
 
 func parseMessage(raw []byte, isRequest bool) (*httpstream.Message, bool) {
 	var m *httpstream.Message

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -160,13 +162,32 @@ func TestRotationBySize(t *testing.T) {
 func TestRedaction(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "x"+Ext)
 	w, _ := Create(WriterOptions{Path: path, Redact: DefaultRedact})
+	login := `{"user":"ada","token":"tok-3f9a8b7c6d5e","expires":3600}`
 	w.Write(Record{Client: netip.MustParseAddrPort("10.0.0.1:1"), Server: netip.MustParseAddrPort("10.0.0.2:80"),
-		Request:     []byte("POST /login HTTP/1.1\r\nHost: h\r\nauthorization: Bearer secret\r\nCookie: sid=abc\r\nContent-Length: 2\r\n\r\nhi"),
-		HasResponse: true, Status: 200, Response: []byte("HTTP/1.1 200 OK\r\nSet-Cookie: sid=new\r\nContent-Length: 0\r\n\r\n")})
+		Request:     []byte("POST /login HTTP/1.1\r\nHost: h\r\nauthorization: Bearer secret-old\r\nCookie: theme=dark; sid=abc123\r\nContent-Length: 2\r\n\r\nhi"),
+		HasResponse: true, Status: 200, Response: []byte("HTTP/1.1 200 OK\r\nSet-Cookie: sid=new456; Path=/; HttpOnly\r\nContent-Type: application/json\r\nContent-Length: " +
+			strconv.Itoa(len(login)) + "\r\n\r\n" + login)})
+	// The next request uses what the answer gave: the same pseudonyms.
+	w.Write(Record{Conn: 2, Client: netip.MustParseAddrPort("10.0.0.1:2"), Server: netip.MustParseAddrPort("10.0.0.2:80"),
+		Request: []byte("GET /cart HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer tok-3f9a8b7c6d5e\r\nCookie: sid=new456\r\n\r\n")})
 	w.Close()
 	got, _ := readAll(t, path)
-	want := "POST /login HTTP/1.1\r\nHost: h\r\nauthorization: REDACTED\r\nCookie: REDACTED\r\nContent-Length: 2\r\n\r\nhi"
-	if string(got[0].Request) != want || !bytes.Contains(got[0].Response, []byte("Set-Cookie: REDACTED\r\n")) || !got[0].Redacted {
+	for _, secret := range []string{"secret-old", "abc123", "new456", "tok-3f9a8b7c6d5e"} {
+		for _, r := range got {
+			if bytes.Contains(r.Request, []byte(secret)) || bytes.Contains(r.Response, []byte(secret)) {
+				t.Errorf("%s written:\n%q\n%q", secret, r.Request, r.Response)
+			}
+		}
+	}
+	cookie := regexp.MustCompile(`sid=(~p[A-Za-z0-9_-]+)`)
+	set, sent := cookie.FindSubmatch(got[0].Response), cookie.FindSubmatch(got[1].Request)
+	bearer := regexp.MustCompile(`"token":"(~p[A-Za-z0-9_-]+)"`).FindSubmatch(got[0].Response)
+	if set == nil || sent == nil || bearer == nil || string(set[1]) != string(sent[1]) ||
+		!bytes.Contains(got[1].Request, append([]byte("Authorization: Bearer "), bearer[1]...)) || len(bearer[1]) != len("tok-3f9a8b7c6d5e") {
+		t.Errorf("pseudonyms not consistent:\n%q\n%q", got[0].Response, got[1].Request)
+	}
+	if !bytes.Contains(got[0].Request, []byte("Cookie: theme=~p")) || !bytes.Contains(got[0].Response, []byte("; Path=/; HttpOnly\r\n")) ||
+		!got[0].Redacted || !got[1].Redacted {
 		t.Errorf("request %q\nresponse %q", got[0].Request, got[0].Response)
 	}
 	req, err := got[0].ParseRequest()
