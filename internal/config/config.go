@@ -121,6 +121,10 @@ type Correlate struct {
 	Wait     time.Duration `yaml:"wait"`      // a request naming a value being learned waits this long at most; 0: 2s
 	MaxPairs int           `yaml:"max_pairs"` // per target; 0: 100000
 	TTL      time.Duration `yaml:"ttl"`       // a pair unused this long is forgotten; 0: 30m
+	// Exclude: cookies, headers, JSON keys, query and form names never
+	// learned nor translated (a tracking cookie both sides must see as
+	// production's, a client-made request id).
+	Exclude []string `yaml:"exclude"`
 }
 
 // Target is one test environment and what it receives.

@@ -202,3 +202,16 @@ func TestWhatCanBeCreated(t *testing.T) {
 		}
 	}
 }
+
+// An excluded name is neither learned nor translated: here the session
+// cookie, whatever its value; the token still is.
+func TestExcludedNamesStay(t *testing.T) {
+	tb := New(Options{Exclude: []string{"SID"}})
+	req := []byte("POST /api/orders HTTP/1.1\r\nHost: shop\r\nContent-Length: 0\r\n\r\n")
+	tb.Learn(req, login(t, prodSid, prodToken, prodOrder, 1042), login(t, candSid, candToken, candOrder, 6042))
+	r := "GET /api/cart HTTP/1.1\r\nCookie: sid=" + prodSid + "\r\nAuthorization: Bearer " + prodToken + "\r\n\r\n"
+	out, res := tb.Translate(context.Background(), []byte(r))
+	if want := strings.Replace(r, prodToken, candToken, 1); string(out) != want || res.Translated != 1 {
+		t.Errorf("%q, want %q", out, want)
+	}
+}

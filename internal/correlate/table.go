@@ -33,6 +33,9 @@ type Options struct {
 	MaxPairs int           // pairs (and pending values) kept; the oldest go first. 0: 100000
 	TTL      time.Duration // a pair unused this long is forgotten. 0: 30m
 	Wait     time.Duration // a request naming a value still being learned waits this long at most. 0: 2s
+	// Exclude names what is never learned nor translated: cookies,
+	// headers, JSON keys, query and form names (case, '-' and '_' aside).
+	Exclude []string
 }
 
 // DefaultOptions are a Table's defaults.
@@ -96,8 +99,9 @@ func (e *entry) settle(s state) {
 
 // A Table is one target's pairs. Its methods are safe for concurrent use.
 type Table struct {
-	opts Options
-	now  func() time.Time
+	opts    Options
+	exclude map[string]bool // normalised names of Options.Exclude
+	now     func() time.Time
 
 	mu      sync.Mutex
 	entries map[uint64]*entry
@@ -112,7 +116,11 @@ type Table struct {
 
 // New returns an empty table.
 func New(opts Options) *Table {
-	return &Table{opts: opts.or(), now: time.Now, entries: map[uint64]*entry{}, created: map[uint64]uint64{}, order: list.New()}
+	excl := map[string]bool{}
+	for _, n := range opts.Exclude {
+		excl[normName(n)] = true
+	}
+	return &Table{opts: opts.or(), exclude: excl, now: time.Now, entries: map[uint64]*entry{}, created: map[uint64]uint64{}, order: list.New()}
 }
 
 // seed keys every table's hashes alike, so that two targets' tables name
@@ -205,13 +213,19 @@ func (t *Table) expire() {
 	}
 }
 
+// excludes reports whether a value's own name (its cookie, header, key)
+// is excluded.
+func (t *Table) excludes(names []string) bool {
+	return len(names) > 0 && t.exclude[normName(names[0])]
+}
+
 // expect notes production's values as awaited.
 func (t *Table) expect(vals map[site]value) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.expire()
 	for _, v := range vals {
-		if !idLike(v.text) && !shortNumber(v.text) {
+		if !idLike(v.text) && !shortNumber(v.text) || t.excludes(v.names) {
 			continue
 		}
 		e := t.entry(v.text)
@@ -226,7 +240,7 @@ func (t *Table) learn(prod, target map[site]value) {
 	defer t.mu.Unlock()
 	t.expire()
 	for s, p := range prod {
-		if !idLike(p.text) && !shortNumber(p.text) {
+		if !idLike(p.text) && !shortNumber(p.text) || t.excludes(p.names) {
 			continue
 		}
 		e := t.entry(p.text)

@@ -57,7 +57,7 @@ func (t *Table) Translate(ctx context.Context, req []byte) ([]byte, Result) {
 	var deadline <-chan time.Time
 	for _, tk := range toks {
 		_, names, _, wait := t.lookupNamed(tk.text)
-		if wait == nil || !applies(tk, names) {
+		if wait == nil || !applies(tk, names) || t.exclude[normName(tk.name)] {
 			continue
 		}
 		if deadline == nil {
@@ -86,7 +86,7 @@ func (t *Table) Translate(ctx context.Context, req []byte) ([]byte, Result) {
 	var reps []replacement
 	for _, tk := range toks {
 		target, names, ok, _ := t.lookupNamed(tk.text)
-		if !ok || !applies(tk, names) {
+		if !ok || !applies(tk, names) || t.exclude[normName(tk.name)] {
 			continue
 		}
 		reps = append(reps, replacement{tk.start, tk.end, encode(target, tk.enc)})

@@ -219,7 +219,8 @@ func Build(ctx context.Context, rs []config.Resolved, prev *Set, log *slog.Logge
 			if old := find(prev, r.Name); old != nil && old.Pairs != nil {
 				t.Pairs = old.Pairs
 			} else {
-				t.Pairs = correlate.New(correlate.Options{Wait: r.Correlate.Wait, MaxPairs: r.Correlate.MaxPairs, TTL: r.Correlate.TTL})
+				t.Pairs = correlate.New(correlate.Options{Wait: r.Correlate.Wait, MaxPairs: r.Correlate.MaxPairs, TTL: r.Correlate.TTL,
+					Exclude: r.Correlate.Exclude})
 			}
 		}
 		if old := find(prev, r.Name); old != nil && sameConnection(old.Conf, r) && old.Pairs == t.Pairs {
