@@ -349,13 +349,22 @@ type half struct {
 	at         time.Time
 }
 
-// Production takes production's answer to req: its values are awaited
+// Created is what one answer created, read once for every target's
+// table (see Read).
+type Created struct{ vals map[site]value }
+
+// Read reads the values production's answer to req created: done once
+// per answer, on the capture path, whatever the number of targets.
+func Read(req []byte, prod diff.Message) Created {
+	return Created{values(prod, collection(req))}
+}
+
+// Production takes production's answer (Read): its values are awaited
 // (a request naming one waits for the pair, see Translate) until the
 // target's answer to the same request pairs them.
-func (t *Table) Production(x Exchange, req []byte, prod diff.Message) {
-	pv := values(prod, collection(req))
-	t.expect(pv)
-	t.arrive(x, half{vals: pv, production: true})
+func (t *Table) Production(x Exchange, prod Created) {
+	t.expect(prod.vals)
+	t.arrive(x, half{vals: prod.vals, production: true})
 }
 
 // Answered takes the target's answer to req; a target that did not

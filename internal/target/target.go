@@ -115,16 +115,16 @@ func (f *Fanout) Response(_ uint64, req *httpstream.Request, resp *httpstream.Re
 	if resp == nil {
 		return
 	}
-	var m diff.Message
-	built := false
+	var created correlate.Created
+	read := false
 	for _, t := range f.cur.Load().Targets {
 		if t.Pairs == nil {
 			continue
 		}
-		if !built {
-			m, built = diff.FromResponse(resp), true
+		if !read { // once for every target
+			created, read = correlate.Read(req.Raw, diff.FromResponse(resp)), true
 		}
-		t.Pairs.Production(correlate.Exchange{Conn: req.ConnID, Index: req.Index}, req.Raw, m)
+		t.Pairs.Production(correlate.Exchange{Conn: req.ConnID, Index: req.Index}, created)
 	}
 }
 
