@@ -29,6 +29,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/shadowtap/shadowtap/internal/correlate"
 	"github.com/shadowtap/shadowtap/internal/diff"
 	"github.com/shadowtap/shadowtap/internal/endpoint"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
@@ -50,12 +51,12 @@ type IgnoreRule struct {
 
 // Config says what to compare.
 type Config struct {
-	// Paired, when set, reports whether two values are what their sides
-	// created for one production value (see correlate): ref is
-	// "production" (a is production's value, b the candidate's) or
-	// "baseline" (a the baseline's). Such a difference is none: each side
-	// made its own id, as it should.
-	Paired func(ref, a, b string) bool
+	// Paired, when set, reports whether two values, found at one field,
+	// are what their sides created for one production value (see
+	// correlate): ref is "production" (a is production's value, b the
+	// candidate's) or "baseline" (a the baseline's). Such a difference is
+	// none: each side made its own id, as it should.
+	Paired func(ref string, at correlate.Field, a, b string) bool
 
 	Candidate         string // target names
 	Baseline          string
@@ -502,7 +503,7 @@ func (c *Comparator) process(x *exchange) {
 		cs := ep.comparison(VsProduction)
 		o := opts
 		o.Unordered = unorderedBy(&cs.Noise, ep.Learners["production"])
-		c.record(ep, VsProduction, "production", x, prod, cand, pp, pc, c.paired("production", c.filter(x.endpoint, diff.CompareParsed(pp, pc, o))))
+		c.record(ep, VsProduction, "production", x, prod, cand, pp, pc, c.paired("production", x.req.Raw, c.filter(x.endpoint, diff.CompareParsed(pp, pc, o))))
 	}
 	if pb != nil {
 		ep.lat("baseline first_byte", base.firstByte)
@@ -517,14 +518,14 @@ func (c *Comparator) process(x *exchange) {
 		}
 		o := opts
 		o.Unordered = unorderedBy(&cs.Noise, ep.Learners["baseline"])
-		c.record(ep, VsBaseline, "baseline", x, base, cand, pb, pc, c.paired("baseline", c.filter(x.endpoint, diff.CompareParsed(pb, pc, o))))
+		c.record(ep, VsBaseline, "baseline", x, base, cand, pb, pc, c.paired("baseline", x.req.Raw, c.filter(x.endpoint, diff.CompareParsed(pb, pc, o))))
 	}
 }
 
 // paired leaves out the differences between two values their sides
-// created for one production value: whole values, or the differing
-// segments of two paths of the same form (a Location).
-func (c *Comparator) paired(ref string, ds []diff.Difference) []diff.Difference {
+// created for one production value, in the answers to req: whole values,
+// or the differing segments of two paths of the same form (a Location).
+func (c *Comparator) paired(ref string, req []byte, ds []diff.Difference) []diff.Difference {
 	if c.cfg.Paired == nil {
 		return ds
 	}
@@ -541,7 +542,11 @@ func (c *Comparator) paired(ref string, ds []diff.Difference) []diff.Difference 
 			if a[i] == b[i] {
 				continue
 			}
-			if !c.cfg.Paired(ref, a[i], b[i]) {
+			at := correlate.Field{Request: req, Key: d.Key}
+			if i > 0 {
+				at.Segment = a[i-1]
+			}
+			if !c.cfg.Paired(ref, at, a[i], b[i]) {
 				return false
 			}
 			some = true

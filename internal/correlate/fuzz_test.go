@@ -26,7 +26,7 @@ func FuzzTranslate(f *testing.F) {
 		vals := values(prod, "orders")
 		tv := map[site]value{}
 		for s, v := range vals {
-			tv[s] = value{text: v.text + "9", names: v.names}
+			tv[s] = value{text: v.text + "9", name: v.name, entity: v.entity}
 		}
 		tb.learn(vals, tv)
 		out, res := tb.Translate(context.Background(), req)

@@ -10,10 +10,11 @@
 // and translates later requests before they are sent: cookies, a bearer
 // token, header values, path segments, query and form values and JSON
 // leaves, whole values only, never inside another value. A short number
-// (an order number 1042) is translated only where a name it was created
-// under names it (orders/1042, "number": 1042), never wherever its digits
-// appear. A value both sides answered alike is shared data, and never
-// translated.
+// (an order number 1042) is the id of what it was created under (an
+// order): it is translated only where an order is named (orders/1042,
+// "orderId": 1042), never wherever its digits appear, and order 1042 and
+// product 1042 are two values. A value both sides answered alike is
+// shared data, and never translated.
 package correlate
 
 import (
@@ -30,7 +31,9 @@ import (
 
 // Options bound a Table.
 type Options struct {
-	MaxPairs int           // pairs (and pending values) kept; the oldest go first. 0: 100000
+	// MaxPairs bounds the pairs kept, the least recently used going
+	// first, and, apart, the values awaited or shared. 0: 100000
+	MaxPairs int
 	TTL      time.Duration // a pair unused this long is forgotten. 0: 30m
 	Wait     time.Duration // a request naming a value still being learned waits this long at most. 0: 2s
 	// Exclude names what is never learned nor translated: cookies,
@@ -67,17 +70,17 @@ type Stats struct {
 	Pending    int    // values production created whose target value is awaited
 }
 
-// entry is one production value: its target value once learned, the
-// names it was created under, and a channel closed when it is learned.
+// entry is one production value: its target value once learned, and a
+// channel closed when it is learned.
 type entry struct {
-	key    uint64 // keyed hash of production's value: only looked up, never shown
+	key    uint64 // keyed hash of production's value (and what a short one names): only looked up, never shown
 	state  state
 	target string
-	names  []string
+	entity string        // what a short number names: the target's value is keyed under it too
 	sent   bool          // translated in a request: an id carried forward, not merely a value that differed
 	ready  chan struct{} // closed when the state is no longer pending
 	used   time.Time
-	elem   *list.Element
+	elem   *list.Element // in the table's pairs when learned, else in its others
 }
 
 type state byte
@@ -89,12 +92,34 @@ const (
 	shared                // both sides answered it alike: shared data, never translated
 )
 
-// settle leaves the pending state; t.mu held.
-func (e *entry) settle(s state) {
-	if e.state == pending {
+// settle puts e in state s, and in the list of that state; t.mu held.
+func (t *Table) settle(e *entry, s state) {
+	if e.state == pending && s != pending {
 		close(e.ready)
 	}
+	from, to := t.listOf(e.state), t.listOf(s)
 	e.state = s
+	if from != to {
+		from.Remove(e.elem)
+		e.elem = to.PushBack(e)
+		t.trim(to)
+	}
+}
+
+// listOf is the list of the entries in state s: learned pairs apart, so
+// that values awaited or shared never push a pair out.
+func (t *Table) listOf(s state) *list.List {
+	if s == learned {
+		return t.pairs
+	}
+	return t.others
+}
+
+// trim drops l's least recently used entries beyond MaxPairs; t.mu held.
+func (t *Table) trim(l *list.List) {
+	for l.Len() > t.opts.MaxPairs {
+		t.drop(l.Front().Value.(*entry))
+	}
 }
 
 // A Table is one target's pairs. Its methods are safe for concurrent use.
@@ -106,12 +131,15 @@ type Table struct {
 	mu      sync.Mutex
 	entries map[uint64]*entry
 	created map[uint64]uint64 // the target's value's key → production's
-	order   *list.List        // of *entry, least recently used at the front
+	pairs   *list.List        // learned entries, least recently used at the front
+	others  *list.List        // the others: awaited, unpaired, shared
 	stats   Stats
 
 	openMu    sync.Mutex
 	open      map[Exchange]half // one answer in, the other awaited
 	openOrder []Exchange        // oldest first; may hold exchanges already paired
+	openBytes int               // of the values in open
+	forgotten []half            // production halves trimmed, to be settled outside openMu
 }
 
 // New returns an empty table.
@@ -120,26 +148,69 @@ func New(opts Options) *Table {
 	for _, n := range opts.Exclude {
 		excl[normName(n)] = true
 	}
-	return &Table{opts: opts.or(), exclude: excl, now: time.Now, entries: map[uint64]*entry{}, created: map[uint64]uint64{}, order: list.New()}
+	return &Table{opts: opts.or(), exclude: excl, now: time.Now, entries: map[uint64]*entry{}, created: map[uint64]uint64{},
+		pairs: list.New(), others: list.New()}
 }
 
 // seed keys every table's hashes alike, so that two targets' tables name
 // one production value with one key (see Origin).
 var seed = maphash.MakeSeed()
 
-func (t *Table) hash(s string) uint64 { return Key(s) }
+// keyOf is the key of value v, a short number's with what it names.
+func keyOf(v, entity string) uint64 {
+	if !shortNumber(v) {
+		return maphash.String(seed, v)
+	}
+	var h maphash.Hash
+	h.SetSeed(seed)
+	h.WriteString(entity)
+	h.WriteByte(0)
+	h.WriteString(v)
+	return h.Sum64()
+}
 
-// Key is production value v's key in every table.
-func Key(v string) uint64 { return maphash.String(seed, v) }
+// A Field is where the comparison found a value: a field of an answer to
+// Request (diff's key: body.order.number, header.X-Order-Id) or, with
+// Segment set, the path segment after Segment in it (a Location's
+// /orders/1042).
+type Field struct {
+	Request []byte
+	Key     string
+	Segment string
+}
 
-// Origin is the key of the production value the target created v for,
-// once a later request carried it back (a session, an order's id): a
-// value that merely differed between the two answers (a request id, a
-// wrong total) has none, and stays a difference for the comparison.
-func (t *Table) Origin(v string) (uint64, bool) {
+// entity is what a short number at f names (see keyEntity).
+func (f Field) entity() string {
+	if f.Segment != "" {
+		return segmentEntity(f.Segment)
+	}
+	kind, path, _ := strings.Cut(f.Key, ".")
+	if kind == "header" {
+		return headerEntity(path)
+	}
+	parts := strings.Split(path, ".")
+	for i, p := range parts {
+		parts[i], _, _ = strings.Cut(p, "[")
+	}
+	key, parent := parts[len(parts)-1], ""
+	if len(parts) > 1 {
+		parent = parts[len(parts)-2]
+	}
+	return keyEntity(key, or(parent, collection(f.Request)))
+}
+
+// KeyAt is the key, in every table, of production value v found at f.
+func KeyAt(v string, f Field) uint64 { return keyOf(v, f.entity()) }
+
+// Origin is the key of the production value the target created v for
+// (found at f), once a later request carried it back (a session, an
+// order's id): a value that merely differed between the two answers (a
+// request id, a wrong total, a quantity) has none, and stays a difference
+// for the comparison.
+func (t *Table) Origin(v string, f Field) (uint64, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	k, ok := t.created[t.hash(v)]
+	k, ok := t.created[keyOf(v, f.entity())]
 	if !ok {
 		return 0, false
 	}
@@ -147,11 +218,12 @@ func (t *Table) Origin(v string) (uint64, bool) {
 	return k, e != nil && e.state == learned && e.sent
 }
 
-// sent marks production value v as carried back by a request.
-func (t *Table) markSent(v string) {
+// markSent marks the production value of key k as carried back by a
+// request.
+func (t *Table) markSent(k uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if e := t.entries[t.hash(v)]; e != nil {
+	if e := t.entries[k]; e != nil {
 		e.sent = true
 	}
 }
@@ -161,30 +233,27 @@ func (t *Table) Stats() Stats {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := t.stats
-	for _, e := range t.entries {
-		switch e.state {
-		case learned:
-			s.Pairs++
-		case pending:
+	s.Pairs = t.pairs.Len()
+	for f := t.others.Front(); f != nil; f = f.Next() {
+		if f.Value.(*entry).state == pending {
 			s.Pending++
 		}
 	}
 	return s
 }
 
-// entry returns production value v's entry, made if absent; t.mu held.
-func (t *Table) entry(v string) *entry {
-	k := t.hash(v)
+// entry returns production value v's entry, made (awaited) if absent;
+// t.mu held.
+func (t *Table) entry(v value) *entry {
+	k := keyOf(v.text, v.entity)
 	e := t.entries[k]
 	if e == nil {
-		e = &entry{key: k, ready: make(chan struct{})}
+		e = &entry{key: k, entity: v.entity, ready: make(chan struct{})}
 		t.entries[k] = e
-		e.elem = t.order.PushBack(e)
-		for t.order.Len() > t.opts.MaxPairs {
-			t.drop(t.order.Front().Value.(*entry))
-		}
+		e.elem = t.others.PushBack(e)
+		t.trim(t.others)
 	} else {
-		t.order.MoveToBack(e.elem)
+		t.listOf(e.state).MoveToBack(e.elem)
 	}
 	e.used = t.now()
 	return e
@@ -192,31 +261,26 @@ func (t *Table) entry(v string) *entry {
 
 // drop forgets an entry; t.mu held.
 func (t *Table) drop(e *entry) {
-	t.order.Remove(e.elem)
+	t.listOf(e.state).Remove(e.elem)
 	delete(t.entries, e.key)
 	if e.state == learned {
-		delete(t.created, t.hash(e.target))
+		delete(t.created, keyOf(e.target, e.entity))
 	}
-	e.settle(unpaired)
+	if e.state == pending {
+		close(e.ready)
+	}
+	e.state = unpaired
 	t.stats.Expired++
 }
 
 // expire forgets entries unused for the TTL; t.mu held.
 func (t *Table) expire() {
 	cut := t.now().Add(-t.opts.TTL)
-	for f := t.order.Front(); f != nil; f = t.order.Front() {
-		e := f.Value.(*entry)
-		if e.used.After(cut) {
-			return
+	for _, l := range []*list.List{t.pairs, t.others} {
+		for f := l.Front(); f != nil && !f.Value.(*entry).used.After(cut); f = l.Front() {
+			t.drop(f.Value.(*entry))
 		}
-		t.drop(e)
 	}
-}
-
-// excludes reports whether a value's own name (its cookie, header, key)
-// is excluded.
-func (t *Table) excludes(names []string) bool {
-	return len(names) > 0 && t.exclude[normName(names[0])]
 }
 
 // expect notes production's values as awaited.
@@ -225,11 +289,9 @@ func (t *Table) expect(vals map[site]value) {
 	defer t.mu.Unlock()
 	t.expire()
 	for _, v := range vals {
-		if !idLike(v.text) && !shortNumber(v.text) || t.excludes(v.names) {
-			continue
+		if !t.exclude[normName(v.name)] {
+			t.entry(v)
 		}
-		e := t.entry(v.text)
-		e.names = mergeNames(e.names, v.names)
 	}
 }
 
@@ -240,10 +302,10 @@ func (t *Table) learn(prod, target map[site]value) {
 	defer t.mu.Unlock()
 	t.expire()
 	for s, p := range prod {
-		if !idLike(p.text) && !shortNumber(p.text) || t.excludes(p.names) {
+		if t.exclude[normName(p.name)] {
 			continue
 		}
-		e := t.entry(p.text)
+		e := t.entry(p)
 		c, ok := target[s]
 		switch {
 		case e.state == shared:
@@ -251,71 +313,53 @@ func (t *Table) learn(prod, target map[site]value) {
 			// Shared data: the copy both sides started from, or a value
 			// both derive from the request. Never translated.
 			if e.state == learned {
-				delete(t.created, t.hash(e.target))
+				delete(t.created, keyOf(e.target, e.entity))
 			}
-			e.settle(shared)
+			t.settle(e, shared)
 			e.target = ""
 			t.stats.Shared++
-		case ok && (shortNumber(p.text) && shortNumber(c.text) || idLike(p.text) && idLike(c.text)):
-			if e.state != learned {
+		case ok && learnable(c.text, p.entity):
+			if e.state == learned {
+				delete(t.created, keyOf(e.target, e.entity))
+			} else {
 				t.stats.Learned++
 			}
-			if e.state == learned {
-				delete(t.created, t.hash(e.target))
-			}
-			e.settle(learned)
+			t.settle(e, learned)
 			e.target = c.text
-			t.created[t.hash(c.text)] = e.key
-			e.names = mergeNames(e.names, p.names)
+			t.created[keyOf(c.text, e.entity)] = e.key
 		case e.state == pending:
-			e.settle(unpaired) // nothing to wait for
+			t.settle(e, unpaired) // nothing to wait for
 		}
 	}
 }
 
-func mergeNames(have, add []string) []string {
-	for _, n := range add {
-		found := false
-		for _, h := range have {
-			if h == n {
-				found = true
-				break
-			}
-		}
-		if !found && len(have) < 8 {
-			have = append(have, n)
-		}
-	}
-	return have
-}
-
-// lookup is production value v's state: its target value when learned,
-// or a channel to wait on while it is awaited.
-func (t *Table) lookup(v string) (target string, names []string, ok bool, wait <-chan struct{}) {
+// lookup is the state of the production value of key k: its target
+// value when learned, or a channel to wait on while it is awaited.
+func (t *Table) lookup(k uint64) (target string, ok bool, wait <-chan struct{}) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	e := t.entries[t.hash(v)]
+	e := t.entries[k]
 	if e == nil {
-		return "", nil, false, nil
+		return "", false, nil
 	}
 	e.used = t.now()
-	t.order.MoveToBack(e.elem)
+	t.listOf(e.state).MoveToBack(e.elem)
 	switch e.state {
 	case learned:
-		return e.target, e.names, true, nil
+		return e.target, true, nil
 	case pending:
-		return "", nil, false, e.ready
+		return "", false, e.ready
 	}
-	return "", nil, false, nil
+	return "", false, nil
 }
 
 // gaveUp settles a value still pending after a request waited for it: the
 // next request naming it does not wait again.
-func (t *Table) gaveUp(v string) {
+func (t *Table) gaveUp(k uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if e := t.entries[t.hash(v)]; e != nil && e.state == pending {
-		e.settle(unpaired)
+	if e := t.entries[k]; e != nil && e.state == pending {
+		t.settle(e, unpaired)
 	}
 }
 
@@ -339,14 +383,27 @@ type Exchange struct {
 	Index int
 }
 
-// maxOpen bounds the exchanges whose one answer waits for the other.
-const maxOpen = 1 << 16
+// Bounds of the exchanges whose one answer waits for the other: in number,
+// and in the bytes of the values they hold.
+const (
+	maxOpen      = 1 << 16
+	maxOpenBytes = 32 << 20
+)
 
 // half is one side's values of an exchange, waiting for the other side's.
 type half struct {
 	vals       map[site]value
 	production bool
 	at         time.Time
+	size       int // bytes of vals' texts
+}
+
+func sizeOf(vals map[site]value) int {
+	n := 0
+	for s, v := range vals {
+		n += len(s.key) + len(v.text) + len(v.name) + len(v.entity) + 64
+	}
+	return n
 }
 
 // Created is what one answer created, read once for every target's
@@ -374,6 +431,11 @@ func (t *Table) Answered(x Exchange, req []byte, target diff.Message) {
 	t.arrive(x, half{vals: values(target, collection(req))})
 }
 
+// Skipped says the target will never answer exchange x (filtered out,
+// sampled out, dropped): production's values of it are no longer awaited,
+// and no request naming one waits for it.
+func (t *Table) Skipped(x Exchange) { t.arrive(x, half{}) }
+
 // arrive pairs one side's values of x with the other's, or keeps them
 // until it comes (production's answer is seen on the mirror after the
 // request, and the target may answer first), bounded in number and time.
@@ -382,17 +444,27 @@ func (t *Table) arrive(x Exchange, h half) {
 	other, ok := t.open[x]
 	if ok && other.production != h.production {
 		delete(t.open, x)
+		t.openBytes -= other.size
 	} else {
 		ok = false
 		if t.open == nil {
 			t.open = map[Exchange]half{}
 		}
-		h.at = t.now()
+		h.at, h.size = t.now(), sizeOf(h.vals)
+		if old, dup := t.open[x]; dup {
+			t.openBytes -= old.size
+		}
 		t.open[x] = h
+		t.openBytes += h.size
 		t.openOrder = append(t.openOrder, x)
 		t.trimOpen()
 	}
+	var forgotten []half
+	forgotten, t.forgotten = t.forgotten, nil
 	t.openMu.Unlock()
+	for _, f := range forgotten {
+		t.learn(f.vals, nil) // production's values of an exchange the target never answered in time
+	}
 	if !ok {
 		return
 	}
@@ -403,18 +475,25 @@ func (t *Table) arrive(x Exchange, h half) {
 	}
 }
 
-// trimOpen forgets the oldest open exchanges beyond maxOpen or the TTL;
-// t.openMu held.
+// trimOpen forgets the oldest open exchanges beyond maxOpen, the byte
+// bound or the TTL, keeping the production halves among them in
+// t.forgotten for their values to be settled; t.openMu held.
 func (t *Table) trimOpen() {
 	cut := t.now().Add(-openTTL)
 	for len(t.openOrder) > 0 {
 		x := t.openOrder[0]
 		h, ok := t.open[x]
-		if ok && len(t.open) <= maxOpen && h.at.After(cut) {
+		if ok && len(t.open) <= maxOpen && t.openBytes <= maxOpenBytes && h.at.After(cut) {
 			break
 		}
 		t.openOrder = t.openOrder[1:]
-		delete(t.open, x)
+		if ok {
+			delete(t.open, x)
+			t.openBytes -= h.size
+			if h.production && len(h.vals) > 0 {
+				t.forgotten = append(t.forgotten, h)
+			}
+		}
 	}
 	if len(t.openOrder) > 2*len(t.open)+1024 {
 		// Mostly exchanges paired since: keep those still open.
@@ -449,7 +528,7 @@ func (t *Table) Expect(req []byte, prod diff.Message) {
 // that is a name and not an id: POST /api/orders → orders,
 // POST /api/carts/c7/items → items.
 func collection(req []byte) string {
-	line, _, _ := bytes.Cut(req, []byte("\r\n"))
+	line, _, _ := bytes.Cut(req, []byte("\n"))
 	f := bytes.Fields(line)
 	if len(f) < 2 {
 		return ""

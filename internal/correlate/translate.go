@@ -3,30 +3,36 @@ package correlate
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/shadowtap/shadowtap/internal/jsonspan"
 )
 
 // A token is one whole value of a request that may be translated: where
-// its raw text lies, its decoded text, the name it is given there, and how
-// a replacement is written.
+// its raw text lies, its decoded text, the name it is given there (what
+// Exclude applies to), what a short number there names, and how a
+// replacement is written.
 type token struct {
 	start, end int
 	text       string
 	name       string
+	entity     string
 	enc        encoding
 }
 
 type encoding byte
 
 const (
-	rawText   encoding = iota // as it is (a cookie value, a header value, a JSON number)
-	pathText                  // a path segment: percent-encoded
-	queryText                 // a query or form value
-	jsonText                  // a JSON string: quoted
+	rawText    encoding = iota // as it is (a cookie value, a header value)
+	pathText                   // a path segment: percent-encoded
+	queryText                  // a query or form value
+	jsonText                   // a JSON string: quoted
+	jsonNumber                 // a JSON number: as it is if the target's is one, else a JSON string
 )
 
 // Result tells what Translate did to one request.
@@ -56,8 +62,12 @@ func (t *Table) Translate(ctx context.Context, req []byte) ([]byte, Result) {
 	// Wait, bounded, for the values still being learned.
 	var deadline <-chan time.Time
 	for _, tk := range toks {
-		_, names, _, wait := t.lookupNamed(tk.text)
-		if wait == nil || !applies(tk, names) || t.exclude[normName(tk.name)] {
+		if !learnable(tk.text, tk.entity) || t.exclude[normName(tk.name)] {
+			continue
+		}
+		k := keyOf(tk.text, tk.entity)
+		_, _, wait := t.lookup(k)
+		if wait == nil {
 			continue
 		}
 		if deadline == nil {
@@ -75,7 +85,7 @@ func (t *Table) Translate(ctx context.Context, req []byte) ([]byte, Result) {
 			res.Missed = true
 		}
 		if res.Missed {
-			t.gaveUp(tk.text)
+			t.gaveUp(k)
 			break
 		}
 	}
@@ -85,12 +95,16 @@ func (t *Table) Translate(ctx context.Context, req []byte) ([]byte, Result) {
 	}
 	var reps []replacement
 	for _, tk := range toks {
-		target, names, ok, _ := t.lookupNamed(tk.text)
-		if !ok || !applies(tk, names) || t.exclude[normName(tk.name)] {
+		if !learnable(tk.text, tk.entity) || t.exclude[normName(tk.name)] {
+			continue
+		}
+		k := keyOf(tk.text, tk.entity)
+		target, ok, _ := t.lookup(k)
+		if !ok {
 			continue
 		}
 		reps = append(reps, replacement{tk.start, tk.end, encode(target, tk.enc)})
-		t.markSent(tk.text)
+		t.markSent(k)
 	}
 	if len(reps) == 0 {
 		return req, res
@@ -98,46 +112,6 @@ func (t *Table) Translate(ctx context.Context, req []byte) ([]byte, Result) {
 	res.Translated = len(reps)
 	t.count(func(s *Stats) { s.Translated += uint64(len(reps)); s.Requests++ })
 	return splice(req, reps), res
-}
-
-// lookupNamed is lookup, with the names of a pending value too (they
-// decide whether a short number waits).
-func (t *Table) lookupNamed(v string) (target string, names []string, ok bool, wait <-chan struct{}) {
-	if !idLike(v) && !shortNumber(v) {
-		return "", nil, false, nil
-	}
-	target, names, ok, wait = t.lookup(v)
-	if wait != nil {
-		t.mu.Lock()
-		if e := t.entries[t.hash(v)]; e != nil {
-			names = slices.Clone(e.names)
-		}
-		t.mu.Unlock()
-	}
-	return target, names, ok, wait
-}
-
-// applies reports whether a learned value may be translated at tk: a long
-// value anywhere it is whole, a short number only where a name it was
-// created under names it (orders/1042, "orderId": 1042, ?number=1042).
-func applies(tk token, names []string) bool {
-	if !shortNumber(tk.text) {
-		return true
-	}
-	n := normName(tk.name)
-	if n == "" {
-		return false
-	}
-	for _, name := range names {
-		m := normName(name)
-		if m == "" {
-			continue
-		}
-		if n == m || n == singular(m)+"id" || n == singular(m)+"number" || n == singular(m)+"no" {
-			return true
-		}
-	}
-	return false
 }
 
 func normName(s string) string {
@@ -164,10 +138,25 @@ func encode(v string, enc encoding) string {
 		return url.PathEscape(v)
 	case queryText:
 		return url.QueryEscape(v)
+	case jsonNumber:
+		if _, err := strconv.ParseInt(v, 10, 64); err == nil {
+			return v
+		}
+		return jsonQuote(v) // the target made a string where production made a number: a client sends it back as a string
 	case jsonText:
-		return strconv.Quote(v) // a JSON string: the target's value has no control characters (idLike)
+		return jsonQuote(v)
 	}
 	return v
+}
+
+// jsonQuote writes v as a JSON string, as a client's encoder would: no
+// HTML escapes.
+func jsonQuote(v string) string {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v) // a string always encodes
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
 type replacement struct {
@@ -179,7 +168,7 @@ type replacement struct {
 // Content-Length when the body changed length.
 func splice(req []byte, reps []replacement) []byte {
 	slices.SortFunc(reps, func(a, b replacement) int { return a.start - b.start })
-	headEnd := bytes.Index(req, []byte("\r\n\r\n")) + 4
+	headEnd := headEnd(req) + 4
 	bodyDelta := 0
 	var out []byte
 	last := 0
@@ -203,7 +192,7 @@ func splice(req []byte, reps []replacement) []byte {
 
 // fixContentLength rewrites the head's Content-Length to n.
 func fixContentLength(req []byte, n int) []byte {
-	headEnd := bytes.Index(req, []byte("\r\n\r\n"))
+	headEnd := headEnd(req)
 	lines := bytes.Split(req[:headEnd], []byte("\r\n"))
 	for i, l := range lines {
 		if name, _, ok := bytes.Cut(l, []byte(":")); ok && strings.EqualFold(string(bytes.TrimSpace(name)), "Content-Length") {
@@ -227,10 +216,11 @@ var notTranslated = map[string]bool{
 // query's values, cookies, a bearer token, other header values, and the
 // leaves of a JSON or form body with a Content-Length.
 func tokens(req []byte) []token {
-	headEnd := bytes.Index(req, []byte("\r\n\r\n"))
+	headEnd := headEnd(req)
 	if headEnd < 0 {
 		return nil
 	}
+	coll := collection(req)
 	var toks []token
 	lineEnd := bytes.Index(req, []byte("\r\n"))
 	line := req[:lineEnd]
@@ -254,14 +244,14 @@ func tokens(req []byte) []token {
 		seg := path[off : off+end]
 		if len(seg) > 0 {
 			if v, err := url.PathUnescape(string(seg)); err == nil {
-				toks = append(toks, token{base + off, base + off + end, v, prev, pathText})
+				toks = append(toks, token{base + off, base + off + end, v, prev, segmentEntity(prev), pathText})
 				prev = v
 			}
 		}
 		off += end + 1
 	}
 	if query != nil {
-		toks = append(toks, formTokens(query, base+len(path)+1)...)
+		toks = append(toks, formTokens(query, base+len(path)+1, coll)...)
 	}
 	bodyStart := headEnd + 4
 	var contentType string
@@ -293,7 +283,7 @@ func tokens(req []byte) []token {
 					for s < vend && req[s] == ' ' {
 						s++
 					}
-					toks = append(toks, token{s, vend, string(req[s:vend]), "authorization", rawText})
+					toks = append(toks, token{s, vend, string(req[s:vend]), "authorization", "", rawText})
 				}
 			case n == "content-type":
 				contentType = strings.ToLower(v)
@@ -302,7 +292,7 @@ func tokens(req []byte) []token {
 			case n == "transfer-encoding":
 				chunked = true
 			case !notTranslated[n]:
-				toks = append(toks, token{vstart, vend, v, n, rawText})
+				toks = append(toks, token{vstart, vend, v, n, headerEntity(n), rawText})
 			}
 		}
 		off += end + 2
@@ -313,21 +303,22 @@ func tokens(req []byte) []token {
 	body := req[bodyStart:]
 	switch {
 	case strings.Contains(contentType, "json"):
-		scanJSON(body, func(l jsonLeaf) {
-			enc := rawText
-			if l.quoted {
+		jsonspan.Scan(body, jsonspan.Limits{Leaves: maxLeaves, Depth: maxDepth}, func(l jsonspan.Leaf) {
+			enc := jsonNumber
+			if l.Quoted {
 				enc = jsonText
 			}
-			toks = append(toks, token{bodyStart + l.start, bodyStart + l.end, l.text, l.key, enc})
+			toks = append(toks, token{bodyStart + l.Start, bodyStart + l.End, l.Text, l.Key, keyEntity(l.Key, or(l.Parent, coll)), enc})
 		})
 	case strings.HasPrefix(contentType, "application/x-www-form-urlencoded"):
-		toks = append(toks, formTokens(body, bodyStart)...)
+		toks = append(toks, formTokens(body, bodyStart, coll)...)
 	}
 	return toks
 }
 
-// formTokens are the values of a query or form (k=v&k=v), at base.
-func formTokens(b []byte, base int) []token {
+// formTokens are the values of a query or form (k=v&k=v), at base, of a
+// request on collection coll.
+func formTokens(b []byte, base int, coll string) []token {
 	var toks []token
 	for off := 0; off < len(b); {
 		end := bytes.IndexByte(b[off:], '&')
@@ -340,7 +331,7 @@ func formTokens(b []byte, base int) []token {
 			val, err2 := url.QueryUnescape(string(v))
 			if err1 == nil && err2 == nil {
 				s := base + off + len(k) + 1
-				toks = append(toks, token{s, s + len(v), val, key, queryText})
+				toks = append(toks, token{s, s + len(v), val, key, keyEntity(key, coll), queryText})
 			}
 		}
 		off += end + 1
@@ -362,12 +353,34 @@ func cookieTokens(req []byte, start, end int) []token {
 			s := off + lead + len(k) + 1
 			vv := bytes.TrimRight(v, " ")
 			if len(vv) >= 2 && vv[0] == '"' && vv[len(vv)-1] == '"' {
-				toks = append(toks, token{s + 1, s + len(vv) - 1, string(vv[1 : len(vv)-1]), string(k), rawText})
+				toks = append(toks, token{s + 1, s + len(vv) - 1, string(vv[1 : len(vv)-1]), string(k), cookieEntity(string(k)), rawText})
 			} else {
-				toks = append(toks, token{s, s + len(vv), string(vv), string(k), rawText})
+				toks = append(toks, token{s, s + len(vv), string(vv), string(k), cookieEntity(string(k)), rawText})
 			}
 		}
 		off += e + 1
 	}
 	return toks
+}
+
+// headEnd is where a request's head ends (its blank line's CRLF CRLF), or
+// -1 when a line of it ends in a bare LF: the strict parser refuses such
+// a head, and where another reader would end it is not for this package
+// to guess. A translation leaves such a request as it is.
+func headEnd(req []byte) int {
+	end := bytes.Index(req, []byte("\r\n\r\n"))
+	if end < 0 {
+		return -1
+	}
+	for i := bytes.IndexByte(req[:end], '\n'); i >= 0; {
+		if i == 0 || req[i-1] != '\r' {
+			return -1
+		}
+		j := bytes.IndexByte(req[i+1:end], '\n')
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	return end
 }

@@ -5,8 +5,10 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/shadowtap/shadowtap/internal/diff"
+	"github.com/shadowtap/shadowtap/internal/jsonspan"
 )
 
 // A site is where an answer carries a value: a cookie, a header, a JSON
@@ -18,11 +20,19 @@ type site struct {
 	key  string // cookie or header name, JSON path, segment index or query name
 }
 
-// A created value, with the names a later request may give it: a short
-// number is only translated where one of these names it.
+// A created value: its text, its own name (its cookie, header, JSON key
+// or query name, or the Location segment before it; Exclude applies to
+// it) and, for a short number, what it names (see entity).
 type value struct {
-	text  string
-	names []string
+	text   string
+	name   string
+	entity string
+}
+
+// learnable reports whether a value can be learned and translated: an id
+// or a token anywhere, a short number only as the id of something named.
+func learnable(text, entity string) bool {
+	return idLike(text) || shortNumber(text) && entity != ""
 }
 
 // Limits of what one answer is searched for values.
@@ -45,14 +55,19 @@ var notCreated = map[string]bool{
 	"Access-Control-Allow-Origin": true, "Strict-Transport-Security": true, "Content-Security-Policy": true,
 }
 
-// values lists the values an answer carries, by site. collection is the
-// request's resource name (POST /api/orders: "orders"), a name the
-// answer's ids are given in later paths.
+// values lists the values an answer carries that can be learned, by
+// site. collection is the request's resource name (POST /api/orders:
+// "orders"), what a top-level "id" of the answer names.
 func values(m diff.Message, collection string) map[site]value {
 	out := map[site]value{}
+	add := func(s site, v value) {
+		if learnable(v.text, v.entity) {
+			out[s] = v
+		}
+	}
 	for _, line := range m.Header.Values("Set-Cookie") {
 		if c, err := http.ParseSetCookie(line); err == nil && c.Value != "" {
-			out[site{'c', c.Name}] = value{text: c.Value, names: []string{c.Name}}
+			add(site{'c', c.Name}, value{text: c.Value, name: c.Name, entity: cookieEntity(c.Name)})
 		}
 	}
 	if loc := m.Header.Get("Location"); loc != "" {
@@ -63,39 +78,79 @@ func values(m diff.Message, collection string) map[site]value {
 					continue
 				}
 				if v, err := url.PathUnescape(s); err == nil {
-					var names []string
-					if i > 0 && segs[i-1] != "" {
-						names = append(names, segs[i-1])
+					prev := ""
+					if i > 0 {
+						prev, _ = url.PathUnescape(segs[i-1])
 					}
-					out[site{'l', strconv.Itoa(i) + "/" + strconv.Itoa(len(segs))}] = value{text: v, names: names}
+					add(site{'l', strconv.Itoa(i) + "/" + strconv.Itoa(len(segs))}, value{text: v, name: prev, entity: segmentEntity(prev)})
 				}
 			}
 			for k, vs := range u.Query() {
 				if len(vs) == 1 {
-					out[site{'q', k}] = value{text: vs[0], names: []string{k}}
+					add(site{'q', k}, value{text: vs[0], name: k, entity: keyEntity(k, collection)})
 				}
 			}
 		}
 	}
 	for name, vs := range m.Header {
 		if len(vs) == 1 && !notCreated[name] && idLike(vs[0]) {
-			out[site{'h', name}] = value{text: vs[0], names: []string{name}}
+			add(site{'h', name}, value{text: vs[0], name: name})
 		}
 	}
 	if isJSON(m.Header.Get("Content-Type")) {
 		body, err := diff.Decode(m, maxBody)
 		if err == nil && len(body) <= maxBody {
-			scanJSON(body, func(l jsonLeaf) {
-				names := []string{l.key}
-				if collection != "" {
-					names = append(names, collection)
-				}
-				out[site{'j', l.path}] = value{text: l.text, names: names}
+			jsonspan.Scan(body, jsonspan.Limits{Leaves: maxLeaves, Depth: maxDepth}, func(l jsonspan.Leaf) {
+				add(site{'j', l.Path}, value{text: l.Text, name: l.Key, entity: keyEntity(l.Key, or(l.Parent, collection))})
 			})
 		}
 	}
 	return out
 }
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// What a short number names, so that order 42 and product 42 are two
+// values, and a quantity 42 none: the collection a path segment follows
+// (/orders/42: order), the thing an id's key names (orderId, order_no:
+// order), or, for a bare "id" or "number", the object holding it or the
+// request's collection; a cookie or a header names its own value. Any
+// other key (qty, page, total) names nothing: its numbers are data.
+func segmentEntity(prev string) string {
+	if prev == "" || strings.ContainsAny(prev, "0123456789") {
+		return ""
+	}
+	return singular(normName(prev))
+}
+
+func keyEntity(key, context string) string {
+	n := normName(key)
+	switch n {
+	case "id", "number", "no", "num":
+		return segmentEntity(context)
+	}
+	for _, suf := range []string{"id", "number", "no", "num"} {
+		if len(key) > len(suf) && strings.EqualFold(key[len(key)-len(suf):], suf) && idBoundary(key, len(key)-len(suf)) {
+			return segmentEntity(strings.TrimRight(key[:len(key)-len(suf)], "_-"))
+		}
+	}
+	return ""
+}
+
+// idBoundary reports whether key's suffix at i is a word of its own:
+// order_id, order-id, orderId, ORDER_ID; not paid, valid or casino.
+func idBoundary(key string, i int) bool {
+	before, at := key[i-1], key[i]
+	return before == '_' || before == '-' || at >= 'A' && at <= 'Z' && (before >= 'a' && before <= 'z' || before >= '0' && before <= '9')
+}
+
+func cookieEntity(name string) string { return "cookie:" + normName(name) }
+func headerEntity(name string) string { return "header:" + normName(name) }
 
 func isJSON(ct string) bool {
 	ct = strings.ToLower(ct)
@@ -104,13 +159,16 @@ func isJSON(ct string) bool {
 
 // idLike reports whether a value can be an id or a token a server made:
 // 16 characters or more, or 8 with a digit. A word ("ok", "kettle") is
-// never translated, nor a value with spaces or quotes.
+// never translated, nor a value with spaces, quotes, control characters
+// or broken UTF-8 (nothing could write it back as it was).
 func idLike(s string) bool {
-	if len(s) < minToken || len(s) > maxToken {
+	if len(s) < minToken || len(s) > maxToken || !utf8.ValidString(s) {
 		return false
 	}
-	if strings.ContainsAny(s, " \t\"") {
-		return false
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c == '"' || c == 0x7f {
+			return false
+		}
 	}
 	if len(s) >= 16 || diff.IsPseudonym(s) {
 		return true // a token (random letters need not hold a digit), or a recording's stand-in for one

@@ -28,7 +28,7 @@ func route(ctx context.Context, st Stages, log *slog.Logger, onResult func(repla
 // pairedBy tells the comparison which values the targets created for one
 // production value, from their correlation tables (see compare.Config's
 // Paired), once fan holds the fanout.
-func pairedBy(fan *atomic.Pointer[target.Fanout], candidate, baseline string) func(ref, a, b string) bool {
+func pairedBy(fan *atomic.Pointer[target.Fanout], candidate, baseline string) func(ref string, at correlate.Field, a, b string) bool {
 	table := func(name string) *correlate.Table {
 		f := fan.Load()
 		if f == nil {
@@ -41,23 +41,23 @@ func pairedBy(fan *atomic.Pointer[target.Fanout], candidate, baseline string) fu
 		}
 		return nil
 	}
-	return func(ref, a, b string) bool {
+	return func(ref string, at correlate.Field, a, b string) bool {
 		cand := table(candidate)
 		if cand == nil {
 			return false
 		}
-		kb, ok := cand.Origin(b)
+		kb, ok := cand.Origin(b, at)
 		if !ok {
 			return false
 		}
 		if ref == "production" {
-			return kb == correlate.Key(a)
+			return kb == correlate.KeyAt(a, at)
 		}
 		base := table(baseline)
 		if base == nil {
 			return false
 		}
-		ka, ok := base.Origin(a)
+		ka, ok := base.Origin(a, at)
 		return ok && ka == kb
 	}
 }

@@ -370,6 +370,9 @@ func (r *Replayer) drain(ctx context.Context, q *connQueue) {
 		if ctx.Err() != nil { // past the stop deadline: drop what is left
 			r.stats.QueueDrops.Add(1)
 			r.stats.InFlight.Add(-1)
+			if tb := r.opts.Correlate; tb != nil {
+				tb.Skipped(correlate.Exchange{Conn: req.ConnID, Index: req.Index})
+			}
 			continue
 		}
 

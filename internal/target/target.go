@@ -176,6 +176,9 @@ func (f *Fanout) Submit(conn uint64, r *httpstream.Request) {
 		if !sent && f.compare != nil && f.compare.Compares(t.Name) {
 			f.compare.Skip(r, t.Name)
 		}
+		if !sent && t.Pairs != nil {
+			t.Pairs.Skipped(correlate.Exchange{Conn: r.ConnID, Index: r.Index})
+		}
 	}
 }
 

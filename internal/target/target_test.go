@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -16,6 +17,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/shadowtap/shadowtap/internal/config"
+	"github.com/shadowtap/shadowtap/internal/correlate"
+	"github.com/shadowtap/shadowtap/internal/diff"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 	"github.com/shadowtap/shadowtap/internal/ratelog"
 	"github.com/shadowtap/shadowtap/internal/rawserver"
@@ -153,5 +156,38 @@ func TestRebuiltTargetKeepsConnectionOrder(t *testing.T) {
 	}
 	if n := newSet.Targets[0].Stats.HandoverDrops.Load(); n != 1 {
 		t.Errorf("%d requests counted as dropped at the handover, want 1", n)
+	}
+}
+
+// A request a target never sends (filtered out here) still settles what
+// production's answer to it created: a later request naming such a value
+// does not wait for a pair that can never come.
+func TestSkippedRequestIsNotAwaited(t *testing.T) {
+	srv, err := rawserver.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg := config.Default()
+	cfg.Destination = "http://" + srv.Addr()
+	rs := cfg.Resolve()
+	rs[0].Filters.PathNot = "^/api/login$"
+	set, _, err := Build(ctx, rs, nil, discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Stop(context.Background(), set.Targets)
+	f := NewFanout(set, ratelog.New(discard, time.Minute))
+	login := parse(t, "POST /api/login HTTP/1.1\r\nHost: prod\r\nContent-Length: 0\r\n\r\n")
+	login.ConnID = 7
+	f.Submit(7, login)
+	tb := set.Targets[0].Pairs
+	prod := diff.Message{Status: 200, Header: http.Header{"Set-Cookie": {"sid=s3ss10n-prod-7f3a9c; Path=/"}}}
+	tb.Production(correlate.Exchange{Conn: 7, Index: login.Index}, correlate.Read(login.Raw, prod))
+	_, res := tb.Translate(ctx, []byte("GET /api/cart HTTP/1.1\r\nCookie: sid=s3ss10n-prod-7f3a9c\r\n\r\n"))
+	if res.Waited {
+		t.Errorf("waited for the answer to a request never sent: %+v", res)
 	}
 }

@@ -1,0 +1,58 @@
+package compare
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shadowtap/shadowtap/internal/correlate"
+	"github.com/shadowtap/shadowtap/internal/diff"
+)
+
+// Values each side created for one production value are no difference,
+// but only at the field that carries them: an order's number paired 7 →
+// 8 does not excuse a quantity 7 → 8 in the same answer.
+func TestPairedValuesExcuseOnlyTheirField(t *testing.T) {
+	tb := correlate.New(correlate.Options{})
+	created := func(n int) diff.Message {
+		b, _ := json.Marshal(map[string]any{"number": n})
+		return diff.Message{Status: 201, Header: http.Header{"Content-Type": {"application/json"}}, Body: b}
+	}
+	tb.Learn([]byte("POST /api/orders HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), created(7), created(8))
+	if _, res := tb.Translate(context.Background(), []byte("GET /api/orders/7 HTTP/1.1\r\n\r\n")); res.Translated != 1 {
+		t.Fatalf("the order's number not translated: %+v", res)
+	}
+	cfg := Config{Candidate: "cand", AgainstProduction: true, Diff: diff.DefaultOptions, MaxEndpoints: 100, Wait: time.Minute,
+		MaxPending: 10000, Queue: 10000, MinSamples: 5, Threshold: 0.05, Handler: "test",
+		Paired: func(ref string, at correlate.Field, a, b string) bool {
+			k, ok := tb.Origin(b, at)
+			return ok && k == correlate.KeyAt(a, at)
+		}}
+	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 12
+	for i := range n {
+		req := request(t, uint64(i+1), "/api/orders/7")
+		c.Expect(req)
+		c.Production(req, response(t, 200, `{"number":7,"quantity":7}`, req.End+int64(time.Millisecond)))
+		c.Result(replayed("cand", req, 200, `{"number":8,"quantity":8}`, time.Millisecond))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Stats.Compared.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	got := regressions(c.Report())
+	if !slices.ContainsFunc(got, func(s string) bool { return strings.HasSuffix(s, "body.quantity") }) ||
+		slices.ContainsFunc(got, func(s string) bool { return strings.HasSuffix(s, "body.number") }) {
+		t.Errorf("regressions %q: want the quantity, not the number", got)
+	}
+}
