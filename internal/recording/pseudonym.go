@@ -2,15 +2,23 @@ package recording
 
 import (
 	"bytes"
+	"compress/gzip"
+	"compress/zlib"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 
+	"github.com/andybalholm/brotli"
+
 	"github.com/shadowtap/shadowtap/internal/diff"
+	"github.com/shadowtap/shadowtap/internal/jsonspan"
 )
 
 // A Redactor replaces credentials in records with pseudonyms: the same
@@ -101,111 +109,208 @@ func (rd *Redactor) headerValue(name, v string) string {
 	return rd.pseudonym(v)
 }
 
-// secretKeys are JSON keys whose string values an answer gives as
+// secretKeys are the keys (JSON, form) whose string values are
 // credentials (lower case, without '_' and '-').
 var secretKeys = []string{"token", "accesstoken", "refreshtoken", "idtoken", "sessiontoken", "session", "sessionid", "sid",
 	"jwt", "apikey", "secret", "clientsecret", "csrf", "csrftoken", "xsrftoken", "password"}
 
-func secretKey(k string) bool {
+// secretKey reports whether k names a credential. A password a client
+// sends is kept: a replayed login needs it, and the test copy holds the
+// same users (see README, "Recordings and credentials").
+func secretKey(k string, isRequest bool) bool {
 	k = strings.NewReplacer("_", "", "-", "").Replace(strings.ToLower(k))
-	return slices.Contains(secretKeys, k)
+	return slices.Contains(secretKeys, k) && !(isRequest && k == "password")
 }
 
-// message redacts a request's or an answer's head, and an answer's JSON
-// secrets.
+// secretHints are what a body holding a credential cannot lack: a body
+// that cannot be searched (broken JSON, an unknown encoding) and holds
+// one of them is blanked rather than written.
+var secretHints = [][]byte{[]byte("token"), []byte("session"), []byte("sid"), []byte("jwt"), []byte("api"), []byte("secret"),
+	[]byte("csrf"), []byte("xsrf"), []byte("password")}
+
+// Limits of a body searched for credentials.
+const (
+	maxRedactBody = 8 << 20 // decoded bytes; a larger body holding a hint is blanked
+	maxLeaves     = 1 << 20
+	maxDepth      = 512
+)
+
+// message redacts a request's or an answer's head, and the credentials of
+// its JSON or form body.
 func (rd *Redactor) message(raw []byte, isRequest bool) ([]byte, bool) {
 	m, ok := parseMessage(raw, isRequest)
 	if !ok {
 		return raw, false
 	}
-	changed := false
+	var kind bodyKind
+	h := http.Header{}
+	for i := range m.Lines {
+		name, v := string(m.Name(i)), string(bytes.TrimSpace(m.Value(i)))
+		switch {
+		case strings.EqualFold(name, "Content-Type"):
+			kind = kindOf(v)
+		case strings.EqualFold(name, "Content-Encoding"), strings.EqualFold(name, "Transfer-Encoding"):
+			h.Add(name, v)
+		}
+	}
+	chunked := h.Get("Transfer-Encoding") != ""
+	body, bodyChanged, blanked := m.Body(), false, false
+	if kind != noSecrets && len(rd.names) > 0 {
+		body, bodyChanged, blanked = rd.bodySecrets(m.Body(), kind, h, chunked, isRequest)
+	}
+	changed := bodyChanged
 	out := append([]byte(nil), raw[:m.StartLineEnd()]...)
-	jsonBody, identity, chunked := false, true, false
 	for i := range m.Lines {
 		name := m.Name(i)
-		switch {
-		case strings.EqualFold(string(name), "Content-Type"):
-			jsonBody = bytes.Contains(bytes.ToLower(m.Value(i)), []byte("json"))
-		case strings.EqualFold(string(name), "Content-Encoding"):
-			identity = len(bytes.TrimSpace(m.Value(i))) == 0 || strings.EqualFold(string(bytes.TrimSpace(m.Value(i))), "identity")
-		case strings.EqualFold(string(name), "Transfer-Encoding"):
-			chunked = true
+		l := m.LineBytes(i)
+		term := l[len(l)-1:]
+		if len(l) > 1 && l[len(l)-2] == '\r' {
+			term = l[len(l)-2:]
 		}
-		if slices.ContainsFunc(rd.names, func(n string) bool { return strings.EqualFold(n, string(name)) }) {
-			l := m.LineBytes(i)
-			term := l[len(l)-1:]
-			if len(l) > 1 && l[len(l)-2] == '\r' {
-				term = l[len(l)-2:]
-			}
+		switch {
+		case bodyChanged && !chunked && strings.EqualFold(string(name), "Content-Length"):
+			out = append(append(append(out, name...), ": "+strconv.Itoa(len(body))...), term...)
+			continue
+		case blanked && strings.EqualFold(string(name), "Content-Encoding"):
+			continue // an empty body is no gzip stream
+		case slices.ContainsFunc(rd.names, func(n string) bool { return strings.EqualFold(n, string(name)) }):
 			out = append(append(append(append(out, name...), ": "...), rd.headerValue(string(name), string(m.Value(i)))...), term...)
 			changed = true
 			continue
 		}
-		out = append(out, m.LineBytes(i)...)
+		out = append(out, l...)
 	}
 	out = append(out, m.BlankLine()...)
-	body := m.Body()
-	if !isRequest && jsonBody && identity && len(rd.names) > 0 {
-		if b, ok := rd.jsonSecrets(body, chunked); ok {
-			body, changed = b, true
-		}
-	}
 	return append(out, body...), changed
 }
 
-// jsonSecrets replaces, in a JSON body (chunked or not), the string
-// values of secret keys by their pseudonyms, in place of the same length.
-func (rd *Redactor) jsonSecrets(body []byte, chunked bool) ([]byte, bool) {
-	doc := body
+type bodyKind byte
+
+const (
+	noSecrets bodyKind = iota
+	jsonBody
+	formBody
+)
+
+func kindOf(contentType string) bodyKind {
+	ct := strings.ToLower(contentType)
+	switch {
+	case strings.Contains(ct, "json"):
+		return jsonBody
+	case strings.HasPrefix(ct, "application/x-www-form-urlencoded"):
+		return formBody
+	}
+	return noSecrets
+}
+
+// bodySecrets replaces the credentials of a JSON or form body, whatever
+// its framing (chunked: a secret may straddle chunks) and encoding (gzip,
+// deflate, br: written back the same way), by their pseudonyms. A body
+// that cannot be searched or written back but may hold one is blanked:
+// no secret is ever written because it was hard to find. It returns the
+// body as written, whether it changed, and whether it was blanked.
+func (rd *Redactor) bodySecrets(body []byte, kind bodyKind, h http.Header, chunked, isRequest bool) ([]byte, bool, bool) {
+	if len(body) == 0 {
+		return body, false, false
+	}
+	blank := func() ([]byte, bool, bool) {
+		if chunked {
+			return []byte("0\r\n\r\n"), true, true
+		}
+		return nil, true, true
+	}
+	doc, err := diff.Decode(diff.Message{Header: h, Body: body, Chunked: chunked}, maxRedactBody+1)
+	if err != nil || len(doc) > maxRedactBody {
+		if hinted(body) || h.Get("Content-Encoding") != "" {
+			return blank()
+		}
+		return body, false, false
+	}
+	var reps []span
+	whole := true
+	switch kind {
+	case jsonBody:
+		whole = jsonspan.Scan(doc, jsonspan.Limits{Leaves: maxLeaves, Depth: maxDepth}, func(l jsonspan.Leaf) {
+			if l.Quoted && secretKey(l.Key, isRequest) && len(l.Text) >= 3 && !diff.IsPseudonym(l.Text) {
+				reps = append(reps, span{l.Start, l.End, `"` + rd.pseudonym(l.Text) + `"`})
+			}
+		})
+	case formBody:
+		reps = rd.formSecrets(doc, isRequest)
+	}
+	if !whole && hinted(doc) {
+		return blank()
+	}
+	if len(reps) == 0 {
+		return body, false, false
+	}
+	var out []byte
+	last := 0
+	for _, r := range reps {
+		out = append(append(out, doc[last:r.start]...), r.with...)
+		last = r.end
+	}
+	out = append(out, doc[last:]...)
+	out, ok := encodeAs(out, h.Get("Content-Encoding"))
+	if !ok {
+		return blank()
+	}
 	if chunked {
-		var ok bool
-		if doc, ok = diff.Dechunk(body); !ok {
-			return nil, false
-		}
+		out = append(append([]byte(strconv.FormatInt(int64(len(out)), 16)+"\r\n"), out...), "\r\n0\r\n\r\n"...)
 	}
-	var secrets []string
-	dec := json.NewDecoder(bytes.NewReader(doc))
-	var key string
-	depthKeys := []bool{} // whether each open container is an object
-	expectKey := false
-	for len(secrets) < 64 {
-		tok, err := dec.Token()
-		if err != nil {
-			break
+	return out, true, false
+}
+
+type span struct {
+	start, end int
+	with       string
+}
+
+// formSecrets are the replacements of a form's credential values.
+func (rd *Redactor) formSecrets(doc []byte, isRequest bool) []span {
+	var reps []span
+	for off := 0; off < len(doc); {
+		end := bytes.IndexByte(doc[off:], '&')
+		if end < 0 {
+			end = len(doc) - off
 		}
-		switch t := tok.(type) {
-		case json.Delim:
-			switch t {
-			case '{':
-				depthKeys = append(depthKeys, true)
-				expectKey = true
-				continue
-			case '[':
-				depthKeys = append(depthKeys, false)
-			default:
-				depthKeys = depthKeys[:max(0, len(depthKeys)-1)]
-			}
-		case string:
-			if expectKey {
-				key, expectKey = t, false
-				continue
-			}
-			if secretKey(key) && len(t) >= 8 && !diff.IsPseudonym(t) {
-				secrets = append(secrets, t)
+		if k, v, ok := bytes.Cut(doc[off:off+end], []byte("=")); ok && len(v) > 0 {
+			key, err1 := url.QueryUnescape(string(k))
+			val, err2 := url.QueryUnescape(string(v))
+			if err1 == nil && err2 == nil && secretKey(key, isRequest) && !diff.IsPseudonym(val) {
+				s := off + len(k) + 1
+				reps = append(reps, span{s, s + len(v), rd.pseudonym(val)})
 			}
 		}
-		expectKey = len(depthKeys) > 0 && depthKeys[len(depthKeys)-1]
+		off += end + 1
 	}
-	if len(secrets) == 0 {
+	return reps
+}
+
+func hinted(b []byte) bool {
+	lower := bytes.ToLower(b)
+	return slices.ContainsFunc(secretHints, func(h []byte) bool { return bytes.Contains(lower, h) })
+}
+
+// encodeAs compresses b with the content coding it was read in.
+func encodeAs(b []byte, coding string) ([]byte, bool) {
+	var out bytes.Buffer
+	var w io.WriteCloser
+	switch strings.ToLower(strings.TrimSpace(coding)) {
+	case "", "identity":
+		return b, true
+	case "gzip", "x-gzip":
+		w = gzip.NewWriter(&out)
+	case "deflate":
+		w = zlib.NewWriter(&out)
+	case "br":
+		w = brotli.NewWriter(&out)
+	default:
 		return nil, false
 	}
-	out := append([]byte(nil), body...)
-	for _, s := range secrets {
-		q, _ := json.Marshal(s)
-		if bytes.IndexByte(q, '\\') >= 0 {
-			continue // written escaped: left as it is rather than guessed at
-		}
-		out = bytes.ReplaceAll(out, q, []byte(`"`+rd.pseudonym(s)+`"`))
+	w.Write(b)
+	if w.Close() != nil {
+		return nil, false
 	}
-	return out, true
+	return out.Bytes(), true
 }

@@ -7,8 +7,12 @@ import (
 	"errors"
 	"hash/crc32"
 	"io"
+	"net/http"
 	"net/netip"
 	"testing"
+
+	"github.com/shadowtap/shadowtap/internal/diff"
+	"github.com/shadowtap/shadowtap/internal/jsonspan"
 )
 
 // sameRecord compares records field by field; byte slices by content, as
@@ -201,5 +205,42 @@ func FuzzRoundTrip(f *testing.F) {
 		if !sameRecord(got, want) {
 			t.Fatalf("wrote %+v\nread  %+v", want, got)
 		}
+	})
+}
+
+// FuzzRedact: whatever the message, redaction never panics, a message
+// that parsed still parses, and a JSON body's credential values are
+// never written as they were.
+func FuzzRedact(f *testing.F) {
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n{\"token\":\r\n12\r\n\"tok-1234567890\"}\r\n0\r\n\r\n"), false)
+	f.Add([]byte("POST /r HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 31\r\n\r\nrefresh_token=abc%2Fdef&x=1&y=2"), true)
+	f.Add([]byte("HTTP/1.1 200 OK\r\nSet-Cookie: sid=x1; Path=/\r\nContent-Type: application/json\r\nContent-Length: 24\r\n\r\n{\"sid\":\"ab\\/cd\\u00e9xyz\"}"), false)
+	rd := NewRedactor(DefaultRedact)
+	f.Fuzz(func(t *testing.T, raw []byte, isRequest bool) {
+		_, parsed := parseMessage(raw, isRequest)
+		out, _ := rd.message(raw, isRequest)
+		m, ok := parseMessage(out, isRequest)
+		if parsed && !ok {
+			t.Fatalf("no longer parses:\n%q\n%q", raw, out)
+		}
+		if !ok {
+			return
+		}
+		h := http.Header{}
+		for i := range m.Lines {
+			h.Add(string(m.Name(i)), string(m.Value(i)))
+		}
+		if kindOf(h.Get("Content-Type")) != jsonBody {
+			return
+		}
+		doc, err := diff.Decode(diff.Message{Header: h, Body: m.Body(), Chunked: h.Get("Transfer-Encoding") != ""}, 1<<20)
+		if err != nil {
+			return
+		}
+		jsonspan.Scan(doc, jsonspan.Limits{Leaves: 1 << 16, Depth: 64}, func(l jsonspan.Leaf) {
+			if l.Quoted && secretKey(l.Key, isRequest) && len(l.Text) >= 3 && !diff.IsPseudonym(l.Text) {
+				t.Fatalf("credential %q of %q written:\n%q", l.Text, l.Key, out)
+			}
+		})
 	})
 }
