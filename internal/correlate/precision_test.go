@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func learnJSON(t *testing.T, tb *Table, req string, prod, target any) {
@@ -169,5 +170,44 @@ func TestOriginIsOfTheField(t *testing.T) {
 	}
 	if _, ok := tb.Origin("8", Field{Request: get, Key: "header.Location", Segment: "orders"}); !ok {
 		t.Error("the order's number in a Location")
+	}
+}
+
+// Production's answer that created a value may still be in another
+// engine's hands when a request naming it, captured just after, is
+// replayed: a request just captured is not taken to name unknown values
+// until Settle has passed since its capture.
+func TestJustCapturedRequestWaitsForOtherEngines(t *testing.T) {
+	tb := New(Options{Settle: 200 * time.Millisecond})
+	login := []byte("POST /api/login HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+	prod := answer(t, func(w http.ResponseWriter, _ *http.Request) {
+		http.SetCookie(w, &http.Cookie{Name: "sid", Value: prodSid})
+	})
+	tb.Learn(login, prod, prod) // a table in use: some value known
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(30 * time.Millisecond)
+		other := answer(t, func(w http.ResponseWriter, _ *http.Request) {
+			http.SetCookie(w, &http.Cookie{Name: "sid", Value: prodSid + "x"})
+		})
+		otherCand := answer(t, func(w http.ResponseWriter, _ *http.Request) {
+			http.SetCookie(w, &http.Cookie{Name: "sid", Value: candSid + "x"})
+		})
+		tb.Expect(login, other)
+		tb.Learn(login, other, otherCand)
+	}()
+	req := []byte("GET /api/cart HTTP/1.1\r\nCookie: sid=" + prodSid + "x\r\n\r\n")
+	out, res := tb.TranslateCaptured(context.Background(), req, time.Now().UnixNano())
+	<-done
+	if !strings.Contains(string(out), candSid+"x") || res.Translated != 1 || !res.Settled {
+		t.Errorf("%+v %q", res, out)
+	}
+	// Captured long ago, or naming only values known: no wait.
+	if _, res := tb.TranslateCaptured(context.Background(), []byte("GET / HTTP/1.1\r\nCookie: sid=unknown-value-123\r\n\r\n"), time.Now().Add(-time.Hour).UnixNano()); res.Settled {
+		t.Errorf("a request captured an hour ago waited: %+v", res)
+	}
+	if _, res := tb.TranslateCaptured(context.Background(), req, time.Now().UnixNano()); res.Settled || res.Translated != 1 {
+		t.Errorf("a request naming a known value waited: %+v", res)
 	}
 }

@@ -36,13 +36,17 @@ type Options struct {
 	MaxPairs int
 	TTL      time.Duration // a pair unused this long is forgotten. 0: 30m
 	Wait     time.Duration // a request naming a value still being learned waits this long at most. 0: 2s
+	// Settle is how long after its capture a request naming values not
+	// known waits for the engines to hand over the answers captured
+	// before it (see TranslateCaptured). 0: 3ms
+	Settle time.Duration
 	// Exclude names what is never learned nor translated: cookies,
 	// headers, JSON keys, query and form names (case, '-' and '_' aside).
 	Exclude []string
 }
 
 // DefaultOptions are a Table's defaults.
-var DefaultOptions = Options{MaxPairs: 100000, TTL: 30 * time.Minute, Wait: 2 * time.Second}
+var DefaultOptions = Options{MaxPairs: 100000, TTL: 30 * time.Minute, Wait: 2 * time.Second, Settle: 3 * time.Millisecond}
 
 func (o Options) or() Options {
 	if o.MaxPairs <= 0 {
@@ -53,6 +57,9 @@ func (o Options) or() Options {
 	}
 	if o.Wait <= 0 {
 		o.Wait = DefaultOptions.Wait
+	}
+	if o.Settle <= 0 {
+		o.Settle = DefaultOptions.Settle
 	}
 	return o
 }
@@ -144,12 +151,25 @@ type Table struct {
 
 // New returns an empty table.
 func New(opts Options) *Table {
+	t := &Table{now: time.Now, entries: map[uint64]*entry{}, created: map[uint64]uint64{}, pairs: list.New(), others: list.New()}
+	t.SetOptions(opts)
+	return t
+}
+
+// SetOptions puts new bounds and exclusions in force (a reload): what
+// the table holds beyond the new bounds goes, the least recently used
+// first.
+func (t *Table) SetOptions(opts Options) {
 	excl := map[string]bool{}
 	for _, n := range opts.Exclude {
 		excl[normName(n)] = true
 	}
-	return &Table{opts: opts.or(), exclude: excl, now: time.Now, entries: map[uint64]*entry{}, created: map[uint64]uint64{},
-		pairs: list.New(), others: list.New()}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.opts, t.exclude = opts.or(), excl
+	t.trim(t.pairs)
+	t.trim(t.others)
+	t.expire()
 }
 
 // seed keys every table's hashes alike, so that two targets' tables name

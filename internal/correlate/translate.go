@@ -43,6 +43,9 @@ type Result struct {
 	// ended: sent untranslated it would name production's value. The
 	// caller sends a safe request as it is and drops an unsafe one.
 	Missed bool
+	// Settled: just captured and naming values not known, it waited for
+	// the engines to hand production's answers over (see Options.Settle).
+	Settled bool
 }
 
 // Translate returns req (a whole HTTP/1.x request as captured, head and
@@ -51,18 +54,42 @@ type Result struct {
 // whose target value is still awaited waits for it, up to the table's
 // Wait or ctx's end. With nothing to translate it returns req itself.
 func (t *Table) Translate(ctx context.Context, req []byte) ([]byte, Result) {
+	return t.TranslateCaptured(ctx, req, 0)
+}
+
+// TranslateCaptured is Translate for a request captured at captured (unix
+// ns; 0: long ago). The answer that created a value the request names was
+// captured before it, but may still be in another engine's hands (each
+// engine owns its connections, and the login was on another): a request
+// naming a value not known waits until Options.Settle after its capture
+// before it is taken as one production did not create.
+func (t *Table) TranslateCaptured(ctx context.Context, req []byte, captured int64) ([]byte, Result) {
 	var res Result
 	if t.empty() {
 		return req, res
 	}
+	t.mu.Lock()
+	excl, opts := t.exclude, t.opts // a reload may replace them (SetOptions)
+	t.mu.Unlock()
 	toks := tokens(req)
 	if len(toks) == 0 {
 		return req, res
 	}
+	if captured != 0 {
+		if wait := time.Until(time.Unix(0, captured).Add(opts.Settle)); wait > 0 && t.namesUnknown(toks) {
+			res.Settled = true
+			timer := time.NewTimer(wait)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+			}
+			timer.Stop()
+		}
+	}
 	// Wait, bounded, for the values still being learned.
 	var deadline <-chan time.Time
 	for _, tk := range toks {
-		if !learnable(tk.text, tk.entity) || t.exclude[normName(tk.name)] {
+		if !learnable(tk.text, tk.entity) || excl[normName(tk.name)] {
 			continue
 		}
 		k := keyOf(tk.text, tk.entity)
@@ -73,7 +100,7 @@ func (t *Table) Translate(ctx context.Context, req []byte) ([]byte, Result) {
 		if deadline == nil {
 			res.Waited = true
 			t.count(func(s *Stats) { s.Waited++ })
-			timer := time.NewTimer(t.opts.Wait)
+			timer := time.NewTimer(opts.Wait)
 			defer timer.Stop()
 			deadline = timer.C
 		}
@@ -95,7 +122,7 @@ func (t *Table) Translate(ctx context.Context, req []byte) ([]byte, Result) {
 	}
 	var reps []replacement
 	for _, tk := range toks {
-		if !learnable(tk.text, tk.entity) || t.exclude[normName(tk.name)] {
+		if !learnable(tk.text, tk.entity) || excl[normName(tk.name)] {
 			continue
 		}
 		k := keyOf(tk.text, tk.entity)
@@ -112,6 +139,19 @@ func (t *Table) Translate(ctx context.Context, req []byte) ([]byte, Result) {
 	res.Translated = len(reps)
 	t.count(func(s *Stats) { s.Translated += uint64(len(reps)); s.Requests++ })
 	return splice(req, reps), res
+}
+
+// namesUnknown reports whether a token that could be a created value is
+// not in the table at all.
+func (t *Table) namesUnknown(toks []token) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, tk := range toks {
+		if learnable(tk.text, tk.entity) && !t.exclude[normName(tk.name)] && t.entries[keyOf(tk.text, tk.entity)] == nil {
+			return true
+		}
+	}
+	return false
 }
 
 func normName(s string) string {

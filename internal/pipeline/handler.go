@@ -225,7 +225,7 @@ func (h *Handler) Reload(cfg config.Config) error {
 	if h.fanout == nil {
 		return errors.New("reload: this pipeline replays to no target")
 	}
-	for _, f := range restartOnly(h.cfg, cfg) {
+	for _, f := range needsRestart(h.stages, h.cfg, cfg) {
 		h.log.Warn("setting changed: takes effect after a restart", "setting", f)
 	}
 	set, retired, err := target.Build(h.workCtx, Derive(cfg, Live).Targets, h.fanout.Current(), h.log, h.result)
@@ -244,6 +244,18 @@ func (h *Handler) Reload(cfg config.Config) error {
 	}
 	h.log.Info("configuration reloaded", "targets", names, "retired", len(retired))
 	return nil
+}
+
+// needsRestart lists the settings of next that only a restart puts in
+// force: those of the capture that differ from now's, and a correlation
+// turned on where the handler, as started, does not read production's
+// answers (it would learn nothing).
+func needsRestart(started Stages, now, next config.Config) []string {
+	out := restartOnly(now, next)
+	if !started.Engine.PairResponses && Derive(next, Live).Engine.PairResponses {
+		out = append(out, "correlate")
+	}
+	return out
 }
 
 // restartOnly lists the settings that differ between a and b and that only

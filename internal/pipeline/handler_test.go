@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -336,5 +337,23 @@ func TestHandlerShards(t *testing.T) {
 	// A connection split over two engines would be two flows.
 	if got := h.Engine.Reassembly.FlowsOpened.Load(); got != conns {
 		t.Errorf("%d flows opened for %d connections: directions split over shards", got, conns)
+	}
+}
+
+// Correlation turned on by a reload, in a handler started without it and
+// without comparing against production, learns nothing until a restart:
+// production's answers are not read. The reload says so.
+func TestReloadNamesCorrelationNeedingARestart(t *testing.T) {
+	off := config.Default()
+	off.Defaults.Correlate.Off = true
+	on := config.Default()
+	if got := needsRestart(Derive(off, Live), off, on); !slices.Contains(got, "correlate") {
+		t.Errorf("turning correlation on: %q", got)
+	}
+	if got := needsRestart(Derive(on, Live), on, off); len(got) != 0 {
+		t.Errorf("turning it off needs no restart: %q", got)
+	}
+	if got := needsRestart(Derive(on, Live), off, on); len(got) != 0 {
+		t.Errorf("started with it on: %q", got)
 	}
 }

@@ -385,7 +385,7 @@ func (r *Replayer) drain(ctx context.Context, q *connQueue) {
 		var err error
 		if tb := r.opts.Correlate; tb != nil {
 			var tr correlate.Result
-			send, tr = tb.Translate(ctx, buf)
+			send, tr = tb.TranslateCaptured(ctx, buf, req.End)
 			if tr.Translated > 0 {
 				headLen = bytes.Index(send, []byte("\r\n\r\n")) + 4
 			}

@@ -219,11 +219,12 @@ func Build(ctx context.Context, rs []config.Resolved, prev *Set, log *slog.Logge
 	for _, p := range plan {
 		t, r := p.t, p.t.Conf
 		if !r.Correlate.Off {
+			opts := correlate.Options{Wait: r.Correlate.Wait, MaxPairs: r.Correlate.MaxPairs, TTL: r.Correlate.TTL, Exclude: r.Correlate.Exclude}
 			if old := find(prev, r.Name); old != nil && old.Pairs != nil {
-				t.Pairs = old.Pairs
+				t.Pairs = old.Pairs // what it learned stays, under the new settings
+				t.Pairs.SetOptions(opts)
 			} else {
-				t.Pairs = correlate.New(correlate.Options{Wait: r.Correlate.Wait, MaxPairs: r.Correlate.MaxPairs, TTL: r.Correlate.TTL,
-					Exclude: r.Correlate.Exclude})
+				t.Pairs = correlate.New(opts)
 			}
 		}
 		if old := find(prev, r.Name); old != nil && sameConnection(old.Conf, r) && old.Pairs == t.Pairs {

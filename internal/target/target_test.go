@@ -191,3 +191,31 @@ func TestSkippedRequestIsNotAwaited(t *testing.T) {
 		t.Errorf("waited for the answer to a request never sent: %+v", res)
 	}
 }
+
+// A reload keeps what a target's table learned, and puts its new
+// correlation settings in force.
+func TestReloadKeepsPairsAndAppliesSettings(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg, set := buildTo(ctx, t, "127.0.0.1:1")
+	defer Stop(context.Background(), set.Targets)
+	tb := set.Targets[0].Pairs
+	login := []byte("POST /api/login HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+	cookie := func(v string) diff.Message {
+		return diff.Message{Status: 200, Header: http.Header{"Set-Cookie": {"sid=" + v + "; Path=/"}}}
+	}
+	tb.Learn(login, cookie("s3ss10n-prod-7f3a9c"), cookie("s3ss10n-test-1b2d4e"))
+	next := cfg.Resolve()
+	next[0].Correlate.Exclude = []string{"sid"}
+	newSet, _, err := Build(ctx, next, set, discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if newSet.Targets[0].Pairs != tb {
+		t.Fatal("the reload dropped the learned pairs")
+	}
+	req := "GET /api/cart HTTP/1.1\r\nCookie: sid=s3ss10n-prod-7f3a9c\r\n\r\n"
+	if out, _ := tb.Translate(ctx, []byte(req)); string(out) != req {
+		t.Errorf("the excluded cookie still translated: %q", out)
+	}
+}
