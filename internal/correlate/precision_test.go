@@ -211,3 +211,19 @@ func TestJustCapturedRequestWaitsForOtherEngines(t *testing.T) {
 		t.Errorf("a request naming a known value waited: %+v", res)
 	}
 }
+
+// A request naming the thing itself ("cart": 4821937) names its id: a
+// name only looks up what was learned at an id's site, so a quantity,
+// never learned, is never translated.
+func TestBareNameOfAThingNamesItsID(t *testing.T) {
+	tb := New(Options{})
+	learnJSON(t, tb, "POST /api/carts HTTP/1.1\r\nContent-Length: 0\r\n\r\n", map[string]any{"id": 4821937, "quantity": 7}, map[string]any{"id": 9382711, "quantity": 8})
+	got := translated(t, tb, jsonRequest("POST", "/api/checkout", `{"cart":4821937,"quantity":7}`))
+	if want := jsonRequest("POST", "/api/checkout", `{"cart":9382711,"quantity":7}`); got != want {
+		t.Errorf("%q\nwant %q", got, want)
+	}
+	get := []byte("GET /api/checkout/1 HTTP/1.1\r\n\r\n")
+	if _, ok := tb.Origin("9382711", Field{Request: get, Key: "body.cart"}); !ok {
+		t.Error("the cart in an answer is not the cart's pair")
+	}
+}

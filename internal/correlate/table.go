@@ -71,6 +71,7 @@ type Stats struct {
 	Requests   uint64 // requests with at least one translated value
 	Waited     uint64 // requests that waited for a pair being learned
 	GaveUp     uint64 // of those, the pair was not learned in time
+	Settled    uint64 // requests just captured that waited for the engines (Options.Settle)
 	Expired    uint64 // pairs forgotten: unused for the TTL, or the oldest beyond MaxPairs
 	Shared     uint64 // values both sides answered alike: never translated
 	Pairs      int    // pairs held now
@@ -216,7 +217,7 @@ func (f Field) entity() string {
 	if len(parts) > 1 {
 		parent = parts[len(parts)-2]
 	}
-	return keyEntity(key, or(parent, collection(f.Request)))
+	return nameEntity(key, or(parent, collection(f.Request)))
 }
 
 // KeyAt is the key, in every table, of production value v found at f.

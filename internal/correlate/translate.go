@@ -78,6 +78,7 @@ func (t *Table) TranslateCaptured(ctx context.Context, req []byte, captured int6
 	if captured != 0 {
 		if wait := time.Until(time.Unix(0, captured).Add(opts.Settle)); wait > 0 && t.namesUnknown(toks) {
 			res.Settled = true
+			t.count(func(s *Stats) { s.Settled++ })
 			timer := time.NewTimer(wait)
 			select {
 			case <-timer.C:
@@ -348,7 +349,7 @@ func tokens(req []byte) []token {
 			if l.Quoted {
 				enc = jsonText
 			}
-			toks = append(toks, token{bodyStart + l.Start, bodyStart + l.End, l.Text, l.Key, keyEntity(l.Key, or(l.Parent, coll)), enc})
+			toks = append(toks, token{bodyStart + l.Start, bodyStart + l.End, l.Text, l.Key, nameEntity(l.Key, or(l.Parent, coll)), enc})
 		})
 	case strings.HasPrefix(contentType, "application/x-www-form-urlencoded"):
 		toks = append(toks, formTokens(body, bodyStart, coll)...)
@@ -371,7 +372,7 @@ func formTokens(b []byte, base int, coll string) []token {
 			val, err2 := url.QueryUnescape(string(v))
 			if err1 == nil && err2 == nil {
 				s := base + off + len(k) + 1
-				toks = append(toks, token{s, s + len(v), val, key, keyEntity(key, coll), queryText})
+				toks = append(toks, token{s, s + len(v), val, key, nameEntity(key, coll), queryText})
 			}
 		}
 		off += end + 1

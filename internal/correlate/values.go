@@ -142,6 +142,17 @@ func keyEntity(key, context string) string {
 	return ""
 }
 
+// nameEntity is what a number a request (or an answer being compared)
+// gives under key names: an id's key as for keyEntity, or the thing's own
+// name ("cart": 4821937). Only for looking up: a table learns only at an
+// id's site, so a quantity, never learned, never matches.
+func nameEntity(key, context string) string {
+	if e := keyEntity(key, context); e != "" {
+		return e
+	}
+	return segmentEntity(key)
+}
+
 // idBoundary reports whether key's suffix at i is a word of its own:
 // order_id, order-id, orderId, ORDER_ID; not paid, valid or casino.
 func idBoundary(key string, i int) bool {

@@ -138,7 +138,7 @@ var (
 	mConnsRefused   = counter("shadowtap_replay_connections_refused_total", "Production connections a target did not replay, to keep the others whole.", "target")
 	mQueued         = gauge("shadowtap_replay_queue_length", "Requests waiting to be replayed, by target.", "target")
 	mInFlight       = gauge("shadowtap_replay_in_flight", "Requests being replayed, by target.", "target")
-	mCorrelated     = counter("shadowtap_correlate_events_total", "Correlation, by target and event: learned (pairs), translated (values), requests (translated), waited, gave_up (a pair not learned in time), expired, shared (values both sides answered alike: never translated).", "target", "event")
+	mCorrelated     = counter("shadowtap_correlate_events_total", "Correlation, by target and event: learned (pairs), translated (values), requests (translated), waited, gave_up (a pair not learned in time), settled (a request just captured waited for the engines to hand over production's answers), expired, shared (values both sides answered alike: never translated).", "target", "event")
 	mCorrPairs      = gauge("shadowtap_correlate_pairs", "Pairs held (a value the target created for production's), by target.", "target")
 	mCorrPending    = gauge("shadowtap_correlate_pending", "Values production created whose target counterpart is awaited, by target.", "target")
 
@@ -281,7 +281,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 				name string
 				v    uint64
 			}{{"learned", cs.Learned}, {"translated", cs.Translated}, {"requests", cs.Requests}, {"waited", cs.Waited},
-				{"gave_up", cs.GaveUp}, {"expired", cs.Expired}, {"shared", cs.Shared}} {
+				{"gave_up", cs.GaveUp}, {"settled", cs.Settled}, {"expired", cs.Expired}, {"shared", cs.Shared}} {
 				emit(mCorrelated, u(e.v), n, e.name)
 			}
 			emit(mCorrPairs, float64(cs.Pairs), n)
