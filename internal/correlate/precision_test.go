@@ -207,8 +207,10 @@ func TestJustCapturedRequestWaitsForOtherEngines(t *testing.T) {
 	if _, res := tb.TranslateCaptured(context.Background(), []byte("GET / HTTP/1.1\r\nCookie: sid=unknown-value-123\r\n\r\n"), time.Now().Add(-time.Hour).UnixNano()); res.Settled {
 		t.Errorf("a request captured an hour ago waited: %+v", res)
 	}
-	if _, res := tb.TranslateCaptured(context.Background(), req, time.Now().UnixNano()); res.Settled || res.Translated != 1 {
-		t.Errorf("a request naming a known value waited: %+v", res)
+	traced := []byte("GET /api/cart HTTP/1.1\r\nTraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n" +
+		"X-Request-Id: 0f8e2c1a-7d6b-4e5f-9a8b-1c2d3e4f5a6b\r\nCookie: sid=" + prodSid + "x\r\n\r\n")
+	if _, res := tb.TranslateCaptured(context.Background(), traced, time.Now().UnixNano()); res.Settled || res.Translated != 1 {
+		t.Errorf("a request naming a known value (and the client's trace ids) waited: %+v", res)
 	}
 }
 

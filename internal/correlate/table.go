@@ -555,11 +555,16 @@ func collection(req []byte) string {
 		return ""
 	}
 	path, _, _ := bytes.Cut(f[1], []byte("?"))
-	segs := strings.Split(string(path), "/")
-	for i := len(segs) - 1; i >= 0; i-- {
-		if s := segs[i]; s != "" && !strings.ContainsAny(s, "0123456789") {
-			return s
+	for len(path) > 0 {
+		i := bytes.LastIndexByte(path, '/')
+		seg := path[i+1:]
+		if len(seg) > 0 && bytes.IndexAny(seg, "0123456789") < 0 {
+			return string(seg)
 		}
+		if i < 0 {
+			break
+		}
+		path = path[:i]
 	}
 	return ""
 }

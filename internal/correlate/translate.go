@@ -155,9 +155,29 @@ func (t *Table) namesUnknown(toks []token) bool {
 	return false
 }
 
+// normName is a name without case, '_' or '-': order_id, Order-Id and
+// orderId are one. It runs for every value of every request: without a
+// copy when the name is already so.
 func normName(s string) string {
-	s = strings.ToLower(s)
-	return strings.NewReplacer("_", "", "-", "").Replace(s)
+	clean := true
+	for i := 0; i < len(s) && clean; i++ {
+		c := s[i]
+		clean = c != '_' && c != '-' && (c < 'A' || c > 'Z')
+	}
+	if clean {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '_' || c == '-':
+		case c >= 'A' && c <= 'Z':
+			b = append(b, c+'a'-'A')
+		default:
+			b = append(b, c)
+		}
+	}
+	return string(b)
 }
 
 // singular is a collection's item name: orders → order, addresses → address.
@@ -251,6 +271,10 @@ var notTranslated = map[string]bool{
 	"accept": true, "accept-encoding": true, "accept-language": true, "user-agent": true, "expect": true,
 	"te": true, "upgrade": true, "date": true, "if-modified-since": true, "if-unmodified-since": true,
 	"content-encoding": true, "keep-alive": true, "cache-control": true, "pragma": true, "referer": true, "origin": true,
+	// tracing: made by the client or a proxy for this request alone
+	"traceparent": true, "tracestate": true, "baggage": true, "x-request-id": true, "x-correlation-id": true,
+	"x-amzn-trace-id": true, "x-b3-traceid": true, "x-b3-spanid": true, "x-b3-parentspanid": true, "b3": true,
+	"x-cloud-trace-context": true, "sentry-trace": true, "x-forwarded-for": true, "x-real-ip": true,
 }
 
 // tokens lists a request's whole values: the path's segments, the
@@ -262,7 +286,7 @@ func tokens(req []byte) []token {
 		return nil
 	}
 	coll := collection(req)
-	var toks []token
+	toks := make([]token, 0, 8)
 	lineEnd := bytes.Index(req, []byte("\r\n"))
 	line := req[:lineEnd]
 	sp1 := bytes.IndexByte(line, ' ')
@@ -285,14 +309,14 @@ func tokens(req []byte) []token {
 		seg := path[off : off+end]
 		if len(seg) > 0 {
 			if v, err := url.PathUnescape(string(seg)); err == nil {
-				toks = append(toks, token{base + off, base + off + end, v, prev, segmentEntity(prev), pathText})
+				toks = add(toks, token{base + off, base + off + end, v, prev, "", pathText}, segmentEntity)
 				prev = v
 			}
 		}
 		off += end + 1
 	}
 	if query != nil {
-		toks = append(toks, formTokens(query, base+len(path)+1, coll)...)
+		toks = formTokens(toks, query, base+len(path)+1, coll)
 	}
 	bodyStart := headEnd + 4
 	var contentType string
@@ -305,7 +329,8 @@ func tokens(req []byte) []token {
 		l := req[off : off+end]
 		name, _, ok := bytes.Cut(l, []byte(":"))
 		if ok {
-			n := strings.ToLower(string(bytes.TrimSpace(name)))
+			var scratch [64]byte
+			nb := appendLower(scratch[:0], bytes.TrimSpace(name))
 			vstart := off + len(name) + 1
 			for vstart < off+end && (req[vstart] == ' ' || req[vstart] == '\t') {
 				vstart++
@@ -314,26 +339,26 @@ func tokens(req []byte) []token {
 			for vend > vstart && (req[vend-1] == ' ' || req[vend-1] == '\t') {
 				vend--
 			}
-			v := string(req[vstart:vend])
+			v := req[vstart:vend]
 			switch {
-			case n == "cookie":
-				toks = append(toks, cookieTokens(req, vstart, vend)...)
-			case n == "authorization":
-				if scheme, _, ok := strings.Cut(v, " "); ok && strings.EqualFold(scheme, "Bearer") {
+			case string(nb) == "cookie":
+				toks = cookieTokens(toks, req, vstart, vend)
+			case string(nb) == "authorization":
+				if scheme, _, ok := bytes.Cut(v, []byte(" ")); ok && bytes.EqualFold(scheme, []byte("Bearer")) {
 					s := vstart + len(scheme) + 1
 					for s < vend && req[s] == ' ' {
 						s++
 					}
-					toks = append(toks, token{s, vend, string(req[s:vend]), "authorization", "", rawText})
+					toks = add(toks, token{s, vend, string(req[s:vend]), "authorization", "", rawText}, nil)
 				}
-			case n == "content-type":
-				contentType = strings.ToLower(v)
-			case n == "content-length":
+			case string(nb) == "content-type":
+				contentType = strings.ToLower(string(v))
+			case string(nb) == "content-length":
 				hasLength = true
-			case n == "transfer-encoding":
+			case string(nb) == "transfer-encoding":
 				chunked = true
-			case !notTranslated[n]:
-				toks = append(toks, token{vstart, vend, v, n, headerEntity(n), rawText})
+			case !notTranslated[string(nb)] && (len(v) >= minToken || len(v) > 0 && v[0] >= '0' && v[0] <= '9'):
+				toks = add(toks, token{vstart, vend, string(v), string(nb), "", rawText}, headerEntity)
 			}
 		}
 		off += end + 2
@@ -349,18 +374,18 @@ func tokens(req []byte) []token {
 			if l.Quoted {
 				enc = jsonText
 			}
-			toks = append(toks, token{bodyStart + l.Start, bodyStart + l.End, l.Text, l.Key, nameEntity(l.Key, or(l.Parent, coll)), enc})
+			tk := token{bodyStart + l.Start, bodyStart + l.End, l.Text, l.Key, "", enc}
+			toks = add(toks, tk, func(string) string { return nameEntity(l.Key, or(l.Parent, coll)) })
 		})
 	case strings.HasPrefix(contentType, "application/x-www-form-urlencoded"):
-		toks = append(toks, formTokens(body, bodyStart, coll)...)
+		toks = formTokens(toks, body, bodyStart, coll)
 	}
 	return toks
 }
 
-// formTokens are the values of a query or form (k=v&k=v), at base, of a
+// formTokens adds the values of a query or form (k=v&k=v), at base, of a
 // request on collection coll.
-func formTokens(b []byte, base int, coll string) []token {
-	var toks []token
+func formTokens(toks []token, b []byte, base int, coll string) []token {
 	for off := 0; off < len(b); {
 		end := bytes.IndexByte(b[off:], '&')
 		if end < 0 {
@@ -372,7 +397,7 @@ func formTokens(b []byte, base int, coll string) []token {
 			val, err2 := url.QueryUnescape(string(v))
 			if err1 == nil && err2 == nil {
 				s := base + off + len(k) + 1
-				toks = append(toks, token{s, s + len(v), val, key, nameEntity(key, coll), queryText})
+				toks = add(toks, token{s, s + len(v), val, key, "", queryText}, func(string) string { return nameEntity(key, coll) })
 			}
 		}
 		off += end + 1
@@ -380,9 +405,8 @@ func formTokens(b []byte, base int, coll string) []token {
 	return toks
 }
 
-// cookieTokens are the values of a Cookie header's pairs.
-func cookieTokens(req []byte, start, end int) []token {
-	var toks []token
+// cookieTokens adds the values of a Cookie header's pairs.
+func cookieTokens(toks []token, req []byte, start, end int) []token {
 	for off := start; off < end; {
 		e := bytes.IndexByte(req[off:end], ';')
 		if e < 0 {
@@ -394,9 +418,9 @@ func cookieTokens(req []byte, start, end int) []token {
 			s := off + lead + len(k) + 1
 			vv := bytes.TrimRight(v, " ")
 			if len(vv) >= 2 && vv[0] == '"' && vv[len(vv)-1] == '"' {
-				toks = append(toks, token{s + 1, s + len(vv) - 1, string(vv[1 : len(vv)-1]), string(k), cookieEntity(string(k)), rawText})
+				toks = add(toks, token{s + 1, s + len(vv) - 1, string(vv[1 : len(vv)-1]), string(k), "", rawText}, cookieEntity)
 			} else {
-				toks = append(toks, token{s, s + len(vv), string(vv), string(k), cookieEntity(string(k)), rawText})
+				toks = add(toks, token{s, s + len(vv), string(vv), string(k), "", rawText}, cookieEntity)
 			}
 		}
 		off += e + 1
@@ -424,4 +448,30 @@ func headEnd(req []byte) int {
 		i += 1 + j
 	}
 	return end
+}
+
+// add appends tk if its value could be one a server created: an id, or a
+// short number, whose entity (what it names) entity makes from tk's name
+// (nil: it names nothing).
+func add(toks []token, tk token, entity func(name string) string) []token {
+	if idLike(tk.text) {
+		return append(toks, tk)
+	}
+	if shortNumber(tk.text) && entity != nil {
+		if tk.entity = entity(tk.name); tk.entity != "" {
+			return append(toks, tk)
+		}
+	}
+	return toks
+}
+
+// appendLower appends b in lower case (ASCII).
+func appendLower(dst, b []byte) []byte {
+	for _, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
 }
