@@ -31,3 +31,22 @@ func BenchmarkTranslate(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRead: what production's answer to a login created, read on
+// the capture path: a Set-Cookie, a Location and a 1 KiB JSON body.
+func BenchmarkRead(b *testing.B) {
+	body := []byte(`{"token":"eyJhbGciOiJIUzI1NiJ9.cHJvZA.sig1","user":{"id":1042,"name":"Ada Lovelace","email":"ada@example.com"},` +
+		`"cart":{"id":"0b7c6a1e-3f7e-4c1b-9a55-2f8f0f1d2e3c","items":[`)
+	for i := range 12 {
+		body = fmt.Appendf(body, `{"sku":"SKU-%08d","qty":%d,"price":"%d.99","title":"A kettle of fish"},`, i, i, i)
+	}
+	body = append(body[:len(body)-1], "]}}"...)
+	m := diff.Message{Status: 201, Header: http.Header{"Set-Cookie": {"sid=s3ss10n-prod-7f3a9c; Path=/; HttpOnly"},
+		"Location": {"/api/orders/1042"}, "Content-Type": {"application/json"}, "Date": {"Mon, 07 Dec 2026 09:00:00 GMT"}}, Body: body}
+	req := []byte("POST /api/login HTTP/1.1\r\nHost: shop\r\nContent-Length: 0\r\n\r\n")
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		Read(req, m)
+	}
+}

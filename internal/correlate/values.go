@@ -59,7 +59,7 @@ var notCreated = map[string]bool{
 // site. collection is the request's resource name (POST /api/orders:
 // "orders"), what a top-level "id" of the answer names.
 func values(m diff.Message, collection string) map[site]value {
-	out := map[site]value{}
+	out := make(map[site]value, 32) // grown from empty, the map was a fifth of the cost
 	add := func(s site, v value) {
 		if learnable(v.text, v.entity) {
 			out[s] = v
@@ -101,7 +101,14 @@ func values(m diff.Message, collection string) map[site]value {
 		body, err := diff.Decode(m, maxBody)
 		if err == nil && len(body) <= maxBody {
 			jsonspan.Scan(body, jsonspan.Limits{Leaves: maxLeaves, Depth: maxDepth}, func(l jsonspan.Leaf) {
-				add(site{'j', l.Path}, value{text: l.Text, name: l.Key, entity: keyEntity(l.Key, or(l.Parent, collection))})
+				switch {
+				case idLike(l.Text):
+					out[site{'j', l.Path()}] = value{text: l.Text, name: l.Key}
+				case shortNumber(l.Text):
+					if e := keyEntity(l.Key, or(l.Parent, collection)); e != "" {
+						out[site{'j', l.Path()}] = value{text: l.Text, name: l.Key, entity: e}
+					}
+				}
 			})
 		}
 	}

@@ -13,7 +13,7 @@ import (
 
 // A Leaf is a string or integer leaf of a JSON document.
 type Leaf struct {
-	Path string // its path, indices kept: .items.0.id
+	s *scanner // its path, while the callback runs
 	// Key is the enclosing object's key (an array's element: the array's
 	// key), Parent the key the object holding it has (.order.id: "order";
 	// .items.0.id: "items"; at the top: "").
@@ -21,6 +21,27 @@ type Leaf struct {
 	Text        string // decoded
 	Start, End  int    // its raw text, quotes included
 	Quoted      bool   // a string (else an integer)
+}
+
+// Path is the leaf's path, indices kept (.items.0.id). It is made only
+// when asked, and only during the callback.
+func (l Leaf) Path() string {
+	var b []byte
+	for _, p := range l.s.path {
+		b = append(b, '.')
+		if p.key != "" {
+			b = append(b, p.key...)
+		} else {
+			b = strconv.AppendInt(b, int64(p.index), 10)
+		}
+	}
+	return string(b)
+}
+
+// pathPart is an object member's key or an array element's index.
+type pathPart struct {
+	key   string
+	index int
 }
 
 // Limits bound a scan.
@@ -32,7 +53,7 @@ type Limits struct{ Leaves, Depth int }
 // breaks.
 func Scan(doc []byte, lim Limits, leaf func(Leaf)) bool {
 	s := &scanner{doc: doc, leaf: leaf, lim: lim}
-	s.value("", "", "", 0)
+	s.value("", "", 0)
 	s.ws()
 	return !s.bad && s.i == len(doc)
 }
@@ -43,6 +64,7 @@ type scanner struct {
 	n    int
 	lim  Limits
 	leaf func(Leaf)
+	path []pathPart
 	bad  bool
 }
 
@@ -57,9 +79,9 @@ func (s *scanner) ws() {
 	}
 }
 
-// value reads one value at path, whose key is key, in an object whose
+// value reads one value at s.path, whose key is key, in an object whose
 // own key is parent.
-func (s *scanner) value(path, key, parent string, depth int) {
+func (s *scanner) value(key, parent string, depth int) {
 	s.ws()
 	if s.bad || s.i >= len(s.doc) || s.n >= s.lim.Leaves {
 		s.bad = true
@@ -97,7 +119,9 @@ func (s *scanner) value(path, key, parent string, depth int) {
 				return
 			}
 			s.i++
-			s.value(path+"."+k, k, key, depth+1)
+			s.path = append(s.path, pathPart{key: k})
+			s.value(k, key, depth+1)
+			s.path = s.path[:len(s.path)-1]
 			if s.bad {
 				return
 			}
@@ -121,7 +145,9 @@ func (s *scanner) value(path, key, parent string, depth int) {
 				}
 				s.i++
 			}
-			s.value(path+"."+strconv.Itoa(idx), key, parent, depth+1)
+			s.path = append(s.path, pathPart{index: idx})
+			s.value(key, parent, depth+1)
+			s.path = s.path[:len(s.path)-1]
 			if s.bad {
 				return
 			}
@@ -134,7 +160,7 @@ func (s *scanner) value(path, key, parent string, depth int) {
 			return
 		}
 		s.n++
-		s.leaf(Leaf{Path: path, Key: key, Parent: parent, Text: t, Start: start, End: s.i, Quoted: true})
+		s.leaf(Leaf{s: s, Key: key, Parent: parent, Text: t, Start: start, End: s.i, Quoted: true})
 	default:
 		start := s.i
 		for s.i < len(s.doc) {
@@ -151,7 +177,7 @@ func (s *scanner) value(path, key, parent string, depth int) {
 		raw := string(s.doc[start:s.i])
 		if _, err := strconv.ParseInt(raw, 10, 64); err == nil {
 			s.n++
-			s.leaf(Leaf{Path: path, Key: key, Parent: parent, Text: raw, Start: start, End: s.i})
+			s.leaf(Leaf{s: s, Key: key, Parent: parent, Text: raw, Start: start, End: s.i})
 		}
 	}
 }

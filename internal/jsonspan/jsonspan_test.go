@@ -15,14 +15,14 @@ func TestLeavesWithTheirPlaces(t *testing.T) {
 	}
 	var got []string
 	whole := Scan(doc, all, func(l Leaf) {
-		got = append(got, l.Path+" "+l.Key+" "+l.Parent+" "+l.Text)
+		got = append(got, l.Path()+" "+l.Key+" "+l.Parent+" "+l.Text)
 		if l.Quoted {
 			var s string
 			if err := json.Unmarshal(doc[l.Start:l.End], &s); err != nil || s != l.Text {
-				t.Errorf("span of %s: %q", l.Path, doc[l.Start:l.End])
+				t.Errorf("span of %s: %q", l.Path(), doc[l.Start:l.End])
 			}
 		} else if string(doc[l.Start:l.End]) != l.Text {
-			t.Errorf("span of %s: %q", l.Path, doc[l.Start:l.End])
+			t.Errorf("span of %s: %q", l.Path(), doc[l.Start:l.End])
 		}
 	})
 	want := []string{".id id  42", ".order.id id order o-1", ".order.items.0.id id items 7", ".order.items.1 items order x\u2028/y"}
