@@ -32,7 +32,7 @@ func TestPairedValuesExcuseOnlyTheirField(t *testing.T) {
 		MaxPending: 10000, Queue: 10000, MinSamples: 5, Threshold: 0.05, Handler: "test",
 		Paired: func(ref string, at correlate.Field, a, b string) bool {
 			k, ok := tb.Origin(b, at)
-			return ok && k == correlate.KeyAt(a, at)
+			return ok && k == tb.KeyAt(a, at)
 		}}
 	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

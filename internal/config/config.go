@@ -15,8 +15,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"runtime"
+	"slices"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -61,6 +63,59 @@ type Config struct {
 	Destination string   `yaml:"destination"` // adds a target named "default"
 	Targets     []Target `yaml:"targets"`
 	Compare     Compare  `yaml:"compare"` // compare responses; off unless a candidate is named
+	// Correlate is the fleet's: where the handlers share what their
+	// targets' correlation learned (defaults.correlate is each target's).
+	Correlate Fleet `yaml:"correlate"`
+}
+
+// Fleet says where a fleet of handlers shares its correlation pairs.
+type Fleet struct {
+	// Store: "memory" (or empty: each handler alone), or redis://,
+	// rediss:// (TLS), valkey://, valkeys:// with user, password and
+	// database as Redis URLs take them.
+	Store string `yaml:"store"`
+	// Namespace separates deployments sharing one store; every handler of
+	// one deployment has the same. Default "default".
+	Namespace string `yaml:"namespace"`
+}
+
+// Shared reports whether the handlers share their pairs through a store.
+func (f Fleet) Shared() bool { return f.Store != "" && f.Store != "memory" }
+
+// SecretEnv names the variable holding the fleet's secret: it keys the
+// hashes under which the store holds production's values and seals the
+// targets' values. Every handler of a fleet has the same.
+const SecretEnv = "SHADOWTAP_CORRELATE_KEY"
+
+// Secret is the fleet's secret, from SecretEnv; without it, one derived
+// from the namespace (a warning says so: anyone who reads the store and
+// knows the namespace can then test guesses of short values).
+func (f Fleet) Secret() []byte {
+	if k := os.Getenv(SecretEnv); k != "" {
+		return []byte(k)
+	}
+	return []byte("shadowtap namespace " + f.Namespace)
+}
+
+// StoreSchemes are the schemes a correlation store may have.
+var StoreSchemes = []string{"redis", "rediss", "valkey", "valkeys"}
+
+// CheckStore reports whether s names a store (see Fleet.Store).
+func CheckStore(s string) error {
+	if s == "" || s == "memory" {
+		return nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("correlate.store: %w", err)
+	}
+	if !slices.Contains(StoreSchemes, u.Scheme) {
+		return fmt.Errorf("correlate.store %q: unknown scheme %q (memory, redis://, rediss://, valkey://, valkeys://)", s, u.Scheme)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("correlate.store %q: no host", s)
+	}
+	return nil
 }
 
 // Compare configures the comparison of responses: the candidate target
@@ -283,7 +338,33 @@ func (c *Config) Load(b []byte, name string) error {
 	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
 		return fmt.Errorf("config %s: more than one YAML document", name)
 	}
+	if err := CheckStore(c.Correlate.Store); err != nil {
+		return fmt.Errorf("config %s: line %d: %w", name, lineOf(&doc, "correlate", "store"), err)
+	}
 	return nil
+}
+
+// lineOf is the line of the value at path (mapping keys) in doc, or 0.
+func lineOf(n *yaml.Node, path ...string) int {
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	for _, key := range path {
+		if n.Kind != yaml.MappingNode {
+			return 0
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				next = n.Content[i+1]
+			}
+		}
+		if next == nil {
+			return 0
+		}
+		n = next
+	}
+	return n.Line
 }
 
 // nullKey returns the line of the first mapping key in n that is null, or 0.

@@ -244,3 +244,27 @@ func TestShardsDefaultToOnePerCPU(t *testing.T) {
 		}
 	}
 }
+
+// The fleet's store: a Redis or Valkey URL is taken, any other scheme
+// refused with its line.
+func TestCorrelateStore(t *testing.T) {
+	c := Default()
+	if err := c.Load([]byte("correlate: {store: redis://127.0.0.1:6379, namespace: shop}\n"), "ok.yaml"); err != nil || c.Correlate.Store != "redis://127.0.0.1:6379" {
+		t.Errorf("%v %+v", err, c.Correlate)
+	}
+	c = Default()
+	err := c.Load([]byte("listen: :4789\ncorrelate:\n  namespace: shop\n  store: ftp://x\n"), "bad.yaml")
+	if err == nil || !strings.Contains(err.Error(), "line 4") || !strings.Contains(err.Error(), "ftp") {
+		t.Errorf("ftp store: %v", err)
+	}
+	for _, s := range []string{"memory", "", "valkey://cache:6379/2", "rediss://user:pw@cache.example:6380"} {
+		if err := CheckStore(s); err != nil {
+			t.Errorf("%q: %v", s, err)
+		}
+	}
+	for _, s := range []string{"http://x", "redis://", "valkey"} {
+		if err := CheckStore(s); err == nil {
+			t.Errorf("%q accepted", s)
+		}
+	}
+}

@@ -54,6 +54,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	// Defaults for every target.
 	fs.IntVar(&c.Defaults.Workers, "workers", c.Defaults.Workers, "requests replayed concurrently per target (and connections to it at most)")
 	fs.Var(inverse{&c.Defaults.Correlate.Off}, "correlate", "translate the values each target created for production's (session cookies, tokens, ids) in later requests; -correlate=false sends production's")
+	fs.StringVar(&c.Correlate.Store, "correlate-store", c.Correlate.Store, "where a fleet of handlers shares its correlation pairs: memory (each alone), redis://, rediss://, valkey:// URL; the keyed hashes' secret is SHADOWTAP_CORRELATE_KEY")
+	fs.StringVar(&c.Correlate.Namespace, "correlate-namespace", c.Correlate.Namespace, "the deployment's name in the correlation store: deployments sharing one store do not meet")
 	fs.DurationVar(&c.Defaults.Correlate.Wait, "correlate-wait", c.Defaults.Correlate.Wait, "a request naming a value still being learned waits this long at most, then goes as it is (unsafe methods: not at all); 0: 2s")
 	fs.Int64Var(&c.Defaults.QueueBytes, "queue-bytes", c.Defaults.QueueBytes, "bytes of requests waiting per target; bounds the queue's memory like -queue bounds its length")
 	fs.IntVar(&c.Defaults.Queue, "queue", c.Defaults.Queue, "requests waiting per target; beyond it new connections, then requests, are dropped")

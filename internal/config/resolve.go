@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -36,6 +37,8 @@ type Resolved struct {
 	KeepBody int64
 	// Correlate: the translation of the values the target created.
 	Correlate Correlate
+	// Fleet: where its pairs are shared with the fleet's other handlers.
+	Fleet Fleet
 }
 
 // DefaultTargetName is the target -destination defines.
@@ -64,7 +67,7 @@ func (c *Config) Resolve() []Resolved {
 			DialTimeout: or(t.DialTimeout, d.DialTimeout), ResponseTimeout: or(t.ResponseTimeout, d.ResponseTimeout),
 			IdleConnTimeout: or(t.IdleConnTimeout, d.IdleConnTimeout),
 			Sampling:        d.Sampling, Filters: t.Filters, Rewrite: t.Rewrite, Credentials: t.Credentials,
-			Correlate: d.Correlate,
+			Correlate: d.Correlate, Fleet: c.Correlate,
 		}
 		if t.KeepHostHeader != nil {
 			r.KeepHostHeader = *t.KeepHostHeader
@@ -114,7 +117,7 @@ var tokenRe = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 // Validate checks the whole configuration and reports every problem.
 func (c *Config) Validate() error {
-	return errors.Join(c.ValidateCapture(), c.validateTargets())
+	return errors.Join(c.ValidateCapture(), c.validateTargets(), CheckStore(c.Correlate.Store))
 }
 
 // ValidateCapture checks the settings of capture alone (no targets), as
@@ -390,6 +393,9 @@ func (c *Config) Warnings() []string {
 			out = append(out, fmt.Sprintf("target %q receives production's %s headers unchanged; remove or replace them under credentials",
 				t.Name, strings.Join(kept, " and ")))
 		}
+	}
+	if c.Correlate.Shared() && os.Getenv(SecretEnv) == "" {
+		out = append(out, "correlate.store is set without "+SecretEnv+": the store's keys are hashes keyed by the namespace alone; give every handler of the fleet the same secret in "+SecretEnv)
 	}
 	return out
 }

@@ -186,7 +186,7 @@ func TestOriginOfACreatedValue(t *testing.T) {
 		t.Error("an origin before any request carried the order back")
 	}
 	tb.Translate(context.Background(), []byte("GET /api/orders/"+prodOrder+" HTTP/1.1\r\n\r\n"))
-	if k, ok := tb.Origin(candOrder, at); !ok || k != KeyAt(prodOrder, at) {
+	if k, ok := tb.Origin(candOrder, at); !ok || k != tb.KeyAt(prodOrder, at) {
 		t.Errorf("origin of the candidate's order: %v %v", k, ok)
 	}
 	if _, ok := tb.Origin(prodOrder, at); ok {

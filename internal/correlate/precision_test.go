@@ -162,7 +162,7 @@ func TestOriginIsOfTheField(t *testing.T) {
 	learnJSON(t, tb, "POST /api/orders HTTP/1.1\r\nContent-Length: 0\r\n\r\n", map[string]any{"number": 7}, map[string]any{"number": 8})
 	tb.Translate(context.Background(), []byte("GET /api/orders/7 HTTP/1.1\r\n\r\n"))
 	get := []byte("GET /api/orders/8 HTTP/1.1\r\n\r\n")
-	if k, ok := tb.Origin("8", Field{Request: get, Key: "body.number"}); !ok || k != KeyAt("7", Field{Request: get, Key: "body.number"}) {
+	if k, ok := tb.Origin("8", Field{Request: get, Key: "body.number"}); !ok || k != tb.KeyAt("7", Field{Request: get, Key: "body.number"}) {
 		t.Errorf("the order's number: %v %v", k, ok)
 	}
 	if _, ok := tb.Origin("8", Field{Request: get, Key: "body.quantity"}); ok {

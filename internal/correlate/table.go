@@ -40,6 +40,9 @@ type Options struct {
 	// known waits for the engines to hand over the answers captured
 	// before it (see TranslateCaptured). 0: 3ms
 	Settle time.Duration
+	// Fleet, when set, shares the table's pairs with the other handlers
+	// of a fleet (see Fleet); a reload keeps the table's own.
+	Fleet Fleet
 	// Exclude names what is never learned nor translated: cookies,
 	// headers, JSON keys, query and form names (case, '-' and '_' aside).
 	Exclude []string
@@ -76,6 +79,7 @@ type Stats struct {
 	Shared     uint64 // values both sides answered alike: never translated
 	Pairs      int    // pairs held now
 	Pending    int    // values production created whose target value is awaited
+	Fleet      FleetStats
 }
 
 // entry is one production value: its target value once learned, and a
@@ -86,6 +90,10 @@ type entry struct {
 	target string
 	entity string        // what a short number names: the target's value is keyed under it too
 	sent   bool          // translated in a request: an id carried forward, not merely a value that differed
+	// fleetKey is its key in the fleet (with a Fleet); fromFleet, that
+	// another handler told of it, and this one does not tell again.
+	fleetKey  FleetKey
+	fromFleet bool
 	ready  chan struct{} // closed when the state is no longer pending
 	used   time.Time
 	elem   *list.Element // in the table's pairs when learned, else in its others
@@ -148,12 +156,19 @@ type Table struct {
 	openOrder []Exchange        // oldest first; may hold exchanges already paired
 	openBytes int               // of the values in open
 	forgotten []half            // production halves trimmed, to be settled outside openMu
+
+	fleet  Fleet                // nil: this process alone
+	missed map[uint64]time.Time // values the fleet did not know, until when (see fleetLookup)
 }
 
 // New returns an empty table.
 func New(opts Options) *Table {
-	t := &Table{now: time.Now, entries: map[uint64]*entry{}, created: map[uint64]uint64{}, pairs: list.New(), others: list.New()}
+	t := &Table{now: time.Now, entries: map[uint64]*entry{}, created: map[uint64]uint64{}, pairs: list.New(), others: list.New(),
+		fleet: opts.Fleet, missed: map[uint64]time.Time{}}
 	t.SetOptions(opts)
+	if t.fleet != nil {
+		t.fleet.Watch(t.takeIn)
+	}
 	return t
 }
 
@@ -167,6 +182,7 @@ func (t *Table) SetOptions(opts Options) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	opts.Fleet = nil // the table's own, set by New
 	t.opts, t.exclude = opts.or(), excl
 	t.trim(t.pairs)
 	t.trim(t.others)
@@ -220,8 +236,21 @@ func (f Field) entity() string {
 	return nameEntity(key, or(parent, collection(f.Request)))
 }
 
-// KeyAt is the key, in every table, of production value v found at f.
-func KeyAt(v string, f Field) uint64 { return keyOf(v, f.entity()) }
+// KeyAt is the key of production value v found at f: the same in every
+// table of a process (and, with a Fleet, of the fleet).
+func (t *Table) KeyAt(v string, f Field) uint64 { return t.keyOf(v, f.entity()) }
+
+// keyOf is value v's key in t: with a fleet, its fleet key's first
+// bytes, so that what another handler publishes finds its entry here.
+func (t *Table) keyOf(v, entity string) uint64 {
+	if t.fleet == nil {
+		return keyOf(v, entity)
+	}
+	if !shortNumber(v) {
+		entity = ""
+	}
+	return fleetLocal(t.fleet.Key(entity, v))
+}
 
 // Origin is the key of the production value the target created v for
 // (found at f), once a later request carried it back (a session, an
@@ -231,7 +260,7 @@ func KeyAt(v string, f Field) uint64 { return keyOf(v, f.entity()) }
 func (t *Table) Origin(v string, f Field) (uint64, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	k, ok := t.created[keyOf(v, f.entity())]
+	k, ok := t.created[t.keyOf(v, f.entity())]
 	if !ok {
 		return 0, false
 	}
@@ -254,6 +283,9 @@ func (t *Table) Stats() Stats {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := t.stats
+	if t.fleet != nil {
+		s.Fleet = t.fleet.Stats()
+	}
 	s.Pairs = t.pairs.Len()
 	for f := t.others.Front(); f != nil; f = f.Next() {
 		if f.Value.(*entry).state == pending {
@@ -266,13 +298,21 @@ func (t *Table) Stats() Stats {
 // entry returns production value v's entry, made (awaited) if absent;
 // t.mu held.
 func (t *Table) entry(v value) *entry {
-	k := keyOf(v.text, v.entity)
+	k := t.keyOf(v.text, v.entity)
 	e := t.entries[k]
 	if e == nil {
 		e = &entry{key: k, entity: v.entity, ready: make(chan struct{})}
+		if t.fleet != nil {
+			entity := v.entity
+			if !shortNumber(v.text) {
+				entity = ""
+			}
+			e.fleetKey = t.fleet.Key(entity, v.text)
+		}
 		t.entries[k] = e
 		e.elem = t.others.PushBack(e)
 		t.trim(t.others)
+		t.publish(e, Awaited)
 	} else {
 		t.listOf(e.state).MoveToBack(e.elem)
 	}
@@ -285,7 +325,7 @@ func (t *Table) drop(e *entry) {
 	t.listOf(e.state).Remove(e.elem)
 	delete(t.entries, e.key)
 	if e.state == learned {
-		delete(t.created, keyOf(e.target, e.entity))
+		delete(t.created, t.keyOf(e.target, e.entity))
 	}
 	if e.state == pending {
 		close(e.ready)
@@ -334,22 +374,25 @@ func (t *Table) learn(prod, target map[site]value) {
 			// Shared data: the copy both sides started from, or a value
 			// both derive from the request. Never translated.
 			if e.state == learned {
-				delete(t.created, keyOf(e.target, e.entity))
+				delete(t.created, t.keyOf(e.target, e.entity))
 			}
 			t.settle(e, shared)
 			e.target = ""
 			t.stats.Shared++
 		case ok && learnable(c.text, p.entity):
 			if e.state == learned {
-				delete(t.created, keyOf(e.target, e.entity))
+				delete(t.created, t.keyOf(e.target, e.entity))
 			} else {
 				t.stats.Learned++
 			}
 			t.settle(e, learned)
 			e.target = c.text
-			t.created[keyOf(c.text, e.entity)] = e.key
+			t.created[t.keyOf(c.text, e.entity)] = e.key
+			e.fromFleet = false
+			t.publish(e, Paired)
 		case e.state == pending:
 			t.settle(e, unpaired) // nothing to wait for
+			t.publish(e, Unpaired)
 		}
 	}
 }

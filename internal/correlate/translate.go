@@ -65,7 +65,7 @@ func (t *Table) Translate(ctx context.Context, req []byte) ([]byte, Result) {
 // before it is taken as one production did not create.
 func (t *Table) TranslateCaptured(ctx context.Context, req []byte, captured int64) ([]byte, Result) {
 	var res Result
-	if t.empty() {
+	if t.empty() && t.fleet == nil {
 		return req, res
 	}
 	t.mu.Lock()
@@ -87,13 +87,14 @@ func (t *Table) TranslateCaptured(ctx context.Context, req []byte, captured int6
 			timer.Stop()
 		}
 	}
+	t.fleetLookup(ctx, toks, excl)
 	// Wait, bounded, for the values still being learned.
 	var deadline <-chan time.Time
 	for _, tk := range toks {
 		if !learnable(tk.text, tk.entity) || excl[normName(tk.name)] {
 			continue
 		}
-		k := keyOf(tk.text, tk.entity)
+		k := t.keyOf(tk.text, tk.entity)
 		_, _, wait := t.lookup(k)
 		if wait == nil {
 			continue
@@ -126,7 +127,7 @@ func (t *Table) TranslateCaptured(ctx context.Context, req []byte, captured int6
 		if !learnable(tk.text, tk.entity) || excl[normName(tk.name)] {
 			continue
 		}
-		k := keyOf(tk.text, tk.entity)
+		k := t.keyOf(tk.text, tk.entity)
 		target, ok, _ := t.lookup(k)
 		if !ok {
 			continue
@@ -148,7 +149,7 @@ func (t *Table) namesUnknown(toks []token) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, tk := range toks {
-		if learnable(tk.text, tk.entity) && !t.exclude[normName(tk.name)] && t.entries[keyOf(tk.text, tk.entity)] == nil {
+		if learnable(tk.text, tk.entity) && !t.exclude[normName(tk.name)] && t.entries[t.keyOf(tk.text, tk.entity)] == nil {
 			return true
 		}
 	}

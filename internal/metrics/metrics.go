@@ -141,6 +141,9 @@ var (
 	mCorrelated     = counter("shadowtap_correlate_events_total", "Correlation, by target and event: learned (pairs), translated (values), requests (translated), waited, gave_up (a pair not learned in time), settled (a request just captured waited for the engines to hand over production's answers), expired, shared (values both sides answered alike: never translated).", "target", "event")
 	mCorrPairs      = gauge("shadowtap_correlate_pairs", "Pairs held (a value the target created for production's), by target.", "target")
 	mCorrPending    = gauge("shadowtap_correlate_pending", "Values production created whose target counterpart is awaited, by target.", "target")
+	mStoreUp        = gauge("shadowtap_correlate_store_up", "1 when the fleet's correlation store answered last time it was asked, by target (absent: no store).", "target")
+	mStoreWatching  = gauge("shadowtap_correlate_store_subscribed", "1 when subscribed to what the fleet's other handlers publish, by target.", "target")
+	mStoreEvents    = counter("shadowtap_correlate_store_events_total", "The fleet's correlation store, by target and event: published (items written), delivered (items other handlers published, received), found (looked up and found), dropped (not written: the store slow or down), store_errors (operations that failed).", "target", "event")
 
 	mCmpExchanges  = counter("shadowtap_compare_exchanges_total", "Requests registered for comparison.")
 	mCmpCompared   = counter("shadowtap_compare_compared_total", "Exchanges compared.")
@@ -158,7 +161,7 @@ var all = []metric{mDatagrams, mSocketDgrams, mBytes, mReadErrors, mKernelDrops,
 	mRespParsed, mRespInterim, mRespLost, mRespBad, mRespResyncs, mRespIncomplete, mRespOverBudget, mRespPaired, mRespMissing, mRespUnmatched,
 	mFiltered, mSampledOut, mKeyless,
 	mSubmitted, mReplayed, mFailed, mQueueDrops, mRateLimited, mConnsRefused, mResumed, mHandover, mQueued, mInFlight,
-	mCorrelated, mCorrPairs, mCorrPending,
+	mCorrelated, mCorrPairs, mCorrPending, mStoreUp, mStoreWatching, mStoreEvents,
 	mCmpExchanges, mCmpCompared, mCmpIncomplete, mCmpDropped, mCmpAnswers, mCmpEndpoint, mCmpMatched, mCmpRegress}
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -172,6 +175,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.desc, m.typ, v, labels...)
 	}
 	u := func(v uint64) float64 { return float64(v) }
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
 	if s := c.src.Capture; s != nil {
 		emit(mDatagrams, u(s.Datagrams.Load()))
 		if c.src.Sockets != nil {
@@ -286,6 +295,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			}
 			emit(mCorrPairs, float64(cs.Pairs), n)
 			emit(mCorrPending, float64(cs.Pending), n)
+			if t.Conf.Fleet.Shared() {
+				fs := cs.Fleet
+				emit(mStoreUp, b(fs.Up), n)
+				emit(mStoreWatching, b(fs.Watching), n)
+				for _, e := range []struct {
+					name string
+					v    uint64
+				}{{"published", fs.Published}, {"delivered", fs.Delivered}, {"found", fs.Found}, {"dropped", fs.Dropped}, {"store_errors", fs.Errors}} {
+					emit(mStoreEvents, u(e.v), n, e.name)
+				}
+			}
 		}
 	}
 }

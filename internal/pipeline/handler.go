@@ -269,7 +269,7 @@ func restartOnly(a, b config.Config) []string {
 		{"health_listen", a.HealthListen, b.HealthListen}, {"admin_listen", a.AdminListen, b.AdminListen},
 		{"read_buffer", a.ReadBuffer, b.ReadBuffer}, {"max_body", a.MaxBody, b.MaxBody}, {"max_flows", a.MaxFlows, b.MaxFlows}, {"shards", a.Shards, b.Shards},
 		{"reorder_wait", a.ReorderWait, b.ReorderWait}, {"idle_timeout", a.IdleTimeout, b.IdleTimeout}, {"dedup", a.Dedup, b.Dedup},
-		{"handshake_timeout", a.HandshakeTimeout, b.HandshakeTimeout},
+		{"handshake_timeout", a.HandshakeTimeout, b.HandshakeTimeout}, {"correlate", a.Correlate, b.Correlate},
 		{"log_level", a.LogLevel, b.LogLevel}, {"log_format", a.LogFormat, b.LogFormat}} {
 		if !reflect.DeepEqual(f.x, f.y) {
 			out = append(out, f.name)

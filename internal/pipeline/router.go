@@ -51,7 +51,7 @@ func pairedBy(fan *atomic.Pointer[target.Fanout], candidate, baseline string) fu
 			return false
 		}
 		if ref == "production" {
-			return kb == correlate.KeyAt(a, at)
+			return kb == cand.KeyAt(a, at)
 		}
 		base := table(baseline)
 		if base == nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/shadowtap/shadowtap/internal/ratelog"
 	"github.com/shadowtap/shadowtap/internal/replay"
 	"github.com/shadowtap/shadowtap/internal/sample"
+	"github.com/shadowtap/shadowtap/internal/store"
 )
 
 // Stats count what a target did with the requests offered to it.
@@ -45,8 +46,11 @@ type Target struct {
 	sampling *sample.Policy
 	replayer *replay.Replayer
 	// Pairs is the target's correlation table (nil: off): what it
-	// created for what production created, kept across reloads.
+	// created for what production created, kept across reloads; owns
+	// says this target closes it (and its fleet link) when stopped, as
+	// no newer target took it over.
 	Pairs *correlate.Table
+	owns  bool
 	// predecessors are the replayers this target's replaced at reloads
 	// and still draining: a production connection moves over at a request
 	// boundary, once none of them holds any of its requests, so that its
@@ -212,6 +216,9 @@ func Build(ctx context.Context, rs []config.Resolved, prev *Set, log *slog.Logge
 		if err != nil {
 			return nil, nil, fmt.Errorf("target %q: %w", r.Name, err)
 		}
+		if err := config.CheckStore(r.Fleet.Store); err != nil {
+			return nil, nil, fmt.Errorf("target %q: %w", r.Name, err)
+		}
 		plan = append(plan, planned{t, dest, Edits(r, dest)})
 	}
 	set = &Set{}
@@ -221,11 +228,20 @@ func Build(ctx context.Context, rs []config.Resolved, prev *Set, log *slog.Logge
 		if !r.Correlate.Off {
 			opts := correlate.Options{Wait: r.Correlate.Wait, MaxPairs: r.Correlate.MaxPairs, TTL: r.Correlate.TTL, Exclude: r.Correlate.Exclude}
 			if old := find(prev, r.Name); old != nil && old.Pairs != nil {
-				t.Pairs = old.Pairs // what it learned stays, under the new settings
+				t.Pairs = old.Pairs // what it learned stays, under the new settings (a store's change needs a restart)
 				t.Pairs.SetOptions(opts)
+				old.owns = false
 			} else {
+				if r.Fleet.Shared() {
+					link, err := store.Open(store.Options{URL: r.Fleet.Store, Namespace: r.Fleet.Namespace, Target: r.Name, Secret: r.Fleet.Secret(), Log: log})
+					if err != nil {
+						return nil, nil, fmt.Errorf("target %q: %w", r.Name, err) // checked by Validate: not reached with a kept target changed
+					}
+					opts.Fleet = link
+				}
 				t.Pairs = correlate.New(opts)
 			}
+			t.owns = true
 		}
 		if old := find(prev, r.Name); old != nil && sameConnection(old.Conf, r) && old.Pairs == t.Pairs {
 			old.replayer.SetPolicy(p.edits, r.RateLimit)
@@ -337,6 +353,9 @@ func Stop(ctx context.Context, ts []*Target) {
 		go func() {
 			defer wg.Done()
 			t.replayer.Stop(ctx)
+			if t.owns && t.Pairs != nil {
+				t.Pairs.Close() // its fleet link's goroutines end
+			}
 		}()
 	}
 	wg.Wait()
