@@ -88,15 +88,15 @@ type entry struct {
 	key    uint64 // keyed hash of production's value (and what a short one names): only looked up, never shown
 	state  state
 	target string
-	entity string        // what a short number names: the target's value is keyed under it too
-	sent   bool          // translated in a request: an id carried forward, not merely a value that differed
+	entity string // what a short number names: the target's value is keyed under it too
+	sent   bool   // translated in a request: an id carried forward, not merely a value that differed
 	// fleetKey is its key in the fleet (with a Fleet); fromFleet, that
 	// another handler told of it, and this one does not tell again.
 	fleetKey  FleetKey
 	fromFleet bool
-	ready  chan struct{} // closed when the state is no longer pending
-	used   time.Time
-	elem   *list.Element // in the table's pairs when learned, else in its others
+	ready     chan struct{} // closed when the state is no longer pending
+	used      time.Time
+	elem      *list.Element // in the table's pairs when learned, else in its others
 }
 
 type state byte

@@ -84,7 +84,7 @@ type Options struct {
 // two goroutines (the writer and the subscriber) end with Close.
 type Link struct {
 	client  *redis.Client
-	prefix  string // shadowtap:{ns}:{target}
+	prefix  string  // shadowtap:{ns}:{target}
 	self    [8]byte // this link's id, on what it publishes: what comes back is not taken in again
 	hashKey []byte
 	aead    cipher.AEAD
@@ -226,7 +226,9 @@ func (l *Link) ok() {
 	l.mu.Unlock()
 }
 
-func (l *Link) itemKey(k correlate.FleetKey) string { return l.prefix + ":p:" + hex.EncodeToString(k[:]) }
+func (l *Link) itemKey(k correlate.FleetKey) string {
+	return l.prefix + ":p:" + hex.EncodeToString(k[:])
+}
 
 // write drains the queue into the store, a batch per round trip.
 func (l *Link) write() {

@@ -229,4 +229,3 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 }
-
