@@ -20,6 +20,8 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"-config", "../../internal/config/testdata/bad/unknown-key.yaml"}, 2, "line 4: field retries not found"},
 		{[]string{"validate-config", "../../internal/config/testdata/good/full.yaml"}, 0, `target "candidate" receives POST, PUT, PATCH`},
 		{[]string{"validate-config", "../../internal/config/testdata/bad/duplicate-name.yaml"}, 1, `target "a": name used twice`},
+		{[]string{"validate-config", "../../internal/config/testdata/good/fleet.yaml"}, 0, "correlate.store is set without SHADOWTAP_CORRELATE_KEY"},
+		{[]string{"validate-config", "../../internal/config/testdata/bad/store-scheme.yaml"}, 1, `line 4: correlate.store "ftp://x": unknown scheme "ftp"`},
 	}
 	for _, tt := range tests {
 		var out, errOut bytes.Buffer

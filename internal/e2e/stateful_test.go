@@ -142,11 +142,14 @@ func statefulLab(t *testing.T, dbs ...string) (start func(lab *netlab.Lab, ns, a
 // requests each, every step on a connection of its own: the session made
 // on one is used on the next, a token from the login's body on the
 // checkout, an order number from the checkout's in the next path.
-func driveUsers(t *testing.T, lab *netlab.Lab, users int) {
+func driveUsers(t *testing.T, lab *netlab.Lab, users int) { driveUsersFrom(t, lab, 1, users) }
+
+// driveUsersFrom is driveUsers for users first, first+1, ...
+func driveUsersFrom(t *testing.T, lab *netlab.Lab, first, users int) {
 	const prod = "http://198.18.0.2"
 	ct := "Content-Type: application/json"
 	work := t.TempDir()
-	for i := 1; i <= users; i++ {
+	for i := first; i < first+users; i++ {
 		jar := filepath.Join(work, fmt.Sprintf("jar%d", i))
 		var login struct{ Token string }
 		decode(t, curl(t, lab, "-c", jar, "-H", ct, "--data", fmt.Sprintf(`{"user":"user%d"}`, i), prod+"/api/login"), &login)
@@ -165,8 +168,23 @@ func driveUsers(t *testing.T, lab *netlab.Lab, users int) {
 // answered is what a stateful shop's log says it answered.
 type answered struct {
 	all     []string // "status method path", in order
+	strange []bool   // of each: it carried a credential the shop never issued
 	ok      int      // 2xx
 	unknown int      // requests with a credential it never issued
+}
+
+// after is what a shop answered after its first n requests.
+func (a answered) after(n int) answered {
+	out := answered{all: a.all[n:], strange: a.strange[n:]}
+	for i, s := range out.all {
+		if s[0] == '2' {
+			out.ok++
+		}
+		if out.strange[i] {
+			out.unknown++
+		}
+	}
+	return out
 }
 
 func statuses(t *testing.T, log string) answered {
@@ -184,6 +202,7 @@ func statuses(t *testing.T, log string) answered {
 			continue
 		}
 		a.all = append(a.all, strings.Join(fields[:3], " "))
+		a.strange = append(a.strange, fields[3] == "unknown")
 		if strings.HasPrefix(fields[0], "2") {
 			a.ok++
 		}

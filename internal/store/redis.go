@@ -44,6 +44,16 @@ import (
 	"github.com/shadowtap/shadowtap/internal/ratelog"
 )
 
+func init() {
+	// The client logs each failed dial itself, unbounded; a link counts
+	// failures and warns once a minute instead.
+	redis.SetLogger(silent{})
+}
+
+type silent struct{}
+
+func (silent) Printf(context.Context, string, ...any) {}
+
 // options are the client's options for the store at s (see
 // config.CheckStore).
 func options(s string) (*redis.Options, error) {
@@ -222,7 +232,7 @@ func (l *Link) ok() {
 	}
 	l.up.Store(true)
 	l.mu.Lock()
-	l.backoff = 0
+	l.backoff, l.downTil = 0, time.Time{}
 	l.mu.Unlock()
 }
 
@@ -325,6 +335,7 @@ func (l *Link) subscribe() {
 			continue
 		}
 		l.watching.Store(true)
+		l.ok() // the store is back: writes and lookups resume at once
 		for {
 			msg, err := ps.ReceiveMessage(l.ctx)
 			if err != nil {

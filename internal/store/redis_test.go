@@ -1,13 +1,10 @@
 package store
 
 import (
-	"bufio"
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,69 +15,8 @@ import (
 
 	"github.com/shadowtap/shadowtap/internal/correlate"
 	"github.com/shadowtap/shadowtap/internal/diff"
+	"github.com/shadowtap/shadowtap/internal/redistest"
 )
-
-// redisServer is a real redis-server (Debian's) on a loopback port of
-// its own, in a temp dir, stopped with the test; skipped where absent.
-type redisServer struct {
-	t    *testing.T
-	port int
-	dir  string
-	cmd  *exec.Cmd
-}
-
-func startRedis(t *testing.T) *redisServer {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("redis-server not installed (Debian: apt-get install redis-server)")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	r := &redisServer{t: t, port: port, dir: t.TempDir()}
-	r.start()
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *redisServer) url() string { return "redis://127.0.0.1:" + strconv.Itoa(r.port) }
-
-func (r *redisServer) start() {
-	r.t.Helper()
-	r.cmd = exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", r.dir, "--maxmemory", "64mb", "--maxmemory-policy", "volatile-lru")
-	out, _ := r.cmd.StdoutPipe()
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatal(err)
-	}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "Ready to accept connections") {
-				close(ready)
-				break
-			}
-		}
-		io.Copy(io.Discard, out)
-	}()
-	select {
-	case <-ready:
-	case <-time.After(10 * time.Second):
-		r.t.Fatal("redis-server did not start")
-	}
-}
-
-func (r *redisServer) stop() {
-	if r.cmd != nil && r.cmd.Process != nil {
-		r.cmd.Process.Kill()
-		r.cmd.Wait()
-		r.cmd = nil
-	}
-}
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
@@ -112,9 +48,9 @@ func cart(sid string) []byte {
 // a handler started later finds it in the store.
 func TestRedisSharesPairsAcrossHandlers(t *testing.T) {
 	noLeaks(t)
-	srv := startRedis(t)
-	a, _ := handler(t, srv.url())
-	b, _ := handler(t, srv.url())
+	srv := redistest.Start(t)
+	a, _ := handler(t, srv.URL())
+	b, _ := handler(t, srv.URL())
 	const prodSid, copySid = "s3ss10n-prod-7f3a9c1d", "s3ss10n-copy-2b4e6f8a"
 	x := correlate.Exchange{Conn: 1}
 	a.Production(x, correlate.Read(login, cookie(prodSid)))
@@ -131,12 +67,12 @@ func TestRedisSharesPairsAcrossHandlers(t *testing.T) {
 	if !strings.Contains(string(out), "sid="+copySid) || !res.Waited || res.Missed {
 		t.Fatalf("handler B: %+v %q", res, out)
 	}
-	c, _ := handler(t, srv.url())
+	c, _ := handler(t, srv.URL())
 	if out, res := c.Translate(context.Background(), cart(prodSid)); !strings.Contains(string(out), "sid="+copySid) {
 		t.Errorf("a handler started later: %+v %q", res, out)
 	}
 	// The store holds neither session in clear.
-	rc := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(srv.port)})
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer rc.Close()
 	keys, _ := rc.Keys(context.Background(), "*").Result()
 	if len(keys) == 0 {
@@ -156,9 +92,9 @@ func TestRedisSharesPairsAcrossHandlers(t *testing.T) {
 // by itself.
 func TestRedisDownAndBack(t *testing.T) {
 	noLeaks(t)
-	srv := startRedis(t)
-	a, la := handler(t, srv.url())
-	b, lb := handler(t, srv.url())
+	srv := redistest.Start(t)
+	a, la := handler(t, srv.URL())
+	b, lb := handler(t, srv.URL())
 	pair := func(i int) (string, string) {
 		return "prod-session-" + strconv.Itoa(1000+i), "copy-session-" + strconv.Itoa(1000+i)
 	}
@@ -176,7 +112,7 @@ func TestRedisDownAndBack(t *testing.T) {
 	learn(1)
 	waitFor(t, func() bool { return translatedOn(b, 1) })
 
-	srv.stop()
+	srv.Stop()
 	for i := 2; i < 50; i++ {
 		learn(i) // capture goes on: never blocked by the store
 		if i == 10 {
@@ -199,7 +135,7 @@ func TestRedisDownAndBack(t *testing.T) {
 	if s := la.Stats(); s.Dropped == 0 {
 		t.Errorf("nothing dropped while the store was down: %+v", s)
 	}
-	srv.start()
+	srv.Start()
 	waitFor(t, func() bool { return lb.Stats().Watching })
 	// Sharing resumes: a pair learned now reaches B.
 	waitFor(t, func() bool {
