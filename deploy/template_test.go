@@ -29,6 +29,10 @@ var required = map[string][]string{
 	"AWS::AutoScaling::AutoScalingGroup":        {"MaxSize", "MinSize"},
 	"AWS::EC2::TrafficMirrorTarget":             {},
 	"AWS::EC2::TrafficMirrorFilter":             {},
+	"AWS::ElastiCache::SubnetGroup":             {"Description", "SubnetIds"},
+	"AWS::ElastiCache::ReplicationGroup":        {"ReplicationGroupDescription"},
+	"AWS::SecretsManager::Secret":               {},
+	"AWS::IAM::Policy":                          {"PolicyDocument", "PolicyName"},
 	"AWS::EC2::TrafficMirrorFilterRule":         {"DestinationCidrBlock", "RuleAction", "RuleNumber", "SourceCidrBlock", "TrafficDirection", "TrafficMirrorFilterId"},
 }
 
@@ -81,8 +85,18 @@ func TestTemplateParses(t *testing.T) {
 		lb.LoadBalancerAttributes[0].Key != "load_balancing.cross_zone.enabled" {
 		t.Errorf("load balancer: %+v %v", lb, err)
 	}
-	if len(tpl.Resources) != 14 {
+	if len(tpl.Resources) != 19 {
 		t.Errorf("%d resources", len(tpl.Resources))
+	}
+	// The shared store: optional, Valkey with TLS, reached by the handlers
+	// alone.
+	rg, err := tpl.GetElastiCacheReplicationGroupWithName("StoreCluster")
+	if err != nil || rg.Engine != "valkey" || !rg.TransitEncryptionEnabled || rg.AWSCloudFormationCondition != "WithStore" {
+		t.Errorf("store: %+v %v", rg, err)
+	}
+	sg, err := tpl.GetEC2SecurityGroupWithName("StoreSecurityGroup")
+	if err != nil || len(sg.SecurityGroupIngress) != 1 || sg.SecurityGroupIngress[0].FromPort != 6379 {
+		t.Errorf("store security group: %+v %v", sg, err)
 	}
 }
 

@@ -14,6 +14,9 @@ import (
 // aggregate is the comparator's state. The worker writes it under
 // Comparator.aggMu; reports and the log read it under the same lock.
 type aggregate struct {
+	// seed is the fleet's learned noise (see FleetNoise), apart from
+	// this handler's own.
+	seed      map[string]*EndpointState
 	endpoints map[string]*EndpointState
 	// The last production answer to each safe request, to learn
 	// production's own noise from identical requests; bounded.
@@ -123,7 +126,8 @@ func (c *Comparator) record(ep *EndpointState, cmp, refName string, x *exchange,
 			continue
 		}
 		always := len(c.always) > 0 && matchAny(c.always, ep.Name, d)
-		if !always && (learner.explains(d) || cs.Noise.explains(d, learner) || eachSidesNow(d, ref.at, cand.at)) {
+		if !always && (learner.explains(d) || cs.Noise.explains(d, learner) || eachSidesNow(d, ref.at, cand.at) ||
+			c.agg.seeded(ep.Name, cmp, refName, d)) {
 			cs.field(d.Key).Volatile++
 			continue
 		}

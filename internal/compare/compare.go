@@ -84,6 +84,10 @@ type Config struct {
 	LogEvery   time.Duration // between statistics lines; 0: 30s
 	Redact     []string
 	Handler    string // this handler's name in reports
+	// Fleet, when set, shares the learned noise with the fleet's other
+	// handlers every FleetEvery (0: 30s).
+	Fleet      FleetNoise
+	FleetEvery time.Duration
 	Now        func() time.Time
 }
 
@@ -185,6 +189,9 @@ func New(cfg Config, log *slog.Logger) (*Comparator, error) {
 	if cfg.LogEvery == 0 {
 		cfg.LogEvery = 30 * time.Second
 	}
+	if cfg.FleetEvery == 0 {
+		cfg.FleetEvery = DefaultFleetEvery
+	}
 	g, err := endpoint.New(cfg.Patterns, cfg.MaxEndpoints)
 	if err != nil {
 		return nil, err
@@ -200,6 +207,11 @@ func New(cfg Config, log *slog.Logger) (*Comparator, error) {
 	c.done.Add(2)
 	go c.worker()
 	go c.joiner()
+	if cfg.Fleet != nil {
+		c.takeInFleet() // a new handler starts with what the fleet knows (bounded by the store's timeout)
+		c.done.Add(1)
+		go c.share()
+	}
 	return c, nil
 }
 

@@ -275,13 +275,12 @@ func (a *aggregate) report(r Rules) Report {
 		found := map[string]bool{}
 		var samples []Sample
 		for _, name := range []string{VsProduction, VsBaseline} {
-			cs := ep.Comparisons[name]
+			refName := refOf(name)
+			cs, learner := a.withSeed(ep, name, refName)
 			if cs == nil {
 				continue
 			}
 			cmps[name] = true
-			refName := refOf(name)
-			learner := ep.Learners[refName]
 			cr := ComparisonReport{Comparison: name, Compared: cs.Compared, Exact: cs.Exact, Matched: cs.Matched,
 				NoiseSource: cs.Noise.Source, NoiseN: cs.Noise.N}
 			if cs.Compared > 0 {

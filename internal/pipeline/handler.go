@@ -32,6 +32,7 @@ import (
 	"github.com/shadowtap/shadowtap/internal/metrics"
 	"github.com/shadowtap/shadowtap/internal/ratelog"
 	"github.com/shadowtap/shadowtap/internal/replay"
+	"github.com/shadowtap/shadowtap/internal/store"
 	"github.com/shadowtap/shadowtap/internal/target"
 )
 
@@ -67,6 +68,7 @@ type Handler struct {
 	retiring sync.WaitGroup
 
 	compare *compare.Comparator // nil unless comparing
+	noise   *store.NoiseLink    // the comparison's share of the fleet's store, or nil
 	diffLog *os.File
 	rec     *recorder // nil unless recording
 }
@@ -168,6 +170,14 @@ func (h *Handler) startCompare() error {
 	var fan atomic.Pointer[target.Fanout]
 	fan.Store(h.fanout)
 	cc.Paired = pairedBy(&fan, h.cfg.Compare.Candidate, h.cfg.Compare.Baseline)
+	if f := h.cfg.Correlate; f.Shared() {
+		// The fleet shares what the comparison learned as noise too.
+		n, err := store.OpenNoise(store.Options{URL: f.Store, Namespace: f.Namespace, Log: h.log})
+		if err != nil {
+			return err
+		}
+		h.noise, cc.Fleet = n, n
+	}
 	c, err := compare.New(cc, h.log)
 	if err != nil {
 		return err
@@ -408,6 +418,9 @@ func (h *Handler) Run(ctx context.Context) error {
 	}
 	if h.compare != nil {
 		h.compare.Close() // writes the last statistics to the log
+		if h.noise != nil {
+			h.noise.Close()
+		}
 		if h.diffLog != nil {
 			h.diffLog.Close()
 		}
