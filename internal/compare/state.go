@@ -128,6 +128,12 @@ type FieldLearn struct {
 	InRequest int    `json:"in_request"` // values found in the request
 	Near      int    `json:"near"`       // times within nearWindow of the exchange
 	Inc       int    `json:"inc"`        // numbers that rose with the answers' time
+	// Close counts numbers out of order with the one before but answered
+	// within orderWindow of it: concurrent answers reach here in another
+	// order than they were written, so they say nothing against a
+	// counter, as long as they are few (a random number is out of order
+	// half the time).
+	Close int `json:"close,omitempty"`
 	// Answers to a request like one answered shortly before (same target
 	// and body), and how many of them had another value: what varies for
 	// the same request is made by the answer, not derived from the request.
@@ -160,6 +166,7 @@ const (
 	recentValues    = 64
 	minLearn        = 8 // values before a variation is believed
 	nearWindow      = 10 * time.Minute
+	orderWindow     = 50 * time.Millisecond // answers this close may reach the handler in either order
 	otherFields     = "(other fields)"
 )
 
@@ -360,8 +367,11 @@ func (f *FieldLearn) observe(seq int, v diff.Leaf, target, body []byte, reqHash 
 			// comparisons out of order.
 			if f.lastSeq >= 0 && f.lastSeq != seq {
 				later := at.After(f.lastAt) || at.Equal(f.lastAt)
-				if n > f.last && later || n < f.last && at.Before(f.lastAt) {
+				switch {
+				case n > f.last && later || n < f.last && at.Before(f.lastAt):
 					f.Inc++
+				case at.Sub(f.lastAt).Abs() < orderWindow:
+					f.Close++
 				}
 			}
 			f.last, f.lastAt, f.lastSeq = n, at, seq
@@ -457,7 +467,7 @@ func (f *FieldLearn) verdict() (string, bool) {
 	case f.Near*10 >= f.N*9:
 		return "times near the exchange (" + f.Shape + ")", true
 	case f.Shape == "int" || f.Shape == "float":
-		if f.Inc*10 >= (f.N-1)*9 {
+		if ordered := f.N - 1 - f.Close; f.Close*4 <= f.N-1 && ordered >= minLearn-1 && f.Inc*10 >= ordered*9 {
 			return "a counter (increasing " + map[string]string{"int": "integers", "float": "numbers"}[f.Shape] + ")", true
 		}
 		// A random id: never repeated, and another for the same request.
@@ -582,5 +592,6 @@ func (l *Learner) merge(o *Learner) {
 		g.InRequest += f.InRequest
 		g.Near += f.Near
 		g.Inc += f.Inc
+		g.Close += f.Close
 	}
 }

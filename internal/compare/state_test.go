@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
@@ -276,5 +277,32 @@ func TestPerResourceCountIsNoCounter(t *testing.T) {
 	}
 	if got, _ := orders.Fields["body.number"].verdict(); got != "a counter (increasing integers)" {
 		t.Errorf("an order number: %q, want a counter", got)
+	}
+}
+
+// An uptime read by concurrent replays: the server wrote the values in
+// order, but answers a few milliseconds apart reach the handler in
+// another order now and then. It is still a counter: answers that close
+// say nothing of the order, and are left out of the count.
+func TestCounterReadConcurrently(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	t0 := time.Now()
+	l := &Learner{Fields: map[string]*FieldLearn{}}
+	req := parseRequest(t, "GET", "/api/status", "")
+	for i := range 40 {
+		served := t0.Add(time.Duration(i) * 30 * time.Millisecond)
+		if i%4 == 0 {
+			served = served.Add(time.Duration(r.IntN(3)) * time.Millisecond)
+		}
+		answered := served.Add(time.Duration(r.IntN(8)) * time.Millisecond) // the replay's own latency
+		if i%5 == 2 {
+			answered = served.Add(-32 * time.Millisecond) // reached the handler just before the one before it
+		}
+		body := fmt.Sprintf(`{"uptime":%s}`, strconv.FormatFloat(served.Sub(t0).Seconds()+3, 'f', -1, 64))
+		l.observe(diff.Parse(diff.Message{Status: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(body)},
+			diff.DefaultOptions), diff.DefaultOptions, req, answered)
+	}
+	if got, _ := l.Fields["body.uptime"].verdict(); got != "a counter (increasing numbers)" {
+		t.Errorf("uptime: %q (%+v)", got, *l.Fields["body.uptime"])
 	}
 }

@@ -57,6 +57,7 @@ type FleetStats struct {
 	Found     uint64 // items looked up and found
 	Dropped   uint64 // items not written: the store slow or down
 	Errors    uint64 // store operations that failed
+	Keys      int64  // keys the store held when last asked
 }
 
 // fleetMiss remembers, for a while, values the fleet did not know, so a

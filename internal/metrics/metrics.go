@@ -143,6 +143,7 @@ var (
 	mCorrPending    = gauge("shadowtap_correlate_pending", "Values production created whose target counterpart is awaited, by target.", "target")
 	mStoreUp        = gauge("shadowtap_correlate_store_up", "1 when the fleet's correlation store answered last time it was asked, by target (absent: no store).", "target")
 	mStoreWatching  = gauge("shadowtap_correlate_store_subscribed", "1 when subscribed to what the fleet's other handlers publish, by target.", "target")
+	mStoreKeys      = gauge("shadowtap_correlate_store_keys", "Keys the fleet's correlation store held when last asked (every 30 s), by target.", "target")
 	mStoreEvents    = counter("shadowtap_correlate_store_events_total", "The fleet's correlation store, by target and event: published (items written), delivered (items other handlers published, received), found (looked up and found), dropped (not written: the store slow or down), store_errors (operations that failed).", "target", "event")
 
 	mCmpExchanges  = counter("shadowtap_compare_exchanges_total", "Requests registered for comparison.")
@@ -161,7 +162,7 @@ var all = []metric{mDatagrams, mSocketDgrams, mBytes, mReadErrors, mKernelDrops,
 	mRespParsed, mRespInterim, mRespLost, mRespBad, mRespResyncs, mRespIncomplete, mRespOverBudget, mRespPaired, mRespMissing, mRespUnmatched,
 	mFiltered, mSampledOut, mKeyless,
 	mSubmitted, mReplayed, mFailed, mQueueDrops, mRateLimited, mConnsRefused, mResumed, mHandover, mQueued, mInFlight,
-	mCorrelated, mCorrPairs, mCorrPending, mStoreUp, mStoreWatching, mStoreEvents,
+	mCorrelated, mCorrPairs, mCorrPending, mStoreUp, mStoreWatching, mStoreKeys, mStoreEvents,
 	mCmpExchanges, mCmpCompared, mCmpIncomplete, mCmpDropped, mCmpAnswers, mCmpEndpoint, mCmpMatched, mCmpRegress}
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -299,6 +300,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 				fs := cs.Fleet
 				emit(mStoreUp, b(fs.Up), n)
 				emit(mStoreWatching, b(fs.Watching), n)
+				emit(mStoreKeys, float64(fs.Keys), n)
 				for _, e := range []struct {
 					name string
 					v    uint64

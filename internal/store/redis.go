@@ -113,6 +113,7 @@ type Link struct {
 	ps      *redis.PubSub // the subscription in force: closed by Close, as a read on it does not see the context end
 
 	up, watching                                  atomic.Bool
+	keys                                          atomic.Int64
 	published, delivered, found, dropped, errored atomic.Uint64
 }
 
@@ -185,7 +186,7 @@ func (l *Link) Watch(deliver func(correlate.Item)) { l.deliver.Store(&deliver) }
 // Stats returns the link's counts.
 func (l *Link) Stats() correlate.FleetStats {
 	return correlate.FleetStats{Up: l.up.Load(), Watching: l.watching.Load(), Published: l.published.Load(), Delivered: l.delivered.Load(), Found: l.found.Load(),
-		Dropped: l.dropped.Load(), Errors: l.errored.Load()}
+		Dropped: l.dropped.Load(), Errors: l.errored.Load(), Keys: l.keys.Load()}
 }
 
 // Close stops the goroutines and the client.
@@ -244,10 +245,16 @@ func (l *Link) itemKey(k correlate.FleetKey) string {
 func (l *Link) write() {
 	defer l.wg.Done()
 	batch := make([]correlate.Item, 0, writeBatch)
+	size := time.NewTicker(sizeEvery)
+	defer size.Stop()
+	l.measure()
 	for {
 		select {
 		case <-l.ctx.Done():
 			return
+		case <-size.C:
+			l.measure()
+			continue
 		case it := <-l.queue:
 			batch = append(batch[:0], it)
 		}
@@ -281,6 +288,22 @@ func (l *Link) write() {
 		}
 		l.ok()
 		l.published.Add(uint64(len(batch)))
+	}
+}
+
+// sizeEvery is how often the store's size is read, for /metrics.
+const sizeEvery = 30 * time.Second
+
+// measure reads how many keys the store holds (all of its database: the
+// handlers' pairs and values awaited, each with its TTL).
+func (l *Link) measure() {
+	if l.down() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(l.ctx, time.Second)
+	defer cancel()
+	if n, err := l.client.DBSize(ctx).Result(); err == nil {
+		l.keys.Store(n)
 	}
 }
 

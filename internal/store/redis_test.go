@@ -67,7 +67,8 @@ func TestRedisSharesPairsAcrossHandlers(t *testing.T) {
 	if !strings.Contains(string(out), "sid="+copySid) || !res.Waited || res.Missed {
 		t.Fatalf("handler B: %+v %q", res, out)
 	}
-	c, _ := handler(t, srv.URL())
+	c, lc := handler(t, srv.URL())
+	waitFor(t, func() bool { return lc.Stats().Keys > 0 }) // the store's size, for /metrics
 	if out, res := c.Translate(context.Background(), cart(prodSid)); !strings.Contains(string(out), "sid="+copySid) {
 		t.Errorf("a handler started later: %+v %q", res, out)
 	}
