@@ -15,6 +15,7 @@ import (
 	"github.com/shadowtap/shadowtap/internal/cli"
 	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/netlab"
+	"github.com/shadowtap/shadowtap/internal/pgtest"
 )
 
 // TestStatefulReplayKeepsTheTestCopyInStep is correlation on real parts:
@@ -115,20 +116,20 @@ func statefulLab(t *testing.T, dbs ...string) (start func(lab *netlab.Lab, ns, a
 	if python == "" {
 		t.Skip("no python3 with flask, waitress and psycopg2 (Debian python3-flask python3-waitress python3-psycopg2)")
 	}
-	pg := startPostgres(t)
+	pg := pgtest.Start(t)
 	schema, _ := filepath.Abs("testdata/stateful/schema.sql")
 	// The test copies start from production's snapshot; their sequences
 	// are ahead, as a copy's are once anything was created in it.
-	pg.createDB(t, "prod", []string{schema})
+	pg.CreateDB(t, "prod", []string{schema})
 	for _, db := range dbs {
-		pg.createDB(t, db, []string{schema}, "ALTER SEQUENCE order_numbers RESTART WITH 6001")
+		pg.CreateDB(t, db, []string{schema}, "ALTER SEQUENCE order_numbers RESTART WITH 6001")
 	}
 	app, _ := filepath.Abs("testdata/stateful/app.py")
 	s := shop{"stateful", func(string) []string { return []string{python, app} }}
 	logs := t.TempDir()
 	start = func(lab *netlab.Lab, ns, addr, db string) (url, log string) {
 		log = filepath.Join(logs, db+".log")
-		return startShop(t, s, lab, ns, addr, "A", "DSN="+pg.dsn(db), "LOG="+log), log
+		return startShop(t, s, lab, ns, addr, "A", "DSN="+pg.DSN(db), "LOG="+log), log
 	}
 	lab, err := netlab.Setup(netlab.Options{InnerMTU: 1500, VNI: 77})
 	if err != nil {

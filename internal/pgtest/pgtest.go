@@ -1,4 +1,9 @@
-package e2e
+// Package pgtest runs a PostgreSQL cluster of a test's own: Debian's
+// server (the postgresql package), initdb in a temporary directory,
+// listening on a Unix socket only (reachable from every network
+// namespace, bound to none), stopped with the test. A test skips where
+// the server is absent.
+package pgtest
 
 import (
 	"bytes"
@@ -12,23 +17,22 @@ import (
 	"time"
 )
 
-// postgres is a PostgreSQL cluster of the test's own: Debian's server,
-// in a temporary directory, listening on a Unix socket only (reachable
-// from every network namespace, bound to none).
-type postgres struct {
+// Cluster is one running server.
+type Cluster struct {
 	bin, socketDir string
 	cred           *syscall.Credential // the server's user: PostgreSQL refuses to run as root
 }
 
-// startPostgres starts a cluster, or skips the test with the reason.
-func startPostgres(t *testing.T) *postgres {
+// Start starts a cluster with the server settings given (name=value, as
+// postgres -c takes them), or skips the test with the reason.
+func Start(t testing.TB, settings ...string) *Cluster {
 	t.Helper()
 	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
 	if len(bins) == 0 {
 		t.Skip("no PostgreSQL server (Debian postgresql)")
 	}
 	slices.Sort(bins)
-	pg := &postgres{bin: filepath.Dir(bins[len(bins)-1])}
+	pg := &Cluster{bin: filepath.Dir(bins[len(bins)-1])}
 	dir, err := os.MkdirTemp("", "shadowtap-pg-")
 	if err != nil {
 		t.Fatal(err)
@@ -45,8 +49,11 @@ func startPostgres(t *testing.T) *postgres {
 	if out, err := pg.cmd("initdb", "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync").CombinedOutput(); err != nil {
 		t.Skipf("initdb: %v: %s", err, out)
 	}
-	server := pg.cmd("postgres", "-D", data, "-k", dir, "-c", "listen_addresses=", "-c", "fsync=off",
-		"-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	args := []string{"-D", data, "-k", dir, "-c", "listen_addresses=", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"}
+	for _, s := range settings {
+		args = append(args, "-c", s)
+	}
+	server := pg.cmd("postgres", args...)
 	var log bytes.Buffer
 	server.Stdout, server.Stderr = &log, &log
 	if err := server.Start(); err != nil {
@@ -76,7 +83,7 @@ func startPostgres(t *testing.T) *postgres {
 }
 
 // cmd runs one of the server's programs as the server's user.
-func (pg *postgres) cmd(name string, args ...string) *exec.Cmd {
+func (pg *Cluster) cmd(name string, args ...string) *exec.Cmd {
 	c := exec.Command(filepath.Join(pg.bin, name), args...)
 	c.Env = append(os.Environ(), "LANG=C", "LC_ALL=C")
 	if pg.cred != nil {
@@ -86,8 +93,8 @@ func (pg *postgres) cmd(name string, args ...string) *exec.Cmd {
 	return c
 }
 
-// createDB makes a database from the SQL files, then runs the statements.
-func (pg *postgres) createDB(t *testing.T, name string, files []string, sql ...string) {
+// CreateDB makes a database from the SQL files, then runs the statements.
+func (pg *Cluster) CreateDB(t testing.TB, name string, files []string, sql ...string) {
 	t.Helper()
 	if out, err := pg.cmd("createdb", "-h", pg.socketDir, "-U", "postgres", name).CombinedOutput(); err != nil {
 		t.Fatalf("createdb %s: %v: %s", name, err, out)
@@ -110,7 +117,17 @@ func (pg *postgres) createDB(t *testing.T, name string, files []string, sql ...s
 	}
 }
 
-// dsn is libpq's connection string for a database of the cluster.
-func (pg *postgres) dsn(db string) string {
+// SQL runs statements on a database of the cluster, as the superuser.
+func (pg *Cluster) SQL(t testing.TB, db string, sql ...string) {
+	t.Helper()
+	for _, s := range sql {
+		if out, err := pg.cmd("psql", "-h", pg.socketDir, "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-q", "-c", s).CombinedOutput(); err != nil {
+			t.Fatalf("psql %s %q: %v: %s", db, s, err, out)
+		}
+	}
+}
+
+// DSN is libpq's connection string for a database of the cluster.
+func (pg *Cluster) DSN(db string) string {
 	return fmt.Sprintf("host=%s user=postgres dbname=%s", pg.socketDir, db)
 }
