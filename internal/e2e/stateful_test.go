@@ -59,10 +59,16 @@ func TestStatefulReplayKeepsTheTestCopyInStep(t *testing.T) {
 		t.Errorf("control (no correlation): %.1f%% coherent, %d unknown credentials: the test would not see correlation fail", 100*c, control.unknown)
 	}
 
-	verifyURL, _ := start(nil, "", "", "verify")
+	verifyURL, verifyLog := start(nil, "", "", "verify")
 	code, junit, r := runVerify(t, "stateful", rec, "-candidate", verifyURL)
 	if code != 0 || strings.Contains(junit, "<failure") || r.Regressions != 0 {
-		t.Errorf("verify of the same code: exit %d, %d regressions: %v", code, r.Regressions, findings(r))
+		var odd []string
+		for _, s := range statuses(t, verifyLog).all {
+			if s[0] != '2' {
+				odd = append(odd, s)
+			}
+		}
+		t.Errorf("verify of the same code: exit %d, %d regressions: %v; the candidate answered %v", code, r.Regressions, findings(r), odd)
 	}
 }
 
