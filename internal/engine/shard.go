@@ -87,9 +87,11 @@ func ShardEngines(n int, cfg Config, sink Sink, stats *Stats, log *ratelog.Limit
 	for i := range n {
 		c := cfg
 		c.FirstConnID = cfg.FirstConnID + uint64(i)<<52
-		// The bounds are the handler's, shared out.
+		// The flow table's bound is the handler's, shared out: each
+		// engine counts its own flows. The out-of-order bytes are counted
+		// once for all (Stats.Reassembly.BufferedBytes is shared), so each
+		// engine holds them to the handler's whole cap.
 		c.Reassembly.MaxFlows = max(1, cfg.Reassembly.MaxFlows/n)
-		c.Reassembly.MaxBufferedTotal = max(1, cfg.Reassembly.MaxBufferedTotal/n)
 		engines[i] = New(c, sink, stats, log)
 	}
 	return engines

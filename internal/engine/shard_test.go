@@ -195,3 +195,21 @@ func (s *countSink) Submit(uint64, *httpstream.Request) { s.n.Add(1) }
 func (s *countSink) EndConn(uint64)                     {}
 
 func testingProcs() int { return runtime.GOMAXPROCS(0) }
+
+// The out-of-order bytes are counted once for all shards (their counter
+// is shared), so each shard's cap is the handler's whole cap: dividing it
+// by the shard count made the documented 256 MiB a quarter of that on 4
+// shards, and forced gaps the cap should have held.
+func TestShardsShareTheWholeBufferCap(t *testing.T) {
+	cfg := Config{}
+	cfg.Reassembly.MaxBufferedTotal = 256 << 20
+	cfg.Reassembly.MaxFlows = 4000
+	for _, e := range ShardEngines(4, cfg, nil, &Stats{}, nil) {
+		if got := e.cfg.Reassembly.MaxBufferedTotal; got != 256<<20 {
+			t.Errorf("a shard's cap on the shared count: %d, want the handler's %d", got, 256<<20)
+		}
+		if got := e.cfg.Reassembly.MaxFlows; got != 1000 {
+			t.Errorf("a shard's flows: %d, want a quarter (each shard counts its own)", got)
+		}
+	}
+}
