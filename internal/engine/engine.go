@@ -79,6 +79,7 @@ type Engine struct {
 	rsink    ResponseSink // nil: responses are not parsed
 	stats    *Stats
 	log      *ratelog.Limiter
+	warned   [decode.NumReasons]int64 // when this engine last warned of each reason, unix ns
 	pkt      decode.Packet
 	nextID   uint64
 	lastTick int64
@@ -195,12 +196,33 @@ func (e *Engine) publish() {
 // EndBatch publishes the counters after the datagrams of one socket read.
 func (e *Engine) EndBatch() { e.publish() }
 
+// dropped counts a packet that did not decode. A flood of them costs a
+// counter each: whether a warning is due is the engine's own clock (one
+// goroutine's: no lock, no allocation), and only a due one reaches the
+// shared limiter.
 func (e *Engine) dropped(r decode.Reason, outer netip.Addr) {
 	e.stats.Decode[r].Add(1)
-	if r != decode.NotIP && r != decode.NotTCP {
-		e.log.Warn("decode_"+r.String(), "dropped a malformed mirrored packet", "from", outer, "reason", r.String())
+	if r == decode.NotIP || r == decode.NotTCP || r >= decode.NumReasons {
+		return
 	}
+	now := time.Now().UnixNano()
+	if last := e.warned[r]; last != 0 && now-last < int64(decodeWarnEvery) {
+		return
+	}
+	e.warned[r] = now
+	e.log.Warn(decodeKinds[r], "dropped a malformed mirrored packet", "from", outer, "reason", r.String())
 }
+
+// decodeWarnEvery is how often an engine warns of one reason at most.
+const decodeWarnEvery = 10 * time.Second
+
+// decodeKinds are the warnings' kinds, made once.
+var decodeKinds = func() (k [decode.NumReasons]string) {
+	for r := range k {
+		k[r] = "decode_" + decode.Reason(r).String()
+	}
+	return k
+}()
 
 func (e *Engine) maybeTick(ts int64) {
 	if ts-e.lastTick >= e.cfg.TickEvery.Nanoseconds() {

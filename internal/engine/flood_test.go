@@ -401,3 +401,22 @@ func TestSYNFloodFlowsAreCheap(t *testing.T) {
 		t.Errorf("%.2f allocations per new half-open flow, want 1", allocs)
 	}
 }
+
+// A flood of malformed packets costs a counter each: no allocation and no
+// lock shared with the other engines (the warning is the engine's own,
+// at most once per interval and reason).
+func TestMalformedPacketCostsNoAllocation(t *testing.T) {
+	e, stats := engineWith(t, reassembly.DefaultOptions, &recordSink{})
+	junk := []byte{0x08, 0, 0, 0, 0, 0, 0x4d, 0, 1, 2, 3} // a VXLAN header, then no Ethernet frame
+	e.HandleVXLAN(mirror, junk, 1)                        // the first warning is logged: allowed to allocate
+	if allocs := testing.AllocsPerRun(1000, func() { e.HandleVXLAN(mirror, junk, 2) }); allocs != 0 {
+		t.Errorf("%v allocations per malformed packet", allocs)
+	}
+	var n uint64
+	for i := range stats.Decode {
+		n += stats.Decode[i].Load()
+	}
+	if n != 1002 {
+		t.Errorf("%d counted, want 1002", n)
+	}
+}
