@@ -99,12 +99,14 @@ func (c *chunkReader) read(b []byte) (n int, done bool, err error) {
 			default: // a space after the size, a bare LF, anything else
 				return n, false, errChunkSize
 			}
-		case phaseExtName: // empty names are taken, as llhttp takes them
+		case phaseExtName: // empty names are taken, as llhttp takes them, but not an extension of nothing
 			switch {
 			case tokenChars[ch]:
 			case ch == '=':
 				c.phase = phaseExtValue
 			case ch == ';':
+			case ch == '\r' && c.lineLen == 1: // "5;" then the line's end: llhttp refuses it
+				return n, false, errChunkExtension
 			case ch == '\r':
 				c.phase = phaseSizeLF
 			default:

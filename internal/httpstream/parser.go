@@ -56,13 +56,14 @@ const (
 	RejectChunkExtension                   // chunk extension not a token or quoted string (bare CR, control byte)
 	RejectChunkDataEnd                     // chunk data not followed by CRLF
 	RejectChunkTrailer                     // trailer line not a header field, or not ended by CRLF
+	RejectDataAfterClose                   // bytes after a request that said Connection: close (the server never reads them)
 	NumRejects
 )
 
 var rejectNames = [NumRejects]string{"request_line", "header_line", "obs_fold", "too_many_header_lines",
 	"header_too_large", "ambiguous_length", "bad_content_length", "bad_transfer_encoding", "version", "over_budget",
 	"method", "request_target", "bare_lf", "duplicate_content_length", "transfer_encoding_http10",
-	"chunk_size", "chunk_extension", "chunk_data_end", "chunk_trailer"}
+	"chunk_size", "chunk_extension", "chunk_data_end", "chunk_trailer", "data_after_close"}
 
 func (r Reject) String() string { return rejectNames[r] }
 
@@ -128,6 +129,7 @@ type Parser struct {
 	index   int
 	held    int  // bytes of buf counted in stats.Buffered
 	lineOK  bool // the request line of the message in progress was checked
+	closes  bool // the message in progress (or the last) said Connection: close
 }
 
 // NewParser returns a parser that passes each complete request to emit,
@@ -198,6 +200,11 @@ func (p *Parser) head() bool {
 	if len(p.buf) == 0 {
 		return false
 	}
+	if p.closes {
+		// The server closes after answering a Connection: close: what
+		// the client sent after it was never read (llhttp refuses it).
+		return p.reject(RejectDataAfterClose)
+	}
 	if p.buf[0] == 0x16 { // TLS handshake record
 		return p.stop(StopTLS)
 	}
@@ -262,11 +269,28 @@ func (p *Parser) head() bool {
 	if r, ok := p.framing(); !ok {
 		return p.reject(r)
 	}
+	p.closes = p.saysClose()
 	if p.lenLeft > p.opts.MaxBodyBytes {
 		p.tooLarge()
 	}
 	p.state = stateBody
 	return true
+}
+
+// saysClose reports whether the head has a Connection: close (RFC 9112
+// §9.6), among other connection options or not.
+func (p *Parser) saysClose() bool {
+	for i := range p.req.Lines {
+		if !asciiEqualFold(p.req.Name(i), "Connection") {
+			continue
+		}
+		for opt := range bytes.SplitSeq(p.req.Value(i), []byte(",")) {
+			if asciiEqualFold(bytes.Trim(opt, " \t"), "close") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // framing reads the body length from the head (RFC 9112 §6.3), as strictly

@@ -189,3 +189,25 @@ func checkSpans(t *testing.T, stream []byte, got []string) {
 		rest = rest[i+len(r):]
 	}
 }
+
+// Two shapes llhttp's suite refuses that this parser took: a chunk size
+// followed by ';' and no extension at all (#93), and data after a
+// request that said Connection: close (#2): the server closes after its
+// answer and never reads it, so it is never replayed. The request that
+// said close is.
+func TestStrictFramingLLHTTPHoles(t *testing.T) {
+	got, st := run(t, DefaultOptions, "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;\r\nhello\r\n0\r\n\r\n", get1)
+	if len(got) != 0 || st.Rejected[RejectChunkExtension].Load() != 1 {
+		t.Errorf("empty chunk extension: replayed %q, rejected %d", got, st.Rejected[RejectChunkExtension].Load())
+	}
+	for _, first := range []string{"GET /a HTTP/1.0\r\nConnection: close\r\n\r\n", "GET /a HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Close\r\n\r\n"} {
+		got, st := run(t, DefaultOptions, first, get1)
+		if len(got) != 1 || got[0] != first || st.Rejected[RejectDataAfterClose].Load() != 1 {
+			t.Errorf("after %q: replayed %q, rejected %d", first, got, st.Rejected[RejectDataAfterClose].Load())
+		}
+	}
+	// Nothing after it: nothing refused.
+	if got, st := run(t, DefaultOptions, "GET /a HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", ""); len(got) != 1 || st.Rejected[RejectDataAfterClose].Load() != 0 {
+		t.Errorf("close alone: %q", got)
+	}
+}
