@@ -76,6 +76,9 @@ func replayFiles(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if p.Unparsed > 0 {
 		fmt.Fprintf(stderr, "replay: %d recorded requests did not parse and were skipped\n", p.Unparsed)
 	}
+	if r := player.RefusedSummary(p.Refused); r != "" && opts.Progress == nil {
+		fmt.Fprintln(stderr, "replay:", r) // the progress's last line says it otherwise
+	}
 	return 0
 }
 

@@ -133,6 +133,9 @@ func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fmt.Fprintf(stdout, "replayed %d of %d recorded exchange(s) from %d file(s) in %s (%.0f/s); %d without production's answer, %d unparsed\n",
 		res.Sent, res.Records, len(inputs), res.Elapsed.Round(time.Millisecond), float64(res.Sent)/max(res.Elapsed.Seconds(), 1e-9),
 		res.NoProduction, res.Unparsed)
+	if r := player.RefusedSummary(res.Refused); r != "" {
+		fmt.Fprintf(stdout, "not in the replay: %s\n", r)
+	}
 	return writeGate(stdout, stderr, "shadowtap verify", &o, &out, policy, res.Elapsed)
 }
 

@@ -50,6 +50,9 @@ type VerifyResult struct {
 	Sent         int64 // offered to the targets
 	Unparsed     int64 // recorded requests that did not parse
 	NoProduction int64 // records without production's answer (compared with the baseline only, if any)
+	// Refused counts, by reason, the requests the inputs held that were
+	// never offered (a capture's refused framings, other protocols, ...).
+	Refused map[string]uint64
 	// CandidateFailed counts requests the candidate did not answer
 	// (refused, reset, timed out), by reason: the comparison leaves them
 	// out, the gate must not.
@@ -257,6 +260,14 @@ func (f *feeder) file(n uint64, path string, opts source.Options) error {
 	for f.ctx.Err() == nil {
 		rec, err := src.Next()
 		if errors.Is(err, io.EOF) {
+			if rf, ok := src.(source.Refusing); ok {
+				for k, n := range rf.Refused() {
+					if f.res.Refused == nil {
+						f.res.Refused = map[string]uint64{}
+					}
+					f.res.Refused[k] += n
+				}
+			}
 			return nil
 		}
 		if err != nil {

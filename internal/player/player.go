@@ -31,11 +31,15 @@ type Progress struct {
 	// Fraction is how far through all passes the replay is: from the
 	// input's bytes while the first pass reads it, then from the
 	// exchanges; -1 when unknown (looping forever).
-	Fraction  float64
-	Answered  uint64
-	Failed    uint64
-	Dropped   uint64 // refused by filters, sampling, queues
-	Unparsed  int64  // recorded requests that did not parse
+	Fraction float64
+	Answered uint64
+	Failed   uint64
+	Dropped  uint64 // refused by filters, sampling, queues
+	Unparsed int64  // recorded requests that did not parse
+	// Refused counts, by reason, the requests the input held that were
+	// never offered (a capture's refused framings, other protocols,
+	// bodies too large, gaps); known once a pass is done.
+	Refused   map[string]uint64
 	Elapsed   time.Duration
 	Remaining time.Duration // -1 when unknown
 }
@@ -60,9 +64,13 @@ func Play(ctx context.Context, open func() (source.Source, error), f *target.Fan
 	// The passes count; the reporter goroutine reads the counts meanwhile.
 	var sent, unparsed, perPass, pass atomic.Int64
 	var cur atomic.Pointer[sizedBox]
+	var refused atomic.Pointer[map[string]uint64] // of the first pass: the same file refuses the same again
 	snapshot := func() Progress {
 		sent := sent.Load()
 		p := Tally(f, Progress{Sent: sent, Total: -1, Fraction: -1, Unparsed: unparsed.Load(), Elapsed: time.Since(began), Remaining: -1})
+		if r := refused.Load(); r != nil {
+			p.Refused = *r
+		}
 		if opts.Loops == 0 {
 			return p
 		}
@@ -101,7 +109,7 @@ func Play(ctx context.Context, open func() (source.Source, error), f *target.Fan
 	for i := 0; opts.Loops == 0 || i < opts.Loops; i++ {
 		pass.Store(int64(i))
 		before := sent.Load()
-		if _, err = playPass(ctx, open, uint64(i), f, opts.Speed, &sent, &unparsed, &cur); err != nil || ctx.Err() != nil {
+		if _, err = playPass(ctx, open, uint64(i), f, opts.Speed, &sent, &unparsed, &cur, &refused); err != nil || ctx.Err() != nil {
 			break
 		}
 		n := sent.Load() - before
@@ -142,12 +150,18 @@ func Tally(f *target.Fanout, p Progress) Progress {
 // playPass plays one pass; connection ids are made distinct per pass so
 // a loop never merges two passes' connections.
 func playPass(ctx context.Context, open func() (source.Source, error), pass uint64, f *target.Fanout, speed float64, sent, unparsed *atomic.Int64,
-	cur *atomic.Pointer[sizedBox]) (int64, error) {
+	cur *atomic.Pointer[sizedBox], refused *atomic.Pointer[map[string]uint64]) (int64, error) {
 	src, err := open()
 	if err != nil {
 		return 0, err
 	}
 	defer src.Close()
+	defer func() {
+		if rf, ok := src.(source.Refusing); ok && pass == 0 {
+			r := rf.Refused()
+			refused.Store(&r)
+		}
+	}()
 	if s, ok := src.(source.Sized); ok {
 		cur.Store(&sizedBox{s})
 	}

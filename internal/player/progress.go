@@ -3,6 +3,8 @@ package player
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 )
@@ -56,8 +58,28 @@ func (r *Renderer) line(p Progress, bar bool) string {
 	if p.Dropped > 0 {
 		fmt.Fprintf(&b, ", %d not replayed", p.Dropped)
 	}
+	if r := RefusedSummary(p.Refused); r != "" {
+		b.WriteString(", " + r)
+	}
 	if p.Remaining >= 0 {
 		fmt.Fprintf(&b, ", %s left", p.Remaining.Round(time.Second))
 	}
 	return b.String()
+}
+
+// RefusedSummary says how many requests were never offered, and why:
+// "2 refused: bare_lf 2"; "" when none were.
+func RefusedSummary(refused map[string]uint64) string {
+	var n uint64
+	for _, c := range refused {
+		n += c
+	}
+	if n == 0 {
+		return ""
+	}
+	parts := make([]string, 0, len(refused))
+	for _, k := range slices.Sorted(maps.Keys(refused)) {
+		parts = append(parts, fmt.Sprintf("%s %d", k, refused[k]))
+	}
+	return fmt.Sprintf("%d refused: %s", n, strings.Join(parts, ", "))
 }

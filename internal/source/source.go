@@ -386,14 +386,48 @@ type Sized interface {
 	Input() (read, total int64)
 }
 
+// Refusing is a source that knows which of its requests it did not
+// yield, and why: a capture file's refused framings (bare_lf, ...),
+// other protocols, bodies too large, requests lost to gaps.
+type Refusing interface {
+	Refused() map[string]uint64 // read once the source is done
+}
+
+// Refused counts, by reason, the requests the capture file held that
+// were not yielded.
+func (s *CaptureSource) Refused() map[string]uint64 {
+	h := &s.Engine.HTTP
+	out := map[string]uint64{}
+	for r := range httpstream.NumRejects {
+		if n := h.Rejected[r].Load(); n > 0 {
+			out[r.String()] += n
+		}
+	}
+	for k := range httpstream.NumStops {
+		if n := h.Stopped[k].Load(); n > 0 {
+			out[k.String()] += n
+		}
+	}
+	for name, n := range map[string]uint64{"too_large": h.TooLarge.Load(), "lost_to_gap": h.LostToGap.Load(), "incomplete": h.Incomplete.Load()} {
+		if n > 0 {
+			out[name] += n
+		}
+	}
+	return out
+}
+
 // multiSource reads several files one after another.
 type multiSource struct {
-	paths []string
-	opts  Options
-	cur   Source
-	read  atomic.Int64 // of every file opened so far
-	total int64
+	paths   []string
+	opts    Options
+	cur     Source
+	read    atomic.Int64 // of every file opened so far
+	total   int64
+	refused map[string]uint64 // of the files done
 }
+
+// Refused sums what the files read so far did not yield.
+func (m *multiSource) Refused() map[string]uint64 { return m.refused }
 
 func (m *multiSource) Input() (read, total int64) { return min(m.read.Load(), m.total), m.total }
 
@@ -412,6 +446,14 @@ func (m *multiSource) Next() (recording.Record, error) {
 		r, err := m.cur.Next()
 		if errors.Is(err, io.EOF) {
 			m.cur.Close()
+			if rf, ok := m.cur.(Refusing); ok {
+				for k, n := range rf.Refused() {
+					if m.refused == nil {
+						m.refused = map[string]uint64{}
+					}
+					m.refused[k] += n
+				}
+			}
 			m.cur = nil
 			continue
 		}
