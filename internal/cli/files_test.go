@@ -245,3 +245,24 @@ func TestSessionsSyncCommand(t *testing.T) {
 		t.Errorf("no selector: exit %d", code)
 	}
 }
+
+// A recording is its owner's alone (0600), and a record that fails
+// leaves nothing behind: here its second input is not a capture at all.
+func TestRecordFileModeAndFailure(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "r.strec")
+	run(t, "record", "-input", pcaps+"zeek__http-cooper-grill-dvwa.pcapng", "-output", out)
+	if fi, err := os.Stat(out); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v %v", fi.Mode().Perm(), err)
+	}
+	junk := filepath.Join(dir, "junk.pcap")
+	os.WriteFile(junk, []byte("not a capture file, not a recording"), 0o644)
+	failed := filepath.Join(dir, "failed.strec")
+	var stdout, stderr bytes.Buffer
+	if code := Main("test", []string{"record", "-input", pcaps + "zeek__http-cooper-grill-dvwa.pcapng", "-input", junk, "-output", failed}, &stdout, &stderr); code == 0 {
+		t.Fatalf("record of a junk input succeeded: %s", stdout.String())
+	}
+	if _, err := os.Stat(failed); !os.IsNotExist(err) {
+		t.Errorf("a failed record left %s behind (%v)", failed, err)
+	}
+}

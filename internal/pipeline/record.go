@@ -96,10 +96,11 @@ func RecordExchanges(ctx context.Context, cfg config.Config, log *slog.Logger, o
 		}
 		out.Dropped = rec.dropped.Load()
 	}
-	if cerr := w.Close(); err == nil {
-		err = cerr
+	if err != nil {
+		w.Discard() // no partial recording left behind
+		return out, err
 	}
-	return out, err
+	return out, w.Close()
 }
 
 // copyAll writes every exchange of the sources open opens, until ctx
@@ -206,6 +207,7 @@ func (r *recorder) close() error {
 type recordWriter interface {
 	Write(recording.Record) error
 	Close() error
+	Discard() error // close, and remove the files it created: the run failed
 }
 
 // goReplayWriter writes exchanges as GoReplay payloads: the request, and
@@ -214,18 +216,29 @@ type goReplayWriter struct {
 	f      *os.File
 	w      *goreplay.Writer
 	redact *recording.Redactor // nil: credentials kept
+	made   bool                // the file did not exist before
 }
 
 func createGoReplay(path string, redact []string) (*goReplayWriter, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	_, statErr := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	g := &goReplayWriter{f: f, w: goreplay.NewWriter(f)}
+	g := &goReplayWriter{f: f, w: goreplay.NewWriter(f), made: os.IsNotExist(statErr)}
 	if len(redact) > 0 {
 		g.redact = recording.NewRedactor(redact)
 	}
 	return g, nil
+}
+
+// Discard closes the file and removes it if this writer made it.
+func (g *goReplayWriter) Discard() error {
+	g.f.Close()
+	if g.made {
+		return os.Remove(g.f.Name())
+	}
+	return nil
 }
 
 func (g *goReplayWriter) Write(r recording.Record) error {

@@ -231,6 +231,7 @@ type Writer struct {
 	scratch bytes.Buffer
 	fw      *flate.Writer
 	redact  *Redactor
+	created []string // files this writer made (not appended to)
 }
 
 // Create opens the (first) file.
@@ -263,7 +264,8 @@ func (w *Writer) rotate() error {
 		base := strings.TrimSuffix(w.opts.Path, Ext)
 		w.name = fmt.Sprintf("%s-%s-%04d%s", base, w.opts.Now().UTC().Format("20060102T150405Z"), w.seq, Ext)
 	}
-	f, err := os.OpenFile(w.name, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	// Production's requests: the owner's alone.
+	f, err := os.OpenFile(w.name, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("recording: %w", err)
 	}
@@ -273,6 +275,7 @@ func (w *Writer) rotate() error {
 		return fmt.Errorf("recording: %w", err)
 	}
 	if st.Size() == 0 {
+		w.created = append(w.created, w.name)
 		if _, err := f.Write(FileMagic[:]); err != nil {
 			f.Close()
 			return fmt.Errorf("recording: %w", err)
@@ -306,6 +309,20 @@ func (w *Writer) Write(r Record) error {
 
 // Close closes the file.
 func (w *Writer) Close() error { return w.f.Close() }
+
+// Discard closes the writer and removes the files it created, so that a
+// failed run leaves no partial recording behind (a file it appended to
+// keeps what was appended).
+func (w *Writer) Discard() error {
+	w.f.Close()
+	var errs []error
+	for _, name := range w.created {
+		if err := os.Remove(name); err != nil && !os.IsNotExist(err) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
 
 func parseMessage(raw []byte, isRequest bool) (*httpstream.Message, bool) {
 	var m *httpstream.Message
