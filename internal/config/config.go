@@ -32,9 +32,15 @@ type Config struct {
 	Ports        []uint16 `yaml:"ports"`         // server ports whose requests are replayed
 	HealthListen string   `yaml:"health_listen"` // TCP health-check address; "" disables
 	AdminListen  string   `yaml:"admin_listen"`  // /healthz and /metrics; "" disables
-	ReadBuffer   int      `yaml:"read_buffer"`   // UDP receive buffer, bytes
-	MaxBody      int64    `yaml:"max_body"`      // larger request bodies are skipped
-	MaxFlows     int      `yaml:"max_flows"`     // TCP connections tracked at once (over all shards)
+	// WebConfig is the admin server's TLS and basic auth, in the
+	// exporter-toolkit's web configuration format: production's data
+	// (/report, /api/report, /api/state) needs its credentials; /healthz
+	// never does, /metrics when ProtectMetrics.
+	WebConfig      string `yaml:"web_config"`
+	ProtectMetrics bool   `yaml:"protect_metrics"`
+	ReadBuffer     int    `yaml:"read_buffer"` // UDP receive buffer, bytes
+	MaxBody        int64  `yaml:"max_body"`    // larger request bodies are skipped
+	MaxFlows       int    `yaml:"max_flows"`   // TCP connections tracked at once (over all shards)
 	// Shards is how many engines share the VXLAN traffic, each with its
 	// own socket, reader goroutine and flows; the kernel steers both
 	// directions of a connection to the same one. 0 (the default): one

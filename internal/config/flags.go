@@ -39,6 +39,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	}, func() { c.VNIs = nil }), "vni", "accept only these VXLAN network ids (repeatable or a comma list; default any)")
 	fs.StringVar(&c.HealthListen, "health-listen", c.HealthListen, `TCP address answering load-balancer health checks ("" disables)`)
 	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, `HTTP address serving /healthz and /metrics ("" disables)`)
+	fs.StringVar(&c.WebConfig, "web-config", c.WebConfig, "the admin server's TLS and basic auth (exporter-toolkit web configuration file): /report and /api/* need its credentials; reloaded on SIGHUP")
+	fs.BoolVar(&c.ProtectMetrics, "web-protect-metrics", c.ProtectMetrics, "with -web-config, /metrics needs the credentials too")
 	fs.IntVar(&c.ReadBuffer, "read-buffer", c.ReadBuffer, "UDP socket receive buffer in bytes (raise net.core.rmem_max, or run with CAP_NET_ADMIN)")
 	fs.Int64Var(&c.MaxBody, "max-body", c.MaxBody, "requests with a larger body are skipped and counted")
 	fs.IntVar(&c.MaxFlows, "max-flows", c.MaxFlows, "TCP connections tracked at once")

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/prometheus/exporter-toolkit/web"
 )
 
 // Resolved is a target with every default applied.
@@ -117,7 +119,13 @@ var tokenRe = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 // Validate checks the whole configuration and reports every problem.
 func (c *Config) Validate() error {
-	return errors.Join(c.ValidateCapture(), c.validateTargets(), CheckStore(c.Correlate.Store))
+	var webErr error
+	if c.WebConfig != "" {
+		if err := web.Validate(c.WebConfig); err != nil {
+			webErr = fmt.Errorf("web_config %s: %w", c.WebConfig, err)
+		}
+	}
+	return errors.Join(c.ValidateCapture(), c.validateTargets(), CheckStore(c.Correlate.Store), webErr)
 }
 
 // ValidateCapture checks the settings of capture alone (no targets), as

@@ -10,6 +10,7 @@ package pipeline
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,7 @@ import (
 	"github.com/shadowtap/shadowtap/internal/replay"
 	"github.com/shadowtap/shadowtap/internal/store"
 	"github.com/shadowtap/shadowtap/internal/target"
+	"github.com/shadowtap/shadowtap/internal/webauth"
 )
 
 // Handler is a running replay handler.
@@ -69,6 +71,7 @@ type Handler struct {
 
 	compare *compare.Comparator // nil unless comparing
 	noise   *store.NoiseLink    // the comparison's share of the fleet's store, or nil
+	guard   *webauth.Guard      // the admin server's web configuration, or nil
 	diffLog *os.File
 	rec     *recorder // nil unless recording
 }
@@ -112,9 +115,19 @@ func build(st Stages, cfg config.Config, log *slog.Logger, rec *recorder) (*Hand
 		}
 	}
 	if st.Admin != "" {
+		if cfg.WebConfig != "" {
+			if h.guard, err = webauth.Load(cfg.WebConfig); err != nil {
+				h.Close()
+				return nil, err
+			}
+		}
 		if h.adminLn, err = net.Listen("tcp", st.Admin); err != nil {
 			h.Close()
 			return nil, fmt.Errorf("admin listener: %w", err)
+		}
+		if h.guard == nil && !loopback(h.adminLn.Addr()) {
+			log.Warn("the admin server serves production's data (/report, /api/report, /api/state) without authentication on a non-loopback address; give it -web-config",
+				"admin_listen", h.adminLn.Addr().String())
 		}
 	}
 
@@ -235,6 +248,11 @@ func (h *Handler) Reload(cfg config.Config) error {
 	if h.fanout == nil {
 		return errors.New("reload: this pipeline replays to no target")
 	}
+	if h.guard != nil {
+		if err := h.guard.Reload(); err != nil {
+			h.log.Warn("web config not reloaded: the previous one stays in force", "err", err)
+		}
+	}
 	for _, f := range needsRestart(h.stages, h.cfg, cfg) {
 		h.log.Warn("setting changed: takes effect after a restart", "setting", f)
 	}
@@ -279,13 +297,19 @@ func restartOnly(a, b config.Config) []string {
 		{"health_listen", a.HealthListen, b.HealthListen}, {"admin_listen", a.AdminListen, b.AdminListen},
 		{"read_buffer", a.ReadBuffer, b.ReadBuffer}, {"max_body", a.MaxBody, b.MaxBody}, {"max_flows", a.MaxFlows, b.MaxFlows}, {"shards", a.Shards, b.Shards},
 		{"reorder_wait", a.ReorderWait, b.ReorderWait}, {"idle_timeout", a.IdleTimeout, b.IdleTimeout}, {"dedup", a.Dedup, b.Dedup},
-		{"handshake_timeout", a.HandshakeTimeout, b.HandshakeTimeout}, {"correlate", a.Correlate, b.Correlate},
+		{"handshake_timeout", a.HandshakeTimeout, b.HandshakeTimeout}, {"correlate", a.Correlate, b.Correlate}, {"web_config", a.WebConfig, b.WebConfig}, {"protect_metrics", a.ProtectMetrics, b.ProtectMetrics},
 		{"log_level", a.LogLevel, b.LogLevel}, {"log_format", a.LogFormat, b.LogFormat}} {
 		if !reflect.DeepEqual(f.x, f.y) {
 			out = append(out, f.name)
 		}
 	}
 	return out
+}
+
+// loopback reports whether a listener's address is the machine's own.
+func loopback(a net.Addr) bool {
+	ap, err := netip.ParseAddrPort(a.String())
+	return err == nil && ap.Addr().IsLoopback()
 }
 
 // ListenAddr returns the UDP address receiving VXLAN.
@@ -358,17 +382,40 @@ func (h *Handler) Run(ctx context.Context) error {
 			// never fails the load balancer's checks.
 			w.Write([]byte("ok\n"))
 		})
-		mux.Handle("/metrics", promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{Registry: h.reg}))
+		// Production's data needs the web configuration's credentials;
+		// /healthz never does (the load balancer asks it).
+		guard := func(x http.Handler) http.Handler {
+			if h.guard == nil {
+				return x
+			}
+			return h.guard.Protect(x)
+		}
+		metrics := http.Handler(promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{Registry: h.reg}))
+		if h.cfg.ProtectMetrics {
+			metrics = guard(metrics)
+		}
+		mux.Handle("/metrics", metrics)
 		if h.compare != nil {
-			mux.Handle("/report", h.compare.Handler())
-			mux.Handle("/api/report", h.compare.Handler())
-			mux.Handle("/api/state", h.compare.Handler()) // mergeable: shadowtap report -from
+			mux.Handle("/report", guard(h.compare.Handler()))
+			mux.Handle("/api/report", guard(h.compare.Handler()))
+			mux.Handle("/api/state", guard(h.compare.Handler())) // mergeable: shadowtap report -from
 		}
 		h.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		var tlsConfig *tls.Config
+		if h.guard != nil {
+			tlsConfig = h.guard.TLS()
+		}
+		h.admin.TLSConfig = tlsConfig
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := h.admin.Serve(h.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			var err error
+			if tlsConfig != nil {
+				err = h.admin.ServeTLS(h.adminLn, "", "")
+			} else {
+				err = h.admin.Serve(h.adminLn)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				h.log.Error("admin server", "err", err)
 			}
 		}()
