@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -52,15 +55,50 @@ type liveState struct {
 	err  error
 }
 
+// access is how the handlers' admin servers are read: basic auth and the
+// authorities their TLS certificates are checked against.
+type access struct {
+	user, password string
+	roots          *x509.CertPool // nil: the system's
+}
+
+// readAccess reads -from-auth-file (user:password on its first line) and
+// -from-ca-file.
+func readAccess(authFile, caFile string) (access, error) {
+	var a access
+	if authFile != "" {
+		b, err := os.ReadFile(authFile)
+		if err != nil {
+			return a, err
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		var ok bool
+		if a.user, a.password, ok = strings.Cut(strings.TrimRight(line, "\r"), ":"); !ok {
+			return a, fmt.Errorf("%s: want user:password on its first line", authFile)
+		}
+	}
+	if caFile != "" {
+		b, err := os.ReadFile(caFile)
+		if err != nil {
+			return a, err
+		}
+		a.roots = x509.NewCertPool()
+		if !a.roots.AppendCertsFromPEM(b) {
+			return a, fmt.Errorf("%s: no PEM certificate", caFile)
+		}
+	}
+	return a, nil
+}
+
 // fetchStates reads every handler's state at once, each within timeout.
-func fetchStates(ctx context.Context, hs []liveHandler, timeout time.Duration) []liveState {
-	client := &http.Client{Timeout: timeout}
+func fetchStates(ctx context.Context, hs []liveHandler, timeout time.Duration, a access) []liveState {
+	client := &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: a.roots}}}
 	out := make([]liveState, len(hs))
 	var wg sync.WaitGroup
 	for i, h := range hs {
 		wg.Go(func() {
 			out[i] = liveState{h: h}
-			out[i].data, out[i].name, out[i].err = fetchState(ctx, client, h.URL)
+			out[i].data, out[i].name, out[i].err = fetchState(ctx, client, h.URL, a)
 		})
 	}
 	wg.Wait()
@@ -71,10 +109,13 @@ func fetchStates(ctx context.Context, hs []liveHandler, timeout time.Duration) [
 // endpoint and a few sample exchanges each stay far below it.
 const maxState = 1 << 30
 
-func fetchState(ctx context.Context, client *http.Client, u string) ([]byte, string, error) {
+func fetchState(ctx context.Context, client *http.Client, u string, a access) ([]byte, string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, "", err
+	}
+	if a.user != "" {
+		req.SetBasicAuth(a.user, a.password)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -83,8 +124,11 @@ func fetchState(ctx context.Context, client *http.Client, u string) ([]byte, str
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		hint := ""
-		if resp.StatusCode == http.StatusNotFound {
+		switch resp.StatusCode {
+		case http.StatusNotFound:
 			hint = " (is that handler comparing, compare.candidate set, and a version that serves /api/state?)"
+		case http.StatusUnauthorized:
+			hint = " (its -web-config asks for credentials: -from-auth-file)"
 		}
 		return nil, "", fmt.Errorf("GET %s: %s%s", u, resp.Status, hint)
 	}

@@ -50,6 +50,8 @@ func report(args []string, stdout, stderr io.Writer) int {
 	region := fs.String("region", "", "-from-target-group: AWS region (default: the SDK's)")
 	elbEndpoint := fs.String("elb-endpoint", "", "-from-target-group: Elastic Load Balancing endpoint URL (default: the region's)")
 	ec2Endpoint := fs.String("ec2-endpoint", "", "-from-target-group: EC2 endpoint URL (default: the region's)")
+	authFile := fs.String("from-auth-file", "", "-from: a file holding user:password for the handlers' basic auth (-web-config); never the password on the command line")
+	caFile := fs.String("from-ca-file", "", "-from https://: PEM certificates of the authorities the handlers' TLS certificates are checked against (default: the system's)")
 	allowMissing := fs.Bool("allow-missing", false, "leave out, with a warning, handlers that cannot be read (default: exit 2)")
 	timeout := fs.Duration("timeout", 30*time.Second, "for each handler's state, and for the AWS calls")
 	files, err := parseAnywhere(fs, args)
@@ -130,7 +132,12 @@ func report(args []string, stdout, stderr io.Writer) int {
 		seen[h.URL] = true
 		return dup
 	})
-	for _, st := range fetchStates(ctx, live, *timeout) {
+	creds, err := readAccess(*authFile, *caFile)
+	if err != nil {
+		fmt.Fprintln(stderr, "report:", err)
+		return 2
+	}
+	for _, st := range fetchStates(ctx, live, *timeout, creds) {
 		if st.err != nil {
 			missing = append(missing, st.h.Label+": "+st.err.Error())
 			continue

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -402,4 +403,33 @@ func getBody(t *testing.T, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// A handler behind -web-config (TLS and basic auth) is read with
+// -from-auth-file and -from-ca-file; without the credentials it is
+// refused, and the report says what to give.
+func TestReportFromGuardedHandler(t *testing.T) {
+	state := `{"type":"handler","handler":"guarded"}` + "\n" + `{"type":"stats","handler":"guarded","endpoint":"GET /api/health","state":{"requests":10,` +
+		`"comparisons":{"candidate-vs-production":{"compared":10,"exact":10,"matched":10}}}}` + "\n"
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "ops" || p != "s3cret" {
+			w.Header().Set("WWW-Authenticate", "Basic")
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		w.Write([]byte(state))
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	ca, auth := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "auth")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600)
+	os.WriteFile(auth, []byte("ops:s3cret\n"), 0o600)
+	out, code := runReport(t, "report", "-o", "", "-from", srv.URL, "-from-ca-file", ca)
+	if code != 2 || !strings.Contains(out, "-from-auth-file") {
+		t.Errorf("without credentials: exit %d\n%s", code, out)
+	}
+	out, code = runReport(t, "report", "-o", "", "-from", srv.URL, "-from-ca-file", ca, "-from-auth-file", auth)
+	if code != 0 || !strings.Contains(out, "live state of 1 of 1 handler(s)") {
+		t.Errorf("with credentials: exit %d\n%s", code, out)
+	}
 }
