@@ -69,10 +69,9 @@ const (
 	maxFleetMiss = 1 << 16
 )
 
-// fleetLookup asks the fleet about the tokens of a request that could be
-// created values and that this table does not know, and takes in what it
-// knows; t.mu not held.
-func (t *Table) fleetLookup(ctx context.Context, toks []token, excl map[string]bool) {
+// fleetLookup asks the fleet about the tokens (keyed) of a request that
+// this table does not know, and takes in what it knows; t.mu not held.
+func (t *Table) fleetLookup(ctx context.Context, toks []keyedToken) {
 	if t.fleet == nil {
 		return
 	}
@@ -80,19 +79,10 @@ func (t *Table) fleetLookup(ctx context.Context, toks []token, excl map[string]b
 	var keys []FleetKey
 	t.mu.Lock()
 	for _, tk := range toks {
-		if !learnable(tk.text, tk.entity) || excl[normName(tk.name)] {
+		if t.entries[tk.key] != nil || now.Before(t.missed[tk.key]) {
 			continue
 		}
-		entity := tk.entity
-		if !shortNumber(tk.text) {
-			entity = ""
-		}
-		fk := t.fleet.Key(entity, tk.text)
-		k := t.keyOf(tk.text, tk.entity)
-		if t.entries[k] != nil || now.Before(t.missed[k]) {
-			continue
-		}
-		keys = append(keys, fk)
+		keys = append(keys, tk.fleetKey)
 	}
 	t.mu.Unlock()
 	if len(keys) == 0 {

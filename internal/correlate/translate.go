@@ -25,6 +25,13 @@ type token struct {
 	enc        encoding
 }
 
+// A keyedToken is a token that can be a created value, with its keys.
+type keyedToken struct {
+	token
+	key      uint64   // in the table
+	fleetKey FleetKey // with a fleet, in it
+}
+
 type encoding byte
 
 const (
@@ -71,7 +78,7 @@ func (t *Table) TranslateCaptured(ctx context.Context, req []byte, captured int6
 	t.mu.Lock()
 	excl, opts := t.exclude, t.opts // a reload may replace them (SetOptions)
 	t.mu.Unlock()
-	toks := tokens(req)
+	toks := t.keyed(tokens(req), excl)
 	if len(toks) == 0 {
 		return req, res
 	}
@@ -87,14 +94,11 @@ func (t *Table) TranslateCaptured(ctx context.Context, req []byte, captured int6
 			timer.Stop()
 		}
 	}
-	t.fleetLookup(ctx, toks, excl)
+	t.fleetLookup(ctx, toks)
 	// Wait, bounded, for the values still being learned.
 	var deadline <-chan time.Time
 	for _, tk := range toks {
-		if !learnable(tk.text, tk.entity) || excl[normName(tk.name)] {
-			continue
-		}
-		k := t.keyOf(tk.text, tk.entity)
+		k := tk.key
 		_, _, wait := t.lookup(k)
 		if wait == nil {
 			continue
@@ -124,16 +128,12 @@ func (t *Table) TranslateCaptured(ctx context.Context, req []byte, captured int6
 	}
 	var reps []replacement
 	for _, tk := range toks {
-		if !learnable(tk.text, tk.entity) || excl[normName(tk.name)] {
-			continue
-		}
-		k := t.keyOf(tk.text, tk.entity)
-		target, ok, _ := t.lookup(k)
+		target, ok, _ := t.lookup(tk.key)
 		if !ok {
 			continue
 		}
 		reps = append(reps, replacement{tk.start, tk.end, encode(target, tk.enc)})
-		t.markSent(k)
+		t.markSent(tk.key)
 	}
 	if len(reps) == 0 {
 		return req, res
@@ -143,13 +143,37 @@ func (t *Table) TranslateCaptured(ctx context.Context, req []byte, captured int6
 	return splice(req, reps), res
 }
 
-// namesUnknown reports whether a token that could be a created value is
-// not in the table at all.
-func (t *Table) namesUnknown(toks []token) bool {
+// keyed keeps the tokens that could be created values and that excl does
+// not exclude, each with its keys computed once (with a fleet, a keyed
+// hash: not to be made again in every loop).
+func (t *Table) keyed(toks []token, excl map[string]bool) []keyedToken {
+	kept := make([]keyedToken, 0, len(toks))
+	for _, tok := range toks {
+		if !learnable(tok.text, tok.entity) || excl[normName(tok.name)] {
+			continue
+		}
+		tk := keyedToken{token: tok}
+		if t.fleet != nil {
+			entity := tk.entity
+			if !shortNumber(tk.text) {
+				entity = ""
+			}
+			tk.fleetKey = t.fleet.Key(entity, tk.text)
+			tk.key = fleetLocal(tk.fleetKey)
+		} else {
+			tk.key = keyOf(tk.text, tk.entity)
+		}
+		kept = append(kept, tk)
+	}
+	return kept
+}
+
+// namesUnknown reports whether a token (keyed) is not in the table at all.
+func (t *Table) namesUnknown(toks []keyedToken) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, tk := range toks {
-		if learnable(tk.text, tk.entity) && !t.exclude[normName(tk.name)] && t.entries[t.keyOf(tk.text, tk.entity)] == nil {
+		if t.entries[tk.key] == nil {
 			return true
 		}
 	}
