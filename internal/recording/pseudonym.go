@@ -159,7 +159,15 @@ func (rd *Redactor) message(raw []byte, isRequest bool) ([]byte, bool) {
 		body, bodyChanged, blanked = rd.bodySecrets(m.Body(), kind, h, chunked, isRequest)
 	}
 	changed := bodyChanged
-	out := append([]byte(nil), raw[:m.StartLineEnd()]...)
+	// The parser's message may start after empty lines raw begins with,
+	// and its offsets are its own: the lines before it are kept as they
+	// were, and what follows it too.
+	lead := bytes.Index(raw, m.Raw)
+	if lead < 0 {
+		return raw, false
+	}
+	out := append([]byte(nil), raw[:lead]...)
+	out = append(out, m.Raw[:m.StartLineEnd()]...)
 	for i := range m.Lines {
 		name := m.Name(i)
 		l := m.LineBytes(i)
@@ -181,7 +189,8 @@ func (rd *Redactor) message(raw []byte, isRequest bool) ([]byte, bool) {
 		out = append(out, l...)
 	}
 	out = append(out, m.BlankLine()...)
-	return append(out, body...), changed
+	out = append(out, body...)
+	return append(out, raw[lead+len(m.Raw):]...), changed
 }
 
 type bodyKind byte
