@@ -129,10 +129,8 @@ func (t *Table) takeIn(it Item) {
 		if it.State == Unpaired {
 			return
 		}
-		e = &entry{key: k, entity: it.Entity, ready: make(chan struct{}), fromFleet: true}
-		t.entries[k] = e
-		e.elem = t.others.PushBack(e)
-		t.trim(t.others)
+		e = t.add(k, it.Key, it.Entity)
+		e.fromFleet = true
 	}
 	e.used = t.now()
 	switch {

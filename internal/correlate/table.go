@@ -243,13 +243,21 @@ func (t *Table) KeyAt(v string, f Field) uint64 { return t.keyOf(v, f.entity()) 
 // keyOf is value v's key in t: with a fleet, its fleet key's first
 // bytes, so that what another handler publishes finds its entry here.
 func (t *Table) keyOf(v, entity string) uint64 {
+	k, _ := t.keys(v, entity)
+	return k
+}
+
+// keys is value v's key in t and, with a fleet, its key there (a long
+// value's without what it names, as keyOf).
+func (t *Table) keys(v, entity string) (uint64, FleetKey) {
 	if t.fleet == nil {
-		return keyOf(v, entity)
+		return keyOf(v, entity), FleetKey{}
 	}
 	if !shortNumber(v) {
 		entity = ""
 	}
-	return fleetLocal(t.fleet.Key(entity, v))
+	fk := t.fleet.Key(entity, v)
+	return fleetLocal(fk), fk
 }
 
 // Origin is the key of the production value the target created v for
@@ -298,25 +306,24 @@ func (t *Table) Stats() Stats {
 // entry returns production value v's entry, made (awaited) if absent;
 // t.mu held.
 func (t *Table) entry(v value) *entry {
-	k := t.keyOf(v.text, v.entity)
+	k, fk := t.keys(v.text, v.entity)
 	e := t.entries[k]
 	if e == nil {
-		e = &entry{key: k, entity: v.entity, ready: make(chan struct{})}
-		if t.fleet != nil {
-			entity := v.entity
-			if !shortNumber(v.text) {
-				entity = ""
-			}
-			e.fleetKey = t.fleet.Key(entity, v.text)
-		}
-		t.entries[k] = e
-		e.elem = t.others.PushBack(e)
-		t.trim(t.others)
+		e = t.add(k, fk, v.entity)
 		t.publish(e, Awaited)
 	} else {
 		t.listOf(e.state).MoveToBack(e.elem)
 	}
 	e.used = t.now()
+	return e
+}
+
+// add makes an entry, awaited, for the value of keys k and fk; t.mu held.
+func (t *Table) add(k uint64, fk FleetKey, entity string) *entry {
+	e := &entry{key: k, fleetKey: fk, entity: entity, ready: make(chan struct{})}
+	t.entries[k] = e
+	e.elem = t.others.PushBack(e)
+	t.trim(t.others)
 	return e
 }
 

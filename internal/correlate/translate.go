@@ -144,8 +144,8 @@ func (t *Table) TranslateCaptured(ctx context.Context, req []byte, captured int6
 }
 
 // keyed keeps the tokens that could be created values and that excl does
-// not exclude, each with its keys computed once (with a fleet, a keyed
-// hash: not to be made again in every loop).
+// not exclude, each with its keys made once (with a fleet, a keyed hash:
+// not to be made again in every loop).
 func (t *Table) keyed(toks []token, excl map[string]bool) []keyedToken {
 	kept := make([]keyedToken, 0, len(toks))
 	for _, tok := range toks {
@@ -153,16 +153,7 @@ func (t *Table) keyed(toks []token, excl map[string]bool) []keyedToken {
 			continue
 		}
 		tk := keyedToken{token: tok}
-		if t.fleet != nil {
-			entity := tk.entity
-			if !shortNumber(tk.text) {
-				entity = ""
-			}
-			tk.fleetKey = t.fleet.Key(entity, tk.text)
-			tk.key = fleetLocal(tk.fleetKey)
-		} else {
-			tk.key = keyOf(tk.text, tk.entity)
-		}
+		tk.key, tk.fleetKey = t.keys(tok.text, tok.entity)
 		kept = append(kept, tk)
 	}
 	return kept
