@@ -567,9 +567,24 @@ func TestStopUnderUDPBacklog(t *testing.T) {
 }
 
 // stopCapture writes a capture file of n mirrored keep-alive GETs on 64
-// connections (VXLAN in UDP in IPv4 in Ethernet, as tcpdump on the mirror
-// target's interface saves them), each connection closed at the end.
+// connections, each connection closed at the end.
 func stopCapture(t *testing.T, path string, n int) {
+	t.Helper()
+	m := newMirrorStream(64, 1)
+	segs := m.handshakes()
+	for range n {
+		segs = append(segs, m.request()...)
+	}
+	for _, c := range m.conns {
+		segs = append(segs, c.Close()...)
+	}
+	writeCapture(t, path, segs)
+}
+
+// writeCapture writes the segments, each in its VXLAN datagram (VNI 7),
+// as a capture file: VXLAN in UDP in IPv4 in Ethernet, as tcpdump on the
+// mirror target's interface saves them, 10 µs apart.
+func writeCapture(t *testing.T, path string, segs []synth.Segment) {
 	t.Helper()
 	f, err := os.Create(path)
 	if err != nil {
@@ -580,26 +595,17 @@ func stopCapture(t *testing.T, path string, n int) {
 	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
 		t.Fatal(err)
 	}
-	m := newMirrorStream(64, 1)
 	src, dst := netip.MustParseAddrPort("10.9.0.1:41000"), netip.MustParseAddrPort("10.9.0.2:4789")
 	eth := []byte{0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00}
 	ts := time.Unix(1_700_000_000, 0)
-	var pkt []byte
-	write := func(segs []synth.Segment) {
-		for _, s := range segs {
-			pkt = synth.AppendIPv4UDP(append(pkt[:0], eth...), src, dst, m.vxlan(s))
-			ts = ts.Add(10 * time.Microsecond)
-			if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: ts, CaptureLength: len(pkt), Length: len(pkt)}, pkt); err != nil {
-				t.Fatal(err)
-			}
+	var pkt, frame []byte
+	for _, s := range segs {
+		frame = synth.AppendVXLAN(frame[:0], 7, synth.AppendFrame(nil, s))
+		pkt = synth.AppendIPv4UDP(append(pkt[:0], eth...), src, dst, frame)
+		ts = ts.Add(10 * time.Microsecond)
+		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: ts, CaptureLength: len(pkt), Length: len(pkt)}, pkt); err != nil {
+			t.Fatal(err)
 		}
-	}
-	write(m.handshakes())
-	for range n {
-		write(m.request())
-	}
-	for _, c := range m.conns {
-		write(c.Close())
 	}
 	if err := bw.Flush(); err != nil {
 		t.Fatal(err)

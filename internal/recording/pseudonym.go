@@ -117,8 +117,12 @@ var secretKeys = []string{"token", "accesstoken", "refreshtoken", "idtoken", "se
 // secretKey reports whether k names a credential. A password a client
 // sends is kept: a replayed login needs it, and the test copy holds the
 // same users (see README, "Recordings and credentials").
+// keySeparators are left out of a key's name: access_token, access-token
+// and accessToken are one (made once: secretKey runs for every JSON leaf).
+var keySeparators = strings.NewReplacer("_", "", "-", "")
+
 func secretKey(k string, isRequest bool) bool {
-	k = strings.NewReplacer("_", "", "-", "").Replace(strings.ToLower(k))
+	k = keySeparators.Replace(strings.ToLower(k))
 	return slices.Contains(secretKeys, k) && !(isRequest && k == "password")
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"log/slog"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -37,18 +36,9 @@ func OpenNoise(o Options) (*NoiseLink, error) {
 	if err != nil {
 		return nil, err
 	}
-	log := o.Log
-	if log == nil {
-		log = slog.Default()
-	}
-	ns := o.Namespace
-	if ns == "" {
-		ns = "default"
-	}
 	var id [8]byte
 	rand.Read(id[:])
-	return &NoiseLink{client: redis.NewClient(ro), prefix: "shadowtap:" + ns + ":noise:", self: hex.EncodeToString(id[:]),
-		log: ratelog.New(log, time.Minute)}, nil
+	return &NoiseLink{client: redis.NewClient(ro), prefix: o.prefix() + "noise:", self: hex.EncodeToString(id[:]), log: o.limiter()}, nil
 }
 
 // Publish puts this handler's noise in place of its last.

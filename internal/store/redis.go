@@ -90,6 +90,24 @@ type Options struct {
 	Log    *slog.Logger
 }
 
+// prefix starts the keys of the options' deployment: shadowtap:{ns}:.
+func (o Options) prefix() string {
+	ns := o.Namespace
+	if ns == "" {
+		ns = "default"
+	}
+	return "shadowtap:" + ns + ":"
+}
+
+// limiter is where a link warns, at most once a minute per kind.
+func (o Options) limiter() *ratelog.Limiter {
+	log := o.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	return ratelog.New(log, time.Minute)
+}
+
 // Link is one target's connection to the store: a correlate.Fleet. Its
 // two goroutines (the writer and the subscriber) end with Close.
 type Link struct {
@@ -135,22 +153,14 @@ func Open(o Options) (*Link, error) {
 	if len(o.Secret) == 0 {
 		return nil, errors.New("store: no secret")
 	}
-	log := o.Log
-	if log == nil {
-		log = slog.Default()
-	}
 	mac := hmac.New(sha256.New, o.Secret)
 	mac.Write([]byte("shadowtap correlate seal"))
 	block, _ := aes.NewCipher(mac.Sum(nil)) // 32 bytes: AES-256
 	aead, _ := cipher.NewGCM(block)
 	hk := hmac.New(sha256.New, o.Secret)
 	hk.Write([]byte("shadowtap correlate key"))
-	ns := o.Namespace
-	if ns == "" {
-		ns = "default"
-	}
-	l := &Link{client: redis.NewClient(ro), prefix: "shadowtap:" + ns + ":" + o.Target, hashKey: hk.Sum(nil), aead: aead,
-		log: ratelog.New(log, time.Minute), queue: make(chan correlate.Item, queueLen)}
+	l := &Link{client: redis.NewClient(ro), prefix: o.prefix() + o.Target, hashKey: hk.Sum(nil), aead: aead,
+		log: o.limiter(), queue: make(chan correlate.Item, queueLen)}
 	rand.Read(l.self[:])
 	l.up.Store(true)
 	l.ctx, l.cancel = context.WithCancel(context.Background())
