@@ -131,3 +131,8 @@ func (pg *Cluster) SQL(t testing.TB, db string, sql ...string) {
 func (pg *Cluster) DSN(db string) string {
 	return fmt.Sprintf("host=%s user=postgres dbname=%s", pg.socketDir, db)
 }
+
+// DSNAs is DSN for another role of the cluster.
+func (pg *Cluster) DSNAs(db, user string) string {
+	return fmt.Sprintf("host=%s user=%s dbname=%s", pg.socketDir, user, db)
+}

@@ -40,6 +40,9 @@ type Change struct {
 	// NULL). Old holds the key columns (all with REPLICA IDENTITY FULL)
 	// of an update or a delete, when PostgreSQL sends them.
 	Old, New map[string]*string
+	// Types are the columns' type OIDs (pg_type), so that numbers and
+	// booleans are compared as such.
+	Types map[string]uint32
 }
 
 // A Txn is one committed transaction.
@@ -49,12 +52,19 @@ type Txn struct {
 	LSN     pglogrepl.LSN
 	Marks   []string // contents of the "shadowtap" messages it emitted
 	Changes []Change
+	// Sync, when set, makes this no transaction but a barrier: the
+	// content of a non-transactional "shadowtap-sync" message, which the
+	// stream delivers after every transaction committed before it.
+	Sync string
 }
 
 // MarkPrefix is the prefix of the logical messages a service emits to
 // name the request a transaction serves:
 // SELECT pg_logical_emit_message(true, 'shadowtap', '<marker>').
 const MarkPrefix = "shadowtap"
+
+// SyncPrefix is the prefix of the barriers the watcher emits.
+const SyncPrefix = "shadowtap-sync"
 
 // PGOptions configure a source.
 type PGOptions struct {
@@ -218,8 +228,17 @@ func (s *PGSource) run(ctx context.Context) {
 			case *pglogrepl.BeginMessage:
 				txn, txnStart = &Txn{Xid: m.Xid}, x.WALStart
 			case *pglogrepl.LogicalDecodingMessage:
-				if txn != nil && m.Prefix == MarkPrefix {
+				switch {
+				case txn != nil && m.Prefix == MarkPrefix:
 					txn.Marks = append(txn.Marks, string(m.Content))
+				case txn == nil && !m.Transactional && m.Prefix == SyncPrefix:
+					select {
+					case s.out <- Txn{Sync: string(m.Content), LSN: m.LSN}:
+						handed = max(handed, m.LSN)
+					default:
+						fail(ErrLag)
+						return
+					}
 				}
 			case *pglogrepl.InsertMessage:
 				if txn != nil {
@@ -261,6 +280,10 @@ func change(rel *pglogrepl.RelationMessage, op string, oldType uint8, old, new *
 	}
 	c.Table = rel.Namespace + "." + rel.RelationName
 	c.Old, c.New = columns(rel, old, oldType == 'K'), columns(rel, new, false)
+	c.Types = make(map[string]uint32, len(rel.Columns))
+	for _, col := range rel.Columns {
+		c.Types[col.Name] = col.DataType
+	}
 	return c
 }
 
