@@ -48,6 +48,9 @@ type Side struct {
 	Header    http.Header `json:"header"`
 	Body      string      `json:"body"`
 	LatencyMS float64     `json:"latency_ms"`
+	// Writes is what the side wrote to its database for the request
+	// (writes.Document), when writes are compared.
+	Writes string `json:"writes,omitempty"`
 }
 
 // Sample is one exchange in which a finding occurred, both sides shown,
@@ -67,7 +70,7 @@ type Sample struct {
 
 // size is roughly what a sample holds.
 func (s *Sample) size() int {
-	return len(s.Reference.Body) + len(s.Candidate.Body) + len(s.Request) + 512
+	return len(s.Reference.Body) + len(s.Candidate.Body) + len(s.Reference.Writes) + len(s.Candidate.Writes) + len(s.Request) + 512
 }
 
 func newAggregate() *aggregate {
@@ -242,8 +245,12 @@ func (c *Comparator) sample(cmp string, x *exchange, ref, cand side, pr, pc *dif
 			keys = append(keys, d.Key)
 		}
 	}
-	return &Sample{Time: c.cfg.Now(), Comparison: cmp, Findings: keys, Request: b.String(), Reference: side(ref, pr),
-		Candidate: side(cand, pc), Differences: slices.Clone(shown[:min(len(shown), maxSampleDiffs)])}
+	rs, cs := side(ref, pr), side(cand, pc)
+	if cmp == VsBaseline && x.expect&partCandWrites != 0 {
+		rs.Writes, cs.Writes = capBody(x.sides[bitIndex(partBaseWrites)].writes, n), capBody(x.sides[bitIndex(partCandWrites)].writes, n)
+	}
+	return &Sample{Time: c.cfg.Now(), Comparison: cmp, Findings: keys, Request: b.String(), Reference: rs,
+		Candidate: cs, Differences: slices.Clone(shown[:min(len(shown), maxSampleDiffs)])}
 }
 
 func mapsKeys(h http.Header) func(func(string) bool) {

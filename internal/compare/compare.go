@@ -21,6 +21,7 @@ import (
 	"hash/fnv"
 	"io"
 	"log/slog"
+	"math/bits"
 	"net/http"
 	"regexp"
 	"slices"
@@ -58,9 +59,14 @@ type Config struct {
 	// none: each side made its own id, as it should.
 	Paired func(ref string, at correlate.Field, a, b string) bool
 
-	Candidate         string // target names
-	Baseline          string
-	Secondary         string // a second baseline on the same version, for noise
+	Candidate string // target names
+	Baseline  string
+	Secondary string // a second baseline on the same version, for noise
+	// Writes names the targets whose database writes are compared: the
+	// candidate's with the baseline's (both needed), the secondary's
+	// with the baseline's for noise. Each such target's sets come by
+	// Written.
+	Writes            []string
 	AgainstProduction bool
 	Diff              diff.Options
 	Ignore            []IgnoreRule
@@ -105,13 +111,21 @@ type Stats struct {
 	AnswersDropped atomic.Uint64
 }
 
-// parts of an exchange, as bits.
+// parts of an exchange, as bits: the answers, then what the targets
+// wrote (the write part of an answer's part is writeOf(part)).
 const (
 	partProd = 1 << iota
 	partCand
 	partBase
 	partSec
+	partCandWrites
+	partBaseWrites
+	partSecWrites
+	numParts = iota
 )
+
+// writeOf is the part of what target part wrote.
+func writeOf(part int) int { return part << 3 }
 
 // DefaultMaxBytes is the default bound on the answers' bytes held.
 const DefaultMaxBytes = 256 << 20
@@ -122,6 +136,7 @@ const DefaultConfidence = 0.99
 
 type side struct {
 	msg       diff.Message
+	writes    []byte               // what the target wrote (writes.Document), for a write part
 	prod      *httpstream.Response // production's, until the worker makes msg of it
 	firstByte time.Duration        // request's last byte to the answer's first
 	total     time.Duration        // to the answer's last byte
@@ -133,7 +148,7 @@ type exchange struct {
 	endpoint string
 	expect   int
 	got      int
-	sides    [4]side // by part index
+	sides    [numParts]side // by part index
 	deadline time.Time
 	bytes    int64 // of the answers held, counted in Comparator.held
 }
@@ -145,12 +160,15 @@ type key struct {
 
 // Comparator joins and compares exchanges.
 type Comparator struct {
-	cfg     Config
-	log     *slog.Logger
-	grouper *endpoint.Grouper
-	ignore  []ignoreRule
-	always  []ignoreRule
-	Stats   Stats
+	cfg Config
+	log *slog.Logger
+	// writeParts are the answer parts whose targets' writes are compared:
+	// the candidate's and the baseline's together, or none.
+	writeParts int
+	grouper    *endpoint.Grouper
+	ignore     []ignoreRule
+	always     []ignoreRule
+	Stats      Stats
 
 	// events carry Expect, Skip, Production and Result to the joiner,
 	// the one goroutine that owns pending: the callers (capture, replay
@@ -198,6 +216,12 @@ func New(cfg Config, log *slog.Logger) (*Comparator, error) {
 	}
 	c := &Comparator{cfg: cfg, log: log, grouper: g, pending: map[key]*exchange{}, work: make(chan *exchange, cfg.Queue),
 		events: make(chan event, eventsPerExchange*max(cfg.Queue, 64)), agg: newAggregate(), stop: make(chan struct{})}
+	if slices.Contains(cfg.Writes, cfg.Candidate) && cfg.Baseline != "" && slices.Contains(cfg.Writes, cfg.Baseline) {
+		c.writeParts = partCand | partBase
+		if cfg.Secondary != "" && slices.Contains(cfg.Writes, cfg.Secondary) {
+			c.writeParts |= partSec
+		}
+	}
 	for _, r := range cfg.Ignore {
 		c.ignore = append(c.ignore, ignoreRule{glob(r.Endpoint), glob(r.Field)})
 	}
@@ -227,7 +251,7 @@ type event struct {
 
 // answerBytes is the size of the answer a side holds.
 func answerBytes(s *side) int64 {
-	n := int64(len(s.msg.Body))
+	n := int64(len(s.msg.Body) + len(s.writes))
 	if s.prod != nil {
 		n += int64(len(s.prod.Raw))
 	}
@@ -296,6 +320,7 @@ func (c *Comparator) expect(req *httpstream.Request) {
 			x.expect |= partSec
 		}
 	}
+	x.expect |= (c.writeParts & x.expect) << 3 // writeOf each
 	c.pending[key{req.ConnID, req.Index}] = x
 }
 
@@ -303,8 +328,32 @@ func (c *Comparator) expect(req *httpstream.Request) {
 func (c *Comparator) Skip(req *httpstream.Request, target string) {
 	if part := c.part(target); part != 0 {
 		c.send(event{req: req, part: part})
+		if c.writeParts&part != 0 {
+			c.send(event{req: req, part: writeOf(part)})
+		}
 	}
 }
+
+// Written records what a target wrote to its database for req: doc is its
+// rows (writes.Document; empty: nothing), complete false when they could
+// not all be known (the exchange is then compared without them).
+func (c *Comparator) Written(target string, req *httpstream.Request, doc []byte, complete bool) {
+	part := c.part(target)
+	if part == 0 || c.writeParts&part == 0 {
+		return
+	}
+	if len(doc) == 0 {
+		doc = emptyWrites
+	}
+	var s side
+	if complete {
+		s = side{writes: doc, at: c.cfg.Now()}
+	}
+	c.send(event{req: req, part: writeOf(part), ok: complete, side: s})
+}
+
+// emptyWrites is the document of a request that wrote nothing.
+var emptyWrites = []byte("{}")
 
 func (c *Comparator) part(target string) int {
 	switch target {
@@ -353,9 +402,14 @@ func (c *Comparator) arrive(e event) {
 		c.held.Add(-e.bytes)
 		return
 	}
+	i := bitIndex(e.part)
+	if i < 0 {
+		c.held.Add(-e.bytes)
+		return
+	}
 	x.got |= e.part
 	if e.ok {
-		x.sides[bitIndex(e.part)] = e.side
+		x.sides[i] = e.side
 		x.bytes += e.bytes
 	} else {
 		x.expect &^= e.part // it failed or was not sent: compare without it
@@ -377,16 +431,16 @@ func (c *Comparator) arrive(e event) {
 	}
 }
 
+// bitIndex is the index of a part's bit (-1: not a single part).
 func bitIndex(part int) int {
-	for i := 0; ; i++ {
-		if part == 1<<i {
-			return i
-		}
+	if part <= 0 || part&(part-1) != 0 || part >= 1<<numParts {
+		return -1
 	}
+	return bits.TrailingZeros(uint(part))
 }
 
 func (c *Comparator) submit(x *exchange) {
-	if x.expect&partCand == 0 || x.expect&^partCand == 0 {
+	if x.expect&partCand == 0 || x.expect&(partProd|partBase) == 0 {
 		c.Stats.Incomplete.Add(1) // no candidate answer, or nothing to compare it with
 		c.release(x)
 		return
@@ -530,8 +584,48 @@ func (c *Comparator) process(x *exchange) {
 		}
 		o := opts
 		o.Unordered = unorderedBy(&cs.Noise, ep.Learners["baseline"])
-		c.record(ep, VsBaseline, "baseline", x, base, cand, pb, pc, c.paired("baseline", x.req.Raw, c.filter(x.endpoint, diff.CompareParsed(pb, pc, o))))
+		ds := c.paired("baseline", x.req.Raw, c.filter(x.endpoint, diff.CompareParsed(pb, pc, o)))
+		ds = append(ds, c.compareWrites(ep, cs, x)...)
+		c.record(ep, VsBaseline, "baseline", x, base, cand, pb, pc, ds)
 	}
+}
+
+// compareWrites compares what the candidate wrote for an exchange with
+// what the baseline wrote, when both are known, as the answers are: the
+// same diff, noise learned from the baseline's own writes (sequences,
+// now(), UUIDs) and from the secondary's, correlation's pairs. Its keys
+// start with "write" (write.insert.public.orders[*].total). c.aggMu is
+// held.
+func (c *Comparator) compareWrites(ep *EndpointState, cs *ComparisonState, x *exchange) []diff.Difference {
+	if x.expect&(partCandWrites|partBaseWrites) != partCandWrites|partBaseWrites {
+		return nil
+	}
+	base, cand := x.sides[bitIndex(partBaseWrites)], x.sides[bitIndex(partCandWrites)]
+	pb, pc := diff.ParseDocument(WriteRoot, base.writes), diff.ParseDocument(WriteRoot, cand.writes)
+	opts := c.cfg.Diff
+	ep.learner("baseline").observe(pb, opts, x.req, base.at)
+	if x.expect&partSecWrites != 0 {
+		sec := diff.ParseDocument(WriteRoot, x.sides[bitIndex(partSecWrites)].writes)
+		cs.Noise.add(c.filter(x.endpoint, diff.CompareParsed(pb, sec, opts)))
+	}
+	opts.Unordered = unorderedBy(&cs.Noise, ep.Learners["baseline"])
+	return c.paired("baseline", x.req.Raw, c.filter(x.endpoint, diff.CompareParsed(pb, pc, opts)))
+}
+
+// WriteRoot begins the keys of what a request wrote: a finding's kind is
+// "write" when its key does.
+const WriteRoot = "write"
+
+// KindOf is what a finding's key is about: "write" (the rows a request
+// wrote), "latency", or "answer".
+func KindOf(key string) string {
+	switch {
+	case key == WriteRoot || strings.HasPrefix(key, WriteRoot+".") || strings.HasPrefix(key, WriteRoot+"["):
+		return "write"
+	case strings.HasPrefix(key, "latency"):
+		return "latency"
+	}
+	return "answer"
 }
 
 // paired leaves out the differences between two values their sides

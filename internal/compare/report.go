@@ -64,6 +64,7 @@ type ComparisonReport struct {
 // FieldReport is one key that differed, with the decision and its evidence.
 type FieldReport struct {
 	Key        string  `json:"key"`
+	Kind       string  `json:"kind"`  // answer, write (the rows the request wrote) or latency
 	Diffs      int     `json:"diffs"` // exchanges where it differed, noise explained apart
 	Compared   int     `json:"compared"`
 	Rate       float64 `json:"rate"`
@@ -138,7 +139,7 @@ func refOf(cmp string) string {
 // fieldReport states a key's counts, noise and learned variation, and its
 // rate's lower bound at z.
 func fieldReport(cs *ComparisonState, learner *Learner, k string, f *FieldState, zz float64) FieldReport {
-	fr := FieldReport{Key: k, Diffs: f.Diffs, Compared: cs.Compared, Volatile: f.Volatile, Collateral: f.Collateral,
+	fr := FieldReport{Key: k, Kind: KindOf(k), Diffs: f.Diffs, Compared: cs.Compared, Volatile: f.Volatile, Collateral: f.Collateral,
 		Samples: f.Samples, NoiseN: cs.Noise.N, NoiseDiffs: cs.Noise.Fields[k], NoiseRate: cs.Noise.rate(k)}
 	kept := f.ShapeKept
 	if learner != nil {

@@ -134,6 +134,25 @@ type Parsed struct {
 	Media string // json, csv, text or binary
 	json  *jdoc  // nil unless Media is json and the body parsed
 	csv   [][]string
+	root  string // the first word of the body's keys: "body", or a document's
+}
+
+// ParseDocument makes a JSON document other than an answer's body ready
+// to compare: its keys start with root ("write" for what a request wrote)
+// rather than "body".
+func ParseDocument(root string, doc []byte) *Parsed {
+	p := &Parsed{Body: doc, Media: "json", root: root}
+	if d, err := parseJSON(doc); err == nil {
+		p.json = d
+	}
+	return p
+}
+
+func (p *Parsed) rootKey() string {
+	if p.root == "" {
+		return "body"
+	}
+	return p.root
 }
 
 // Parse decodes and parses m's body.
@@ -231,8 +250,8 @@ func compareBodies(out []Difference, ref, cand *Parsed, opts Options) []Differen
 	switch {
 	case ref.json != nil && cand.json != nil:
 		w := jwalker{a: ref.json, b: cand.json, opts: &opts, out: out}
-		w.path = append(w.path, "body"...)
-		w.key = append(w.key, "body"...)
+		w.path = append(w.path, ref.rootKey()...)
+		w.key = append(w.key, ref.rootKey()...)
 		w.walk(0, 0)
 		return w.out
 	case ref.csv != nil && cand.csv != nil:

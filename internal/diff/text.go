@@ -197,7 +197,7 @@ func (p *Parsed) Leaves(opts Options, fn func(Leaf)) {
 	switch {
 	case p.json != nil:
 		var path []byte
-		path = append(path, "body"...)
+		path = append(path, p.rootKey()...)
 		p.jsonLeaves(0, path, &n, fn)
 	case p.csv != nil:
 		for _, r := range p.csv[1:min(len(p.csv), 50)] {
@@ -267,7 +267,7 @@ func (p *Parsed) Arrays(fn func(key string, set, order uint64)) {
 		return
 	}
 	n := 0
-	p.jsonArrays(0, append([]byte(nil), "body"...), &n, fn)
+	p.jsonArrays(0, append([]byte(nil), p.rootKey()...), &n, fn)
 }
 
 func (p *Parsed) jsonArrays(i int32, key []byte, n *int, fn func(string, uint64, uint64)) {
