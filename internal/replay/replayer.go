@@ -34,7 +34,26 @@ type Options struct {
 	// created for production's (sessions, tokens, ids): each request is
 	// translated with it before it is sent, and each answer teaches it.
 	Correlate *correlate.Table
+	// Writes, when set, follows what the target writes to its database:
+	// each request is sent with its marker in the MarkerHeader header, and
+	// an unsafe request alone (no other request to the target in flight),
+	// so that what it writes is known to be its.
+	Writes Watcher
 }
+
+// A Watcher attributes a target's database writes to the requests
+// replayed to it (see writes.Watcher).
+type Watcher interface {
+	// Begin is called before req is sent, alone when no other request to
+	// the target is in flight until End; it returns req's marker.
+	Begin(ctx context.Context, req *httpstream.Request, alone bool) (marker string)
+	// End is called once req's answer came or it failed.
+	End(ctx context.Context, marker string)
+}
+
+// MarkerHeader carries a request's marker to the service when writes are
+// compared, for it to leave in its transaction (see writes.MarkPrefix).
+const MarkerHeader = "X-Shadowtap-Request"
 
 // DefaultMaxQueueBytes bounds a target's queue in bytes unless set.
 const DefaultMaxQueueBytes = 256 << 20
@@ -94,6 +113,10 @@ type Replayer struct {
 	limitedAt   time.Time // when the rate limit last dropped a request
 	closed      bool
 	stopped     bool // Stop has finished
+
+	// order holds an unsafe request alone while writes are watched: it
+	// takes order alone, the others share it.
+	order sync.RWMutex
 
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -394,7 +417,7 @@ func (r *Replayer) drain(ctx context.Context, q *connQueue) {
 			}
 		}
 		if err == nil {
-			resp, err = r.client.Do(ctx, send, headLen, string(req.Method()), req.Expect100)
+			resp, err = r.send(ctx, req, send, headLen)
 		}
 		r.stats.InFlight.Add(-1)
 		if tb := r.opts.Correlate; tb != nil {
@@ -419,6 +442,41 @@ func (r *Replayer) drain(ctx context.Context, q *connQueue) {
 			r.onResult(res)
 		}
 	}
+}
+
+// send sends one request; with writes watched, marked, and an unsafe one
+// alone, from its first barrier to its last.
+func (r *Replayer) send(ctx context.Context, req *httpstream.Request, msg []byte, headLen int) (*Response, error) {
+	w := r.opts.Writes
+	if w == nil {
+		return r.client.Do(ctx, msg, headLen, string(req.Method()), req.Expect100)
+	}
+	alone := !safe(req.Method())
+	if alone {
+		r.order.Lock()
+		defer r.order.Unlock()
+	} else {
+		r.order.RLock()
+		defer r.order.RUnlock()
+	}
+	marker := w.Begin(ctx, req, alone)
+	defer w.End(context.WithoutCancel(ctx), marker) // its barrier is written even as a stop cuts the request short
+	msg, headLen = withHeader(msg, headLen, MarkerHeader, marker)
+	return r.client.Do(ctx, msg, headLen, string(req.Method()), req.Expect100)
+}
+
+// withHeader is msg with a header line added at the end of its head
+// (headLen bytes, ending in CRLF CRLF), and the head's new length.
+func withHeader(msg []byte, headLen int, name, value string) ([]byte, int) {
+	if headLen < 4 || string(msg[headLen-4:headLen]) != "\r\n\r\n" {
+		return msg, headLen // a head this replayer did not frame: left as it is
+	}
+	line := name + ": " + value + "\r\n"
+	out := make([]byte, 0, len(msg)+len(line))
+	out = append(out, msg[:headLen-2]...)
+	out = append(out, line...)
+	out = append(out, msg[headLen-2:]...)
+	return out, headLen + len(line)
 }
 
 // safe reports whether a method only reads (RFC 9110 9.2.1): sent as it

@@ -410,3 +410,69 @@ func TestQueueBoundedInBytes(t *testing.T) {
 		t.Errorf("queue drops %d, connections refused %d", stats.QueueDrops.Load(), stats.ConnsRefused.Load())
 	}
 }
+
+// watcher checks the replayer's order while writes are watched: an unsafe
+// request alone from its Begin to its End, safe ones together.
+type watcher struct {
+	mu                  sync.Mutex
+	n, inFlight, alone  int
+	maxSafe, violations int
+	ended               map[string]bool
+}
+
+func (w *watcher) Begin(_ context.Context, req *httpstream.Request, alone bool) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.alone > 0 || alone && w.inFlight > 0 || alone == safe(req.Method()) {
+		w.violations++
+	}
+	w.inFlight++
+	if alone {
+		w.alone++
+	}
+	w.maxSafe = max(w.maxSafe, w.inFlight)
+	w.n++
+	return fmt.Sprintf("m%d", w.n)
+}
+
+func (w *watcher) End(_ context.Context, marker string) {
+	time.Sleep(time.Millisecond) // a barrier's round trip, inside the window
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.inFlight--
+	if w.alone > 0 {
+		w.alone--
+	}
+	w.ended[marker] = true
+}
+
+// With writes watched, every request carries its marker, an unsafe request
+// is sent alone (no other request to the target in flight from its first
+// barrier to its last), safe requests still go together, and every
+// request's window is ended.
+func TestWatchedWritesSendUnsafeRequestsAlone(t *testing.T) {
+	srv, _ := rawserver.Listen("127.0.0.1:0")
+	defer srv.Close()
+	srv.Delay = 5 * time.Millisecond
+	w := &watcher{ended: map[string]bool{}}
+	r, _, results := newReplayer(t, srv.Addr(), Options{Workers: 4, MaxQueue: 200, Block: true, Writes: w}, DefaultClientOptions)
+	for i := range 60 {
+		method := "GET"
+		if i%3 == 0 {
+			method = "POST"
+		}
+		r.Submit(uint64(i%6), parse(t, fmt.Sprintf("%s /%d HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", method, i)))
+	}
+	stop(r, 10*time.Second)
+	if len(*results) != 60 || w.violations != 0 || len(w.ended) != 60 {
+		t.Errorf("results %d, order violations %d, windows ended %d", len(*results), w.violations, len(w.ended))
+	}
+	if w.maxSafe < 2 {
+		t.Errorf("safe requests never went together (at most %d in flight)", w.maxSafe)
+	}
+	for _, raw := range srv.Requests() {
+		if !strings.Contains(string(raw.Raw), "\r\nX-Shadowtap-Request: m") || !strings.HasSuffix(string(raw.Raw), "\r\n\r\n") {
+			t.Errorf("sent without its marker: %q", raw.Raw)
+		}
+	}
+}
