@@ -19,6 +19,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -146,6 +147,50 @@ type Compare struct {
 	Confidence        float64       `yaml:"confidence"`  // one-sided confidence of "above noise"
 	LogSamples        int           `yaml:"log_samples"` // difference-log exchanges per endpoint, comparison and finding
 	Wait              time.Duration `yaml:"wait"`        // for all answers of an exchange
+	// Writes compares what the targets write to their databases, by
+	// target name: the candidate's and the baseline's (and the
+	// secondary's, for noise).
+	Writes map[string]Writes `yaml:"writes"`
+}
+
+// Writes is where a target's database writes are read from.
+type Writes struct {
+	Postgres *PostgresWrites `yaml:"postgres"`
+	// MarkersOnly attributes only the transactions that carry a request's
+	// marker (a fleet's handlers replaying to one database).
+	MarkersOnly bool          `yaml:"markers_only"`
+	Wait        time.Duration `yaml:"wait"` // for a request's writes after its answer; 0: 5s
+}
+
+// PostgresWrites reads a PostgreSQL database's logical replication
+// stream. The connection string (with its password) comes from the
+// environment or a file, never from the configuration or the command
+// line.
+type PostgresWrites struct {
+	DSNEnv      string `yaml:"dsn_env"`     // an environment variable holding libpq's connection string
+	DSNFile     string `yaml:"dsn_file"`    // or a file holding it
+	Publication string `yaml:"publication"` // the tables compared; default "shadowtap"
+	Slot        string `yaml:"slot"`        // the temporary slot's name; default shadowtap_<target>
+	MaxLag      int64  `yaml:"max_lag"`     // bytes of WAL not yet read before the stream is stopped; 0: 64 MiB
+}
+
+// DSN reads the connection string from where the configuration says.
+func (p *PostgresWrites) DSN() (string, error) {
+	switch {
+	case p.DSNEnv != "":
+		v := os.Getenv(p.DSNEnv)
+		if v == "" {
+			return "", fmt.Errorf("postgres.dsn_env: %s is not set", p.DSNEnv)
+		}
+		return v, nil
+	case p.DSNFile != "":
+		b, err := os.ReadFile(p.DSNFile)
+		if err != nil {
+			return "", fmt.Errorf("postgres.dsn_file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return "", errors.New("postgres: dsn_env or dsn_file is needed")
 }
 
 // IgnoreRule leaves a field out of the comparison; "*" matches any run.

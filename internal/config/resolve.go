@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/url"
 	"os"
@@ -41,6 +42,9 @@ type Resolved struct {
 	Correlate Correlate
 	// Fleet: where its pairs are shared with the fleet's other handlers.
 	Fleet Fleet
+	// Writes: where what it writes to its database is read, when the
+	// comparison compares it (nil: not).
+	Writes *Writes
 }
 
 // DefaultTargetName is the target -destination defines.
@@ -70,6 +74,9 @@ func (c *Config) Resolve() []Resolved {
 			IdleConnTimeout: or(t.IdleConnTimeout, d.IdleConnTimeout),
 			Sampling:        d.Sampling, Filters: t.Filters, Rewrite: t.Rewrite, Credentials: t.Credentials,
 			Correlate: d.Correlate, Fleet: c.Correlate,
+		}
+		if w, ok := c.Compare.Writes[t.Name]; ok && c.Comparing() {
+			r.Writes = &w
 		}
 		if t.KeepHostHeader != nil {
 			r.KeepHostHeader = *t.KeepHostHeader
@@ -247,8 +254,49 @@ func (c *Config) validateCompare(targets []Resolved) []error {
 	if cm.MinSamples < 1 || cm.MaxEndpoints < 1 || cm.MaxBody < 1 || cm.Wait <= 0 {
 		errs = append(errs, errors.New("compare: min_samples, max_endpoints, max_body and wait must be positive"))
 	}
+	return append(errs, cm.validateWrites()...)
+}
+
+// validateWrites checks compare.writes: only the compared targets, the
+// candidate's and the baseline's together, one source each.
+func (cm *Compare) validateWrites() []error {
+	if len(cm.Writes) == 0 {
+		return nil
+	}
+	var errs []error
+	_, cand := cm.Writes[cm.Candidate]
+	_, base := cm.Writes[cm.Baseline]
+	if !cand || cm.Baseline == "" || !base {
+		errs = append(errs, errors.New("compare.writes: the candidate's and the baseline's are compared with each other: name both"))
+	}
+	for _, name := range slices.Sorted(maps.Keys(cm.Writes)) {
+		w := cm.Writes[name]
+		where := "compare.writes." + name
+		if name != cm.Candidate && name != cm.Baseline && name != cm.Secondary {
+			errs = append(errs, fmt.Errorf("%s: not a compared target (candidate, baseline or secondary): its database is never read", where))
+		}
+		if w.Postgres == nil {
+			errs = append(errs, fmt.Errorf("%s: postgres is needed", where))
+			continue
+		}
+		p := w.Postgres
+		if (p.DSNEnv == "") == (p.DSNFile == "") {
+			errs = append(errs, fmt.Errorf("%s.postgres: one of dsn_env and dsn_file (the connection string never goes in the configuration)", where))
+		}
+		for _, n := range []struct{ key, v string }{{"publication", p.Publication}, {"slot", p.Slot}} {
+			if n.v != "" && !pgName.MatchString(n.v) {
+				errs = append(errs, fmt.Errorf("%s.postgres.%s: %q is not a lower-case name", where, n.key, n.v))
+			}
+		}
+		if p.MaxLag < 0 || w.Wait < 0 {
+			errs = append(errs, fmt.Errorf("%s: max_lag and wait must not be negative", where))
+		}
+	}
 	return errs
 }
+
+// pgName is a PostgreSQL name shadowtap creates or reads unquoted.
+var pgName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 // ValidateDestination checks an http(s)://host[:port][/prefix] URL.
 func ValidateDestination(s string) error {

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"maps"
 	"math"
 	"os"
 	"slices"
@@ -192,5 +193,6 @@ func compareConfig(cm config.Compare) compare.Config {
 	for _, r := range cm.Always {
 		cc.Always = append(cc.Always, compare.IgnoreRule{Endpoint: r.Endpoint, Field: r.Field})
 	}
+	cc.Writes = slices.Sorted(maps.Keys(cm.Writes))
 	return cc
 }

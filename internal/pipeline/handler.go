@@ -35,6 +35,7 @@ import (
 	"github.com/shadowtap/shadowtap/internal/replay"
 	"github.com/shadowtap/shadowtap/internal/store"
 	"github.com/shadowtap/shadowtap/internal/target"
+	"github.com/shadowtap/shadowtap/internal/writes"
 	"github.com/shadowtap/shadowtap/internal/webauth"
 )
 
@@ -136,7 +137,7 @@ func build(st Stages, cfg config.Config, log *slog.Logger, rec *recorder) (*Hand
 	if rec != nil {
 		sink = rec
 	} else {
-		if h.fanout, err = route(h.workCtx, st, log, h.result); err != nil {
+		if h.fanout, err = route(h.workCtx, st, log, h.observers()); err != nil {
 			h.Close()
 			return nil, err
 		}
@@ -203,6 +204,20 @@ func (h *Handler) startCompare() error {
 // Comparator returns the comparison, or nil.
 func (h *Handler) Comparator() *compare.Comparator { return h.compare }
 
+// observers are what sees the targets' work: the metrics, the logs and the
+// comparison.
+func (h *Handler) observers() target.Observers {
+	return target.Observers{Result: h.result, Written: h.written}
+}
+
+// written hands what a request wrote to the comparison (set up after the
+// targets, before traffic).
+func (h *Handler) written(s writes.Set) {
+	if h.compare != nil {
+		h.compare.Written(s.Target, s.Req, s.Doc(), s.Complete)
+	}
+}
+
 func (h *Handler) result(r replay.Result) {
 	h.metrics.Observe(r)
 	if h.compare != nil {
@@ -256,7 +271,7 @@ func (h *Handler) Reload(cfg config.Config) error {
 	for _, f := range needsRestart(h.stages, h.cfg, cfg) {
 		h.log.Warn("setting changed: takes effect after a restart", "setting", f)
 	}
-	set, retired, err := target.Build(h.workCtx, Derive(cfg, Live).Targets, h.fanout.Current(), h.log, h.result)
+	set, retired, err := target.Build(h.workCtx, Derive(cfg, Live).Targets, h.fanout.Current(), h.log, h.observers())
 	if err != nil {
 		return fmt.Errorf("reload refused, configuration unchanged: %w", err)
 	}
@@ -298,7 +313,8 @@ func restartOnly(a, b config.Config) []string {
 		{"read_buffer", a.ReadBuffer, b.ReadBuffer}, {"max_body", a.MaxBody, b.MaxBody}, {"max_flows", a.MaxFlows, b.MaxFlows}, {"shards", a.Shards, b.Shards},
 		{"reorder_wait", a.ReorderWait, b.ReorderWait}, {"idle_timeout", a.IdleTimeout, b.IdleTimeout}, {"dedup", a.Dedup, b.Dedup},
 		{"handshake_timeout", a.HandshakeTimeout, b.HandshakeTimeout}, {"correlate", a.Correlate, b.Correlate}, {"web_config", a.WebConfig, b.WebConfig}, {"protect_metrics", a.ProtectMetrics, b.ProtectMetrics},
-		{"log_level", a.LogLevel, b.LogLevel}, {"log_format", a.LogFormat, b.LogFormat}} {
+		{"log_level", a.LogLevel, b.LogLevel}, {"log_format", a.LogFormat, b.LogFormat},
+		{"compare.writes", a.Compare.Writes, b.Compare.Writes}} {
 		if !reflect.DeepEqual(f.x, f.y) {
 			out = append(out, f.name)
 		}

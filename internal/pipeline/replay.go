@@ -57,7 +57,7 @@ func ReplayFiles(ctx context.Context, cfg config.Config, log *slog.Logger, input
 		return player.Progress{}, err
 	}
 	st := Derive(cfg, Replay)
-	fanout, err := route(ctx, st, log, nil)
+	fanout, err := route(ctx, st, log, target.Observers{})
 	if err != nil {
 		return player.Progress{}, err
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/shadowtap/shadowtap/internal/replay"
 	"github.com/shadowtap/shadowtap/internal/source"
 	"github.com/shadowtap/shadowtap/internal/target"
+	"github.com/shadowtap/shadowtap/internal/writes"
 )
 
 // VerifyOptions tune a run.
@@ -92,6 +93,10 @@ func (t *tracker) result(r replay.Result) {
 	t.Comparator.Result(r)
 }
 
+func (t *tracker) written(s writes.Set) {
+	t.Comparator.Written(s.Target, s.Req, s.Doc(), s.Complete)
+}
+
 func (t *tracker) open() int64 {
 	s := &t.Comparator.Stats
 	return t.expected.Load() - int64(s.Compared.Load()+s.Incomplete.Load()+s.Dropped.Load()) - t.gone.Load()
@@ -131,7 +136,7 @@ func VerifyFiles(ctx context.Context, cfg config.Config, inputs []string, opts V
 
 	workCtx, cancelWork := context.WithCancel(context.Background())
 	defer cancelWork()
-	fanout, err := route(workCtx, st, log, tr.result)
+	fanout, err := route(workCtx, st, log, target.Observers{Result: tr.result, Written: tr.written})
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}

@@ -51,7 +51,7 @@ func fanoutTo(t *testing.T, addr string) (*target.Fanout, *target.Set) {
 	rs := cfg.Resolve()
 	rs[0].Block = true
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	set, _, err := target.Build(context.Background(), rs, nil, log, nil)
+	set, _, err := target.Build(context.Background(), rs, nil, log, target.Observers{})
 	if err != nil {
 		t.Fatal(err)
 	}

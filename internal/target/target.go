@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,7 +25,16 @@ import (
 	"github.com/shadowtap/shadowtap/internal/replay"
 	"github.com/shadowtap/shadowtap/internal/sample"
 	"github.com/shadowtap/shadowtap/internal/store"
+	"github.com/shadowtap/shadowtap/internal/writes"
 )
+
+// Observers see what the targets do, on the targets' goroutines: every
+// finished replay, and what each request wrote where writes are compared.
+// Either may be nil.
+type Observers struct {
+	Result  func(replay.Result)
+	Written func(writes.Set)
+}
 
 // Stats count what a target did with the requests offered to it.
 type Stats struct {
@@ -51,6 +61,11 @@ type Target struct {
 	// no newer target took it over.
 	Pairs *correlate.Table
 	owns  bool
+	// Writes follows what the target writes to its database (nil: not
+	// compared), kept across reloads as Pairs is; ownsWrites says this
+	// target closes it.
+	Writes     *writes.Watcher
+	ownsWrites bool
 	// predecessors are the replayers this target's replaced at reloads
 	// and still draining: a production connection moves over at a request
 	// boundary, once none of them holds any of its requests, so that its
@@ -198,7 +213,7 @@ func (f *Fanout) EndConn(conn uint64) {
 // settings (destination, TLS, pool, timeouts) are unchanged is kept, its
 // edits and rate limit updated; the others are returned as retired, to be
 // stopped by the caller once the new set is in force.
-func Build(ctx context.Context, rs []config.Resolved, prev *Set, log *slog.Logger, onResult func(replay.Result)) (set *Set, retired []*Target, err error) {
+func Build(ctx context.Context, rs []config.Resolved, prev *Set, log *slog.Logger, obs Observers) (set *Set, retired []*Target, err error) {
 	// Everything that can fail is checked first: a refused configuration
 	// changes no kept target's policy and starts no replayer.
 	type planned struct {
@@ -220,6 +235,27 @@ func Build(ctx context.Context, rs []config.Resolved, prev *Set, log *slog.Logge
 			return nil, nil, fmt.Errorf("target %q: %w", r.Name, err)
 		}
 		plan = append(plan, planned{t, dest, Edits(r, dest)})
+	}
+	// The databases' streams last: the only step that reaches out.
+	var opened []*writes.Watcher
+	for _, p := range plan {
+		r := p.t.Conf
+		if r.Writes == nil {
+			continue
+		}
+		if old := find(prev, r.Name); old != nil && old.Writes != nil {
+			p.t.Writes = old.Writes // a change of its source needs a restart
+			continue
+		}
+		w, err := watchWrites(ctx, r, log, obs.Written)
+		if err != nil {
+			for _, w := range opened {
+				w.Close()
+			}
+			return nil, nil, fmt.Errorf("target %q: %w", r.Name, err)
+		}
+		p.t.Writes, p.t.ownsWrites = w, true
+		opened = append(opened, w)
 	}
 	set = &Set{}
 	kept := map[*Target]bool{}
@@ -243,7 +279,10 @@ func Build(ctx context.Context, rs []config.Resolved, prev *Set, log *slog.Logge
 			}
 			t.owns = true
 		}
-		if old := find(prev, r.Name); old != nil && sameConnection(old.Conf, r) && old.Pairs == t.Pairs {
+		if old := find(prev, r.Name); old != nil && old.Writes != nil && old.Writes == t.Writes {
+			old.ownsWrites, t.ownsWrites = false, true
+		}
+		if old := find(prev, r.Name); old != nil && sameConnection(old.Conf, r) && old.Pairs == t.Pairs && old.Writes == t.Writes {
 			old.replayer.SetPolicy(p.edits, r.RateLimit)
 			t.Stats, t.replayer = old.Stats, old.replayer
 			t.predecessors.Store(old.predecessors.Load()) // still draining, maybe
@@ -261,10 +300,12 @@ func Build(ctx context.Context, rs []config.Resolved, prev *Set, log *slog.Logge
 			copts := replay.DefaultClientOptions
 			copts.DialTimeout, copts.ResponseTimeout, copts.InsecureTLS, copts.MaxIdle = r.DialTimeout, r.ResponseTimeout, r.InsecureSkipVerify, r.Workers
 			copts.KeepBody, copts.IdleTimeout = r.KeepBody, r.IdleConnTimeout
-			t.replayer = replay.New(replay.NewClient(p.dest, copts),
-				replay.Options{Name: r.Name, Workers: r.Workers, MaxQueue: r.Queue, MaxQueueBytes: r.QueueBytes, Edits: p.edits, RateLimit: r.RateLimit, Block: r.Block,
-					Correlate: t.Pairs},
-				&t.Stats.Replay, log, onResult)
+			ropts := replay.Options{Name: r.Name, Workers: r.Workers, MaxQueue: r.Queue, MaxQueueBytes: r.QueueBytes, Edits: p.edits, RateLimit: r.RateLimit, Block: r.Block,
+				Correlate: t.Pairs}
+			if t.Writes != nil {
+				ropts.Writes = t.Writes
+			}
+			t.replayer = replay.New(replay.NewClient(p.dest, copts), ropts, &t.Stats.Replay, log, obs.Result)
 			t.replayer.Start(ctx)
 		}
 		set.Targets = append(set.Targets, t)
@@ -277,6 +318,40 @@ func Build(ctx context.Context, rs []config.Resolved, prev *Set, log *slog.Logge
 		}
 	}
 	return set, retired, nil
+}
+
+// watchWrites opens the stream of what target r writes to its database.
+func watchWrites(ctx context.Context, r config.Resolved, log *slog.Logger, deliver func(writes.Set)) (*writes.Watcher, error) {
+	p := r.Writes.Postgres
+	dsn, err := p.DSN()
+	if err != nil {
+		return nil, err
+	}
+	if deliver == nil {
+		deliver = func(writes.Set) {}
+	}
+	po := writes.PGOptions{DSN: dsn, Slot: p.Slot, Publication: p.Publication, MaxLag: p.MaxLag}
+	if po.Slot == "" {
+		po.Slot = SlotName(r.Name)
+	}
+	if po.Publication == "" {
+		po.Publication = "shadowtap"
+	}
+	return writes.WatchPG(ctx, po, writes.WatchOptions{Target: r.Name, Deliver: deliver, MarkersOnly: r.Writes.MarkersOnly, Wait: r.Writes.Wait, Log: log})
+}
+
+// SlotName is the replication slot shadowtap makes for a target:
+// shadowtap_ and its name in lower case, other characters as _.
+func SlotName(target string) string {
+	b := []byte("shadowtap_")
+	for _, c := range []byte(strings.ToLower(target)) {
+		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' {
+			b = append(b, c)
+		} else {
+			b = append(b, '_')
+		}
+	}
+	return string(b[:min(len(b), 63)])
 }
 
 func build(r config.Resolved) (*Target, error) {
@@ -355,6 +430,9 @@ func Stop(ctx context.Context, ts []*Target) {
 			t.replayer.Stop(ctx)
 			if t.owns && t.Pairs != nil {
 				t.Pairs.Close() // its fleet link's goroutines end
+			}
+			if t.ownsWrites {
+				t.Writes.Close() // after the replays: their last sets come through first; its slot goes
 			}
 		}()
 	}

@@ -43,7 +43,7 @@ func buildTo(ctx context.Context, t *testing.T, addr string) (config.Config, *Se
 	t.Helper()
 	cfg := config.Default()
 	cfg.Destination = "http://" + addr
-	set, _, err := Build(ctx, cfg.Resolve(), nil, discard, nil)
+	set, _, err := Build(ctx, cfg.Resolve(), nil, discard, Observers{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestRefusedBuildChangesNothing(t *testing.T) {
 	added.Name, added.Destination = "added", "http://127.0.0.1:1"
 	broken := next[0]
 	broken.Name, broken.Filters.Path = "broken", "(" // not a regexp
-	if _, _, err := Build(ctx, append(next, added, broken), set, log, nil); err == nil {
+	if _, _, err := Build(ctx, append(next, added, broken), set, log, Observers{}); err == nil {
 		t.Fatal("a target with a broken filter was accepted")
 	}
 
@@ -124,7 +124,7 @@ func TestRebuiltTargetKeepsConnectionOrder(t *testing.T) {
 
 	next := cfg.Resolve()
 	next[0].DialTimeout += time.Second // a new replayer
-	newSet, retired, err := Build(ctx, next, set, log, nil)
+	newSet, retired, err := Build(ctx, next, set, log, Observers{})
 	if err != nil || len(retired) != 1 {
 		t.Fatalf("rebuild: %v, %d retired", err, len(retired))
 	}
@@ -134,7 +134,7 @@ func TestRebuiltTargetKeepsConnectionOrder(t *testing.T) {
 	// A second reload that keeps the new replayer (only the rate limit
 	// changes) keeps the handover too.
 	next[0].RateLimit = 1000
-	newSet, retired, err = Build(ctx, next, newSet, log, nil)
+	newSet, retired, err = Build(ctx, next, newSet, log, Observers{})
 	if err != nil || len(retired) != 0 {
 		t.Fatalf("second reload: %v, %d retired", err, len(retired))
 	}
@@ -174,7 +174,7 @@ func TestSkippedRequestIsNotAwaited(t *testing.T) {
 	cfg.Destination = "http://" + srv.Addr()
 	rs := cfg.Resolve()
 	rs[0].Filters.PathNot = "^/api/login$"
-	set, _, err := Build(ctx, rs, nil, discard, nil)
+	set, _, err := Build(ctx, rs, nil, discard, Observers{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ func TestReloadKeepsPairsAndAppliesSettings(t *testing.T) {
 	tb.Learn(login, cookie("s3ss10n-prod-7f3a9c"), cookie("s3ss10n-test-1b2d4e"))
 	next := cfg.Resolve()
 	next[0].Correlate.Exclude = []string{"sid"}
-	newSet, _, err := Build(ctx, next, set, discard, nil)
+	newSet, _, err := Build(ctx, next, set, discard, Observers{})
 	if err != nil {
 		t.Fatal(err)
 	}
