@@ -109,6 +109,8 @@ type Stats struct {
 	// AnswersDropped counts answers the comparator had no room for (its
 	// event queue, MaxBytes); their exchange goes on without them.
 	AnswersDropped atomic.Uint64
+	// WritesCompared counts the exchanges whose writes were compared.
+	WritesCompared atomic.Uint64
 }
 
 // parts of an exchange, as bits: the answers, then what the targets
@@ -601,6 +603,7 @@ func (c *Comparator) compareWrites(ep *EndpointState, cs *ComparisonState, x *ex
 		return nil
 	}
 	base, cand := x.sides[bitIndex(partBaseWrites)], x.sides[bitIndex(partCandWrites)]
+	c.Stats.WritesCompared.Add(1)
 	pb, pc := diff.ParseDocument(WriteRoot, base.writes), diff.ParseDocument(WriteRoot, cand.writes)
 	opts := c.cfg.Diff
 	ep.learner("baseline").observe(pb, opts, x.req, base.at)

@@ -18,15 +18,17 @@ import (
 
 // Report is what the page and the JSON API show (docs/compare-api.md).
 type Report struct {
-	Title       string    `json:"title"`
-	Handlers    []string  `json:"handlers"`
-	Live        bool      `json:"live"` // one handler's view
-	Generated   time.Time `json:"generated"`
-	Compared    uint64    `json:"compared"` // exchanges
-	Incomplete  uint64    `json:"incomplete"`
-	Dropped     uint64    `json:"dropped"`
-	Regressions int       `json:"regressions"` // distinct findings: endpoint and key, over the comparisons
-	Rules       Rules     `json:"rules"`
+	Title      string    `json:"title"`
+	Handlers   []string  `json:"handlers"`
+	Live       bool      `json:"live"` // one handler's view
+	Generated  time.Time `json:"generated"`
+	Compared   uint64    `json:"compared"` // exchanges
+	Incomplete uint64    `json:"incomplete"`
+	Dropped    uint64    `json:"dropped"`
+	// WritesCompared: exchanges whose database writes were compared too.
+	WritesCompared uint64 `json:"writes_compared,omitempty"`
+	Regressions    int    `json:"regressions"` // distinct findings: endpoint and key, over the comparisons
+	Rules          Rules  `json:"rules"`
 	// Comparisons run, in the order of the page's columns.
 	Comparisons []string         `json:"comparisons"`
 	Templates   []string         `json:"templates"` // endpoint templates learned from the traffic
@@ -405,6 +407,7 @@ func (c *Comparator) Report() Report {
 	r.Handlers, r.Live = []string{c.cfg.Handler}, true
 	r.Templates = c.grouper.Learned()
 	r.Compared, r.Incomplete, r.Dropped = c.Stats.Compared.Load(), c.Stats.Incomplete.Load(), c.Stats.Dropped.Load()
+	r.WritesCompared = c.Stats.WritesCompared.Load()
 	return r
 }
 

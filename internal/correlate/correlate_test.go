@@ -217,3 +217,24 @@ func TestExcludedNamesStay(t *testing.T) {
 		t.Errorf("%q, want %q", out, want)
 	}
 }
+
+// A target whose sequence is where production's was makes the very value
+// production made: once a request carried it back, it is its own origin,
+// so that a baseline's order 1 and a candidate's order 5001 made for
+// production's order 1 are one order to the comparison.
+func TestOriginOfTheSameValue(t *testing.T) {
+	tb := New(Options{})
+	req := []byte("POST /api/orders HTTP/1.1\r\nHost: shop\r\nContent-Length: 0\r\n\r\n")
+	tb.Learn(req, login(t, prodSid, prodToken, prodOrder, 1042), login(t, candSid, candToken, prodOrder, 1042))
+	at := Field{Request: req, Key: "header.Location", Segment: "orders"}
+	if _, ok := tb.Origin("1042", at); ok {
+		t.Error("an origin before any request carried the order back")
+	}
+	tb.Translate(context.Background(), []byte("GET /api/orders/1042 HTTP/1.1\r\n\r\n"))
+	if k, ok := tb.Origin("1042", at); !ok || k != tb.KeyAt("1042", at) {
+		t.Errorf("origin of the same order: %v %v", k, ok)
+	}
+	if _, ok := tb.Origin("1043", at); ok {
+		t.Error("an order never made has an origin")
+	}
+}

@@ -261,16 +261,21 @@ func (t *Table) keys(v, entity string) (uint64, FleetKey) {
 }
 
 // Origin is the key of the production value the target created v for
-// (found at f), once a later request carried it back (a session, an
-// order's id): a value that merely differed between the two answers (a
+// (found at f; v itself when the target made the same value), once a
+// later request carried it back (a session, an order's id): a value that
+// merely differed between the two answers (a
 // request id, a wrong total, a quantity) has none, and stays a difference
 // for the comparison.
 func (t *Table) Origin(v string, f Field) (uint64, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	k, ok := t.created[t.keyOf(v, f.entity())]
+	own := t.keyOf(v, f.entity())
+	k, ok := t.created[own]
 	if !ok {
-		return 0, false
+		// The target made the very value production made (a copy whose
+		// sequence is where production's was): v is its own origin.
+		e := t.entries[own]
+		return own, e != nil && e.state == shared && e.sent
 	}
 	e := t.entries[k]
 	return k, e != nil && e.state == learned && e.sent

@@ -129,11 +129,11 @@ func (t *Table) TranslateCaptured(ctx context.Context, req []byte, captured int6
 	var reps []replacement
 	for _, tk := range toks {
 		target, ok, _ := t.lookup(tk.key)
+		t.markSent(tk.key) // carried back: translated, or the target's own value (shared)
 		if !ok {
 			continue
 		}
 		reps = append(reps, replacement{tk.start, tk.end, encode(target, tk.enc)})
-		t.markSent(tk.key)
 	}
 	if len(reps) == 0 {
 		return req, res

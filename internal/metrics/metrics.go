@@ -145,6 +145,8 @@ var (
 	mStoreWatching  = gauge("shadowtap_correlate_store_subscribed", "1 when subscribed to what the fleet's other handlers publish, by target.", "target")
 	mStoreKeys      = gauge("shadowtap_correlate_store_keys", "Keys the fleet's correlation store held when last asked (every 30 s), by target.", "target")
 	mStoreEvents    = counter("shadowtap_correlate_store_events_total", "The fleet's correlation store, by target and event: published (items written), delivered (items other handlers published, received), found (looked up and found), dropped (not written: the store slow or down), store_errors (operations that failed).", "target", "event")
+	mWrites         = counter("shadowtap_writes_transactions_total", "Transactions a compared target's database committed, by target and attribution: marked (the request's marker), window (the window of a request sent alone), unattributed (neither: counted, never guessed), late (marked for a request whose writes were already compared).", "target", "attribution")
+	mWriteSets      = counter("shadowtap_writes_requests_total", "Requests whose writes were handed to the comparison, by target and state: complete, or incomplete (the stream or a barrier failed or was late: compared on its answers alone).", "target", "state")
 
 	mCmpExchanges  = counter("shadowtap_compare_exchanges_total", "Requests registered for comparison.")
 	mCmpCompared   = counter("shadowtap_compare_compared_total", "Exchanges compared.")
@@ -162,7 +164,7 @@ var all = []metric{mDatagrams, mSocketDgrams, mBytes, mReadErrors, mKernelDrops,
 	mRespParsed, mRespInterim, mRespLost, mRespBad, mRespResyncs, mRespIncomplete, mRespOverBudget, mRespPaired, mRespMissing, mRespUnmatched,
 	mFiltered, mSampledOut, mKeyless,
 	mSubmitted, mReplayed, mFailed, mQueueDrops, mRateLimited, mConnsRefused, mResumed, mHandover, mQueued, mInFlight,
-	mCorrelated, mCorrPairs, mCorrPending, mStoreUp, mStoreWatching, mStoreKeys, mStoreEvents,
+	mCorrelated, mCorrPairs, mCorrPending, mStoreUp, mStoreWatching, mStoreKeys, mStoreEvents, mWrites, mWriteSets,
 	mCmpExchanges, mCmpCompared, mCmpIncomplete, mCmpDropped, mCmpAnswers, mCmpEndpoint, mCmpMatched, mCmpRegress}
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -285,6 +287,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit(mHandover, u(t.Stats.HandoverDrops.Load()), n)
 		emit(mQueued, float64(s.Queued.Load()), n)
 		emit(mInFlight, float64(s.InFlight.Load()), n)
+		if w := t.Writes; w != nil {
+			ws := &w.Stats
+			emit(mWrites, u(ws.Marked.Load()), n, "marked")
+			emit(mWrites, u(ws.Windowed.Load()), n, "window")
+			emit(mWrites, u(ws.Unattributed.Load()), n, "unattributed")
+			emit(mWrites, u(ws.Late.Load()), n, "late")
+			emit(mWriteSets, u(ws.Requests.Load()), n, "complete")
+			emit(mWriteSets, u(ws.Incomplete.Load()), n, "incomplete")
+		}
 		if t.Pairs != nil {
 			cs := t.Pairs.Stats()
 			for _, e := range []struct {

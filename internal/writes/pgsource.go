@@ -43,6 +43,9 @@ type Change struct {
 	// Types are the columns' type OIDs (pg_type), so that numbers and
 	// booleans are compared as such.
 	Types map[string]uint32
+	// Key names the columns that identify the row (its replica identity:
+	// the primary key by default).
+	Key []string
 }
 
 // A Txn is one committed transaction.
@@ -283,6 +286,9 @@ func change(rel *pglogrepl.RelationMessage, op string, oldType uint8, old, new *
 	c.Types = make(map[string]uint32, len(rel.Columns))
 	for _, col := range rel.Columns {
 		c.Types[col.Name] = col.DataType
+		if col.Flags&1 != 0 {
+			c.Key = append(c.Key, col.Name)
+		}
 	}
 	return c
 }

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,6 +91,7 @@ type Watcher struct {
 	Stats WatchStats
 
 	mu      sync.Mutex
+	rows    rows
 	pending map[string]*pendingSet // by marker
 	open    *pendingSet            // the window the stream is in (between its barriers)
 	seq     atomic.Uint64
@@ -234,6 +237,9 @@ func (w *Watcher) take(x Txn) {
 		}
 		return
 	}
+	for i := range x.Changes {
+		w.rows.written(&x.Changes[i])
+	}
 	for _, m := range x.Marks {
 		if p := w.pending[m]; p != nil {
 			p.changes = append(p.changes, x.Changes...)
@@ -252,6 +258,69 @@ func (w *Watcher) take(x Txn) {
 	}
 	w.Stats.Unattributed.Add(1)
 }
+
+// rows are the rows the stream wrote, as last written, so that an update
+// says what it changed: PostgreSQL sends the whole row after an update,
+// and a column an earlier request wrote differently (a total) is that
+// request's difference, not the update's.
+type rows struct {
+	last map[string]map[string]*string // by table and key
+}
+
+// maxRows bounds the rows remembered; past it one is forgotten (its next
+// update is compared whole).
+const maxRows = 100000
+
+// written updates what is known of c's row and, for an update of a known
+// row, leaves in c.New the key and the columns it changed.
+func (r *rows) written(c *Change) {
+	row := c.New
+	if c.Op == "delete" {
+		row = c.Old
+	}
+	if len(c.Key) == 0 || row == nil {
+		return
+	}
+	var b strings.Builder
+	b.WriteString(c.Table)
+	for _, k := range c.Key {
+		b.WriteByte(0)
+		if v := row[k]; v != nil {
+			b.WriteString(*v)
+		}
+	}
+	key := b.String()
+	if r.last == nil {
+		r.last = map[string]map[string]*string{}
+	}
+	switch c.Op {
+	case "delete":
+		delete(r.last, key)
+		return
+	case "update":
+		if before, ok := r.last[key]; ok {
+			after := maps.Clone(before)
+			changed := make(map[string]*string, len(c.Key)+2)
+			for col, v := range c.New {
+				after[col] = v
+				if old, had := before[col]; !had || !sameValue(old, v) || slices.Contains(c.Key, col) {
+					changed[col] = v
+				}
+			}
+			r.last[key], c.New = after, changed
+			return
+		}
+	}
+	if len(r.last) >= maxRows {
+		for k := range r.last {
+			delete(r.last, k)
+			break
+		}
+	}
+	r.last[key] = maps.Clone(c.New)
+}
+
+func sameValue(a, b *string) bool { return a == nil && b == nil || a != nil && b != nil && *a == *b }
 
 // deliver hands p's set over. w.mu is held.
 func (w *Watcher) deliver(p *pendingSet, complete bool) {

@@ -91,8 +91,8 @@ func TestPostgresWritesAttribution(t *testing.T) {
 		s := waitSet(t, sets)
 		got[s.Req] = s
 	}
-	if s := got[get]; !s.Complete || len(s.Changes) != 1 || *s.Changes[0].New["note"] != "seen" {
-		t.Errorf("marked set: %+v", s)
+	if s := got[get]; !s.Complete || len(s.Changes) != 1 || string(s.Doc()) != `{"update":{"public":{"orders":[{"id":1,"note":"seen"}]}}}` {
+		t.Errorf("marked set: %+v: %s (an update says what it changed, and the row's key)", s, s.Doc())
 	}
 	if s := got[other]; !s.Complete || len(s.Changes) != 0 {
 		t.Errorf("the other request's set: %+v", s)
