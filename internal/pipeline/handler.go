@@ -35,8 +35,8 @@ import (
 	"github.com/shadowtap/shadowtap/internal/replay"
 	"github.com/shadowtap/shadowtap/internal/store"
 	"github.com/shadowtap/shadowtap/internal/target"
-	"github.com/shadowtap/shadowtap/internal/writes"
 	"github.com/shadowtap/shadowtap/internal/webauth"
+	"github.com/shadowtap/shadowtap/internal/writes"
 )
 
 // Handler is a running replay handler.
