@@ -238,3 +238,26 @@ func TestOriginOfTheSameValue(t *testing.T) {
 		t.Error("an order never made has an origin")
 	}
 }
+
+// A request captured before production's answer that told of a value had
+// ended cannot have the value from there: it does not wait for its pair
+// (in a replay, that answer's request may itself wait for this one, as
+// production's order is kept), while a request captured after it does.
+func TestNoWaitForAValueToldAfterTheRequest(t *testing.T) {
+	tb := New(Options{Wait: 50 * time.Millisecond})
+	req := []byte("POST /api/login HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+	prod := answer(t, func(w http.ResponseWriter, _ *http.Request) {
+		http.SetCookie(w, &http.Cookie{Name: "sid", Value: prodSid})
+	})
+	created := Read(req, prod)
+	const told = int64(5_000_000_000)
+	created.Told = told
+	tb.Production(Exchange{Conn: 1}, created)
+	named := []byte("GET /api/cart HTTP/1.1\r\nCookie: sid=" + prodSid + "\r\n\r\n")
+	if _, res := tb.TranslateCaptured(context.Background(), named, told-1); res.Waited || res.Missed {
+		t.Errorf("captured before production told of it: %+v", res)
+	}
+	if _, res := tb.TranslateCaptured(context.Background(), named, told+1); !res.Waited {
+		t.Errorf("captured after production told of it: %+v, want a wait", res)
+	}
+}

@@ -90,6 +90,10 @@ type entry struct {
 	target string
 	entity string // what a short number names: the target's value is keyed under it too
 	sent   bool   // translated in a request: an id carried forward, not merely a value that differed
+	// told is when production's answer that told of it ended (capture
+	// clock; 0: not known): a request captured before then cannot name
+	// it from that answer, and does not wait for its pair.
+	told int64
 	// fleetKey is its key in the fleet (with a Fleet); fromFleet, that
 	// another handler told of it, and this one does not tell again.
 	fleetKey  FleetKey
@@ -357,13 +361,15 @@ func (t *Table) expire() {
 }
 
 // expect notes production's values as awaited.
-func (t *Table) expect(vals map[site]value) {
+func (t *Table) expect(vals map[site]value, told int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.expire()
 	for _, v := range vals {
 		if !t.exclude[normName(v.name)] {
-			t.entry(v)
+			if e := t.entry(v); e.state == pending && told != 0 && (e.told == 0 || told < e.told) {
+				e.told = told
+			}
 		}
 	}
 }
@@ -429,6 +435,20 @@ func (t *Table) lookup(k uint64) (target string, ok bool, wait <-chan struct{}) 
 	return "", false, nil
 }
 
+// awaited is the channel a request captured at captured waits on for the
+// value of key k: nil when it is not pending, or when production told of
+// it only after the request was captured (the request cannot have it
+// from there: the same text in it is something else, a product's code).
+func (t *Table) awaited(k uint64, captured int64) <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.entries[k]
+	if e == nil || e.state != pending || captured != 0 && e.told > captured {
+		return nil
+	}
+	return e.ready
+}
+
 // gaveUp settles a value still pending after a request waited for it: the
 // next request naming it does not wait again.
 func (t *Table) gaveUp(k uint64) {
@@ -484,19 +504,23 @@ func sizeOf(vals map[site]value) int {
 
 // Created is what one answer created, read once for every target's
 // table (see Read).
-type Created struct{ vals map[site]value }
+type Created struct {
+	vals map[site]value
+	// Told is when production's answer ended (capture clock), if known.
+	Told int64
+}
 
 // Read reads the values production's answer to req created: done once
 // per answer, on the capture path, whatever the number of targets.
 func Read(req []byte, prod diff.Message) Created {
-	return Created{values(prod, collection(req))}
+	return Created{vals: values(prod, collection(req))}
 }
 
 // Production takes production's answer (Read): its values are awaited
 // (a request naming one waits for the pair, see Translate) until the
 // target's answer to the same request pairs them.
 func (t *Table) Production(x Exchange, prod Created) {
-	t.expect(prod.vals)
+	t.expect(prod.vals, prod.Told)
 	t.arrive(x, half{vals: prod.vals, production: true})
 }
 
@@ -597,7 +621,7 @@ func (t *Table) Learn(req []byte, prod, target diff.Message) {
 // Expect notes the values production's answer to req created, as
 // Production does, without an exchange to pair them in.
 func (t *Table) Expect(req []byte, prod diff.Message) {
-	t.expect(values(prod, collection(req)))
+	t.expect(values(prod, collection(req)), 0)
 }
 
 // collection is the resource a request acts on, the last path segment

@@ -99,7 +99,7 @@ func (t *Table) TranslateCaptured(ctx context.Context, req []byte, captured int6
 	var deadline <-chan time.Time
 	for _, tk := range toks {
 		k := tk.key
-		_, _, wait := t.lookup(k)
+		wait := t.awaited(k, captured)
 		if wait == nil {
 			continue
 		}

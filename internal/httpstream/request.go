@@ -31,6 +31,10 @@ type Request struct {
 	End       int64          // capture time of the last byte
 	ConnID    uint64         // the production connection it came on
 	Index     int            // its position on that connection, from 0
+	// Answered is when production's answer to it ended (capture clock),
+	// where that is known before it is replayed (a recording); 0: not
+	// known. A replay keeps production's order across connections by it.
+	Answered int64
 }
 
 type span struct{ start, end int32 }

@@ -76,6 +76,9 @@ func (r *Record) ParseRequest() (*httpstream.Request, error) {
 		return nil, errors.New("recording: request does not parse")
 	}
 	req.Client, req.Server, req.ConnID, req.Index, req.Start, req.End = r.Client, r.Server, r.Conn, r.Index, r.Start, r.End
+	if r.HasResponse {
+		req.Answered = r.RespEnd
+	}
 	return req, nil
 }
 

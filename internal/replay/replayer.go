@@ -80,9 +80,13 @@ type Stats struct {
 	// Resumed counts dropped connections taken back at a request boundary
 	// once their own backlog, or the whole queue, had drained, or the rate
 	// limit had stopped binding.
-	Resumed  atomic.Uint64
-	Queued   atomic.Int64
-	InFlight atomic.Int64
+	Resumed atomic.Uint64
+	// OrderWaitsExpired counts requests of a recording sent before a
+	// request production had answered before they began was done here
+	// (it took longer than causalWait).
+	OrderWaitsExpired atomic.Uint64
+	Queued            atomic.Int64
+	InFlight          atomic.Int64
 }
 
 // Replayer replays requests, one production connection's in capture order
@@ -117,6 +121,8 @@ type Replayer struct {
 	// order holds an unsafe request alone while writes are watched: it
 	// takes order alone, the others share it.
 	order sync.RWMutex
+	// causal keeps a recording's order across connections (under mu).
+	causal causal
 
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -135,6 +141,11 @@ type connQueue struct {
 	// limit no longer binds (see refilled).
 	overflow bool
 	accepted int
+	// parkedAt: when its next request was set aside to keep the
+	// recording's order (causal); unordered: it is sent without waiting
+	// further (it waited causalWait).
+	parkedAt  time.Time
+	unordered bool
 }
 
 // New returns a replayer; onResult (may be nil) is called by workers for
@@ -323,6 +334,10 @@ func (r *Replayer) queueOf(conn uint64) *connQueue {
 // r.mu is held.
 func (r *Replayer) enqueue(q *connQueue, req *httpstream.Request) {
 	q.accepted++
+	r.causal.add(req)
+	if len(r.causal.parked) > 0 {
+		r.unpark(false) // those parked too long go on
+	}
 	q.reqs = append(q.reqs, req)
 	q.bytes += int64(len(req.Raw))
 	r.queued++
@@ -368,6 +383,14 @@ func (r *Replayer) drain(ctx context.Context, q *connQueue) {
 	buf := make([]byte, 0, 4096)
 	for {
 		r.mu.Lock()
+		if len(q.reqs) > 0 && !q.unordered && !r.causal.ready(q.reqs[0]) {
+			// It waits for a request of another connection: park it, and
+			// take another (it stays running: no one else hands it over).
+			r.causal.park(q)
+			r.mu.Unlock()
+			return
+		}
+		q.unordered = false
 		if len(q.reqs) == 0 {
 			q.running = false
 			r.running--
@@ -393,12 +416,12 @@ func (r *Replayer) drain(ctx context.Context, q *connQueue) {
 		if ctx.Err() != nil { // past the stop deadline: drop what is left
 			r.stats.QueueDrops.Add(1)
 			r.stats.InFlight.Add(-1)
+			r.requestDone(req)
 			if tb := r.opts.Correlate; tb != nil {
 				tb.Skipped(correlate.Exchange{Conn: req.ConnID, Index: req.Index})
 			}
 			continue
 		}
-
 		var headLen int
 		edits := r.edits.Load()
 		buf, headLen = edits.AppendRequest(buf[:0], req)
@@ -441,6 +464,29 @@ func (r *Replayer) drain(ctx context.Context, q *connQueue) {
 		if r.onResult != nil {
 			r.onResult(res)
 		}
+		r.requestDone(req)
+	}
+}
+
+// requestDone ends req for the recording's order: the connections parked
+// waiting for it go back to the workers.
+func (r *Replayer) requestDone(req *httpstream.Request) {
+	if req.Answered == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.causal.done(req)
+	r.unpark(false)
+}
+
+// unpark hands the parked connections that may go on back to the workers.
+// r.mu is held; ready has room for every connection queue.
+func (r *Replayer) unpark(all bool) {
+	ready, expired := r.causal.unpark(all)
+	r.stats.OrderWaitsExpired.Add(uint64(expired))
+	for _, q := range ready {
+		r.ready <- q
 	}
 }
 
@@ -524,6 +570,7 @@ func (r *Replayer) stop(ctx context.Context) {
 		for {
 			r.mu.Lock()
 			idle := r.queued == 0 && r.stats.InFlight.Load() == 0
+			r.unpark(false)
 			r.mu.Unlock()
 			if idle {
 				close(done)
@@ -542,6 +589,7 @@ func (r *Replayer) stop(ctx context.Context) {
 		r.cancel()
 	}
 	r.mu.Lock()
+	r.unpark(true) // what is left is dropped below with the rest
 	close(r.ready)
 	r.mu.Unlock()
 	r.wg.Wait()

@@ -476,3 +476,36 @@ func TestWatchedWritesSendUnsafeRequestsAlone(t *testing.T) {
 		}
 	}
 }
+
+// A recording keeps production's order across connections: a request
+// production received after another's answer had ended is sent once that
+// other is done here (a client read an order, then paid it on another
+// connection), while requests production ran together still run together.
+func TestRecordingKeepsOrderAcrossConnections(t *testing.T) {
+	srv, _ := rawserver.Listen("127.0.0.1:0")
+	defer srv.Close()
+	srv.Delay = 40 * time.Millisecond
+	r, stats, _ := newReplayer(t, srv.Addr(), Options{Workers: 4, MaxQueue: 100, Block: true}, DefaultClientOptions)
+	at := func(raw string, start, answered int64) *httpstream.Request {
+		req := parse(t, raw)
+		req.Start, req.Answered = start, answered
+		return req
+	}
+	r.Submit(1, at("POST /place HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", 1000, 2000))
+	r.Submit(2, at("GET /during HTTP/1.1\r\nHost: h\r\n\r\n", 1500, 2500)) // production ran it meanwhile
+	r.Submit(3, at("POST /pay HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", 3000, 4000))
+	stop(r, 10*time.Second)
+	got := map[string]time.Time{}
+	for _, rq := range srv.Requests() {
+		got[strings.Fields(string(rq.Raw))[1]] = rq.At
+	}
+	if len(got) != 3 || stats.OrderWaitsExpired.Load() != 0 {
+		t.Fatalf("received %v, waits expired %d", got, stats.OrderWaitsExpired.Load())
+	}
+	if d := got["/pay"].Sub(got["/place"]); d < srv.Delay {
+		t.Errorf("/pay sent %v after /place, before /place was answered (%v)", d, srv.Delay)
+	}
+	if d := got["/during"].Sub(got["/place"]).Abs(); d >= srv.Delay {
+		t.Errorf("/during sent %v apart from /place: production ran them together", d)
+	}
+}

@@ -142,6 +142,7 @@ func (f *Fanout) Response(_ uint64, req *httpstream.Request, resp *httpstream.Re
 		}
 		if !read { // once for every target
 			created, read = correlate.Read(req.Raw, diff.FromResponse(resp)), true
+			created.Told = resp.End
 		}
 		t.Pairs.Production(correlate.Exchange{Conn: req.ConnID, Index: req.Index}, created)
 	}
