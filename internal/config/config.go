@@ -156,6 +156,7 @@ type Compare struct {
 // Writes is where a target's database writes are read from.
 type Writes struct {
 	Postgres *PostgresWrites `yaml:"postgres"`
+	Debezium *DebeziumWrites `yaml:"debezium"`
 	// MarkersOnly attributes only the transactions that carry a request's
 	// marker (a fleet's handlers replaying to one database).
 	MarkersOnly bool          `yaml:"markers_only"`
@@ -174,23 +175,41 @@ type PostgresWrites struct {
 	MaxLag      int64  `yaml:"max_lag"`     // bytes of WAL not yet read before the stream is stopped; 0: 64 MiB
 }
 
+// DebeziumWrites reads the Kafka topics of a Debezium connector with
+// transaction metadata (provide.transaction.metadata=true). Barriers are
+// written to a PostgreSQL database the connector captures (its messages
+// on), through the connection string in barrier_dsn_env or _file.
+type DebeziumWrites struct {
+	Brokers        []string `yaml:"brokers"`
+	Prefix         string   `yaml:"prefix"` // the connector's topic.prefix
+	BarrierDSNEnv  string   `yaml:"barrier_dsn_env"`
+	BarrierDSNFile string   `yaml:"barrier_dsn_file"`
+}
+
 // DSN reads the connection string from where the configuration says.
-func (p *PostgresWrites) DSN() (string, error) {
+func (p *PostgresWrites) DSN() (string, error) { return readDSN("postgres.dsn", p.DSNEnv, p.DSNFile) }
+
+// BarrierDSN reads the barriers' connection string.
+func (d *DebeziumWrites) BarrierDSN() (string, error) {
+	return readDSN("debezium.barrier_dsn", d.BarrierDSNEnv, d.BarrierDSNFile)
+}
+
+func readDSN(key, env, file string) (string, error) {
 	switch {
-	case p.DSNEnv != "":
-		v := os.Getenv(p.DSNEnv)
+	case env != "":
+		v := os.Getenv(env)
 		if v == "" {
-			return "", fmt.Errorf("postgres.dsn_env: %s is not set", p.DSNEnv)
+			return "", fmt.Errorf("%s_env: %s is not set", key, env)
 		}
 		return v, nil
-	case p.DSNFile != "":
-		b, err := os.ReadFile(p.DSNFile)
+	case file != "":
+		b, err := os.ReadFile(file)
 		if err != nil {
-			return "", fmt.Errorf("postgres.dsn_file: %w", err)
+			return "", fmt.Errorf("%s_file: %w", key, err)
 		}
 		return strings.TrimSpace(string(b)), nil
 	}
-	return "", errors.New("postgres: dsn_env or dsn_file is needed")
+	return "", fmt.Errorf("%s_env or %s_file is needed", key, key)
 }
 
 // IgnoreRule leaves a field out of the comparison; "*" matches any run.

@@ -268,3 +268,37 @@ func TestCorrelateStore(t *testing.T) {
 		}
 	}
 }
+
+// compare.writes reads only the compared targets' databases, the
+// candidate's with the baseline's, each from one source whose connection
+// string is never in the file.
+func TestCompareWrites(t *testing.T) {
+	base := "targets: [{name: new, destination: 'http://127.0.0.1:1'}, {name: old, destination: 'http://127.0.0.1:2'}, {name: other, destination: 'http://127.0.0.1:3'}]\n" +
+		"compare: {candidate: new, baseline: old, writes: "
+	for yaml, want := range map[string]string{
+		"{new: {postgres: {dsn_env: A}}, old: {postgres: {dsn_file: /x}}}}":                                        "",
+		"{new: {postgres: {dsn_env: A}}, old: {debezium: {brokers: [k:9092], prefix: shop, barrier_dsn_env: B}}}}": "",
+		"{new: {postgres: {dsn_env: A}}}}":                                                                         "name both",
+		"{new: {postgres: {dsn_env: A}}, old: {postgres: {dsn_env: B}}, other: {postgres: {dsn_env: C}}}}":         "not a compared target",
+		"{new: {postgres: {dsn: 'host=x password=y'}}, old: {postgres: {dsn_env: B}}}}":                            "dsn",
+		"{new: {postgres: {dsn_env: A, dsn_file: /x}}, old: {postgres: {dsn_env: B}}}}":                            "one of dsn_env and dsn_file",
+		"{new: {postgres: {dsn_env: A, slot: Bad-Slot}}, old: {postgres: {dsn_env: B}}}}":                          "lower-case",
+		"{new: {debezium: {prefix: shop, barrier_dsn_env: B}}, old: {postgres: {dsn_env: B}}}}":                    "brokers and prefix",
+	} {
+		c := Default()
+		err := c.Load([]byte(base+yaml+"\n"), "writes.yaml")
+		if err == nil {
+			err = c.Validate()
+		}
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("%s: %v, want %q", yaml, err, want)
+		}
+	}
+	c := Default()
+	c.Load([]byte(base+"{new: {postgres: {dsn_env: A}}, old: {postgres: {dsn_env: B}}}}\n"), "w.yaml")
+	for _, r := range c.Resolve() {
+		if (r.Writes != nil) != (r.Name != "other") {
+			t.Errorf("target %s: writes %v", r.Name, r.Writes)
+		}
+	}
+}

@@ -275,8 +275,17 @@ func (cm *Compare) validateWrites() []error {
 		if name != cm.Candidate && name != cm.Baseline && name != cm.Secondary {
 			errs = append(errs, fmt.Errorf("%s: not a compared target (candidate, baseline or secondary): its database is never read", where))
 		}
-		if w.Postgres == nil {
-			errs = append(errs, fmt.Errorf("%s: postgres is needed", where))
+		if (w.Postgres == nil) == (w.Debezium == nil) {
+			errs = append(errs, fmt.Errorf("%s: one of postgres and debezium is needed", where))
+			continue
+		}
+		if d := w.Debezium; d != nil {
+			if len(d.Brokers) == 0 || d.Prefix == "" {
+				errs = append(errs, fmt.Errorf("%s.debezium: brokers and prefix are needed", where))
+			}
+			if (d.BarrierDSNEnv == "") == (d.BarrierDSNFile == "") {
+				errs = append(errs, fmt.Errorf("%s.debezium: one of barrier_dsn_env and barrier_dsn_file", where))
+			}
 			continue
 		}
 		p := w.Postgres

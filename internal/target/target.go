@@ -323,13 +323,21 @@ func Build(ctx context.Context, rs []config.Resolved, prev *Set, log *slog.Logge
 
 // watchWrites opens the stream of what target r writes to its database.
 func watchWrites(ctx context.Context, r config.Resolved, log *slog.Logger, deliver func(writes.Set)) (*writes.Watcher, error) {
+	if deliver == nil {
+		deliver = func(writes.Set) {}
+	}
+	wo := writes.WatchOptions{Target: r.Name, Deliver: deliver, MarkersOnly: r.Writes.MarkersOnly, Wait: r.Writes.Wait, Log: log}
+	if d := r.Writes.Debezium; d != nil {
+		dsn, err := d.BarrierDSN()
+		if err != nil {
+			return nil, err
+		}
+		return writes.WatchDebezium(ctx, writes.DebeziumOptions{Brokers: d.Brokers, Prefix: d.Prefix}, dsn, wo)
+	}
 	p := r.Writes.Postgres
 	dsn, err := p.DSN()
 	if err != nil {
 		return nil, err
-	}
-	if deliver == nil {
-		deliver = func(writes.Set) {}
 	}
 	po := writes.PGOptions{DSN: dsn, Slot: p.Slot, Publication: p.Publication, MaxLag: p.MaxLag}
 	if po.Slot == "" {
@@ -338,7 +346,7 @@ func watchWrites(ctx context.Context, r config.Resolved, log *slog.Logger, deliv
 	if po.Publication == "" {
 		po.Publication = "shadowtap"
 	}
-	return writes.WatchPG(ctx, po, writes.WatchOptions{Target: r.Name, Deliver: deliver, MarkersOnly: r.Writes.MarkersOnly, Wait: r.Writes.Wait, Log: log})
+	return writes.WatchPG(ctx, po, wo)
 }
 
 // SlotName is the replication slot shadowtap makes for a target:

@@ -34,7 +34,7 @@ func WatchPG(ctx context.Context, po PGOptions, wo WatchOptions) (*Watcher, erro
 		pool.Close()
 		return nil, err
 	}
-	wo.Source = &pooledSource{src, pool}
+	wo.Source = &closing{src, pool.Close}
 	wo.Sync = func(ctx context.Context, token string) error {
 		_, err := pool.Exec(ctx, syncSQL, token)
 		return err
@@ -42,13 +42,44 @@ func WatchPG(ctx context.Context, po PGOptions, wo WatchOptions) (*Watcher, erro
 	return Watch(wo), nil
 }
 
-// pooledSource closes the barriers' pool with the stream.
-type pooledSource struct {
-	*PGSource
-	pool *pgxpool.Pool
+// syncTxSQL writes a barrier as a transaction of its own, for a Debezium
+// connector on PostgreSQL: ordered among the other transactions by the
+// connector's transaction topic.
+const syncTxSQL = "SELECT pg_logical_emit_message(true, '" + SyncPrefix + "', $1)"
+
+// WatchDebezium reads a Debezium connector's topics and starts a watcher
+// over them, its barriers written through barrierDSN (a PostgreSQL
+// database the connector captures, with its messages: the PostgreSQL
+// connector's default).
+func WatchDebezium(ctx context.Context, do DebeziumOptions, barrierDSN string, wo WatchOptions) (*Watcher, error) {
+	pool, err := pgxpool.New(ctx, barrierDSN)
+	if err != nil {
+		return nil, fmt.Errorf("writes: %w", err)
+	}
+	if _, err := pool.Exec(ctx, syncTxSQL, "check"); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("writes: barriers need GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO <role>: %w", err)
+	}
+	src, err := OpenDebezium(do)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	wo.Source = &closing{src, pool.Close}
+	wo.Sync = func(ctx context.Context, token string) error {
+		_, err := pool.Exec(ctx, syncTxSQL, token)
+		return err
+	}
+	return Watch(wo), nil
 }
 
-func (s *pooledSource) Close() {
-	s.PGSource.Close()
-	s.pool.Close()
+// closing is a source that closes something else with it.
+type closing struct {
+	Source
+	also func()
+}
+
+func (s *closing) Close() {
+	s.Source.Close()
+	s.also()
 }
