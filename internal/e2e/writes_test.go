@@ -77,7 +77,7 @@ func TestPostgresWritesCompared(t *testing.T) {
 		t.Fatalf("production answered %d requests 2xx, want %d: %v", got.ok, 3*customers, got.all)
 	}
 
-	verify := func(name, baseDSN, candDSN, candVersion, candMark string) (int, compare.Report) {
+	verify := func(name, baseDSN, candDSN, candVersion, candMark string) (int, string, compare.Report) {
 		baseURL, _ := start(nil, "", "", baseDSN, "procedure", "1")
 		candURL, _ := start(nil, "", "", candDSN, candVersion, candMark)
 		t.Setenv("BASE_DSN", baseDSN)
@@ -88,11 +88,10 @@ func TestPostgresWritesCompared(t *testing.T) {
     baseline: {postgres: {dsn_env: BASE_DSN}}
     candidate: {postgres: {dsn_env: CAND_DSN}}
 `), 0o600)
-		code, _, r := runVerify(t, name, "-config", conf, "-baseline", baseURL, "-candidate", candURL, rec)
-		return code, r
+		return runVerify(t, name, "-config", conf, "-baseline", baseURL, "-candidate", candURL, rec)
 	}
 
-	code, r := verify("writes-ab", old.DSN("base_ab"), next.DSN("cand_ab"), "app", "0")
+	code, junit, r := verify("writes-ab", old.DSN("base_ab"), next.DSN("cand_ab"), "app", "0")
 	var got []string
 	for ep, keys := range findings(r) {
 		for _, k := range keys {
@@ -107,11 +106,14 @@ func TestPostgresWritesCompared(t *testing.T) {
 	if code != 1 || !slices.Equal(got, want) {
 		t.Errorf("procedure vs application code: exit %d, findings\n%s\nwant\n%s", code, strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+	if n := strings.Count(junit, `type="write regression"`); n != 2 {
+		t.Errorf("JUnit holds %d write regressions, want 2", n)
+	}
 	if r.WritesCompared < 3*customers {
 		t.Errorf("writes compared for %d exchanges, want %d", r.WritesCompared, 3*customers)
 	}
 
-	code, r = verify("writes-aa", old.DSN("base_aa"), next.DSN("cand_aa"), "procedure", "1")
+	code, _, r = verify("writes-aa", old.DSN("base_aa"), next.DSN("cand_aa"), "procedure", "1")
 	if code != 0 || r.Regressions != 0 || r.WritesCompared < 3*customers {
 		t.Errorf("the same code on both sides: exit %d, %d regressions %v, writes compared for %d exchanges",
 			code, r.Regressions, findings(r), r.WritesCompared)

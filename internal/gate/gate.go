@@ -108,6 +108,7 @@ type Finding struct {
 	Endpoint   string  `json:"endpoint"`
 	Comparison string  `json:"comparison"`
 	Field      string  `json:"field"` // the key: body.items[*].price, status, latency p99 first_byte
+	Kind       string  `json:"kind"`  // answer, write (what the request wrote to its database) or latency
 	Diffs      int     `json:"diffs"`
 	Compared   int     `json:"compared"`
 	Rate       float64 `json:"rate"`
@@ -182,7 +183,7 @@ func latencyFinding(endpoint string, cr *compare.ComparisonReport) (f struct {
 		}
 		key := "latency " + lr.Quantile + " " + lr.Measure
 		if !ok {
-			f.Finding = Finding{Endpoint: endpoint, Comparison: cr.Comparison, Field: key, Compared: lr.CandN}
+			f.Finding = Finding{Endpoint: endpoint, Comparison: cr.Comparison, Field: key, Kind: "latency", Compared: lr.CandN}
 			ok = true
 		}
 		f.keys = append(f.keys, key)
@@ -221,7 +222,7 @@ func Decide(r compare.Report, accepts []Accept, opts Options) Outcome {
 			cr.LatencyRegression = false
 			for fi := range cr.Fields {
 				fr := &cr.Fields[fi]
-				f := Finding{Endpoint: ep.Name, Comparison: cr.Comparison, Field: fr.Key, Diffs: fr.Diffs, Compared: fr.Compared,
+				f := Finding{Endpoint: ep.Name, Comparison: cr.Comparison, Field: fr.Key, Kind: compare.KindOf(fr.Key), Diffs: fr.Diffs, Compared: fr.Compared,
 					Rate: fr.Rate, RateLow: fr.RateLow, NoiseRate: fr.NoiseRate, Example: example(ep, cr.Comparison, fr)}
 				switch {
 				case fr.Regression:

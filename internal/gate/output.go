@@ -89,7 +89,7 @@ func WriteJUnit(w io.Writer, o *Outcome, elapsed time.Duration) error {
 			tc := junitCase{Name: ep.Name, Classname: cmp, Time: "0"}
 			for _, f := range o.Regressions {
 				if f.Endpoint == ep.Name && f.Comparison == cmp {
-					tc.Failures = append(tc.Failures, junitFailure{Type: "regression", Message: f.headline(), Text: f.details()})
+					tc.Failures = append(tc.Failures, junitFailure{Type: f.failureType(), Message: f.headline(), Text: f.details()})
 				}
 			}
 			if len(tc.Failures) == 0 && cr.Verdict == "too few" {
@@ -150,6 +150,15 @@ func (f *Finding) rates() string {
 		return f.Example
 	}
 	return fmt.Sprintf("differs in %s (%d of %d), lower bound %s, noise %s", pct(f.Rate), f.Diffs, f.Compared, pct(f.RateLow), pct(f.NoiseRate))
+}
+
+// failureType is a JUnit failure's type: "regression", or "write
+// regression" for what the request wrote to its database.
+func (f *Finding) failureType() string {
+	if f.Kind == "write" {
+		return "write regression"
+	}
+	return "regression"
 }
 
 func (f *Finding) headline() string {
