@@ -425,7 +425,9 @@ func (f *FieldLearn) observe(seq int, v diff.Leaf, target, body []byte, reqHash 
 // random id falls in the range of epoch milliseconds now and then, and is
 // no time there).
 func (f *FieldLearn) fits(shape string, value []byte) bool {
-	return diff.Family(shape) == f.Shape || f.Shape == "int" && isInteger(value)
+	// A float that is whole is written as an integer by JavaScript's
+	// encoder (and Python's for 1e16 and beyond): process.uptime() 1.
+	return diff.Family(shape) == f.Shape || (f.Shape == "int" || f.Shape == "float") && isInteger(value)
 }
 
 func isInteger(b []byte) bool {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shadowtap/shadowtap/internal/diff"
 	"github.com/shadowtap/shadowtap/internal/writes"
 )
 
@@ -69,5 +70,22 @@ func TestBitIndexOfNoPart(t *testing.T) {
 	}
 	if i := bitIndex(partSecWrites); i != 6 {
 		t.Errorf("bitIndex(partSecWrites) = %d", i)
+	}
+}
+
+// A float counter (Node's process.uptime(), rounded to the millisecond)
+// is sometimes whole, and JavaScript writes it as an integer: still the
+// counter's value, explained like the others.
+func TestFloatCounterWrittenWhole(t *testing.T) {
+	l := &Learner{Fields: map[string]*FieldLearn{}}
+	at := time.Unix(1_800_000_000, 0)
+	for i := range 40 {
+		v := fmt.Sprintf(`{"uptime":%.3f}`, 0.25+float64(i)*0.125)
+		req := request(t, uint64(i+1), "/api/status")
+		l.observe(diff.ParseDocument("body", []byte(v)), diff.Options{}, req, at.Add(time.Duration(i)*125*time.Millisecond))
+	}
+	d := diff.Difference{Field: "body.uptime", Key: "body.uptime", Kind: diff.Changed, Ref: "3.375", Cand: "1", RefShape: "float", CandShape: "int"}
+	if !l.explains(&d) {
+		t.Errorf("a whole uptime not explained by the learned counter: %+v", l.Fields["body.uptime"])
 	}
 }
