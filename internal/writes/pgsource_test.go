@@ -23,6 +23,24 @@ func postgres(t *testing.T) (*pgtest.Cluster, string) {
 	return pg, pg.DSN("shop")
 }
 
+// commit runs the statements in one transaction, as a service does.
+func commit(t *testing.T, db *pgx.Conn, sql ...string) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range sql {
+		if _, err := tx.Exec(ctx, q); err != nil {
+			t.Fatal(q, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func next(t *testing.T, s *PGSource) Txn {
 	t.Helper()
 	select {
@@ -53,20 +71,7 @@ func TestPostgresWritesStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close(ctx)
-	exec := func(sql ...string) {
-		tx, err := db.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, q := range sql {
-			if _, err := tx.Exec(ctx, q); err != nil {
-				t.Fatal(q, err)
-			}
-		}
-		if err := tx.Commit(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	exec := func(sql ...string) { commit(t, db, sql...) }
 	exec("SELECT pg_logical_emit_message(true, 'shadowtap', 'req-1')", "INSERT INTO orders (total, note) VALUES (14.5, NULL)")
 	exec("UPDATE orders SET note = 'paid' WHERE id = 1", "SELECT pg_logical_emit_message(true, 'other', 'x')")
 	exec("DELETE FROM orders WHERE id = 1")

@@ -54,20 +54,7 @@ func TestPostgresWritesAttribution(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close(ctx)
-	exec := func(sql ...string) {
-		tx, err := db.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, q := range sql {
-			if _, err := tx.Exec(ctx, q); err != nil {
-				t.Fatal(q, err)
-			}
-		}
-		if err := tx.Commit(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	exec := func(sql ...string) { commit(t, db, sql...) }
 
 	post := request(t, "POST /orders HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
 	m := w.Begin(ctx, post, true)
