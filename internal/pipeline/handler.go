@@ -271,7 +271,11 @@ func (h *Handler) Reload(cfg config.Config) error {
 	for _, f := range needsRestart(h.stages, h.cfg, cfg) {
 		h.log.Warn("setting changed: takes effect after a restart", "setting", f)
 	}
-	set, retired, err := target.Build(h.workCtx, Derive(cfg, Live).Targets, h.fanout.Current(), h.log, h.observers())
+	// The databases read stay those the handler started with: the
+	// comparison, as started, compares the writes of those alone.
+	built := cfg
+	built.Compare.Writes = h.cfg.Compare.Writes
+	set, retired, err := target.Build(h.workCtx, Derive(built, Live).Targets, h.fanout.Current(), h.log, h.observers())
 	if err != nil {
 		return fmt.Errorf("reload refused, configuration unchanged: %w", err)
 	}

@@ -357,3 +357,35 @@ func TestReloadNamesCorrelationNeedingARestart(t *testing.T) {
 		t.Errorf("started with it on: %q", got)
 	}
 }
+
+// compare.writes added by a reload is named as needing a restart and left
+// out, not half applied (a database read whose sets the comparison, as
+// started, never compares): the reload succeeds, no database is reached.
+func TestReloadLeavesWritesToARestart(t *testing.T) {
+	a, _ := rawserver.Listen("127.0.0.1:0")
+	defer a.Close()
+	b, _ := rawserver.Listen("127.0.0.1:0")
+	defer b.Close()
+	cfg := config.Default()
+	cfg.Targets = []config.Target{{Name: "new", Destination: "http://" + a.Addr()}, {Name: "old", Destination: "http://" + b.Addr()}}
+	cfg.Compare.Candidate, cfg.Compare.Baseline = "new", "old"
+	h, stop := start(t, cfg)
+	defer stop()
+	t.Setenv("SHADOWTAP_TEST_UNREACHABLE_DSN", "host=127.0.0.1 port=1 dbname=none connect_timeout=1")
+	next := cfg
+	pg := func() config.Writes {
+		return config.Writes{Postgres: &config.PostgresWrites{DSNEnv: "SHADOWTAP_TEST_UNREACHABLE_DSN"}}
+	}
+	next.Compare.Writes = map[string]config.Writes{"new": pg(), "old": pg()}
+	if got := needsRestart(h.stages, h.cfg, next); !slices.Contains(got, "compare.writes") {
+		t.Errorf("needs a restart: %q", got)
+	}
+	if err := h.Reload(next); err != nil {
+		t.Fatalf("reload adding compare.writes: %v", err)
+	}
+	for _, tg := range h.Targets() {
+		if tg.Writes != nil {
+			t.Errorf("target %s reads its database after a reload", tg.Name)
+		}
+	}
+}

@@ -44,11 +44,14 @@ type Options struct {
 // A Watcher attributes a target's database writes to the requests
 // replayed to it (see writes.Watcher).
 type Watcher interface {
-	// Begin is called before req is sent, alone when no other request to
-	// the target is in flight until End; it returns req's marker.
+	// Begin is called before req is sent. With alone it returns once no
+	// other request to the target is in flight, and holds the others
+	// until End: the watcher owns that order, so that every replayer of
+	// the target (an old one draining after a reload) keeps it. It returns
+	// req's marker.
 	Begin(ctx context.Context, req *httpstream.Request, alone bool) (marker string)
-	// End is called once req's answer came or it failed.
-	End(ctx context.Context, marker string)
+	// End is called once req's answer came (answered) or it failed.
+	End(ctx context.Context, marker string, answered bool)
 }
 
 // MarkerHeader carries a request's marker to the service when writes are
@@ -118,9 +121,9 @@ type Replayer struct {
 	closed      bool
 	stopped     bool // Stop has finished
 
-	// order holds an unsafe request alone while writes are watched: it
-	// takes order alone, the others share it.
-	order sync.RWMutex
+	// readyClosed: Stop closed ready, and no queue may be handed over
+	// (under mu).
+	readyClosed bool
 	// causal keeps a recording's order across connections (under mu).
 	causal causal
 
@@ -383,9 +386,11 @@ func (r *Replayer) drain(ctx context.Context, q *connQueue) {
 	buf := make([]byte, 0, 4096)
 	for {
 		r.mu.Lock()
-		if len(q.reqs) > 0 && !q.unordered && !r.causal.ready(q.reqs[0]) {
+		if len(q.reqs) > 0 && !q.unordered && ctx.Err() == nil && !r.causal.ready(q.reqs[0]) {
 			// It waits for a request of another connection: park it, and
 			// take another (it stays running: no one else hands it over).
+			// Never once stopping: what is left is dropped below, and
+			// ready is closed.
 			r.causal.park(q)
 			r.mu.Unlock()
 			return
@@ -483,6 +488,9 @@ func (r *Replayer) requestDone(req *httpstream.Request) {
 // unpark hands the parked connections that may go on back to the workers.
 // r.mu is held; ready has room for every connection queue.
 func (r *Replayer) unpark(all bool) {
+	if r.readyClosed {
+		return
+	}
 	ready, expired := r.causal.unpark(all)
 	r.stats.OrderWaitsExpired.Add(uint64(expired))
 	for _, q := range ready {
@@ -497,18 +505,11 @@ func (r *Replayer) send(ctx context.Context, req *httpstream.Request, msg []byte
 	if w == nil {
 		return r.client.Do(ctx, msg, headLen, string(req.Method()), req.Expect100)
 	}
-	alone := !safe(req.Method())
-	if alone {
-		r.order.Lock()
-		defer r.order.Unlock()
-	} else {
-		r.order.RLock()
-		defer r.order.RUnlock()
-	}
-	marker := w.Begin(ctx, req, alone)
-	defer w.End(context.WithoutCancel(ctx), marker) // its barrier is written even as a stop cuts the request short
+	marker := w.Begin(ctx, req, !safe(req.Method()))
 	msg, headLen = withHeader(msg, headLen, MarkerHeader, marker)
-	return r.client.Do(ctx, msg, headLen, string(req.Method()), req.Expect100)
+	resp, err := r.client.Do(ctx, msg, headLen, string(req.Method()), req.Expect100)
+	w.End(context.WithoutCancel(ctx), marker, err == nil) // its barrier is written even as a stop cuts the request short
+	return resp, err
 }
 
 // withHeader is msg with a header line added at the end of its head
@@ -591,6 +592,7 @@ func (r *Replayer) stop(ctx context.Context) {
 	r.mu.Lock()
 	r.unpark(true) // what is left is dropped below with the rest
 	close(r.ready)
+	r.readyClosed = true
 	r.mu.Unlock()
 	r.wg.Wait()
 	// What no worker took is dropped, and counted.

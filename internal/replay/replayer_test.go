@@ -411,49 +411,36 @@ func TestQueueBoundedInBytes(t *testing.T) {
 	}
 }
 
-// watcher checks the replayer's order while writes are watched: an unsafe
-// request alone from its Begin to its End, safe ones together.
+// watcher records what the replayer tells it while writes are watched.
 type watcher struct {
-	mu                  sync.Mutex
-	n, inFlight, alone  int
-	maxSafe, violations int
-	ended               map[string]bool
+	mu        sync.Mutex
+	n         int
+	wrongKind int             // an unsafe request not begun alone, or a safe one alone
+	ended     map[string]bool // by marker: answered
 }
 
 func (w *watcher) Begin(_ context.Context, req *httpstream.Request, alone bool) string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.alone > 0 || alone && w.inFlight > 0 || alone == safe(req.Method()) {
-		w.violations++
+	if alone == safe(req.Method()) {
+		w.wrongKind++
 	}
-	w.inFlight++
-	if alone {
-		w.alone++
-	}
-	w.maxSafe = max(w.maxSafe, w.inFlight)
 	w.n++
 	return fmt.Sprintf("m%d", w.n)
 }
 
-func (w *watcher) End(_ context.Context, marker string) {
-	time.Sleep(time.Millisecond) // a barrier's round trip, inside the window
+func (w *watcher) End(_ context.Context, marker string, answered bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.inFlight--
-	if w.alone > 0 {
-		w.alone--
-	}
-	w.ended[marker] = true
+	w.ended[marker] = answered
 }
 
-// With writes watched, every request carries its marker, an unsafe request
-// is sent alone (no other request to the target in flight from its first
-// barrier to its last), safe requests still go together, and every
-// request's window is ended.
-func TestWatchedWritesSendUnsafeRequestsAlone(t *testing.T) {
+// With writes watched, every request carries its marker, an unsafe
+// request is begun alone (the watcher holds it so: see writes), and every
+// request's window is ended, saying whether its answer came.
+func TestWatchedWritesMarkAndEndEveryRequest(t *testing.T) {
 	srv, _ := rawserver.Listen("127.0.0.1:0")
 	defer srv.Close()
-	srv.Delay = 5 * time.Millisecond
 	w := &watcher{ended: map[string]bool{}}
 	r, _, results := newReplayer(t, srv.Addr(), Options{Workers: 4, MaxQueue: 200, Block: true, Writes: w}, DefaultClientOptions)
 	for i := range 60 {
@@ -464,16 +451,26 @@ func TestWatchedWritesSendUnsafeRequestsAlone(t *testing.T) {
 		r.Submit(uint64(i%6), parse(t, fmt.Sprintf("%s /%d HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", method, i)))
 	}
 	stop(r, 10*time.Second)
-	if len(*results) != 60 || w.violations != 0 || len(w.ended) != 60 {
-		t.Errorf("results %d, order violations %d, windows ended %d", len(*results), w.violations, len(w.ended))
+	answered := 0
+	for _, ok := range w.ended {
+		if ok {
+			answered++
+		}
 	}
-	if w.maxSafe < 2 {
-		t.Errorf("safe requests never went together (at most %d in flight)", w.maxSafe)
+	if len(*results) != 60 || w.wrongKind != 0 || len(w.ended) != 60 || answered != 60 {
+		t.Errorf("results %d, begun as the wrong kind %d, windows ended %d (%d answered)", len(*results), w.wrongKind, len(w.ended), answered)
 	}
 	for _, raw := range srv.Requests() {
 		if !strings.Contains(string(raw.Raw), "\r\nX-Shadowtap-Request: m") || !strings.HasSuffix(string(raw.Raw), "\r\n\r\n") {
 			t.Errorf("sent without its marker: %q", raw.Raw)
 		}
+	}
+	dead := &watcher{ended: map[string]bool{}}
+	r, _, _ = newReplayer(t, "127.0.0.1:1", Options{Workers: 1, MaxQueue: 10, Block: true, Writes: dead}, DefaultClientOptions)
+	r.Submit(1, parse(t, "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"))
+	stop(r, 10*time.Second)
+	if answered, ok := dead.ended["m1"]; !ok || answered {
+		t.Errorf("a request to a dead target: ended %v, answered %v", ok, answered)
 	}
 }
 
@@ -507,5 +504,30 @@ func TestRecordingKeepsOrderAcrossConnections(t *testing.T) {
 	}
 	if d := got["/during"].Sub(got["/place"]).Abs(); d >= srv.Delay {
 		t.Errorf("/during sent %v apart from /place: production ran them together", d)
+	}
+}
+
+// A stop that cuts requests short while a connection waits for another's
+// request (a recording's order) neither parks it again nor hands it to the
+// closed workers' channel: what is left is dropped and counted.
+func TestStopWhileWaitingForOrder(t *testing.T) {
+	for range 5 {
+		srv, _ := rawserver.Listen("127.0.0.1:0")
+		srv.Delay = time.Second
+		r, stats, _ := newReplayer(t, srv.Addr(), Options{Workers: 2, MaxQueue: 100, Block: true}, DefaultClientOptions)
+		at := func(path string, start, answered int64) *httpstream.Request {
+			req := parse(t, "POST "+path+" HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
+			req.Start, req.Answered = start, answered
+			return req
+		}
+		r.Submit(1, at("/first", 1000, 2000))
+		r.Submit(1, at("/after-other", 5000, 6000)) // production sent it once /other was answered
+		r.Submit(2, at("/other", 1500, 4500))
+		time.Sleep(100 * time.Millisecond) // both in flight
+		stop(r, 50*time.Millisecond)
+		if got := stats.QueueDrops.Load(); got != 1 {
+			t.Errorf("drops %d, want /after-other's", got)
+		}
+		srv.Close()
 	}
 }

@@ -46,6 +46,12 @@ type DebeziumOptions struct {
 	// MaxTxns bounds the transactions read but not yet complete or handed
 	// over; past it the source stops with ErrLag. 0: 10000.
 	MaxTxns int
+	// Stale bounds how long a transaction whose END came waits for its
+	// events (some were written before the source started reading, or
+	// are lost): past it, it is handed over as Lost, and those after it go
+	// on. A transaction whose END never comes is forgotten after it too.
+	// 0: 10s.
+	Stale time.Duration
 	// Client adds options to the Kafka client (TLS, SASL).
 	Client []kgo.Opt
 }
@@ -59,6 +65,9 @@ func OpenDebezium(o DebeziumOptions) (*DebeziumSource, error) {
 	}
 	if o.MaxTxns <= 0 {
 		o.MaxTxns = 10000
+	}
+	if o.Stale <= 0 {
+		o.Stale = 10 * time.Second
 	}
 	opts := append([]kgo.Opt{kgo.SeedBrokers(o.Brokers...), kgo.ConsumeRegex(),
 		kgo.ConsumeTopics("^" + regexp.QuoteMeta(o.Prefix) + `\.`),
@@ -126,8 +135,9 @@ type assembling struct {
 	events []orderedChange
 	marks  []string
 	sync   string
-	count  int // events seen
-	want   int // END's event_count; -1 until END
+	count  int       // events seen
+	want   int       // END's event_count; -1 until END
+	seen   time.Time // its first record, or its END once that came
 }
 
 type orderedChange struct {
@@ -146,7 +156,7 @@ func (s *DebeziumSource) run(ctx context.Context) {
 		}
 		s.mu.Unlock()
 	}
-	a := newAssembler(s.o.Prefix)
+	a := newAssembler(s.o.Prefix, s.o.Stale)
 	for {
 		fs := s.cl.PollFetches(ctx)
 		if ctx.Err() != nil {
@@ -156,8 +166,9 @@ func (s *DebeziumSource) run(ctx context.Context) {
 			fail(fmt.Errorf("writes: debezium: %w", err))
 			return
 		} // other fetch errors are retried by the client
-		fs.EachRecord(func(r *kgo.Record) { a.take(r.Topic, r.Key, r.Value) })
-		for _, x := range a.complete() {
+		now := time.Now()
+		fs.EachRecord(func(r *kgo.Record) { a.take(r.Topic, r.Key, r.Value, now) })
+		for _, x := range a.complete(now) {
 			select {
 			case s.out <- x:
 			default:
@@ -177,25 +188,34 @@ func (s *DebeziumSource) run(ctx context.Context) {
 // its events, handed over in the order of the ENDs (commit order).
 type assembler struct {
 	txTopic string
+	stale   time.Duration
 	open    map[string]*assembling
 	ended   []string // transactions whose END came, in commit order
+	// handed are the transactions handed over lately, so that a record
+	// Kafka delivers again (at least once) does not open them anew.
+	handed  map[string]bool
+	handedQ []string
+	swept   time.Time
 }
 
-func newAssembler(prefix string) *assembler {
-	return &assembler{txTopic: prefix + ".transaction", open: map[string]*assembling{}}
+// rememberHanded bounds the transactions remembered as handed over.
+const rememberHanded = 1 << 14
+
+func newAssembler(prefix string, stale time.Duration) *assembler {
+	return &assembler{txTopic: prefix + ".transaction", stale: stale, open: map[string]*assembling{}, handed: map[string]bool{}}
 }
 
-func (a *assembler) get(id string) *assembling {
+func (a *assembler) get(id string, now time.Time) *assembling {
 	x := a.open[id]
 	if x == nil {
-		x = &assembling{want: -1}
+		x = &assembling{want: -1, seen: now}
 		a.open[id] = x
 	}
 	return x
 }
 
 // take reads one record.
-func (a *assembler) take(topic string, key, value []byte) {
+func (a *assembler) take(topic string, key, value []byte, now time.Time) {
 	var e envelope
 	if len(value) == 0 || json.Unmarshal(value, &e) != nil {
 		return // a tombstone, or not an envelope: no change
@@ -204,18 +224,18 @@ func (a *assembler) take(topic string, key, value []byte) {
 		e = *e.Payload
 	}
 	if topic == a.txTopic {
-		if e.Status == "END" && e.ID != "" {
-			if x := a.get(e.ID); x.want < 0 {
-				x.want = e.EventCount
+		if e.Status == "END" && e.ID != "" && e.EventCount >= 0 && !a.handed[e.ID] {
+			if x := a.get(e.ID, now); x.want < 0 { // a second END (delivered again) is the first
+				x.want, x.seen = e.EventCount, now
 				a.ended = append(a.ended, e.ID)
 			}
 		}
 		return
 	}
-	if e.Transaction == nil || e.Transaction.ID == "" {
-		return // outside a transaction (a snapshot's read): nothing a request wrote
+	if e.Transaction == nil || e.Transaction.ID == "" || a.handed[e.Transaction.ID] {
+		return // outside a transaction (a snapshot's read): nothing a request wrote; or delivered again
 	}
-	x := a.get(e.Transaction.ID)
+	x := a.get(e.Transaction.ID, now)
 	x.count++
 	if e.Op == "m" && e.Message != nil {
 		content, err := base64.StdEncoding.DecodeString(e.Message.Content)
@@ -235,16 +255,24 @@ func (a *assembler) take(topic string, key, value []byte) {
 	}
 }
 
-// complete returns, in commit order, the transactions now complete.
-func (a *assembler) complete() []Txn {
+// complete returns, in commit order, the transactions now complete, and
+// as Lost those at the head that waited for their events past stale.
+func (a *assembler) complete(now time.Time) []Txn {
 	var out []Txn
 	for len(a.ended) > 0 {
-		x := a.open[a.ended[0]]
-		if x.count < x.want {
+		id := a.ended[0]
+		x := a.open[id]
+		lost := x.count < x.want
+		if lost && now.Sub(x.seen) < a.stale {
 			break
 		}
-		delete(a.open, a.ended[0])
+		delete(a.open, id)
 		a.ended = a.ended[1:]
+		a.handedOver(id)
+		if lost {
+			out = append(out, Txn{Lost: true})
+			continue
+		}
 		slices.SortStableFunc(x.events, func(p, q orderedChange) int { return cmp.Compare(p.order, q.order) })
 		t := Txn{Marks: x.marks, Sync: x.sync}
 		for _, ev := range x.events {
@@ -255,7 +283,28 @@ func (a *assembler) complete() []Txn {
 		}
 		out = append(out, t)
 	}
+	if now.Sub(a.swept) >= a.stale {
+		// Events of transactions whose END never came (it was written
+		// before the source started reading): not one of the requests'.
+		a.swept = now
+		for id, x := range a.open {
+			if x.want < 0 && now.Sub(x.seen) >= a.stale {
+				delete(a.open, id)
+			}
+		}
+	}
 	return out
+}
+
+// handedOver remembers id as handed over, forgetting the oldest past the
+// bound.
+func (a *assembler) handedOver(id string) {
+	a.handed[id] = true
+	a.handedQ = append(a.handedQ, id)
+	if len(a.handedQ) > rememberHanded {
+		delete(a.handed, a.handedQ[0])
+		a.handedQ = a.handedQ[1:]
+	}
 }
 
 // debeziumChange is the row of a change event; its values are kept as

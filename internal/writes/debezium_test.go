@@ -111,7 +111,7 @@ func TestDebeziumWritesOnKafka(t *testing.T) {
 	post := request(t, "POST /orders HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
 	m := w.Begin(ctx, post, false)
 	conn.commit(m, "14.50")
-	w.End(ctx, m)
+	w.End(ctx, m, true)
 	s := waitSet(t, sets)
 	want := `{"insert":{"public":{"order_events":[{"id":1,"kind":"created","order_id":1}],"orders":[{"id":1,"note":null,"total":14.50}]}}}`
 	if !s.Complete || string(s.Doc()) != want || len(s.Changes) != 2 || s.Changes[0].Table != "public.orders" || s.Changes[0].Key[0] != "id" {
@@ -121,11 +121,52 @@ func TestDebeziumWritesOnKafka(t *testing.T) {
 	alone := request(t, "POST /orders HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
 	m = w.Begin(ctx, alone, true)
 	conn.commit("", "3")
-	w.End(ctx, m)
+	w.End(ctx, m, true)
 	if s := waitSet(t, sets); !s.Complete || len(s.Changes) != 2 {
 		t.Errorf("window set: %+v", s)
 	}
 	if w.Stats.Marked.Load() != 1 || w.Stats.Windowed.Load() != 1 || w.Stats.Unattributed.Load() != 0 {
 		t.Errorf("marked %d windowed %d unattributed %d", w.Stats.Marked.Load(), w.Stats.Windowed.Load(), w.Stats.Unattributed.Load())
+	}
+}
+
+// end is a transaction topic's END record.
+func end(txid string, events int) []byte {
+	return fmt.Appendf(nil, `{"status":"END","id":"%s:1","event_count":%d}`, txid, events)
+}
+
+func orderEvent(txid string, id int) []byte {
+	return []byte(event("c", "orders", "null", fmt.Sprintf(`{"id":%d}`, id), txid, 1))
+}
+
+// Kafka delivers at least once, and the source starts in the middle of
+// the connector's stream: an END with a count below zero, an END or an
+// event delivered again, or a transaction whose events were written
+// before the source started, never stop the transactions after them,
+// never crash, and what could not be read whole is handed over as lost.
+func TestDebeziumAssemblerOddRecords(t *testing.T) {
+	a := newAssembler("shop", time.Second)
+	now := time.Unix(1000, 0)
+	a.take("shop.transaction", nil, end("800", -1), now) // malformed: not a transaction
+	a.take("shop.transaction", nil, end("800", -1), now)
+	a.take("shop.public.orders", []byte(`{"id":1}`), orderEvent("801", 1), now)
+	a.take("shop.transaction", nil, end("801", 1), now)
+	if got := a.complete(now); len(got) != 1 || len(got[0].Changes) != 1 || got[0].Lost {
+		t.Fatalf("after an END with a negative count: %+v", got)
+	}
+	a.take("shop.transaction", nil, end("801", 1), now) // delivered again
+	a.take("shop.public.orders", []byte(`{"id":1}`), orderEvent("801", 1), now)
+	a.take("shop.transaction", nil, end("799", 2), now) // its events were before the start
+	a.take("shop.public.orders", []byte(`{"id":2}`), orderEvent("802", 2), now)
+	a.take("shop.transaction", nil, end("802", 1), now)
+	if got := a.complete(now); len(got) != 0 {
+		t.Fatalf("handed over past a transaction still waiting for its events: %+v", got)
+	}
+	got := a.complete(now.Add(2 * time.Second))
+	if len(got) != 2 || !got[0].Lost || got[1].Lost || len(got[1].Changes) != 1 {
+		t.Fatalf("past the wait: %+v, want 799 lost then 802", got)
+	}
+	if len(a.open) != 0 || len(a.ended) != 0 {
+		t.Errorf("%d transactions open, %d ended, after all were handed over", len(a.open), len(a.ended))
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -59,6 +60,10 @@ type Txn struct {
 	// content of a non-transactional "shadowtap-sync" message, which the
 	// stream delivers after every transaction committed before it.
 	Sync string
+	// Lost, when set, makes this no transaction but the mark of one the
+	// source could not read whole: every set it may belong to is
+	// incomplete.
+	Lost bool
 }
 
 // MarkPrefix is the prefix of the logical messages a service emits to
@@ -164,7 +169,7 @@ func (s *PGSource) run(ctx context.Context) {
 		}
 		s.mu.Unlock()
 	}
-	relations := map[uint32]*pglogrepl.RelationMessage{}
+	relations := map[uint32]*relation{}
 	var txn *Txn
 	var handed, txnStart pglogrepl.LSN
 	next := time.Now().Add(standbyEvery)
@@ -227,7 +232,7 @@ func (s *PGSource) run(ctx context.Context) {
 			}
 			switch m := m.(type) {
 			case *pglogrepl.RelationMessage:
-				relations[m.RelationID] = m
+				relations[m.RelationID] = s.relation(ctx, m)
 			case *pglogrepl.BeginMessage:
 				txn, txnStart = &Txn{Xid: m.Xid}, x.WALStart
 			case *pglogrepl.LogicalDecodingMessage:
@@ -273,23 +278,61 @@ func (s *PGSource) run(ctx context.Context) {
 	}
 }
 
+// A relation is a table as pgoutput announced it, with the columns that
+// identify its rows.
+type relation struct {
+	*pglogrepl.RelationMessage
+	key []string
+}
+
+// relation reads m's key: its replica identity's columns, or, where that
+// is the whole row (REPLICA IDENTITY FULL flags every column), its primary
+// key, asked of the database once per announcement, so that a row is
+// still known by its id when its other columns change.
+func (s *PGSource) relation(ctx context.Context, m *pglogrepl.RelationMessage) *relation {
+	rel := &relation{RelationMessage: m}
+	for _, col := range m.Columns {
+		if col.Flags&1 != 0 {
+			rel.key = append(rel.key, col.Name)
+		}
+	}
+	if m.ReplicaIdentity != 'f' {
+		return rel
+	}
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	conn, err := pgconn.Connect(qctx, s.o.DSN)
+	if err != nil {
+		return rel // the whole row stays its key
+	}
+	defer conn.Close(context.Background())
+	res := conn.ExecParams(qctx, `SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+		WHERE i.indrelid = $1 AND i.indisprimary ORDER BY a.attnum`, [][]byte{[]byte(strconv.FormatUint(uint64(m.RelationID), 10))}, nil, nil, nil).Read()
+	if res.Err != nil || len(res.Rows) == 0 {
+		return rel
+	}
+	rel.key = rel.key[:0]
+	for _, row := range res.Rows {
+		rel.key = append(rel.key, string(row[0]))
+	}
+	return rel
+}
+
 // change is one row of relation rel (nil: not announced, which pgoutput
 // always does first); oldType 'K' says old holds the key columns alone.
-func change(rel *pglogrepl.RelationMessage, op string, oldType uint8, old, new *pglogrepl.TupleData) Change {
+func change(rel *relation, op string, oldType uint8, old, new *pglogrepl.TupleData) Change {
 	c := Change{Op: op}
 	if rel == nil {
 		c.Table = "?"
 		return c
 	}
 	c.Table = rel.Namespace + "." + rel.RelationName
-	c.Old, c.New = columns(rel, old, oldType == 'K'), columns(rel, new, false)
+	c.Old, c.New = columns(rel.RelationMessage, old, oldType == 'K'), columns(rel.RelationMessage, new, false)
 	c.Types = make(map[string]uint32, len(rel.Columns))
 	for _, col := range rel.Columns {
 		c.Types[col.Name] = col.DataType
-		if col.Flags&1 != 0 {
-			c.Key = append(c.Key, col.Name)
-		}
 	}
+	c.Key = rel.key
 	return c
 }
 

@@ -145,3 +145,34 @@ func TestPostgresWritesLagBound(t *testing.T) {
 		t.Errorf("%d slots left after the lag bound", slots)
 	}
 }
+
+// A table with REPLICA IDENTITY FULL (every column flagged as its
+// identity) still has its rows known by the primary key, so an update
+// says what it changed, after and before, and not the whole row twice.
+func TestPostgresWritesReplicaIdentityFull(t *testing.T) {
+	pg, dsn := postgres(t)
+	pg.SQL(t, "shop", "ALTER TABLE orders REPLICA IDENTITY FULL")
+	ctx := context.Background()
+	src, err := OpenPG(ctx, PGOptions{DSN: dsn, Slot: "shadowtap_full", Publication: "shadowtap_pub"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	db, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(ctx)
+	commit(t, db, "INSERT INTO orders (total, note) VALUES (14.5, 'new')")
+	commit(t, db, "UPDATE orders SET note = 'paid' WHERE id = 1")
+	ins, upd := next(t, src).Changes, next(t, src).Changes
+	if len(ins) != 1 || len(upd) != 1 || strings.Join(upd[0].Key, ",") != "id" {
+		t.Fatalf("insert %v, update %v: want one each, keyed by id", ins, upd)
+	}
+	var r rows
+	r.written(&ins[0])
+	r.written(&upd[0])
+	if doc := string(Document(upd)); doc != `{"update":{"public":{"orders":[{"id":1,"note":"paid"}]}},"before":{"public":{"orders":[{"id":1,"note":"new"}]}}}` {
+		t.Errorf("update: %s", doc)
+	}
+}

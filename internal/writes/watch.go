@@ -1,6 +1,7 @@
 package writes
 
 import (
+	"container/list"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -55,7 +56,7 @@ type WatchOptions struct {
 	// other's writes in their windows.
 	MarkersOnly bool
 	// Wait bounds how long a request's set waits for its barrier after
-	// its answer; 0: 5s.
+	// its answer, and how long writing a barrier may take; 0: 5s.
 	Wait time.Duration
 	Log  *slog.Logger
 }
@@ -72,6 +73,11 @@ type WatchStats struct {
 	Late         atomic.Uint64 // marked for a request whose set was already delivered
 	Incomplete   atomic.Uint64 // sets delivered incomplete: not compared
 }
+
+// quarantine: after a request failed (its answer never came: the service
+// may still be running it), the windows opened within Wait may hold its
+// late writes, so their sets are delivered incomplete rather than charged
+// with what another request wrote.
 
 // Watcher ties each transaction a target's database commits to the
 // replayed request that caused it, and hands over each request's set.
@@ -90,12 +96,21 @@ type Watcher struct {
 	o     WatchOptions
 	Stats WatchStats
 
-	mu      sync.Mutex
-	rows    rows
-	pending map[string]*pendingSet // by marker
-	open    *pendingSet            // the window the stream is in (between its barriers)
-	seq     atomic.Uint64
-	logged  time.Time
+	// alone is held exclusively by an unsafe request from Begin to End,
+	// shared by the others: the watcher, not a replayer, owns it, so that
+	// two replayers of one target (the old one draining after a reload)
+	// never send a request into another's window.
+	alone sync.RWMutex
+
+	mu         sync.Mutex
+	rows       rows
+	pending    map[string]*pendingSet // by marker
+	holds      map[string]bool        // by marker, from Begin to End: whether it holds alone exclusively
+	open       *pendingSet            // the window the stream is in (between its barriers)
+	quarantine time.Time              // windows opened before it are not trusted (see quarantine)
+	dead       bool                   // the source ended: no set can complete
+	seq        atomic.Uint64
+	logged     time.Time
 
 	stop chan struct{}
 	done chan struct{}
@@ -107,6 +122,10 @@ type pendingSet struct {
 	changes  []Change
 	ended    bool      // End was called
 	deadline time.Time // once ended: the barrier must have come by then
+	// untrusted: its window cannot be known whole (its start barrier
+	// failed, a failed request's writes may come in it, its own answer
+	// never came): delivered incomplete, at its End.
+	untrusted bool
 }
 
 // runID tells this process's markers apart from another handler's.
@@ -124,38 +143,74 @@ func Watch(o WatchOptions) *Watcher {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	w := &Watcher{o: o, pending: map[string]*pendingSet{}, stop: make(chan struct{}), done: make(chan struct{})}
+	w := &Watcher{o: o, pending: map[string]*pendingSet{}, holds: map[string]bool{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go w.run()
 	return w
 }
 
-// Begin is called before req is sent; alone says no other request to the
-// target is in flight until End (the replayer holds it alone), so that
-// the transactions of its window are its. It returns the marker the
-// request carries.
+// Begin is called before req is sent. With alone it returns once no
+// other request to the target is in flight, and none starts until End, so
+// that the transactions of its window are its; without, it waits only
+// for a request alone to end. It returns the marker the request carries.
+// Every Begin must be followed by End.
 func (w *Watcher) Begin(ctx context.Context, req *httpstream.Request, alone bool) string {
+	if alone {
+		w.alone.Lock()
+	} else {
+		w.alone.RLock()
+	}
 	marker := runID + "." + strconv.FormatUint(w.seq.Add(1), 10)
+	p := &pendingSet{marker: marker, req: req}
 	w.mu.Lock()
-	w.pending[marker] = &pendingSet{marker: marker, req: req}
+	w.holds[marker] = alone
+	if w.dead {
+		w.mu.Unlock()
+		w.Stats.Incomplete.Add(1) // nothing will come: not compared
+		w.o.Deliver(Set{Target: w.o.Target, Req: req})
+		return marker
+	}
+	w.pending[marker] = p
+	p.untrusted = alone && !w.o.MarkersOnly && time.Now().Before(w.quarantine)
 	w.mu.Unlock()
-	if alone && !w.o.MarkersOnly {
-		if err := w.o.Sync(ctx, "s:"+marker); err != nil {
-			w.warn("writes: a barrier could not be written: the request's unmarked writes are not attributed", err)
+	if alone && !w.o.MarkersOnly && !p.untrusted {
+		if err := w.sync(ctx, "s:"+marker); err != nil {
+			w.mu.Lock()
+			p.untrusted = true // its window will not open: its unmarked writes would be missing
+			w.warnLocked("writes: a barrier could not be written: the request's writes are not compared", err)
+			w.mu.Unlock()
 		}
 	}
 	return marker
 }
 
-// End is called once the request's answer came (or it failed): its set is
-// delivered when its barrier comes through the stream, or incomplete
-// after Wait. With alone, call it before another request may start.
-func (w *Watcher) End(ctx context.Context, marker string) {
-	err := w.o.Sync(ctx, "e:"+marker)
+// End is called once the request's answer came (answered) or it failed:
+// its set is delivered when its barrier comes through the stream, or
+// incomplete after Wait. It lets the next request alone go.
+func (w *Watcher) End(ctx context.Context, marker string, answered bool) {
+	defer w.release(marker)
+	w.mu.Lock()
+	p := w.pending[marker]
+	if !answered {
+		// Still running at the service, maybe: what it writes later must
+		// not be charged to the next window.
+		w.quarantine = time.Now().Add(w.o.Wait)
+		if p != nil {
+			p.untrusted = true
+		}
+	}
+	if p == nil || p.untrusted {
+		if p != nil {
+			w.deliver(p, false)
+		}
+		w.mu.Unlock()
+		return
+	}
+	w.mu.Unlock()
+	err := w.sync(ctx, "e:"+marker)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	p := w.pending[marker]
-	if p == nil {
-		return
+	if w.pending[marker] != p {
+		return // delivered meanwhile (the source ended)
 	}
 	p.ended = true
 	p.deadline = time.Now().Add(w.o.Wait)
@@ -163,6 +218,29 @@ func (w *Watcher) End(ctx context.Context, marker string) {
 		p.deadline = time.Time{} // no barrier will come: incomplete at the next tick
 		w.warnLocked("writes: the end barrier could not be written: the request's writes are not compared", err)
 	}
+}
+
+// release lets go of what Begin took for marker.
+func (w *Watcher) release(marker string) {
+	w.mu.Lock()
+	alone, ok := w.holds[marker]
+	delete(w.holds, marker)
+	w.mu.Unlock()
+	switch {
+	case !ok:
+	case alone:
+		w.alone.Unlock()
+	default:
+		w.alone.RUnlock()
+	}
+}
+
+// sync writes a barrier, within Wait: a database that hangs must not hold
+// the request, or a stop, with it.
+func (w *Watcher) sync(ctx context.Context, token string) error {
+	ctx, cancel := context.WithTimeout(ctx, w.o.Wait)
+	defer cancel()
+	return w.o.Sync(ctx, token)
 }
 
 // Close delivers what is pending (complete if its barrier comes within
@@ -175,6 +253,11 @@ func (w *Watcher) Close() {
 
 func (w *Watcher) run() {
 	defer close(w.done)
+	defer func() {
+		w.mu.Lock()
+		w.dead = true
+		w.mu.Unlock()
+	}()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	var closing <-chan time.Time
@@ -222,6 +305,14 @@ func (w *Watcher) idle() bool {
 func (w *Watcher) take(x Txn) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if x.Lost {
+		// Whose it was is not known: any set in flight may miss it.
+		for _, p := range w.pending {
+			p.untrusted = true
+		}
+		w.Stats.Unattributed.Add(1)
+		return
+	}
 	if x.Sync != "" {
 		kind, marker, _ := strings.Cut(x.Sync, ":")
 		p := w.pending[marker]
@@ -262,68 +353,139 @@ func (w *Watcher) take(x Txn) {
 // rows are the rows the stream wrote, as last written, so that an update
 // says what it changed: PostgreSQL sends the whole row after an update,
 // and a column an earlier request wrote differently (a total) is that
-// request's difference, not the update's.
+// request's difference, not the update's. Bounded in rows and in bytes;
+// the row written longest ago is forgotten first (its next update is
+// compared whole).
 type rows struct {
-	last map[string]map[string]*string // by table and key
+	byKey map[string]*list.Element // of *knownRow
+	order list.List                // least recently written first
+	bytes int
 }
 
-// maxRows bounds the rows remembered; past it one is forgotten (its next
-// update is compared whole).
-const maxRows = 100000
+type knownRow struct {
+	key  string
+	cols map[string]*string
+	size int
+}
 
-// written updates what is known of c's row and, for an update of a known
-// row, leaves in c.New the key and the columns it changed.
+const (
+	maxRows     = 100000
+	maxRowBytes = 64 << 20
+)
+
+// written updates what is known of c's row and, for an update, leaves in
+// c.New the key and the columns it changed, and in c.Old the key and those
+// columns' values before (REPLICA IDENTITY FULL sends the whole row).
 func (r *rows) written(c *Change) {
-	row := c.New
-	if c.Op == "delete" {
-		row = c.Old
-	}
-	if len(c.Key) == 0 || row == nil {
+	if len(c.Key) == 0 {
 		return
 	}
+	if r.byKey == nil {
+		r.byKey = map[string]*list.Element{}
+	}
+	switch c.Op {
+	case "delete":
+		r.forget(rowKey(c.Table, c.Key, c.Old))
+	case "insert":
+		r.remember(rowKey(c.Table, c.Key, c.New), c.New)
+	case "update":
+		// The row is found by its key before the update: a key the update
+		// changed is in Old.
+		was := c.New
+		if c.Old != nil {
+			was = c.Old
+		}
+		oldKey := rowKey(c.Table, c.Key, was)
+		var before map[string]*string
+		if e := r.byKey[oldKey]; e != nil {
+			before = e.Value.(*knownRow).cols
+		} else if len(c.Old) > len(c.Key) {
+			before = c.Old // the whole row before, from the replica identity
+		}
+		after := c.New
+		if before != nil {
+			after = maps.Clone(before)
+			maps.Copy(after, c.New)
+			changed := make(map[string]*string, len(c.Key)+2)
+			var prior map[string]*string
+			for col, v := range c.New {
+				old, had := before[col]
+				if !had || !sameValue(old, v) || slices.Contains(c.Key, col) {
+					changed[col] = v
+					if c.Old != nil && !slices.Contains(c.Key, col) {
+						if prior == nil {
+							prior = map[string]*string{}
+						}
+						prior[col] = old
+					}
+				}
+			}
+			if c.Old != nil {
+				for _, k := range c.Key {
+					if prior == nil {
+						prior = map[string]*string{}
+					}
+					prior[k] = c.Old[k]
+				}
+			}
+			c.New, c.Old = changed, prior
+		}
+		r.forget(oldKey)
+		r.remember(rowKey(c.Table, c.Key, c.New), after)
+	}
+}
+
+// rowKey names a row by its table and key columns' values.
+func rowKey(table string, key []string, row map[string]*string) string {
+	if row == nil {
+		return ""
+	}
 	var b strings.Builder
-	b.WriteString(c.Table)
-	for _, k := range c.Key {
+	b.WriteString(table)
+	for _, k := range key {
 		b.WriteByte(0)
 		if v := row[k]; v != nil {
 			b.WriteString(*v)
 		}
 	}
-	key := b.String()
-	if r.last == nil {
-		r.last = map[string]map[string]*string{}
-	}
-	switch c.Op {
-	case "delete":
-		delete(r.last, key)
+	return b.String()
+}
+
+func (r *rows) remember(key string, cols map[string]*string) {
+	if key == "" || cols == nil {
 		return
-	case "update":
-		if before, ok := r.last[key]; ok {
-			after := maps.Clone(before)
-			changed := make(map[string]*string, len(c.Key)+2)
-			for col, v := range c.New {
-				after[col] = v
-				if old, had := before[col]; !had || !sameValue(old, v) || slices.Contains(c.Key, col) {
-					changed[col] = v
-				}
-			}
-			r.last[key], c.New = after, changed
-			return
+	}
+	r.forget(key)
+	size := len(key)
+	for col, v := range cols {
+		size += len(col) + 16
+		if v != nil {
+			size += len(*v)
 		}
 	}
-	if len(r.last) >= maxRows {
-		for k := range r.last {
-			delete(r.last, k)
-			break
-		}
+	if size > maxRowBytes/16 {
+		return // one row must not push out all the others
 	}
-	r.last[key] = maps.Clone(c.New)
+	r.byKey[key] = r.order.PushBack(&knownRow{key: key, cols: maps.Clone(cols), size: size})
+	r.bytes += size
+	for r.order.Len() > maxRows || r.bytes > maxRowBytes {
+		r.forget(r.order.Front().Value.(*knownRow).key)
+	}
+}
+
+func (r *rows) forget(key string) {
+	if e := r.byKey[key]; e != nil {
+		r.bytes -= e.Value.(*knownRow).size
+		r.order.Remove(e)
+		delete(r.byKey, key)
+	}
 }
 
 func sameValue(a, b *string) bool { return a == nil && b == nil || a != nil && b != nil && *a == *b }
 
 // deliver hands p's set over. w.mu is held.
 func (w *Watcher) deliver(p *pendingSet, complete bool) {
+	complete = complete && !p.untrusted
 	delete(w.pending, p.marker)
 	if w.open == p {
 		w.open = nil
@@ -341,6 +503,7 @@ func (w *Watcher) deliver(p *pendingSet, complete bool) {
 func (w *Watcher) expire(all bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.dead = w.dead || all // no Begin after this waits for what will not come
 	now := time.Now()
 	for _, p := range w.pending {
 		if all || p.ended && now.After(p.deadline) {
