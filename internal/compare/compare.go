@@ -18,6 +18,7 @@
 package compare
 
 import (
+	"github.com/shadowtap/shadowtap/internal/glob"
 	"hash/fnv"
 	"io"
 	"log/slog"
@@ -225,10 +226,10 @@ func New(cfg Config, log *slog.Logger) (*Comparator, error) {
 		}
 	}
 	for _, r := range cfg.Ignore {
-		c.ignore = append(c.ignore, ignoreRule{glob(r.Endpoint), glob(r.Field)})
+		c.ignore = append(c.ignore, ignoreRule{glob.Compile(r.Endpoint), glob.Compile(r.Field)})
 	}
 	for _, r := range cfg.Always {
-		c.always = append(c.always, ignoreRule{glob(r.Endpoint), glob(r.Field)})
+		c.always = append(c.always, ignoreRule{glob.Compile(r.Endpoint), glob.Compile(r.Field)})
 	}
 	c.done.Add(2)
 	go c.worker()
@@ -723,19 +724,6 @@ func matchAny(rules []ignoreRule, ep string, d *diff.Difference) bool {
 		}
 	}
 	return false
-}
-
-// glob compiles a pattern in which "*" matches any run of characters (an
-// empty pattern matches everything).
-func glob(pattern string) *regexp.Regexp {
-	if pattern == "" {
-		pattern = "*"
-	}
-	parts := strings.Split(pattern, "*")
-	for i := range parts {
-		parts[i] = regexp.QuoteMeta(parts[i])
-	}
-	return regexp.MustCompile("^" + strings.Join(parts, ".*") + "$")
 }
 
 // requestKey identifies identical requests (for production noise): the

@@ -261,3 +261,21 @@ func TestNoWaitForAValueToldAfterTheRequest(t *testing.T) {
 		t.Errorf("captured after production told of it: %+v, want a wait", res)
 	}
 }
+
+// Production's client carrying a created value back is known when its
+// request is captured, before that request is replayed: the comparison
+// of the answer that created it, which may run first (the replay of the
+// next request waits for it), already sees one order, not a difference.
+func TestOriginOnceProductionCarriedItBack(t *testing.T) {
+	tb := afterLogin(t)
+	at := Field{Key: "body.order.id"}
+	tb.Carried(Named([]byte("GET /api/orders/" + prodOrder + " HTTP/1.1\r\n\r\n")))
+	if k, ok := tb.Origin(candOrder, at); !ok || k != tb.KeyAt(prodOrder, at) {
+		t.Errorf("origin of the candidate's order, production's request captured: %v %v", k, ok)
+	}
+	other := afterLogin(t)
+	other.Carried(Named([]byte("GET /api/orders/77 HTTP/1.1\r\n\r\n")))
+	if _, ok := other.Origin(candOrder, at); ok {
+		t.Error("an origin from a request naming another order")
+	}
+}

@@ -89,7 +89,7 @@ type entry struct {
 	state  state
 	target string
 	entity string // what a short number names: the target's value is keyed under it too
-	sent   bool   // translated in a request: an id carried forward, not merely a value that differed
+	sent   bool   // carried back by a request (Carried, or translated): an id, not merely a value that differed
 	// told is when production's answer that told of it ended (capture
 	// clock; 0: not known): a request captured before then cannot name
 	// it from that answer, and does not wait for its pair.

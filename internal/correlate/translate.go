@@ -491,3 +491,42 @@ func appendLower(dst, b []byte) []byte {
 	}
 	return dst
 }
+
+// Names are the values production's request names, read at most once for
+// every target's table (see Carried), and only when a table holds values.
+type Names struct {
+	req  []byte
+	toks []token
+	read bool
+}
+
+// Named returns req's names, read when first needed.
+func Named(req []byte) *Names { return &Names{req: req} }
+
+func (n *Names) tokens() []token {
+	if !n.read {
+		n.toks, n.read = tokens(n.req), true
+	}
+	return n.toks
+}
+
+// Carried notes the values production's request names: its client carried
+// back what an answer gave it, the evidence that they are created ids
+// (see Origin), known when the request is captured, before its replay,
+// which may come after the comparison of the answer that created them.
+func (t *Table) Carried(n *Names) {
+	if t.empty() {
+		return
+	}
+	t.mu.Lock()
+	excl := t.exclude
+	t.mu.Unlock()
+	toks := t.keyed(n.tokens(), excl)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, tk := range toks {
+		if e := t.entries[tk.key]; e != nil {
+			e.sent = true
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/shadowtap/shadowtap/internal/glob"
 	"io"
 	"os"
 	"regexp"
@@ -78,7 +79,7 @@ func ParseAccept(b []byte, name string) ([]Accept, error) {
 			errs = append(errs, fmt.Errorf("accept: %s: entry %d: comparison %q: want %s or %s", name, i+1, a.Comparison,
 				compare.VsProduction, compare.VsBaseline))
 		}
-		a.endpoint, a.field = glob(a.Endpoint), glob(a.Field)
+		a.endpoint, a.field = glob.Compile(a.Endpoint), glob.Compile(a.Field)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -88,18 +89,9 @@ func ParseAccept(b []byte, name string) ([]Accept, error) {
 
 func (a *Accept) matches(endpoint, comparison, field string) bool {
 	if a.endpoint == nil {
-		a.endpoint, a.field = glob(a.Endpoint), glob(a.Field)
+		a.endpoint, a.field = glob.Compile(a.Endpoint), glob.Compile(a.Field)
 	}
 	return (a.Comparison == "" || a.Comparison == comparison) && a.endpoint.MatchString(endpoint) && a.field.MatchString(field)
-}
-
-// glob compiles a pattern in which "*" matches any run of characters.
-func glob(pattern string) *regexp.Regexp {
-	parts := strings.Split(pattern, "*")
-	for i := range parts {
-		parts[i] = regexp.QuoteMeta(parts[i])
-	}
-	return regexp.MustCompile("^" + strings.Join(parts, ".*") + "$")
 }
 
 // Finding is one field (or latency quantile) of one endpoint in one

@@ -178,7 +178,11 @@ func (f *Fanout) Submit(conn uint64, r *httpstream.Request) {
 	if f.compare != nil {
 		f.compare.Expect(r)
 	}
+	names := correlate.Named(r.Raw)
 	for _, t := range f.cur.Load().Targets {
+		if t.Pairs != nil {
+			t.Pairs.Carried(names) // before its replay: the comparison may ask first
+		}
 		sent := false
 		switch reason := t.filter.Check(r); {
 		case reason != filter.Pass:

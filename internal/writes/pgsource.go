@@ -57,8 +57,9 @@ type Txn struct {
 	Marks   []string // contents of the "shadowtap" messages it emitted
 	Changes []Change
 	// Sync, when set, makes this no transaction but a barrier: the
-	// content of a non-transactional "shadowtap-sync" message, which the
-	// stream delivers after every transaction committed before it.
+	// content of a "shadowtap-sync" message (a transaction of its own, or
+	// a non-transactional message), which the stream delivers after every
+	// transaction committed before it.
 	Sync string
 	// Lost, when set, makes this no transaction but the mark of one the
 	// source could not read whole: every set it may belong to is
@@ -239,6 +240,8 @@ func (s *PGSource) run(ctx context.Context) {
 				switch {
 				case txn != nil && m.Prefix == MarkPrefix:
 					txn.Marks = append(txn.Marks, string(m.Content))
+				case txn != nil && m.Prefix == SyncPrefix:
+					txn.Sync = string(m.Content) // a barrier written as a transaction of its own
 				case txn == nil && !m.Transactional && m.Prefix == SyncPrefix:
 					select {
 					case s.out <- Txn{Sync: string(m.Content), LSN: m.LSN}:
@@ -265,6 +268,9 @@ func (s *PGSource) run(ctx context.Context) {
 					continue
 				}
 				txn.Commit, txn.LSN = m.CommitTime, m.TransactionEndLSN
+				if txn.Sync != "" {
+					txn.Changes, txn.Marks = nil, nil
+				}
 				select {
 				case s.out <- *txn:
 					handed = m.TransactionEndLSN

@@ -11,7 +11,7 @@ import (
 	"github.com/shadowtap/shadowtap/internal/pgtest"
 )
 
-func postgres(t *testing.T) (*pgtest.Cluster, string) {
+func postgres(t testing.TB) (*pgtest.Cluster, string) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("starts PostgreSQL")

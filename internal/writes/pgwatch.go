@@ -7,40 +7,41 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// syncSQL writes a barrier: a non-transactional logical message, decoded
-// at once, after every transaction committed before it.
-const syncSQL = "SELECT pg_logical_emit_message(false, '" + SyncPrefix + "', $1)"
+// syncSQL writes a barrier as a transaction of its own, ordered among the
+// others by its commit. Not a non-transactional message: that is decoded
+// only once the WAL writer flushes it (wal_writer_delay, 200 ms by default,
+// on every request; PostgreSQL 17's flush argument is not in 15), where a
+// commit flushes at once (synchronous_commit is set local for the
+// barriers' sessions). A Debezium connector on PostgreSQL orders it by its
+// transaction topic the same way.
+const syncSQL = "SELECT pg_logical_emit_message(true, '" + SyncPrefix + "', $1)"
 
 // WatchPG streams the database of po.DSN and starts a watcher over it,
 // its barriers written through a small pool of ordinary connections. The
 // role needs REPLICATION and EXECUTE on pg_logical_emit_message; a role
 // without the latter is refused here, with the GRANT it lacks.
 func WatchPG(ctx context.Context, po PGOptions, wo WatchOptions) (*Watcher, error) {
-	return watchWithBarriers(ctx, po.DSN, syncSQL, wo, func() (Source, error) { return OpenPG(ctx, po) })
+	return watchWithBarriers(ctx, po.DSN, wo, func() (Source, error) { return OpenPG(ctx, po) })
 }
-
-// syncTxSQL writes a barrier as a transaction of its own, for a Debezium
-// connector on PostgreSQL: ordered among the other transactions by the
-// connector's transaction topic.
-const syncTxSQL = "SELECT pg_logical_emit_message(true, '" + SyncPrefix + "', $1)"
 
 // WatchDebezium reads a Debezium connector's topics and starts a watcher
 // over them, its barriers written through barrierDSN (a PostgreSQL
 // database the connector captures, with its messages: the PostgreSQL
 // connector's default).
 func WatchDebezium(ctx context.Context, do DebeziumOptions, barrierDSN string, wo WatchOptions) (*Watcher, error) {
-	return watchWithBarriers(ctx, barrierDSN, syncTxSQL, wo, func() (Source, error) { return OpenDebezium(do) })
+	return watchWithBarriers(ctx, barrierDSN, wo, func() (Source, error) { return OpenDebezium(do) })
 }
 
-// watchWithBarriers opens the pool barriers are written through with
-// syncSQL (refusing a role that may not write them), then the source, and
-// starts a watcher over both; the pool closes with the source.
-func watchWithBarriers(ctx context.Context, dsn, syncSQL string, wo WatchOptions, open func() (Source, error)) (*Watcher, error) {
+// watchWithBarriers opens the pool barriers are written through
+// (refusing a role that may not write them), then the source, and starts
+// a watcher over both; the pool closes with the source.
+func watchWithBarriers(ctx context.Context, dsn string, wo WatchOptions, open func() (Source, error)) (*Watcher, error) {
 	pc, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("writes: %w", err)
 	}
 	pc.MaxConns = 4
+	pc.ConnConfig.RuntimeParams["synchronous_commit"] = "local" // its commit flushes: decoded at once
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("writes: %w", err)

@@ -13,7 +13,7 @@ import (
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 )
 
-func request(t *testing.T, raw string) *httpstream.Request {
+func request(t testing.TB, raw string) *httpstream.Request {
 	t.Helper()
 	var got *httpstream.Request
 	httpstream.NewParser(httpstream.DefaultOptions, &httpstream.Stats{}, func(r *httpstream.Request) { got = r }).Feed([]byte(raw), 0)
