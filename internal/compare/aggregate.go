@@ -157,7 +157,8 @@ func (c *Comparator) record(ep *EndpointState, cmp, refName string, x *exchange,
 			}
 		}
 		if len(f.Samples) < maxFieldSamples {
-			f.Samples = append(f.Samples, FieldSample{d.Field, string(d.Kind), d.Ref, d.Cand})
+			mk := c.cfg.Mask
+			f.Samples = append(f.Samples, FieldSample{d.Field, string(d.Kind), mk.Field(d.Key, d.Ref), mk.Field(d.Key, d.Cand)})
 		}
 		findings = append(findings, *d)
 		if cs.Noise.rate(d.Key) == 0 {
@@ -215,12 +216,13 @@ func (c *Comparator) sample(cmp string, x *exchange, ref, cand side, pr, pc *dif
 	if n == 0 {
 		n = 16 << 10
 	}
+	mk := c.cfg.Mask // what is shown is masked; what was compared was not
 	side := func(s side, p *diff.Parsed) Side {
 		lat := s.firstByte
 		if lat <= 0 {
 			lat = s.total
 		}
-		return Side{Status: s.msg.Status, Header: redactHeaders(s.msg.Header, c.cfg.Redact), Body: capBody(p.Body, n),
+		return Side{Status: s.msg.Status, Header: mk.Headers(redactHeaders(s.msg.Header, c.cfg.Redact)), Body: mk.Document("body", capBody(p.Body, n)),
 			LatencyMS: float64(lat) / float64(time.Millisecond)}
 	}
 	req := x.req
@@ -228,16 +230,16 @@ func (c *Comparator) sample(cmp string, x *exchange, ref, cand side, pr, pc *dif
 	var b strings.Builder
 	b.Write(req.Method())
 	b.WriteByte(' ')
-	b.Write(req.Target())
+	b.WriteString(mk.Text(string(req.Target())))
 	for _, k := range slices.Sorted(mapsKeys(head)) {
-		v := head.Get(k)
+		v := mk.Header(k, head.Get(k))
 		if slices.ContainsFunc(c.cfg.Redact, func(r string) bool { return strings.EqualFold(r, k) }) {
 			v = "REDACTED"
 		}
 		b.WriteString("\n" + k + ": " + v)
 	}
 	if body := req.Body(); len(body) > 0 {
-		b.WriteString("\n\n" + capBody(body, n))
+		b.WriteString("\n\n" + mk.Document("body", capBody(body, n)))
 	}
 	var keys []string
 	for i, d := range findings {
@@ -247,10 +249,16 @@ func (c *Comparator) sample(cmp string, x *exchange, ref, cand side, pr, pc *dif
 	}
 	rs, cs := side(ref, pr), side(cand, pc)
 	if cmp == VsBaseline && x.expect&partCandWrites != 0 {
-		rs.Writes, cs.Writes = capBody(x.sides[bitIndex(partBaseWrites)].writes, n), capBody(x.sides[bitIndex(partCandWrites)].writes, n)
+		rs.Writes = mk.Document(WriteRoot, capBody(x.sides[bitIndex(partBaseWrites)].writes, n))
+		cs.Writes = mk.Document(WriteRoot, capBody(x.sides[bitIndex(partCandWrites)].writes, n))
+	}
+	diffs := slices.Clone(shown[:min(len(shown), maxSampleDiffs)])
+	for i := range diffs {
+		d := &diffs[i]
+		d.Ref, d.Cand = mk.Field(d.Key, d.Ref), mk.Field(d.Key, d.Cand)
 	}
 	return &Sample{Time: c.cfg.Now(), Comparison: cmp, Findings: keys, Request: b.String(), Reference: rs,
-		Candidate: cs, Differences: slices.Clone(shown[:min(len(shown), maxSampleDiffs)])}
+		Candidate: cs, Differences: diffs}
 }
 
 func mapsKeys(h http.Header) func(func(string) bool) {

@@ -19,6 +19,7 @@ package compare
 
 import (
 	"github.com/shadowtap/shadowtap/internal/glob"
+	"github.com/shadowtap/shadowtap/internal/mask"
 	"hash/fnv"
 	"io"
 	"log/slog"
@@ -90,7 +91,10 @@ type Config struct {
 	LogSamples int           // difference-log lines per endpoint, comparison and finding; 0: 5
 	LogEvery   time.Duration // between statistics lines; 0: 30s
 	Redact     []string
-	Handler    string // this handler's name in reports
+	// Mask hides personal data in what is shown (samples, the log), after
+	// the comparison; nil: nothing masked.
+	Mask    *mask.Masker
+	Handler string // this handler's name in reports
 	// Fleet, when set, shares the learned noise with the fleet's other
 	// handlers every FleetEvery (0: 30s).
 	Fleet      FleetNoise

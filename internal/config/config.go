@@ -142,6 +142,7 @@ type Compare struct {
 	Log               string        `yaml:"log"`      // JSON Lines file of differences; "" for none
 	LogMaxBody        int           `yaml:"log_max_body"`
 	Redact            []string      `yaml:"redact"` // headers never written to the log or page
+	Mask              Mask          `yaml:"mask"`   // personal data masked in what is shown
 	MinSamples        int           `yaml:"min_samples"`
 	Threshold         float64       `yaml:"threshold"`   // minimum difference rate of a regression (it must also be significantly above noise)
 	Confidence        float64       `yaml:"confidence"`  // one-sided confidence of "above noise"
@@ -151,6 +152,17 @@ type Compare struct {
 	// target name: the candidate's and the baseline's (and the
 	// secondary's, for noise).
 	Writes map[string]Writes `yaml:"writes"`
+}
+
+// Mask names what is masked in the samples shown (report, JSON, JUnit,
+// the difference log), besides what the detectors find: see package mask.
+type Mask struct {
+	Headers []string `yaml:"headers"`
+	Cookies []string `yaml:"cookies"`
+	Fields  []string `yaml:"fields"` // body.customer.address, write.insert.public.users[*].phone, or a bare name: email
+	// Detect: the detectors (email, card, jwt, iban, bearer: all when
+	// absent; [none] for none).
+	Detect []string `yaml:"detect"`
 }
 
 // Writes is where a target's database writes are read from.

@@ -302,3 +302,23 @@ func TestCompareWrites(t *testing.T) {
 		}
 	}
 }
+
+// compare.mask takes headers, cookies, fields and known detectors.
+func TestCompareMask(t *testing.T) {
+	base := "targets: [{name: new, destination: 'http://127.0.0.1:1'}]\ncompare: {candidate: new, mask: "
+	for yaml, want := range map[string]string{
+		"{headers: [X-Name], cookies: [cart], fields: [body.customer.address, email], detect: [email, card]}}": "",
+		"{detect: [none]}}":  "",
+		"{detect: [phone]}}": `"phone": want email, card, jwt, iban, bearer or none`,
+		"{fieldz: [email]}}": "fieldz",
+	} {
+		c := Default()
+		err := c.Load([]byte(base+yaml+"\n"), "mask.yaml")
+		if err == nil {
+			err = c.Validate()
+		}
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("%s: %v, want %q", yaml, err, want)
+		}
+	}
+}

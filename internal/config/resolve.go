@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"github.com/shadowtap/shadowtap/internal/mask"
 	"maps"
 	"math"
 	"net/url"
@@ -253,6 +254,11 @@ func (c *Config) validateCompare(targets []Resolved) []error {
 	}
 	if cm.MinSamples < 1 || cm.MaxEndpoints < 1 || cm.MaxBody < 1 || cm.Wait <= 0 {
 		errs = append(errs, errors.New("compare: min_samples, max_endpoints, max_body and wait must be positive"))
+	}
+	for _, d := range cm.Mask.Detect {
+		if !mask.Known(d) {
+			errs = append(errs, fmt.Errorf("compare.mask.detect: %q: want email, card, jwt, iban, bearer or none", d))
+		}
 	}
 	return append(errs, cm.validateWrites()...)
 }

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"github.com/shadowtap/shadowtap/internal/mask"
 	"maps"
 	"math"
 	"os"
@@ -185,6 +186,7 @@ func compareConfig(cm config.Compare) compare.Config {
 	cc := compare.Config{Candidate: cm.Candidate, Baseline: cm.Baseline, Secondary: cm.Secondary, AgainstProduction: cm.VsProduction(),
 		Diff: diff.DefaultOptions, Patterns: cm.Endpoints, MaxEndpoints: cm.MaxEndpoints, Wait: cm.Wait,
 		MinSamples: cm.MinSamples, Threshold: cm.Threshold, LogMaxBody: cm.LogMaxBody, Redact: cm.Redact,
+		Mask:       mask.New(mask.Rules{Headers: cm.Mask.Headers, Cookies: cm.Mask.Cookies, Fields: cm.Mask.Fields, Detect: cm.Mask.Detect}, maskKey()),
 		Confidence: cm.Confidence, LogSamples: cm.LogSamples}
 	cc.Diff.IgnoreHeaders = append(slices.Clone(diff.DefaultIgnoreHeaders), cm.IgnoreHeaders...)
 	for _, r := range cm.Ignore {
@@ -195,4 +197,14 @@ func compareConfig(cm config.Compare) compare.Config {
 	}
 	cc.Writes = slices.Sorted(maps.Keys(cm.Writes))
 	return cc
+}
+
+// maskKey is the key of the pseudonyms shown: SHADOWTAP_MASK_KEY's, for a
+// fleet whose merged report must show one value as one pseudonym (an
+// environment variable, never a flag), else one made for this run.
+func maskKey() []byte {
+	if k := os.Getenv("SHADOWTAP_MASK_KEY"); k != "" {
+		return []byte(k)
+	}
+	return nil
 }
