@@ -41,6 +41,28 @@ func commit(t *testing.T, db *pgx.Conn, sql ...string) {
 	}
 }
 
+// dial connects to the database as the service does, until the test ends.
+func dial(t testing.TB, dsn string) *pgx.Conn {
+	t.Helper()
+	db, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close(context.Background()) })
+	return db
+}
+
+// openPG starts a source, closed when the test ends.
+func openPG(t testing.TB, o PGOptions) *PGSource {
+	t.Helper()
+	src, err := OpenPG(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.Close)
+	return src
+}
+
 func next(t *testing.T, s *PGSource) Txn {
 	t.Helper()
 	select {
@@ -66,11 +88,7 @@ func TestPostgresWritesStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close(ctx)
+	db := dial(t, dsn)
 	exec := func(sql ...string) { commit(t, db, sql...) }
 	exec("SELECT pg_logical_emit_message(true, 'shadowtap', 'req-1')", "INSERT INTO orders (total, note) VALUES (14.5, NULL)")
 	exec("UPDATE orders SET note = 'paid' WHERE id = 1", "SELECT pg_logical_emit_message(true, 'other', 'x')")
@@ -116,16 +134,8 @@ func TestPostgresWritesStream(t *testing.T) {
 func TestPostgresWritesLagBound(t *testing.T) {
 	_, dsn := postgres(t)
 	ctx := context.Background()
-	src, err := OpenPG(ctx, PGOptions{DSN: dsn, Slot: "shadowtap_lag", Publication: "shadowtap_pub", MaxLag: 64 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	db, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close(ctx)
+	src := openPG(t, PGOptions{DSN: dsn, Slot: "shadowtap_lag", Publication: "shadowtap_pub", MaxLag: 64 << 10})
+	db := dial(t, dsn)
 	if _, err := db.Exec(ctx, "INSERT INTO orders (total, note) SELECT i, repeat('x', 200) FROM generate_series(1, 5000) i"); err != nil {
 		t.Fatal(err)
 	}
@@ -152,17 +162,8 @@ func TestPostgresWritesLagBound(t *testing.T) {
 func TestPostgresWritesReplicaIdentityFull(t *testing.T) {
 	pg, dsn := postgres(t)
 	pg.SQL(t, "shop", "ALTER TABLE orders REPLICA IDENTITY FULL")
-	ctx := context.Background()
-	src, err := OpenPG(ctx, PGOptions{DSN: dsn, Slot: "shadowtap_full", Publication: "shadowtap_pub"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	db, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close(ctx)
+	src := openPG(t, PGOptions{DSN: dsn, Slot: "shadowtap_full", Publication: "shadowtap_pub"})
+	db := dial(t, dsn)
 	commit(t, db, "INSERT INTO orders (total, note) VALUES (14.5, 'new')")
 	commit(t, db, "UPDATE orders SET note = 'paid' WHERE id = 1")
 	ins, upd := next(t, src).Changes, next(t, src).Changes

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 )
 
@@ -50,11 +48,7 @@ func TestPostgresWritesAttribution(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	db, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close(ctx)
+	db := dial(t, dsn)
 	exec := func(sql ...string) { commit(t, db, sql...) }
 
 	post := request(t, "POST /orders HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
