@@ -18,6 +18,7 @@
 package compare
 
 import (
+	"cmp"
 	"github.com/shadowtap/shadowtap/internal/glob"
 	"github.com/shadowtap/shadowtap/internal/mask"
 	"hash/fnv"
@@ -60,6 +61,12 @@ type Config struct {
 	// candidate's) or "baseline" (a the baseline's). Such a difference is
 	// none: each side made its own id, as it should.
 	Paired func(ref string, at correlate.Field, a, b string) bool
+	// Unsettled, when set, reports whether the answers to req paired
+	// values that no request has carried back yet (see correlate's
+	// Unsettled): an unsafe request's exchange waits, up to Settle (0:
+	// DefaultSettle), for them to be, before it is compared.
+	Unsettled func(req *httpstream.Request) bool
+	Settle    time.Duration
 
 	Candidate string // target names
 	Baseline  string
@@ -116,6 +123,10 @@ type Stats struct {
 	AnswersDropped atomic.Uint64
 	// WritesCompared counts the exchanges whose writes were compared.
 	WritesCompared atomic.Uint64
+	// Settling counts the exchanges held for the values they created to
+	// be carried back (see Config.Unsettled); SettlingNow, those held now.
+	Settling    atomic.Uint64
+	SettlingNow atomic.Int64
 }
 
 // parts of an exchange, as bits: the answers, then what the targets
@@ -157,7 +168,8 @@ type exchange struct {
 	got      int
 	sides    [numParts]side // by part index
 	deadline time.Time
-	bytes    int64 // of the answers held, counted in Comparator.held
+	settleBy time.Time // held until then at most (see Config.Unsettled)
+	bytes    int64     // of the answers held, counted in Comparator.held
 }
 
 type key struct {
@@ -180,11 +192,15 @@ type Comparator struct {
 	// events carry Expect, Skip, Production and Result to the joiner,
 	// the one goroutine that owns pending: the callers (capture, replay
 	// workers) never wait on the comparison, and never take its locks.
-	events  chan event
-	pending map[key]*exchange // the joiner's
-	work    chan *exchange
-	held    atomic.Int64 // answers' bytes in events and exchanges, at most cfg.MaxBytes
-	closing bool         // the joiner's: Close is draining
+	events     chan event
+	pending    map[key]*exchange // the joiner's
+	settleWait time.Duration
+	// settling are the complete exchanges held while a value they created
+	// may still be carried back (the joiner's), at most maxSettling.
+	settling []*exchange
+	work     chan *exchange
+	held     atomic.Int64 // answers' bytes in events and exchanges, at most cfg.MaxBytes
+	closing  bool         // the joiner's: Close is draining
 
 	agg   *aggregate // written by the worker under aggMu; reports read it under aggMu
 	aggMu sync.Mutex
@@ -221,7 +237,7 @@ func New(cfg Config, log *slog.Logger) (*Comparator, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Comparator{cfg: cfg, log: log, grouper: g, pending: map[key]*exchange{}, work: make(chan *exchange, cfg.Queue),
+	c := &Comparator{cfg: cfg, log: log, grouper: g, pending: map[key]*exchange{}, settleWait: cmp.Or(cfg.Settle, DefaultSettle), work: make(chan *exchange, cfg.Queue),
 		events: make(chan event, eventsPerExchange*max(cfg.Queue, 64)), agg: newAggregate(), stop: make(chan struct{})}
 	if slices.Contains(cfg.Writes, cfg.Candidate) && cfg.Baseline != "" && slices.Contains(cfg.Writes, cfg.Baseline) {
 		c.writeParts = partCand | partBase
@@ -434,8 +450,57 @@ func (c *Comparator) arrive(e event) {
 	}
 	if x.got&x.expect == x.expect {
 		delete(c.pending, k)
-		c.submit(x)
+		c.settle(x)
 	}
+}
+
+// DefaultSettle bounds how long an exchange waits for the values its
+// answers created to be carried back by a later request.
+const DefaultSettle = 3 * time.Second
+
+// maxSettling bounds the exchanges held settling: past it, one is compared
+// at once.
+const maxSettling = 4096
+
+// settle submits x, or holds it while the values an unsafe request's
+// answers created (an order's id, a session) have not been carried back
+// by a later request: compared now, each side's own id would read as a
+// difference. Production's client usually carries one back within a
+// second; live, the replay may answer sooner.
+func (c *Comparator) settle(x *exchange) {
+	if c.cfg.Unsettled == nil || c.closing || len(c.settling) >= maxSettling || safeMethod(x.req.Method()) || !c.cfg.Unsettled(x.req) {
+		c.submit(x)
+		return
+	}
+	x.settleBy = c.cfg.Now().Add(c.settleWait)
+	c.settling = append(c.settling, x)
+	c.Stats.Settling.Add(1)
+	c.Stats.SettlingNow.Add(1)
+}
+
+// settled submits the exchanges held that no longer wait (all of them
+// with all).
+func (c *Comparator) settled(all bool) {
+	now := c.cfg.Now()
+	kept := c.settling[:0]
+	for _, x := range c.settling {
+		if all || now.After(x.settleBy) || !c.cfg.Unsettled(x.req) {
+			c.Stats.SettlingNow.Add(-1)
+			c.submit(x)
+			continue
+		}
+		kept = append(kept, x)
+	}
+	clear(c.settling[len(kept):])
+	c.settling = kept
+}
+
+func safeMethod(m []byte) bool {
+	switch string(m) {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return false
 }
 
 // bitIndex is the index of a part's bit (-1: not a single part).
@@ -483,6 +548,8 @@ func (c *Comparator) joiner() {
 	defer c.done.Done()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	settleTick := time.NewTicker(50 * time.Millisecond)
+	defer settleTick.Stop()
 	flush := time.NewTicker(c.cfg.LogEvery)
 	defer flush.Stop()
 	handle := func(e event) {
@@ -506,6 +573,7 @@ func (c *Comparator) joiner() {
 					drained = true
 				}
 			}
+			c.settled(true) // every request was sent: nothing more will be carried back
 			for k, x := range c.pending {
 				x.expect &= x.got
 				delete(c.pending, k)
@@ -517,6 +585,10 @@ func (c *Comparator) joiner() {
 			handle(e)
 		case <-flush.C:
 			c.flushLog()
+		case <-settleTick.C:
+			if len(c.settling) > 0 {
+				c.settled(false)
+			}
 		case <-t.C:
 			now := c.cfg.Now()
 			for k, x := range c.pending {

@@ -3,6 +3,7 @@ package compare
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/shadowtap/shadowtap/internal/correlate"
 	"github.com/shadowtap/shadowtap/internal/diff"
+	"github.com/shadowtap/shadowtap/internal/httpstream"
 )
 
 // Values each side created for one production value are no difference,
@@ -54,5 +56,55 @@ func TestPairedValuesExcuseOnlyTheirField(t *testing.T) {
 	if !slices.ContainsFunc(got, func(s string) bool { return strings.HasSuffix(s, "body.quantity") }) ||
 		slices.ContainsFunc(got, func(s string) bool { return strings.HasSuffix(s, "body.number") }) {
 		t.Errorf("regressions %q: want the quantity, not the number", got)
+	}
+}
+
+// Live, the replay may answer before production's client carries the
+// order it was given back: the exchange waits for it (Unsettled) instead
+// of reporting each side's own number as a difference.
+func TestUnsettledExchangesWaitForTheirValuesToBeCarriedBack(t *testing.T) {
+	tb := correlate.New(correlate.Options{})
+	cfg := Config{Candidate: "cand", AgainstProduction: true, Diff: diff.DefaultOptions, MaxEndpoints: 100, Wait: time.Minute,
+		MaxPending: 10000, Queue: 10000, MinSamples: 5, Threshold: 0.05, Handler: "test", Settle: 10 * time.Second,
+		Paired: func(ref string, at correlate.Field, a, b string) bool {
+			k, ok := tb.Origin(b, at)
+			return ok && k == tb.KeyAt(a, at)
+		},
+		Unsettled: func(req *httpstream.Request) bool {
+			return tb.Unsettled(correlate.Exchange{Conn: req.ConnID, Index: req.Index})
+		}}
+	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 12
+	for i := range n {
+		raw := "POST /api/orders HTTP/1.1\r\nHost: shop\r\nContent-Length: 0\r\n\r\n"
+		var req *httpstream.Request
+		httpstream.NewParser(httpstream.DefaultOptions, &httpstream.Stats{}, func(q *httpstream.Request) { req = q }).Feed([]byte(raw), 0)
+		req.ConnID = uint64(i + 1)
+		prod := fmt.Sprintf(`{"number":%d}`, 7+i)
+		x := correlate.Exchange{Conn: req.ConnID, Index: req.Index}
+		tb.Production(x, correlate.Read(req.Raw, diff.Message{Status: 201, Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(prod)}))
+		cand := fmt.Sprintf(`{"number":%d}`, 5007+i)
+		tb.Answered(x, req.Raw, diff.Message{Status: 201, Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(cand)})
+		c.Expect(req)
+		c.Production(req, response(t, 201, prod, req.End+int64(time.Millisecond)))
+		c.Result(replayed("cand", req, 201, cand, time.Millisecond))
+	}
+	time.Sleep(200 * time.Millisecond) // the client reads its order, then shows it
+	if c.Stats.Compared.Load() != 0 || c.Stats.Settling.Load() != n {
+		t.Errorf("before the orders were carried back: %d compared, %d settling", c.Stats.Compared.Load(), c.Stats.Settling.Load())
+	}
+	for i := range n {
+		tb.Carried(correlate.Named(fmt.Appendf(nil, "GET /api/orders/%d HTTP/1.1\r\n\r\n", 7+i)))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Stats.Compared.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := regressions(c.Report()); c.Stats.Compared.Load() != n || len(got) != 0 {
+		t.Errorf("%d compared, regressions %q: each side's own numbers", c.Stats.Compared.Load(), got)
 	}
 }

@@ -279,3 +279,30 @@ func TestOriginOnceProductionCarriedItBack(t *testing.T) {
 		t.Error("an origin from a request naming another order")
 	}
 }
+
+// An exchange whose answers paired values no request has carried back yet
+// is unsettled: the comparison waits before it takes their difference
+// for one. Once a request carries one back it is settled, and an exchange
+// that paired nothing never is unsettled.
+func TestUnsettledUntilCarriedBack(t *testing.T) {
+	tb := New(Options{})
+	req := []byte("POST /api/orders HTTP/1.1\r\nHost: shop\r\nContent-Length: 0\r\n\r\n")
+	x := Exchange{Conn: 1, Index: 0}
+	tb.Production(x, Read(req, login(t, prodSid, prodToken, prodOrder, 1042)))
+	tb.Answered(x, req, login(t, candSid, candToken, candOrder, 6042))
+	if !tb.Unsettled(x) {
+		t.Error("settled before anything was carried back")
+	}
+	tb.Carried(Named([]byte("GET /api/cart HTTP/1.1\r\nCookie: sid=" + prodSid + "\r\nAuthorization: Bearer " + prodToken + "\r\n\r\n")))
+	if !tb.Unsettled(x) {
+		t.Error("settled with the order not carried back")
+	}
+	tb.Carried(Named([]byte("GET /api/orders/" + prodOrder + " HTTP/1.1\r\n\r\n")))
+	tb.Carried(Named([]byte("GET /api/orders/1042 HTTP/1.1\r\n\r\n")))
+	if tb.Unsettled(x) {
+		t.Error("unsettled once every value was carried back")
+	}
+	if tb.Unsettled(Exchange{Conn: 2}) {
+		t.Error("an exchange never seen is unsettled")
+	}
+}

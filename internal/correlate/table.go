@@ -154,6 +154,11 @@ type Table struct {
 	pairs   *list.List        // learned entries, least recently used at the front
 	others  *list.List        // the others: awaited, unpaired, shared
 	stats   Stats
+	// fresh are the production values each exchange paired lately, until
+	// a request carried them back (see Unsettled), the oldest forgotten
+	// past maxFresh.
+	fresh      map[Exchange][]uint64
+	freshOrder []Exchange
 
 	openMu    sync.Mutex
 	open      map[Exchange]half // one answer in, the other awaited
@@ -168,7 +173,7 @@ type Table struct {
 // New returns an empty table.
 func New(opts Options) *Table {
 	t := &Table{now: time.Now, entries: map[uint64]*entry{}, created: map[uint64]uint64{}, pairs: list.New(), others: list.New(),
-		fleet: opts.Fleet, missed: map[uint64]time.Time{}}
+		fleet: opts.Fleet, missed: map[uint64]time.Time{}, fresh: map[Exchange][]uint64{}}
 	t.SetOptions(opts)
 	if t.fleet != nil {
 		t.fleet.Watch(t.takeIn)
@@ -375,8 +380,8 @@ func (t *Table) expect(vals map[site]value, told int64) {
 }
 
 // learn pairs the values of production's answer with the target's at the
-// same sites.
-func (t *Table) learn(prod, target map[site]value) {
+// same sites, and returns the keys of those it paired as different.
+func (t *Table) learn(prod, target map[site]value) (paired []uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.expire()
@@ -408,11 +413,13 @@ func (t *Table) learn(prod, target map[site]value) {
 			t.created[t.keyOf(c.text, e.entity)] = e.key
 			e.fromFleet = false
 			t.publish(e, Paired)
+			paired = append(paired, e.key)
 		case e.state == pending:
 			t.settle(e, unpaired) // nothing to wait for
 			t.publish(e, Unpaired)
 		}
 	}
+	return paired
 }
 
 // lookup is the state of the production value of key k: its target
@@ -568,11 +575,45 @@ func (t *Table) arrive(x Exchange, h half) {
 	if !ok {
 		return
 	}
+	var paired []uint64
 	if h.production {
-		t.learn(h.vals, other.vals)
+		paired = t.learn(h.vals, other.vals)
 	} else {
-		t.learn(other.vals, h.vals)
+		paired = t.learn(other.vals, h.vals)
 	}
+	if len(paired) > 0 {
+		t.mu.Lock()
+		t.fresh[x] = paired
+		t.freshOrder = append(t.freshOrder, x)
+		for len(t.freshOrder) > maxFresh {
+			delete(t.fresh, t.freshOrder[0])
+			t.freshOrder = t.freshOrder[1:]
+		}
+		t.mu.Unlock()
+	}
+}
+
+// maxFresh bounds the exchanges remembered as unsettled.
+const maxFresh = 1 << 14
+
+// Unsettled reports whether exchange x's answers paired values, different
+// on each side, that no request has carried back yet: until one does, the
+// comparison cannot tell a created id (each side its own) from a value
+// that merely differs (a wrong total), and waits.
+func (t *Table) Unsettled(x Exchange) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	keys, ok := t.fresh[x]
+	if !ok {
+		return false
+	}
+	for _, k := range keys {
+		if e := t.entries[k]; e != nil && e.state == learned && !e.sent {
+			return true
+		}
+	}
+	delete(t.fresh, x) // its order entry goes when it is the oldest
+	return false
 }
 
 // trimOpen forgets the oldest open exchanges beyond maxOpen, the byte

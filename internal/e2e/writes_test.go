@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -8,8 +9,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shadowtap/shadowtap/internal/compare"
+	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/netlab"
 	"github.com/shadowtap/shadowtap/internal/pgtest"
 )
@@ -26,7 +29,9 @@ import (
 // an event written twice), as write findings. The old code against itself
 // is reported clean, with every request's writes compared. The old
 // version marks its transactions with the request's marker; the new one
-// does not (its writes are attributed by the request's window).
+// does not (its writes are attributed by the request's window). Then the
+// same live: a handler replays the mirror's copy as it happens, with the
+// same findings.
 func TestPostgresWritesCompared(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts two PostgreSQL servers and their services")
@@ -48,6 +53,8 @@ func TestPostgresWritesCompared(t *testing.T) {
 	old.CreateDB(t, "prod", []string{schema})
 	old.CreateDB(t, "base_ab", []string{schema})
 	old.CreateDB(t, "base_aa", []string{schema})
+	old.CreateDB(t, "base_live", []string{schema})
+	next.CreateDB(t, "cand_live", []string{schema}, ahead...)
 	next.CreateDB(t, "cand_ab", []string{schema}, ahead...)
 	next.CreateDB(t, "cand_aa", []string{schema}, ahead...)
 
@@ -117,6 +124,43 @@ func TestPostgresWritesCompared(t *testing.T) {
 	if code != 0 || r.Regressions != 0 || r.WritesCompared < 3*customers {
 		t.Errorf("the same code on both sides: exit %d, %d regressions %v, writes compared for %d exchanges",
 			code, r.Regressions, findings(r), r.WritesCompared)
+	}
+
+	// Live: the handler replays the mirror's copy of production's traffic
+	// as it happens, and reads both databases' streams while it runs.
+	baseURL, _ := start(nil, "", "", old.DSN("base_live"), "procedure", "1")
+	candURL, _ := start(nil, "", "", next.DSN("cand_live"), "app", "0")
+	t.Setenv("BASE_LIVE_DSN", old.DSN("base_live"))
+	t.Setenv("CAND_LIVE_DSN", next.DSN("cand_live"))
+	cfg := config.Default()
+	cfg.Listen, cfg.HealthListen, cfg.AdminListen = "198.18.1.1:4789", "", ""
+	cfg.ReorderWait = 50 * time.Millisecond
+	cfg.Targets = []config.Target{{Name: "candidate", Destination: candURL}, {Name: "baseline", Destination: baseURL}}
+	cfg.Compare.Candidate, cfg.Compare.Baseline = "candidate", "baseline"
+	cfg.Compare.Writes = map[string]config.Writes{
+		"baseline":  {Postgres: &config.PostgresWrites{DSNEnv: "BASE_LIVE_DSN"}},
+		"candidate": {Postgres: &config.PostgresWrites{DSNEnv: "CAND_LIVE_DSN"}}}
+	h := startHandler(t, lab, cfg)
+	time.Sleep(300 * time.Millisecond) // the handler binds its socket
+	driveOrders(t, lab, customers)
+	c := h.Comparator()
+	for deadline := time.Now().Add(30 * time.Second); c.Stats.WritesCompared.Load() < 3*customers && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	r = c.Report()
+	if d := os.Getenv("SHADOWTAP_KEEP"); d != "" {
+		b, _ := json.Marshal(r)
+		os.WriteFile(filepath.Join(d, "writes-live.json"), b, 0o644)
+	}
+	got = nil
+	for ep, keys := range findings(r) {
+		for _, k := range keys {
+			got = append(got, ep+" "+compare.KindOf(k)+" "+k)
+		}
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want) || r.WritesCompared < 3*customers {
+		t.Errorf("live: findings\n%s\nwant\n%s\nwrites compared for %d exchanges", strings.Join(got, "\n"), strings.Join(want, "\n"), r.WritesCompared)
 	}
 }
 

@@ -183,7 +183,7 @@ func (h *Handler) startCompare() error {
 	}
 	var fan atomic.Pointer[target.Fanout]
 	fan.Store(h.fanout)
-	cc.Paired = pairedBy(&fan, h.cfg.Compare.Candidate, h.cfg.Compare.Baseline)
+	correlatedBy(&cc, &fan, h.cfg.Compare.Candidate, h.cfg.Compare.Baseline)
 	if f := h.cfg.Correlate; f.Shared() {
 		// The fleet shares what the comparison learned as noise too.
 		n, err := store.OpenNoise(store.Options{URL: f.Store, Namespace: f.Namespace, Log: h.log})

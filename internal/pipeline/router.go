@@ -6,7 +6,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/correlate"
+	"github.com/shadowtap/shadowtap/internal/httpstream"
 	"github.com/shadowtap/shadowtap/internal/ratelog"
 	"github.com/shadowtap/shadowtap/internal/target"
 )
@@ -24,10 +26,11 @@ func route(ctx context.Context, st Stages, log *slog.Logger, obs target.Observer
 	return target.NewFanout(set, ratelog.New(log, 10*time.Second)), nil
 }
 
-// pairedBy tells the comparison which values the targets created for one
-// production value, from their correlation tables (see compare.Config's
-// Paired), once fan holds the fanout.
-func pairedBy(fan *atomic.Pointer[target.Fanout], candidate, baseline string) func(ref string, at correlate.Field, a, b string) bool {
+// correlatedBy sets the comparison's view of the targets' correlation
+// tables, once fan holds the fanout: which values the targets created for
+// one production value (Paired), and whether an exchange's are still to
+// be carried back (Unsettled).
+func correlatedBy(cc *compare.Config, fan *atomic.Pointer[target.Fanout], candidate, baseline string) {
 	table := func(name string) *correlate.Table {
 		f := fan.Load()
 		if f == nil {
@@ -40,7 +43,16 @@ func pairedBy(fan *atomic.Pointer[target.Fanout], candidate, baseline string) fu
 		}
 		return nil
 	}
-	return func(ref string, at correlate.Field, a, b string) bool {
+	cc.Unsettled = func(req *httpstream.Request) bool {
+		x := correlate.Exchange{Conn: req.ConnID, Index: req.Index}
+		for _, name := range []string{candidate, baseline} {
+			if t := table(name); t != nil && t.Unsettled(x) {
+				return true
+			}
+		}
+		return false
+	}
+	cc.Paired = func(ref string, at correlate.Field, a, b string) bool {
 		cand := table(candidate)
 		if cand == nil {
 			return false

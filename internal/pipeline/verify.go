@@ -97,9 +97,11 @@ func (t *tracker) written(s writes.Set) {
 	t.Comparator.Written(s.Target, s.Req, s.Doc(), s.Complete)
 }
 
+// open leaves out the exchanges held until what they created is carried
+// back: the requests that carry it are still to be read.
 func (t *tracker) open() int64 {
 	s := &t.Comparator.Stats
-	return t.expected.Load() - int64(s.Compared.Load()+s.Incomplete.Load()+s.Dropped.Load()) - t.gone.Load()
+	return t.expected.Load() - int64(s.Compared.Load()+s.Incomplete.Load()+s.Dropped.Load()) - t.gone.Load() - s.SettlingNow.Load()
 }
 
 // Run replays every exchange of the inputs, in order, to cfg's targets and
@@ -126,7 +128,7 @@ func VerifyFiles(ctx context.Context, cfg config.Config, inputs []string, opts V
 	cc := st.Compare
 	OfflineCompareBounds(&cc, opts.MaxOpen)
 	var fan atomic.Pointer[target.Fanout]
-	cc.Paired = pairedBy(&fan, cfg.Compare.Candidate, cfg.Compare.Baseline)
+	correlatedBy(&cc, &fan, cfg.Compare.Candidate, cfg.Compare.Baseline)
 	comp, err := compare.New(cc, log)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
@@ -188,6 +190,9 @@ func VerifyFiles(ctx context.Context, cfg config.Config, inputs []string, opts V
 	for tr.open() > 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
+	// Every request was sent: what the exchanges held settling created
+	// will not be carried back now. Close compares them, and the rest.
+	comp.Close()
 	close(stopProgress)
 	<-progressDone
 	res.Progress = snapshot()

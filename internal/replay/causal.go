@@ -11,9 +11,12 @@ import (
 // replayed: a request that production received after another's answer
 // had ended (a client that read an order's id, then paid it on another
 // connection) is sent only once that other request is done here. What
-// production ran at the same time still runs at the same time. Requests
-// whose answer's end is not known (live traffic, where they arrive in
-// production's own time) are not held.
+// production ran at the same time still runs at the same time. Live, a
+// request's answer's end is learned when production's answer is seen on
+// the mirror, while the request may still wait here (for a value to
+// translate): a request production received after that end waits for it
+// too (a client shows an order, then pays it, on two connections, both
+// waiting for the order's id).
 //
 // A connection whose next request must wait is parked, its worker free
 // for the others (a worker never waits on a request no worker may take),
@@ -29,27 +32,28 @@ type causal struct {
 // is sent (counted in Stats.OrderWaitsExpired).
 const causalWait = 5 * time.Second
 
-// add counts req as outstanding from its acceptance.
-func (c *causal) add(req *httpstream.Request) {
-	if req.Answered == 0 {
+// add counts a request whose production answer ended at end as
+// outstanding (from its acceptance, or once its answer was seen).
+func (c *causal) add(end int64) {
+	if end == 0 {
 		return
 	}
 	if c.live == nil {
 		c.live = map[int64]int{}
 	}
-	if c.live[req.Answered] == 0 {
-		heap.Push(&c.ends, req.Answered)
+	if c.live[end] == 0 {
+		heap.Push(&c.ends, end)
 	}
-	c.live[req.Answered]++
+	c.live[end]++
 }
 
-// done says req is done (answered, failed or dropped).
-func (c *causal) done(req *httpstream.Request) {
-	if req.Answered == 0 {
+// done says the request of end is done (answered, failed or dropped).
+func (c *causal) done(end int64) {
+	if end == 0 || c.live[end] == 0 {
 		return
 	}
-	if c.live[req.Answered]--; c.live[req.Answered] <= 0 {
-		delete(c.live, req.Answered)
+	if c.live[end]--; c.live[end] <= 0 {
+		delete(c.live, end)
 	}
 }
 

@@ -126,6 +126,9 @@ type Replayer struct {
 	readyClosed bool
 	// causal keeps a recording's order across connections (under mu).
 	causal causal
+	// answering are the live requests accepted and not done (under mu),
+	// with their production answer's end once seen (see Answered).
+	answering map[*httpstream.Request]int64
 
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -156,7 +159,7 @@ type connQueue struct {
 func New(client *Client, opts Options, stats *Stats, log *slog.Logger, onResult func(Result)) *Replayer {
 	r := &Replayer{
 		client: client, opts: opts, stats: stats, log: log, onResult: onResult,
-		conns: make(map[uint64]*connQueue),
+		conns: make(map[uint64]*connQueue), answering: map[*httpstream.Request]int64{},
 		// Each connection queue is in ready at most once, and holds at least
 		// one request while there; at most MaxQueue requests wait, and
 		// Workers more may be admitted past it to start at once.
@@ -337,7 +340,11 @@ func (r *Replayer) queueOf(conn uint64) *connQueue {
 // r.mu is held.
 func (r *Replayer) enqueue(q *connQueue, req *httpstream.Request) {
 	q.accepted++
-	r.causal.add(req)
+	if req.Answered == 0 {
+		r.answering[req] = 0
+	} else {
+		r.causal.add(req.Answered)
+	}
 	if len(r.causal.parked) > 0 {
 		r.unpark(false) // those parked too long go on
 	}
@@ -473,16 +480,32 @@ func (r *Replayer) drain(ctx context.Context, q *connQueue) {
 	}
 }
 
-// requestDone ends req for the recording's order: the connections parked
+// requestDone ends req for production's order: the connections parked
 // waiting for it go back to the workers.
 func (r *Replayer) requestDone(req *httpstream.Request) {
-	if req.Answered == 0 {
-		return
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.causal.done(req)
-	r.unpark(false)
+	end := req.Answered
+	if end == 0 {
+		end = r.answering[req]
+		delete(r.answering, req)
+	}
+	if end != 0 {
+		r.causal.done(end)
+		r.unpark(false)
+	}
+}
+
+// Answered says production's answer to req, live, ended at end (capture
+// clock): a request production received after it is sent once req is
+// done here. Shared by every target: req itself is not changed.
+func (r *Replayer) Answered(req *httpstream.Request, end int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if was, ok := r.answering[req]; ok && was == 0 && end != 0 {
+		r.answering[req] = end
+		r.causal.add(end)
+	}
 }
 
 // unpark hands the parked connections that may go on back to the workers.

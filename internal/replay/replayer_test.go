@@ -531,3 +531,39 @@ func TestStopWhileWaitingForOrder(t *testing.T) {
 		srv.Close()
 	}
 }
+
+// Live, production's order across connections is learned as production's
+// answers are seen: a request production received after another's answer
+// had ended waits for that other here, although neither's answer was
+// known when it was queued (a client shows its order, then pays it).
+func TestLiveKeepsOrderOnceAnswersAreSeen(t *testing.T) {
+	srv, _ := rawserver.Listen("127.0.0.1:0")
+	defer srv.Close()
+	srv.Delay = 60 * time.Millisecond
+	r, stats, _ := newReplayer(t, srv.Addr(), Options{Workers: 4, MaxQueue: 100, Block: true}, DefaultClientOptions)
+	at := func(raw string, start int64) *httpstream.Request {
+		req := parse(t, raw)
+		req.Start = start
+		return req
+	}
+	show := at("GET /show HTTP/1.1\r\nHost: h\r\n\r\n", 1000)
+	r.Submit(1, show)
+	time.Sleep(10 * time.Millisecond) // in flight
+	r.Answered(show, 2000)            // production's answer, seen on the mirror
+	r.Submit(2, at("POST /pay HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", 3000))
+	r.Submit(3, at("GET /other HTTP/1.1\r\nHost: h\r\n\r\n", 1500)) // production ran it meanwhile
+	stop(r, 10*time.Second)
+	got := map[string]time.Time{}
+	for _, rq := range srv.Requests() {
+		got[strings.Fields(string(rq.Raw))[1]] = rq.At
+	}
+	if len(got) != 3 || stats.OrderWaitsExpired.Load() != 0 {
+		t.Fatalf("received %v, waits expired %d", got, stats.OrderWaitsExpired.Load())
+	}
+	if d := got["/pay"].Sub(got["/show"]); d < srv.Delay {
+		t.Errorf("/pay sent %v after /show, before /show was answered (%v)", d, srv.Delay)
+	}
+	if d := got["/other"].Sub(got["/show"]); d >= srv.Delay {
+		t.Errorf("/other waited %v: production ran it with /show", d)
+	}
+}

@@ -125,8 +125,8 @@ type Fanout struct {
 // SetComparer makes the fanout report to c; call it before traffic.
 func (f *Fanout) SetComparer(c Comparer) { f.compare = c }
 
-// Response hands production's response to the comparison, and to each
-// target's correlation table.
+// Response hands production's response to the comparison, to each
+// target's correlation table, and to each replayer (production's order).
 func (f *Fanout) Response(_ uint64, req *httpstream.Request, resp *httpstream.Response) {
 	if f.compare != nil {
 		f.compare.Production(req, resp)
@@ -137,6 +137,7 @@ func (f *Fanout) Response(_ uint64, req *httpstream.Request, resp *httpstream.Re
 	var created correlate.Created
 	read := false
 	for _, t := range f.cur.Load().Targets {
+		t.replayer.Answered(req, resp.End) // what production received after it waits for it
 		if t.Pairs == nil {
 			continue
 		}
