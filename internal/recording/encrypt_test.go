@@ -65,20 +65,29 @@ func writeWith(t *testing.T, opts WriterOptions, recs []Record) {
 	}
 }
 
-// drain reads rd to its end.
-func drain(t *testing.T, rd *Reader) []Record {
-	t.Helper()
+// readRest reads rd to its end, or to its first error.
+func readRest(rd *Reader) ([]Record, error) {
 	var out []Record
 	for {
 		r, err := rd.Next()
 		if errors.Is(err, io.EOF) {
-			return out
+			return out, nil
 		}
 		if err != nil {
-			t.Fatal(err)
+			return out, err
 		}
 		out = append(out, r)
 	}
+}
+
+// drain reads rd to its end; an error fails the test.
+func drain(t *testing.T, rd *Reader) []Record {
+	t.Helper()
+	out, err := readRest(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func sameRecords(a, b []Record) bool {
@@ -208,12 +217,9 @@ func expect(t testing.TB, plain []byte, header, k, encLen int) (recs []Record, t
 		if err := rd.start(io.NopCloser(bytes.NewReader(plain)), "clear"); err != nil {
 			t.Fatalf("clear prefix: %v", err)
 		}
-		for {
-			r, err := rd.Next()
-			if err != nil {
-				break
-			}
-			recs = append(recs, r)
+		var err error
+		if recs, err = readRest(rd); err != nil {
+			t.Fatalf("clear prefix: %v", err)
 		}
 		torn, skipped = rd.Torn, rd.Skipped
 	}
@@ -229,16 +235,8 @@ func readSealed(data []byte, id age.Identity) (recs []Record, rd *Reader, err er
 	if err != nil {
 		return nil, nil, err
 	}
-	for {
-		r, err := rd.Next()
-		if errors.Is(err, io.EOF) {
-			return recs, rd, nil
-		}
-		if err != nil {
-			return recs, rd, err
-		}
-		recs = append(recs, r)
-	}
+	recs, err = readRest(rd)
+	return recs, rd, err
 }
 
 // TestEncryptedTornTail cuts an encrypted recording of several chunks at
