@@ -22,14 +22,14 @@ import (
 const usage = `usage:
   shadowtap [run] -destination URL [flags]   replay VXLAN mirror traffic (flags: shadowtap run -h)
   shadowtap [run] -config FILE [flags]       the same, targets and their settings from a YAML file
-  shadowtap record -output FILE [-input CAPTURE] [flags]
+  shadowtap record -output FILE [-input CAPTURE] [-encrypt-to age1...] [flags]
                                              record exchanges (live, or from a file) to a recording
   shadowtap replay [-speed 1x|2x|max] [-loop N] -destination URL FILE...
                                              replay capture files, recordings or GoReplay files
   shadowtap verify -candidate URL [-baseline URL] [-junit FILE] [-summary FILE] [-accept FILE] RECORDING...
                                              release gate: replay recordings, compare with production's
                                              recorded answers; exit 1 on a regression (verify -h)
-  shadowtap inspect FILE...                  summarise a capture file, recording or GoReplay file
+  shadowtap inspect [-identity FILE] FILE... summarise a capture file, recording or GoReplay file
   shadowtap report [-o report.html] LOG...   merge handlers' difference logs into one HTML report
   shadowtap sessions check -target T -filter F -tag K=V [-json]
                                              pre-flight check of AWS mirroring for matching instances
@@ -102,9 +102,9 @@ func Main(version string, args []string, stdout, stderr io.Writer) int {
 // synopses head each command's help (-h), above its own flags.
 var synopses = map[string]string{
 	"shadowtap": "shadowtap [run] -destination URL [flags]  or  shadowtap [run] -config FILE [flags]",
-	"record":    "shadowtap record -output FILE [-input CAPTURE] [flags]",
+	"record":    "shadowtap record -output FILE [-input CAPTURE] [-encrypt-to age1...] [flags]",
 	"replay":    "shadowtap replay -destination URL [flags] FILE...   (flags before or after the files)",
-	"inspect":   "shadowtap inspect [flags] FILE...",
+	"inspect":   "shadowtap inspect [-identity FILE] [flags] FILE...",
 }
 
 // configuredByEnv reports whether the environment alone configures the

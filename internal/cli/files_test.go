@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"filippo.io/age"
+
 	"github.com/shadowtap/shadowtap/internal/rawserver"
 	"github.com/shadowtap/shadowtap/internal/recording"
 	"github.com/shadowtap/shadowtap/internal/sessions/ec2fake"
@@ -107,8 +109,8 @@ func withoutAddresses(reqs []string) []string {
 	return out
 }
 
-func readRecords(t *testing.T, path string) []recording.Record {
-	src, _, err := source.Open(path, source.Options{})
+func readRecords(t *testing.T, path string, ids ...age.Identity) []recording.Record {
+	src, _, err := source.Open(path, source.Options{Identities: ids})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,15 +165,33 @@ func TestInspect(t *testing.T) {
 	}
 }
 
-// TestRecordLive records from the VXLAN listener for a fixed time.
+// TestRecordLive records from the VXLAN listener for a fixed time, in
+// clear and encrypted: the stop seals the encrypted file whole.
 func TestRecordLive(t *testing.T) {
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("clear", func(t *testing.T) { recordLive(t) })
+	t.Run("encrypted", func(t *testing.T) { recordLive(t, id) })
+}
+
+// recordLive records one exchange live, encrypted to ids' recipients if
+// any, and reads it back.
+func recordLive(t *testing.T, ids ...*age.X25519Identity) {
 	ln, _ := net.ListenPacket("udp", "127.0.0.1:0")
 	addr := ln.LocalAddr().String()
 	ln.Close()
 	out := filepath.Join(t.TempDir(), "live.strec")
+	args := []string{"record", "-listen", addr, "-read-buffer", "1048576", "-duration", "1500ms", "-output", out}
+	var readWith []age.Identity
+	for _, id := range ids {
+		args = append(args, "-encrypt-to", id.Recipient().String())
+		readWith = append(readWith, id)
+	}
 	done := make(chan string)
 	go func() {
-		o, _ := run(t, "record", "-listen", addr, "-read-buffer", "1048576", "-duration", "1500ms", "-output", out)
+		o, _ := run(t, args...)
 		done <- o
 	}()
 	time.Sleep(300 * time.Millisecond)
@@ -187,7 +207,10 @@ func TestRecordLive(t *testing.T) {
 		conn.Write(synth.AppendVXLAN(nil, 1, synth.AppendFrame(nil, s)))
 	}
 	o := <-done
-	recs := readRecords(t, out)
+	if len(ids) > 0 && !recording.IsEncrypted(out) {
+		t.Errorf("%s is not encrypted", out)
+	}
+	recs := readRecords(t, out, readWith...)
 	if len(recs) != 1 || recs[0].Status != 200 || !strings.Contains(o, "recorded 1 exchanges (1 with production's response)") {
 		t.Errorf("records %+v, output %q", recs, o)
 	}

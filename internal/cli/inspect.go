@@ -24,14 +24,19 @@ func inspect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	top := fs.Int("top", 10, "paths to list")
+	var keys keyFlags
+	keys.registerRead(fs)
 	cfg, err := loadConfig(fs, args)
+	if err == nil {
+		err = keys.load(&cfg)
+	}
 	if err != nil {
 		return usageError(stderr, err)
 	}
 	portsGiven := false
 	fs.Visit(func(f *flag.Flag) { portsGiven = portsGiven || f.Name == "filter-request-port" })
 	if fs.NArg() == 0 {
-		return usageError(stderr, errors.New("usage: shadowtap inspect [-filter-request-port P] FILE..."))
+		return usageError(stderr, errors.New("usage: shadowtap inspect [-filter-request-port P] [-identity FILE] FILE..."))
 	}
 	st := pipeline.Derive(cfg, pipeline.Inspect)
 	st.Files.AllPorts = !portsGiven // every TCP connection is a candidate unless told which ports
@@ -41,8 +46,14 @@ func inspect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			break // interrupted: said once, for the file being read
 		}
 		if err := inspectFile(ctx, stdout, path, st, *top); err != nil {
-			fmt.Fprintf(stderr, "inspect %s: %v\n", path, err)
-			code = 1
+			fmt.Fprintf(stderr, "inspect %s: %v\n", path, keyHint(err, st.Identities))
+			// A recording without its key is bad usage, as in replay and
+			// verify; an unreadable file is a failure.
+			if errors.Is(err, recording.ErrEncrypted) {
+				code = 2
+			} else {
+				code = max(code, 1)
+			}
 		}
 	}
 	return code
@@ -61,6 +72,9 @@ func inspectFile(ctx context.Context, w io.Writer, path string, st pipeline.Stag
 	kind, capSrc, err := pipeline.ReadFile(ctx, path, st, s.add)
 	if err != nil {
 		return err
+	}
+	if recording.IsEncrypted(path) {
+		kind += " (encrypted)"
 	}
 	fmt.Fprintf(w, "%s: %s\n", path, kind)
 	if capSrc != nil {

@@ -26,9 +26,15 @@ func record(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	duration := fs.Duration("duration", 0, "live: stop after this long (default: until SIGTERM or Ctrl-C)")
 	var inputs listFlag
 	fs.Var(&inputs, "input", "record from this capture file, recording or GoReplay file instead of the live listener (repeatable)")
+	var keys keyFlags
+	keys.registerWrite(fs)
+	keys.registerRead(fs)
 	cfg, err := loadConfig(fs, args)
 	if err == nil {
 		err = cfg.ValidateCapture()
+	}
+	if err == nil {
+		err = keys.load(&cfg)
 	}
 	inputs = append(inputs, fs.Args()...)
 	fmtName, ferr := outputFormat(*format, *output)
@@ -39,6 +45,12 @@ func record(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, errors.New("-output is required"))
 	case ferr != nil:
 		return usageError(stderr, ferr)
+	case fmtName == "goreplay" && len(cfg.Recordings.EncryptTo) > 0:
+		return usageError(stderr, errors.New("-encrypt-to: a GoReplay file is not encrypted; record a .strec recording"))
+	}
+	if err := checkKeys(inputs, cfg.Recordings.Identities); err != nil {
+		fmt.Fprintln(stderr, "record:", err)
+		return 2
 	}
 	var names []string
 	if !*keep {

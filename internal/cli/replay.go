@@ -25,9 +25,14 @@ func replayFiles(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	progress := fs.String("progress", "auto", "auto (a bar on a terminal, plain lines otherwise), bar, plain or off")
 	var inputs listFlag
 	fs.Var(&inputs, "input", "a capture file, recording or GoReplay file (repeatable; also as arguments)")
+	var keys keyFlags
+	keys.registerRead(fs)
 	cfg, err := loadConfig(fs, args)
 	if err == nil {
 		err = cfg.Validate()
+	}
+	if err == nil {
+		err = keys.load(&cfg)
 	}
 	inputs = append(inputs, fs.Args()...)
 	sp, serr := player.ParseSpeed(*speed)
@@ -40,6 +45,10 @@ func replayFiles(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return usageError(stderr, errors.New("no input files"))
 	case *loops < 0:
 		return usageError(stderr, errors.New("-loop must not be negative"))
+	}
+	if err := checkKeys(inputs, cfg.Recordings.Identities); err != nil {
+		fmt.Fprintln(stderr, "replay:", err)
+		return 2
 	}
 	r := &player.Renderer{W: stderr, PlainEvery: 5 * time.Second}
 	switch *progress {

@@ -24,7 +24,7 @@ import (
 
 const verifyUsage = `usage: shadowtap verify -candidate URL [-baseline URL] [-secondary URL] [-config FILE]
                         [-o report.html] [-json report.json] [-junit junit.xml] [-summary summary.md]
-                        [-speed max|1x|2x] [-fail-on regressions|any|none] [-accept FILE] RECORDING...
+                        [-speed max|1x|2x] [-fail-on regressions|any|none] [-accept FILE] [-identity FILE] RECORDING...
 exit 0: no regression; 1: regressions (or the candidate failed requests); 2: bad usage or unreadable input`
 
 // gateOutputs are the files a gate writes, and its policy.
@@ -61,7 +61,12 @@ func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	progress := fs.String("progress", "auto", "auto (a bar on a terminal, plain lines otherwise), bar, plain or off")
 	latency := fs.String("latency", "auto", "fail: latency regressions fail the gate; report: shown, not failing; auto: against a baseline fail at any speed, against production fail at the recording's own speed (1x or slower) and report otherwise")
 	maxOpen := fs.Int("max-open", 4096, "exchanges open in the comparison at once (memory bound; reading waits)")
+	var keys keyFlags
+	keys.registerRead(fs)
 	cfg, inputs, err := loadConfigAnywhere(fs, args)
+	if err == nil {
+		err = keys.load(&cfg)
+	}
 	if err != nil {
 		return usageError(stderr, err)
 	}
@@ -85,6 +90,10 @@ func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	if len(inputs) == 0 {
 		return usageError(stderr, errors.New("no recording given\n"+verifyUsage))
+	}
+	if err := checkKeys(inputs, cfg.Recordings.Identities); err != nil {
+		fmt.Fprintln(stderr, "verify:", err)
+		return 2
 	}
 	var accepts []gate.Accept
 	if out.accept != "" {

@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"filippo.io/age"
 	"gopkg.in/yaml.v3"
 )
 
@@ -73,6 +74,18 @@ type Config struct {
 	// Correlate is the fleet's: where the handlers share what their
 	// targets' correlation learned (defaults.correlate is each target's).
 	Correlate Fleet `yaml:"correlate"`
+	// Recordings are the keys of encrypted recordings. The commands set
+	// them from their flags (record -encrypt-to, -identity FILE), never
+	// from the file or the environment: a private key stays in its own
+	// file, and the configuration names none.
+	Recordings RecordingKeys `yaml:"-"`
+}
+
+// RecordingKeys encrypt the recordings written and decrypt those read
+// (age, filippo.io/age).
+type RecordingKeys struct {
+	EncryptTo  []age.Recipient // every file written is encrypted to all of them; none: written in clear
+	Identities []age.Identity  // any one of them that was a recipient decrypts a recording read
 }
 
 // Fleet says where a fleet of handlers shares its correlation pairs.

@@ -7,6 +7,8 @@ import (
 	"os"
 	"slices"
 
+	"filippo.io/age"
+
 	"github.com/shadowtap/shadowtap/internal/capture"
 	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/config"
@@ -88,10 +90,14 @@ type Stages struct {
 	// without its log writer.
 	Comparing bool
 	Compare   compare.Config
+	// Identities decrypt the encrypted recordings read (cfg.Recordings).
+	Identities []age.Identity
 }
 
-// Sources returns how capture files are read, as source.Open takes it.
-func (s Stages) Sources() source.Options { return source.Options{Engine: s.Files} }
+// Sources returns how files are read, as source.Open takes it.
+func (s Stages) Sources() source.Options {
+	return source.Options{Engine: s.Files, Identities: s.Identities}
+}
 
 // Bounds of the comparison. Live: exchanges awaiting their parts, and
 // finished ones queued for the comparison worker, and the answers' bytes
@@ -117,7 +123,7 @@ func OfflineCompareBounds(c *compare.Config, maxOpen int) {
 // Derive returns every stage's options for use, from cfg (already
 // validated). It is the only place they are derived.
 func Derive(cfg config.Config, use Use) Stages {
-	st := Stages{Use: use, Shards: cfg.ShardCount()}
+	st := Stages{Use: use, Shards: cfg.ShardCount(), Identities: cfg.Recordings.Identities}
 
 	st.VXLAN = capture.DefaultOptions
 	st.VXLAN.Addr, st.VXLAN.ReadBuffer = cfg.Listen, cfg.ReadBuffer

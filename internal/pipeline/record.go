@@ -56,9 +56,13 @@ func RecordExchanges(ctx context.Context, cfg config.Config, log *slog.Logger, o
 	var w recordWriter
 	var err error
 	if opts.Format == "goreplay" {
+		if len(cfg.Recordings.EncryptTo) > 0 {
+			return Recorded{}, errors.New("a GoReplay file is not encrypted: record a .strec recording")
+		}
 		w, err = createGoReplay(opts.Output, opts.Redact)
 	} else {
-		w, err = recording.Create(recording.WriterOptions{Path: opts.Output, MaxBytes: opts.MaxBytes, MaxAge: opts.MaxAge, Redact: opts.Redact})
+		w, err = recording.Create(recording.WriterOptions{Path: opts.Output, MaxBytes: opts.MaxBytes, MaxAge: opts.MaxAge, Redact: opts.Redact,
+			EncryptTo: cfg.Recordings.EncryptTo})
 	}
 	if err != nil {
 		return Recorded{}, err

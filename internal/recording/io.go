@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"filippo.io/age"
 
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 )
@@ -21,18 +24,25 @@ const Ext = ".strec"
 // Reader reads records from one or more files in order.
 type Reader struct {
 	files []string
-	f     io.ReadCloser
+	ids   []age.Identity
+	f     io.ReadCloser // the file, or its plaintext (a *sealedFile)
 	buf   []byte
 	eof   bool
 	// Torn counts bytes at the end of a file that did not make a whole
-	// record (a crash while writing); Skipped counts bytes of corrupt
-	// frames passed over to reach the next valid one.
+	// record (a crash while writing), and in an encrypted file the
+	// ciphertext from the chunk that did not decrypt to its end; Skipped
+	// counts bytes of corrupt frames passed over to reach the next valid
+	// one.
 	Torn, Skipped int
 }
 
 // Open returns a reader over paths; a directory stands for its recording
 // files in name (and so time) order.
-func Open(paths ...string) (*Reader, error) {
+func Open(paths ...string) (*Reader, error) { return OpenDecrypting(nil, paths...) }
+
+// OpenDecrypting is Open for recordings that may be encrypted: ids
+// decrypt those that are (any one of them that was a recipient does).
+func OpenDecrypting(ids []age.Identity, paths ...string) (*Reader, error) {
 	var files []string
 	for _, p := range paths {
 		st, err := os.Stat(p)
@@ -50,13 +60,14 @@ func Open(paths ...string) (*Reader, error) {
 	if len(files) == 0 {
 		return nil, errors.New("recording: no recording files")
 	}
-	return &Reader{files: files}, nil
+	return &Reader{files: files, ids: ids}, nil
 }
 
 // NewReader returns a reader over one recording file already open (named
-// name, for errors); the reader closes it.
-func NewReader(f io.ReadCloser, name string) (*Reader, error) {
-	rd := &Reader{}
+// name, for errors); the reader closes it. ids decrypt it if it is
+// encrypted.
+func NewReader(f io.ReadCloser, name string, ids ...age.Identity) (*Reader, error) {
+	rd := &Reader{ids: ids}
 	if err := rd.start(f, name); err != nil {
 		return nil, err
 	}
@@ -160,11 +171,37 @@ func (rd *Reader) openNext() error {
 // it the one records are read from.
 func (rd *Reader) start(f io.ReadCloser, name string) error {
 	var h [16]byte
-	if _, err := io.ReadFull(f, h[:]); err != nil || h != FileMagic {
+	n, err := io.ReadFull(f, h[:])
+	if err == nil && h == FileMagic {
+		rd.f, rd.buf, rd.eof = f, rd.buf[:0], false
+		return nil
+	}
+	if !looksEncrypted(h[:n]) {
 		f.Close()
 		return fmt.Errorf("recording: %s is not a shadowtap recording", name)
 	}
-	rd.f, rd.buf, rd.eof = f, rd.buf[:0], false
+	s, err := openSealed(h[:n], f, name, rd.ids)
+	if err != nil {
+		return err
+	}
+	// The plaintext is a recording file, its magic first.
+	n, err = io.ReadFull(s, h[:])
+	switch {
+	case err == nil && h == FileMagic:
+	case err == nil:
+		s.Close()
+		return fmt.Errorf("recording: %s decrypts, but not to a shadowtap recording", name)
+	case s.done:
+		// Cut before its first chunk was whole: no record to read.
+		rd.Torn += n
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		s.Close()
+		return fmt.Errorf("recording: %s decrypts, but not to a shadowtap recording", name)
+	default:
+		s.Close()
+		return fmt.Errorf("recording: %s: %w", name, err)
+	}
+	rd.f, rd.buf, rd.eof = s, rd.buf[:0], false
 	return nil
 }
 
@@ -191,6 +228,9 @@ func (rd *Reader) fill() error {
 }
 
 func (rd *Reader) closeFile() {
+	if s, ok := rd.f.(*sealedFile); ok {
+		rd.Torn += int(s.torn)
+	}
 	rd.f.Close()
 	rd.f, rd.buf = nil, rd.buf[:0]
 }
@@ -212,7 +252,13 @@ type WriterOptions struct {
 	// (Authorization, Cookie, ... in requests, Set-Cookie in responses),
 	// consistent throughout the recording (see Redactor).
 	Redact []string
-	Now    func() time.Time
+	// EncryptTo, when set, encrypts every file to all of these age
+	// recipients, any one of whose identities reads it. Such a file is
+	// always a new one (an age stream cannot be appended to), and a crash
+	// loses at most its last 64 KiB chunk; MaxBytes counts the bytes
+	// before encryption.
+	EncryptTo []age.Recipient
+	Now       func() time.Time
 }
 
 // DefaultRedact are the credential headers redacted unless asked to keep them.
@@ -223,6 +269,7 @@ var DefaultRedact = []string{"Authorization", "Proxy-Authorization", "Cookie", "
 type Writer struct {
 	opts    WriterOptions
 	f       *os.File
+	out     io.WriteCloser // f, or the age stream sealing what is written to f
 	name    string
 	size    int64
 	opened  time.Time
@@ -253,8 +300,8 @@ func (w *Writer) rotating() bool { return w.opts.MaxBytes > 0 || w.opts.MaxAge >
 func (w *Writer) Name() string { return w.name }
 
 func (w *Writer) rotate() error {
-	if w.f != nil {
-		if err := w.f.Close(); err != nil {
+	if w.out != nil {
+		if err := w.out.Close(); err != nil {
 			return fmt.Errorf("recording: %w", err)
 		}
 	}
@@ -263,6 +310,9 @@ func (w *Writer) rotate() error {
 		w.seq++
 		base := strings.TrimSuffix(w.opts.Path, Ext)
 		w.name = fmt.Sprintf("%s-%s-%04d%s", base, w.opts.Now().UTC().Format("20060102T150405Z"), w.seq, Ext)
+	}
+	if len(w.opts.EncryptTo) > 0 {
+		return w.createSealed()
 	}
 	// Production's requests: the owner's alone.
 	f, err := os.OpenFile(w.name, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -280,11 +330,40 @@ func (w *Writer) rotate() error {
 			f.Close()
 			return fmt.Errorf("recording: %w", err)
 		}
+	} else if IsEncrypted(w.name) {
+		f.Close()
+		return fmt.Errorf("recording: %s exists and is encrypted: clear records are not appended to it", w.name)
 	} else if !IsRecording(w.name) {
 		f.Close()
 		return fmt.Errorf("recording: %s exists and is not a shadowtap recording", w.name)
 	}
-	w.f, w.size, w.opened = f, st.Size()+int64(len(FileMagic)), w.opts.Now()
+	w.f, w.out, w.size, w.opened = f, f, st.Size()+int64(len(FileMagic)), w.opts.Now()
+	return nil
+}
+
+// createSealed creates the file w.name, new, and starts an age stream on
+// it: the header goes to the file at once, and from the magic on every
+// byte is encrypted before it is written, so that nothing is ever in
+// clear on the disk.
+func (w *Writer) createSealed() error {
+	f, err := os.OpenFile(w.name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("recording: %s exists: an encrypted recording is never appended to (its stream is sealed when it is closed)", w.name)
+	}
+	if err != nil {
+		return fmt.Errorf("recording: %w", err)
+	}
+	s, err := seal(f, w.opts.EncryptTo)
+	if err == nil {
+		_, err = s.Write(FileMagic[:])
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(w.name)
+		return fmt.Errorf("recording: %s: %w", w.name, err)
+	}
+	w.created = append(w.created, w.name)
+	w.f, w.out, w.size, w.opened = f, s, int64(len(FileMagic)), w.opts.Now()
 	return nil
 }
 
@@ -299,7 +378,7 @@ func (w *Writer) Write(r Record) error {
 		}
 	}
 	w.buf = appendFrame(w.buf[:0], &r, &w.scratch, w.fw)
-	n, err := w.f.Write(w.buf)
+	n, err := w.out.Write(w.buf)
 	w.size += int64(n)
 	if err != nil {
 		return fmt.Errorf("recording: %w", err)
@@ -307,12 +386,12 @@ func (w *Writer) Write(r Record) error {
 	return nil
 }
 
-// Close closes the file.
-func (w *Writer) Close() error { return w.f.Close() }
+// Close closes the file; an encrypted one is sealed first.
+func (w *Writer) Close() error { return w.out.Close() }
 
 // Discard closes the writer and removes the files it created, so that a
 // failed run leaves no partial recording behind (a file it appended to
-// keeps what was appended).
+// keeps what was appended; an encrypted one is always created).
 func (w *Writer) Discard() error {
 	w.f.Close()
 	var errs []error

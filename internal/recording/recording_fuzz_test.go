@@ -11,6 +11,8 @@ import (
 	"net/netip"
 	"testing"
 
+	"filippo.io/age"
+
 	"github.com/shadowtap/shadowtap/internal/diff"
 	"github.com/shadowtap/shadowtap/internal/jsonspan"
 )
@@ -242,5 +244,80 @@ func FuzzRedact(f *testing.F) {
 				t.Fatalf("credential %q of %q written:\n%q", l.Text, l.Key, out)
 			}
 		})
+	})
+}
+
+// fuzzIdentity encrypts and decrypts FuzzEncrypted's files: one per
+// process is enough, the invariants hold for any key.
+var fuzzIdentity, _ = age.GenerateX25519Identity()
+
+// FuzzEncrypted reaches the encrypted reader: any plaintext (data after
+// the magic, repeated copies+1 times so that a small input spans several
+// of age's chunks), encrypted, then cut at cut and one byte at flip
+// damaged (values past the end leave the file whole). Reading it must
+// never panic, and must give exactly what the clear reader gives from the
+// plaintext of the chunks before the first one cut or damaged, with the
+// ciphertext from there on counted torn; damage in the header is an
+// error.
+func FuzzEncrypted(f *testing.F) {
+	recs := sampleRecords()
+	one := encodeFile(recs[:4]...)[len(FileMagic):]
+	f.Add(one, uint8(0), uint32(1<<31), uint32(1<<31))     // whole
+	f.Add(one, uint8(100), uint32(1<<31), uint32(1<<31))   // several chunks, whole
+	f.Add(one, uint8(100), uint32(140_000), uint32(1<<31)) // cut in the third chunk
+	f.Add(one, uint8(100), uint32(1<<31), uint32(70_000))  // the second chunk damaged
+	f.Add(one, uint8(100), uint32(1<<31), uint32(10))      // the header damaged
+	f.Add([]byte("SR\x00\x01"), uint8(255), uint32(70_000), uint32(1<<31))
+	f.Add([]byte{}, uint8(0), uint32(1<<31), uint32(1<<31)) // the magic alone
+	f.Fuzz(func(t *testing.T, data []byte, copies uint8, cut, flip uint32) {
+		// At most two chunks and a half: enough to cut and damage every
+		// kind of chunk, little enough to run often.
+		const most = 2*chunk + chunk/2
+		plain := bytes.Clone(FileMagic[:])
+		for range int(copies) + 1 {
+			if len(plain) >= most {
+				break
+			}
+			plain = append(plain, data[:min(len(data), most-len(plain))]...)
+		}
+		var enc bytes.Buffer
+		w, err := age.Encrypt(&enc, fuzzIdentity.Recipient())
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(plain)
+		w.Close()
+		file := enc.Bytes()
+		header := headerLen(len(file), len(plain))
+		// k: the chunks that still decrypt.
+		k := len(plain)/chunk + 1
+		if int(flip) < len(file) {
+			file[flip] ^= 0x20
+			if int(flip) >= header {
+				k = min(k, (int(flip)-header)/(chunk+chunkOverhead))
+			}
+		}
+		if int(cut) < len(file) {
+			file = file[:cut]
+			if int(cut) >= header {
+				k = min(k, (int(cut)-header)/(chunk+chunkOverhead))
+			}
+		}
+		got, rd, err := readSealed(file, fuzzIdentity)
+		if int(min(cut, flip)) < header && int(min(cut, flip)) < len(enc.Bytes()) {
+			// The header (or its nonce) is cut or damaged.
+			if err == nil && len(got) > 0 {
+				t.Fatalf("%d records read through a broken header", len(got))
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		want, torn, skipped := expect(t, plain, header, k, len(file))
+		if !sameRecords(got, want) || rd.Torn != torn || rd.Skipped != skipped {
+			t.Fatalf("%d chunks decrypt: %d records, torn %d, skipped %d; the clear reader: %d, %d, %d",
+				k, len(got), rd.Torn, rd.Skipped, len(want), torn, skipped)
+		}
 	})
 }

@@ -3,9 +3,7 @@ package recording
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -58,17 +56,7 @@ func readAll(t *testing.T, paths ...string) ([]Record, *Reader) {
 		t.Fatal(err)
 	}
 	defer rd.Close()
-	var out []Record
-	for {
-		r, err := rd.Next()
-		if errors.Is(err, io.EOF) {
-			return out, rd
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, r)
-	}
+	return drain(t, rd), rd
 }
 
 func TestRoundTrip(t *testing.T) {

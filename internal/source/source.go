@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"filippo.io/age"
+
 	"github.com/shadowtap/shadowtap/internal/engine"
 	"github.com/shadowtap/shadowtap/internal/goreplay"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
@@ -52,6 +54,9 @@ type Options struct {
 	// inspect, verify). Left zero, DefaultEngine.
 	Engine engine.Config
 	Log    *slog.Logger
+	// Identities decrypt encrypted recordings (age); without one that was
+	// a recipient, such a file cannot be read (recording.ErrEncrypted).
+	Identities []age.Identity
 }
 
 // FilePause is how long a connection in a capture file may pause, idle or
@@ -69,9 +74,10 @@ var DefaultEngine = func() engine.Config {
 	return engine.Config{Ports: []uint16{80}, Reassembly: r, HTTP: httpstream.DefaultOptions}
 }()
 
-// Detect returns the kind of the file at path.
+// Detect returns the kind of the file at path. An encrypted recording is
+// a Recording: telling it needs no key.
 func Detect(path string) (Kind, error) {
-	if recording.IsRecording(path) {
+	if recording.IsRecording(path) || recording.IsEncrypted(path) {
 		return Recording, nil
 	}
 	f, err := os.Open(path)
@@ -123,7 +129,7 @@ func open(path string, opts Options, read *atomic.Int64) (Source, Kind, error) {
 	in := countedFile{f, read}
 	switch kind {
 	case Recording:
-		rd, err := recording.NewReader(in, path)
+		rd, err := recording.NewReader(in, path, opts.Identities...)
 		return rd, kind, err
 	case GoReplay:
 		s, err := newGoReplay(in)
