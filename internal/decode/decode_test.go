@@ -138,6 +138,9 @@ func BenchmarkDecodeVXLAN(b *testing.B) {
 	}
 }
 
+// Fuzzed 30 minutes without a finding on 2026-12-07 (go test -run X -fuzz ^FuzzDecodeVXLAN$ -fuzztime 30m
+// -parallel 1, at nice 19 on 2 shared cores: 33,882,603 executions, a corpus of 24, kept in
+// testdata/fuzz/FuzzDecodeVXLAN).
 func FuzzDecodeVXLAN(f *testing.F) {
 	f.Add(vxlanHTTP)
 	f.Add(vxlanHTTP[:40])

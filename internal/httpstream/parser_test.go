@@ -161,6 +161,9 @@ func TestEndCountsIncomplete(t *testing.T) {
 	}
 }
 
+// Fuzzed 30 minutes without a finding on 2026-12-07 (go test -run X -fuzz ^FuzzParser$ -fuzztime 30m
+// -parallel 1, at nice 19 on 2 shared cores: 9,024,327 executions, a corpus of 181, kept in
+// testdata/fuzz/FuzzParser).
 func FuzzParser(f *testing.F) {
 	f.Add([]byte(get1+post+chunked+get2), uint8(7))
 	f.Add([]byte("GET / HTTP/1.1\nTransfer-Encoding: chunked\n\n1\nx\n0\n\n"), uint8(1))

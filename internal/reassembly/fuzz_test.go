@@ -144,6 +144,9 @@ const (
 // per-flow buffer cap (small caps force gaps), bytes 1-4 the ISN (near
 // 2^32 for wrap-around), then 4-byte ops: the opcode (its quotient by
 // numOps picks the connection) and 3 arguments.
+// Fuzzed 30 minutes without a finding on 2026-12-07 (go test -run X -fuzz ^FuzzReassembly$ -fuzztime 30m
+// -parallel 1, at nice 19 on 2 shared cores: 5,453,482 executions, a corpus of 179, kept in
+// testdata/fuzz/FuzzReassembly).
 func FuzzReassembly(f *testing.F) {
 	stream := []byte("POST /orders HTTP/1.1\r\nHost: shop\r\nContent-Length: 26\r\n\r\nabcdefghijklmnopqrstuvwxyz")
 	isn := []byte{0xff, 0xff, 0xff, 0xf0}
