@@ -30,17 +30,7 @@ func TestPairedValuesExcuseOnlyTheirField(t *testing.T) {
 	if _, res := tb.Translate(context.Background(), []byte("GET /api/orders/7 HTTP/1.1\r\n\r\n")); res.Translated != 1 {
 		t.Fatalf("the order's number not translated: %+v", res)
 	}
-	cfg := Config{Candidate: "cand", AgainstProduction: true, Diff: diff.DefaultOptions, MaxEndpoints: 100, Wait: time.Minute,
-		MaxPending: 10000, Queue: 10000, MinSamples: 5, Threshold: 0.05, Handler: "test",
-		Paired: func(ref string, at correlate.Field, a, b string) bool {
-			k, ok := tb.Origin(b, at)
-			return ok && k == tb.KeyAt(a, at)
-		}}
-	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := pairedComparator(t, tb, nil)
 	const n = 12
 	for i := range n {
 		req := request(t, uint64(i+1), "/api/orders/7")
@@ -64,20 +54,9 @@ func TestPairedValuesExcuseOnlyTheirField(t *testing.T) {
 // of reporting each side's own number as a difference.
 func TestUnsettledExchangesWaitForTheirValuesToBeCarriedBack(t *testing.T) {
 	tb := correlate.New(correlate.Options{})
-	cfg := Config{Candidate: "cand", AgainstProduction: true, Diff: diff.DefaultOptions, MaxEndpoints: 100, Wait: time.Minute,
-		MaxPending: 10000, Queue: 10000, MinSamples: 5, Threshold: 0.05, Handler: "test", Settle: 10 * time.Second,
-		Paired: func(ref string, at correlate.Field, a, b string) bool {
-			k, ok := tb.Origin(b, at)
-			return ok && k == tb.KeyAt(a, at)
-		},
-		Unsettled: func(req *httpstream.Request) bool {
-			return tb.Unsettled(correlate.Exchange{Conn: req.ConnID, Index: req.Index})
-		}}
-	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := pairedComparator(t, tb, func(req *httpstream.Request) bool {
+		return tb.Unsettled(correlate.Exchange{Conn: req.ConnID, Index: req.Index})
+	})
 	const n = 12
 	for i := range n {
 		raw := "POST /api/orders HTTP/1.1\r\nHost: shop\r\nContent-Length: 0\r\n\r\n"
@@ -107,4 +86,24 @@ func TestUnsettledExchangesWaitForTheirValuesToBeCarriedBack(t *testing.T) {
 	if got := regressions(c.Report()); c.Stats.Compared.Load() != n || len(got) != 0 {
 		t.Errorf("%d compared, regressions %q: each side's own numbers", c.Stats.Compared.Load(), got)
 	}
+}
+
+// pairedComparator compares a candidate with production, its pairs (and,
+// with unsettled, whether they were carried back) from tb; closed when
+// the test ends.
+func pairedComparator(t *testing.T, tb *correlate.Table, unsettled func(*httpstream.Request) bool) *Comparator {
+	t.Helper()
+	cfg := Config{Candidate: "cand", AgainstProduction: true, Diff: diff.DefaultOptions, MaxEndpoints: 100, Wait: time.Minute,
+		MaxPending: 10000, Queue: 10000, MinSamples: 5, Threshold: 0.05, Handler: "test", Settle: 10 * time.Second,
+		Paired: func(ref string, at correlate.Field, a, b string) bool {
+			k, ok := tb.Origin(b, at)
+			return ok && k == tb.KeyAt(a, at)
+		},
+		Unsettled: unsettled}
+	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
 }

@@ -492,13 +492,7 @@ func TestRecordingKeepsOrderAcrossConnections(t *testing.T) {
 	r.Submit(2, at("GET /during HTTP/1.1\r\nHost: h\r\n\r\n", 1500, 2500)) // production ran it meanwhile
 	r.Submit(3, at("POST /pay HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", 3000, 4000))
 	stop(r, 10*time.Second)
-	got := map[string]time.Time{}
-	for _, rq := range srv.Requests() {
-		got[strings.Fields(string(rq.Raw))[1]] = rq.At
-	}
-	if len(got) != 3 || stats.OrderWaitsExpired.Load() != 0 {
-		t.Fatalf("received %v, waits expired %d", got, stats.OrderWaitsExpired.Load())
-	}
+	got := arrivals(t, srv, stats, 3)
 	if d := got["/pay"].Sub(got["/place"]); d < srv.Delay {
 		t.Errorf("/pay sent %v after /place, before /place was answered (%v)", d, srv.Delay)
 	}
@@ -553,17 +547,25 @@ func TestLiveKeepsOrderOnceAnswersAreSeen(t *testing.T) {
 	r.Submit(2, at("POST /pay HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", 3000))
 	r.Submit(3, at("GET /other HTTP/1.1\r\nHost: h\r\n\r\n", 1500)) // production ran it meanwhile
 	stop(r, 10*time.Second)
-	got := map[string]time.Time{}
-	for _, rq := range srv.Requests() {
-		got[strings.Fields(string(rq.Raw))[1]] = rq.At
-	}
-	if len(got) != 3 || stats.OrderWaitsExpired.Load() != 0 {
-		t.Fatalf("received %v, waits expired %d", got, stats.OrderWaitsExpired.Load())
-	}
+	got := arrivals(t, srv, stats, 3)
 	if d := got["/pay"].Sub(got["/show"]); d < srv.Delay {
 		t.Errorf("/pay sent %v after /show, before /show was answered (%v)", d, srv.Delay)
 	}
 	if d := got["/other"].Sub(got["/show"]); d >= srv.Delay {
 		t.Errorf("/other waited %v: production ran it with /show", d)
 	}
+}
+
+// arrivals are when srv received each path, once the replayer sent all n
+// without an order's wait expiring.
+func arrivals(t *testing.T, srv *rawserver.Server, stats *Stats, n int) map[string]time.Time {
+	t.Helper()
+	got := map[string]time.Time{}
+	for _, rq := range srv.Requests() {
+		got[strings.Fields(string(rq.Raw))[1]] = rq.At
+	}
+	if len(got) != n || stats.OrderWaitsExpired.Load() != 0 {
+		t.Fatalf("received %v, waits expired %d", got, stats.OrderWaitsExpired.Load())
+	}
+	return got
 }
