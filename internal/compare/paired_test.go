@@ -77,7 +77,8 @@ func TestUnsettledExchangesWaitForTheirValuesToBeCarriedBack(t *testing.T) {
 		t.Errorf("before the orders were carried back: %d compared, %d settling", c.Stats.Compared.Load(), c.Stats.Settling.Load())
 	}
 	for i := range n {
-		tb.Carried(correlate.Named(fmt.Appendf(nil, "GET /api/orders/%d HTTP/1.1\r\n\r\n", 7+i)))
+		names := correlate.Named(fmt.Appendf(nil, "GET /api/orders/%d HTTP/1.1\r\n\r\n", 7+i))
+		tb.Carried(&names)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for c.Stats.Compared.Load() < n && time.Now().Before(deadline) {

@@ -269,12 +269,12 @@ func TestNoWaitForAValueToldAfterTheRequest(t *testing.T) {
 func TestOriginOnceProductionCarriedItBack(t *testing.T) {
 	tb := afterLogin(t)
 	at := Field{Key: "body.order.id"}
-	tb.Carried(Named([]byte("GET /api/orders/" + prodOrder + " HTTP/1.1\r\n\r\n")))
+	carry(tb, []byte("GET /api/orders/"+prodOrder+" HTTP/1.1\r\n\r\n"))
 	if k, ok := tb.Origin(candOrder, at); !ok || k != tb.KeyAt(prodOrder, at) {
 		t.Errorf("origin of the candidate's order, production's request captured: %v %v", k, ok)
 	}
 	other := afterLogin(t)
-	other.Carried(Named([]byte("GET /api/orders/77 HTTP/1.1\r\n\r\n")))
+	carry(other, []byte("GET /api/orders/77 HTTP/1.1\r\n\r\n"))
 	if _, ok := other.Origin(candOrder, at); ok {
 		t.Error("an origin from a request naming another order")
 	}
@@ -293,16 +293,22 @@ func TestUnsettledUntilCarriedBack(t *testing.T) {
 	if !tb.Unsettled(x) {
 		t.Error("settled before anything was carried back")
 	}
-	tb.Carried(Named([]byte("GET /api/cart HTTP/1.1\r\nCookie: sid=" + prodSid + "\r\nAuthorization: Bearer " + prodToken + "\r\n\r\n")))
+	carry(tb, []byte("GET /api/cart HTTP/1.1\r\nCookie: sid="+prodSid+"\r\nAuthorization: Bearer "+prodToken+"\r\n\r\n"))
 	if !tb.Unsettled(x) {
 		t.Error("settled with the order not carried back")
 	}
-	tb.Carried(Named([]byte("GET /api/orders/" + prodOrder + " HTTP/1.1\r\n\r\n")))
-	tb.Carried(Named([]byte("GET /api/orders/1042 HTTP/1.1\r\n\r\n")))
+	carry(tb, []byte("GET /api/orders/"+prodOrder+" HTTP/1.1\r\n\r\n"))
+	carry(tb, []byte("GET /api/orders/1042 HTTP/1.1\r\n\r\n"))
 	if tb.Unsettled(x) {
 		t.Error("unsettled once every value was carried back")
 	}
 	if tb.Unsettled(Exchange{Conn: 2}) {
 		t.Error("an exchange never seen is unsettled")
 	}
+}
+
+// carry is production's request req seen on the mirror by tb.
+func carry(tb *Table, req []byte) {
+	n := Named(req)
+	tb.Carried(&n)
 }

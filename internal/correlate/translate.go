@@ -500,8 +500,9 @@ type Names struct {
 	read bool
 }
 
-// Named returns req's names, read when first needed.
-func Named(req []byte) *Names { return &Names{req: req} }
+// Named returns req's names, read when first needed (a value: on the
+// capture path, no allocation unless a table reads them).
+func Named(req []byte) Names { return Names{req: req} }
 
 func (n *Names) tokens() []token {
 	if !n.read {

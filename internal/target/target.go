@@ -182,7 +182,7 @@ func (f *Fanout) Submit(conn uint64, r *httpstream.Request) {
 	names := correlate.Named(r.Raw)
 	for _, t := range f.cur.Load().Targets {
 		if t.Pairs != nil {
-			t.Pairs.Carried(names) // before its replay: the comparison may ask first
+			t.Pairs.Carried(&names) // before its replay: the comparison may ask first
 		}
 		sent := false
 		switch reason := t.filter.Check(r); {
