@@ -113,8 +113,8 @@ func (m *Masker) Text(s string) string {
 		at := 0
 		for _, f := range found {
 			v := s[f[0]:f[1]]
-			if d.digits && (f[0] > 0 && isDigit(s[f[0]-1]) || f[1] < len(s) && isDigit(s[f[1]])) {
-				continue // part of a longer number: an id, a timestamp
+			if d.digits && (f[0] > 0 && inNumber(s[f[0]-1]) || f[1] < len(s) && inNumber(s[f[1]])) {
+				continue // part of a longer number: an id, a timestamp, a decimal (JSON's 0.0000000000000)
 			}
 			if d.value != nil {
 				v = d.value(v)
@@ -268,7 +268,8 @@ type detector struct {
 	digits bool                      // a match next to a digit is part of a longer number: not one
 }
 
-func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+// inNumber reports whether c continues a number: a digit, or a decimal point.
+func inNumber(c byte) bool { return c >= '0' && c <= '9' || c == '.' }
 
 var detectors = map[string]detector{
 	"email": {kind: "email", re: regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}`)},
