@@ -468,7 +468,7 @@ const maxSettling = 4096
 // difference. Production's client usually carries one back within a
 // second; live, the replay may answer sooner.
 func (c *Comparator) settle(x *exchange) {
-	if c.cfg.Unsettled == nil || c.closing || len(c.settling) >= maxSettling || safeMethod(x.req.Method()) || !c.cfg.Unsettled(x.req) {
+	if c.cfg.Unsettled == nil || c.closing || len(c.settling) >= maxSettling || x.req.Safe() || !c.cfg.Unsettled(x.req) {
 		c.submit(x)
 		return
 	}
@@ -493,14 +493,6 @@ func (c *Comparator) settled(all bool) {
 	}
 	clear(c.settling[len(kept):])
 	c.settling = kept
-}
-
-func safeMethod(m []byte) bool {
-	switch string(m) {
-	case "GET", "HEAD", "OPTIONS", "TRACE":
-		return true
-	}
-	return false
 }
 
 // bitIndex is the index of a part's bit (-1: not a single part).

@@ -51,6 +51,16 @@ type Line struct {
 // Method returns the request method.
 func (r *Request) Method() []byte { return r.method.of(r.Raw) }
 
+// Safe reports whether the request's method only reads (RFC 9110 9.2.1):
+// sent as it is, it acts on nothing.
+func (r *Request) Safe() bool {
+	switch string(r.Method()) {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return false
+}
+
 // Target returns the request-target as captured, not re-encoded.
 func (r *Request) Target() []byte { return r.target.of(r.Raw) }
 

@@ -447,7 +447,7 @@ func (r *Replayer) drain(ctx context.Context, q *connQueue) {
 			if tr.Translated > 0 {
 				headLen = bytes.Index(send, []byte("\r\n\r\n")) + 4
 			}
-			if tr.Missed && !safe(req.Method()) {
+			if tr.Missed && !req.Safe() {
 				err = &Error{Reason: FailUntranslated, Err: errors.New("a value it names was not learned in time")}
 			}
 		}
@@ -528,7 +528,7 @@ func (r *Replayer) send(ctx context.Context, req *httpstream.Request, msg []byte
 	if w == nil {
 		return r.client.Do(ctx, msg, headLen, string(req.Method()), req.Expect100)
 	}
-	marker := w.Begin(ctx, req, !safe(req.Method()))
+	marker := w.Begin(ctx, req, !req.Safe())
 	msg, headLen = withHeader(msg, headLen, MarkerHeader, marker)
 	resp, err := r.client.Do(ctx, msg, headLen, string(req.Method()), req.Expect100)
 	w.End(context.WithoutCancel(ctx), marker, err == nil) // its barrier is written even as a stop cuts the request short
@@ -547,16 +547,6 @@ func withHeader(msg []byte, headLen int, name, value string) ([]byte, int) {
 	out = append(out, line...)
 	out = append(out, msg[headLen-2:]...)
 	return out, headLen + len(line)
-}
-
-// safe reports whether a method only reads (RFC 9110 9.2.1): sent as it
-// is, it acts on nothing.
-func safe(method []byte) bool {
-	switch string(method) {
-	case "GET", "HEAD", "OPTIONS", "TRACE":
-		return true
-	}
-	return false
 }
 
 // Holds says whether requests of production connection conn are queued

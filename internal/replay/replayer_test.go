@@ -422,7 +422,7 @@ type watcher struct {
 func (w *watcher) Begin(_ context.Context, req *httpstream.Request, alone bool) string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if alone == safe(req.Method()) {
+	if alone == req.Safe() {
 		w.wrongKind++
 	}
 	w.n++
