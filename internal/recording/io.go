@@ -28,6 +28,7 @@ type Reader struct {
 	f     io.ReadCloser // the file, or its plaintext (a *sealedFile)
 	buf   []byte
 	eof   bool
+	frame frameParser
 	// Torn counts bytes at the end of a file that did not make a whole
 	// record (a crash while writing), and in an encrypted file the
 	// ciphertext from the chunk that did not decrypt to its end; Skipped
@@ -98,7 +99,7 @@ func (rd *Reader) Next() (Record, error) {
 				return Record{}, err
 			}
 		}
-		r, n, err := parseFrame(rd.buf)
+		r, n, err := rd.frame.parse(rd.buf)
 		switch {
 		case err == nil:
 			rd.buf = rd.buf[n:]
@@ -111,7 +112,7 @@ func (rd *Reader) Next() (Record, error) {
 			// The file ends inside a frame: a torn last record, or a
 			// corrupt length field that claims more than the file holds.
 			// Only in the second case does a whole frame follow.
-			if i := nextFrame(rd.buf); i > 0 {
+			if i := rd.frame.next(rd.buf); i > 0 {
 				rd.Skipped += i
 				rd.buf = rd.buf[i:]
 				continue
@@ -139,9 +140,9 @@ func (rd *Reader) Next() (Record, error) {
 	}
 }
 
-// nextFrame returns the offset in b, past its first byte, of the first
-// whole valid frame, or -1.
-func nextFrame(b []byte) int {
+// next returns the offset in b, past its first byte, of the first whole
+// valid frame, or -1.
+func (fp *frameParser) next(b []byte) int {
 	magic := []byte{frameMagic >> 8, frameMagic & 0xff}
 	for off := 1; off < len(b); {
 		i := bytes.Index(b[off:], magic)
@@ -149,7 +150,7 @@ func nextFrame(b []byte) int {
 			return -1
 		}
 		off += i
-		if _, _, err := parseFrame(b[off:]); err == nil {
+		if _, _, err := fp.parse(b[off:]); err == nil {
 			return off
 		}
 		off++

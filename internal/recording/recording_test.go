@@ -253,3 +253,6 @@ func TestLargeRecordedRequestReplays(t *testing.T) {
 		t.Errorf("parsed %d bytes with a %d-byte body, want %d and %d", len(req.Raw), len(req.Body()), len(raw), len(body))
 	}
 }
+
+// parseFrame parses one frame with a parser of its own.
+func parseFrame(b []byte) (Record, int, error) { return new(frameParser).parse(b) }
