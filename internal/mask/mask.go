@@ -113,8 +113,8 @@ func (m *Masker) Text(s string) string {
 		at := 0
 		for _, f := range found {
 			v := s[f[0]:f[1]]
-			if d.digits && (f[0] > 0 && inNumber(s[f[0]-1]) || f[1] < len(s) && inNumber(s[f[1]])) {
-				continue // part of a longer number: an id, a timestamp, a decimal (JSON's 0.0000000000000)
+			if d.digits && partOfNumber(s, f[0], f[1]) {
+				continue // part of a longer number: an id, a timestamp, a decimal (JSON's 0.0000000000000, 0E0000000000000)
 			}
 			if d.value != nil {
 				v = d.value(v)
@@ -270,6 +270,33 @@ type detector struct {
 
 // inNumber reports whether c continues a number: a digit, or a decimal point.
 func inNumber(c byte) bool { return c >= '0' && c <= '9' || c == '.' }
+
+// partOfNumber reports whether the digits s[from:to] are part of a longer
+// number: a digit or a decimal point next to them, or an exponent (1e5,
+// 2.5E-3) joining them to a mantissa before or after.
+func partOfNumber(s string, from, to int) bool {
+	exp := func(c byte) bool { return c == 'e' || c == 'E' }
+	sign := func(c byte) bool { return c == '+' || c == '-' }
+	if from > 0 {
+		switch p := s[from-1]; {
+		case inNumber(p):
+			return true
+		case exp(p) && from > 1 && inNumber(s[from-2]):
+			return true
+		case sign(p) && from > 2 && exp(s[from-2]) && inNumber(s[from-3]):
+			return true
+		}
+	}
+	if to < len(s) {
+		switch n := s[to]; {
+		case inNumber(n):
+			return true
+		case exp(n) && to+1 < len(s) && (inNumber(s[to+1]) || sign(s[to+1]) && to+2 < len(s) && inNumber(s[to+2])):
+			return true
+		}
+	}
+	return false
+}
 
 var detectors = map[string]detector{
 	"email": {kind: "email", re: regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}`)},

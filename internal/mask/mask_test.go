@@ -118,3 +118,23 @@ func TestHeaders(t *testing.T) {
 		t.Error("a nil masker masked")
 	}
 }
+
+// TestNumbersAreNoCards: the digits of a JSON number with a fraction or an
+// exponent are not a card number, wherever the run of digits sits; the
+// same digits alone are.
+func TestNumbersAreNoCards(t *testing.T) {
+	m := New(Rules{}, []byte("k"))
+	for _, doc := range []string{
+		`{"a":0.0000000000000}`, `{"a":0E0000000000000}`, `{"a":1e+4111111111111111}`,
+		`{"a":4111111111111111e2}`, `{"a":4111111111111111E-2}`, `[2.5e-4111111111111111]`,
+	} {
+		if got := m.Document("body", doc); got != doc {
+			t.Errorf("%s masked: %s", doc, got)
+		}
+	}
+	for _, s := range []string{"4111111111111111", "card 4111111111111111e", "x-4111111111111111"} {
+		if got := m.Text(s); !strings.Contains(got, "[card:") {
+			t.Errorf("%q not masked: %q", s, got)
+		}
+	}
+}
