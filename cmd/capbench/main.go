@@ -1,14 +1,19 @@
 // Command capbench measures what the handler alone costs per replayed
-// request, with the client and production out of the loop: it pre-builds
+// request, with the client and production out of the loop. It pre-builds
 // the mirrored datagrams of keep-alive GETs (request, response and ACK, both
-// directions, as a mirror sends them), sends them at a fixed request rate
-// over loopback to a shadowtap process, which replays to a minimal test
-// server here. It reports the requests delivered and exact, the handler's
-// CPU time per replayed request (user and system, from /proc) and its peak
-// RSS. It is a benchmark, not a pass/fail test; no root needed.
+// directions) and sends them over loopback to a shadowtap process, which
+// replays to a minimal test server here. It sends as a mirror delivers:
+// requests evenly spaced within each second, each request's packets
+// together, production's answer -server-time after it. Each of -rates gets
+// a fresh handler, and one table reports per rate the requests delivered
+// of those sent (byte-exact, at most once), the handler's CPU per
+// delivered request (user and system from /proc, over the run), its peak
+// RSS and the replay lag (the request's packets sent to its replay
+// received) at p50 and p99. It is a benchmark, not a pass/fail test; no
+// root needed.
 //
-//	go run ./cmd/capbench -rate 5000 -duration 20s
-//	go run ./cmd/capbench -rate 40000 -duration 20s -- -shards 2
+//	go run ./cmd/capbench -rates 5000,40000 -duration 10s
+//	go run ./cmd/capbench -rates 40000 -- -shards 2
 //
 // With -phases it offers one rate after another on the same long-lived
 // connections, and reports per phase what was offered, what the test server
@@ -32,24 +37,22 @@ import (
 )
 
 func main() {
-	rateFlag := flag.Int("rate", 5000, "requests per second, all connections together")
+	rates := flag.String("rates", "5000", "requests per second, all connections together; several (5000,40000) run one after another, each with a fresh handler")
+	serverTime := flag.Duration("server-time", time.Millisecond, "production's answer is mirrored this long after its request")
 	conns := flag.Int("conns", 64, "mirrored keep-alive connections")
-	duration := flag.Duration("duration", 20*time.Second, "how long to send")
+	duration := flag.Duration("duration", 20*time.Second, "how long to send each rate")
 	bin := flag.String("shadowtap", "", "shadowtap binary (default: build ./cmd/shadowtap)")
 	phases := flag.String("phases", "", "rate:duration,... offered one after another on the same connections (instead of -rate and -duration)")
 	delay := flag.Duration("server-delay", 0, "the test server answers each request after this long")
 	serverRate := flag.Float64("server-rate", 0, "the test server answers at most this many requests per second")
 	flag.Parse()
-	spec := *phases
-	if spec == "" {
-		// One rate for one duration is a run of one phase.
-		if *rateFlag <= 0 || *duration <= 0 || *duration > time.Hour {
-			fmt.Fprintln(os.Stderr, "capbench: rate and duration (at most 1h) must be positive")
-			os.Exit(2)
-		}
-		spec = fmt.Sprintf("%d:%s", *rateFlag, *duration)
+	var err error
+	if *phases != "" {
+		err = runPhases(*phases, *conns, *delay, *serverRate, *bin, flag.Args())
+	} else {
+		err = runRates(*rates, *conns, *duration, *serverTime, *bin, flag.Args())
 	}
-	if err := runPhases(spec, *conns, *delay, *serverRate, *bin, flag.Args()); err != nil {
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "capbench:", err)
 		os.Exit(1)
 	}

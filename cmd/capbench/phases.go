@@ -92,24 +92,10 @@ func runPhases(spec string, conns int, delay time.Duration, serverRate float64, 
 	defer cleanup()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var lim *rate.Limiter
-	if serverRate > 0 {
-		lim = rate.NewLimiter(rate.Limit(serverRate), max(1, int(serverRate/100)))
-	}
-	ok := []byte("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{\"items\":[1,2,3]}")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	test, lim, err := startTestServer(ctx, delay, serverRate)
 	if err != nil {
 		return err
 	}
-	test := rawserver.ServeResponding(ln, func(*httpstream.Request) []byte {
-		if delay > 0 {
-			time.Sleep(delay)
-		}
-		if lim != nil {
-			lim.Wait(ctx) // an error: the run is over
-		}
-		return ok
-	})
 	defer test.Close()
 	defer cancel() // before the server closes: answers waiting for tokens end
 	admin, err := freeTCP()
@@ -173,35 +159,11 @@ func runPhases(spec string, conns int, delay time.Duration, serverRate float64, 
 	}
 	cancel()
 
-	// Every request the test server received: one offered, byte-exact,
-	// received once and after its connection's earlier ones.
 	host := test.Addr()
-	delivered := make([]int, len(phases))
-	seen := make(map[[3]int]bool)
-	lastOf := make(map[int][2]int)
-	inexact, dup, unordered := 0, 0, 0
 	got := test.Requests()
+	c := checkReceived(got, host, len(phases))
+	delivered := c.delivered
 	for _, r := range got {
-		var k [3]int
-		if _, err := fmt.Sscanf(string(r.Raw), "GET /bench/%d/%d/%d ", &k[0], &k[1], &k[2]); err != nil || k[0] < 0 || k[0] >= len(phases) {
-			inexact++
-			continue
-		}
-		if want := replayed(k[0], k[1], k[2], host); !bytes.Equal(r.Raw, want) {
-			if inexact == 0 {
-				fmt.Printf("not exact: got %q, want %q\n", r.Raw, want)
-			}
-			inexact++
-		}
-		if seen[k] {
-			dup++
-		}
-		seen[k] = true
-		delivered[k[0]]++
-		if prev, ok := lastOf[k[1]]; ok && (prev[0] > k[0] || prev[0] == k[0] && prev[1] >= k[2]) {
-			unordered++
-		}
-		lastOf[k[1]] = [2]int{k[0], k[2]}
 		for _, p := range phases {
 			if r.At.After(p.began) && !r.At.After(p.ended) {
 				p.during++
@@ -222,13 +184,84 @@ func runPhases(spec string, conns int, delay time.Duration, serverRate float64, 
 		fmt.Printf("%-6d %-8.0f %-9v %-18d %-22s %d (%.3f)\n", i+1, p.rate, d.Round(time.Millisecond), p.n,
 			fmt.Sprintf("%d (%.0f/s)", p.during, float64(p.during)/d.Seconds()), delivered[i], float64(delivered[i])/float64(max(p.n, 1)))
 	}
-	fmt.Printf("received               %d of %d offered; not exact %d, twice %d, out of order %d\n", len(got), total, inexact, dup, unordered)
+	fmt.Printf("received               %d of %d offered; not exact %d, twice %d, out of order %d\n", len(got), total, c.inexact, c.dup, c.unordered)
 	fmt.Printf("handler CPU            %.2f s, %.1f us per replayed request, %.0f%% of a core while offered\n",
 		cpu, cpu*1e6/float64(max(len(got), 1)), 100*cpu/sendTime.Seconds())
 	fmt.Printf("handler peak RSS       %d KiB\n", peak)
 	fmt.Printf("where requests went    %s\n", losses)
-	if inexact+dup+unordered > 0 {
-		return fmt.Errorf("%d requests not exact, %d received twice, %d out of order", inexact, dup, unordered)
+	return c.err()
+}
+
+// startTestServer starts the test server the handler replays to: it
+// answers each request after delay, and at most serverRate a second (0:
+// no bound) until ctx ends.
+func startTestServer(ctx context.Context, delay time.Duration, serverRate float64) (*rawserver.Server, *rate.Limiter, error) {
+	var lim *rate.Limiter
+	if serverRate > 0 {
+		lim = rate.NewLimiter(rate.Limit(serverRate), max(1, int(serverRate/100)))
+	}
+	ok := []byte("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{\"items\":[1,2,3]}")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	test := rawserver.ServeResponding(ln, func(*httpstream.Request) []byte {
+		if delay > 0 {
+			time.Sleep(delay)
+		}
+		if lim != nil {
+			lim.Wait(ctx) // an error: the run is over
+		}
+		return ok
+	})
+	return test, lim, nil
+}
+
+// received is what the test server's requests say: per phase how many of
+// its requests arrived, and how many were not exact, came twice, or came
+// before an earlier one of their connection.
+type received struct {
+	delivered               []int
+	inexact, dup, unordered int
+	keys                    [][3]int // each request's phase, connection and index; -1s if not one of ours
+}
+
+// checkReceived checks every request the test server received: one
+// offered, byte-exact, received once and after its connection's earlier
+// ones.
+func checkReceived(got []rawserver.Received, host string, phases int) received {
+	c := received{delivered: make([]int, phases), keys: make([][3]int, len(got))}
+	seen := make(map[[3]int]bool)
+	lastOf := make(map[int][2]int)
+	for i, r := range got {
+		k := &c.keys[i]
+		if _, err := fmt.Sscanf(string(r.Raw), "GET /bench/%d/%d/%d ", &k[0], &k[1], &k[2]); err != nil || k[0] < 0 || k[0] >= phases {
+			*k = [3]int{-1, -1, -1}
+			c.inexact++
+			continue
+		}
+		if want := replayed(k[0], k[1], k[2], host); !bytes.Equal(r.Raw, want) {
+			if c.inexact == 0 {
+				fmt.Printf("not exact: got %q, want %q\n", r.Raw, want)
+			}
+			c.inexact++
+		}
+		if seen[*k] {
+			c.dup++
+		}
+		seen[*k] = true
+		c.delivered[k[0]]++
+		if prev, ok := lastOf[k[1]]; ok && (prev[0] > k[0] || prev[0] == k[0] && prev[1] >= k[2]) {
+			c.unordered++
+		}
+		lastOf[k[1]] = [2]int{k[0], k[2]}
+	}
+	return c
+}
+
+func (c received) err() error {
+	if c.inexact+c.dup+c.unordered > 0 {
+		return fmt.Errorf("%d requests not exact, %d received twice, %d out of order", c.inexact, c.dup, c.unordered)
 	}
 	return nil
 }
