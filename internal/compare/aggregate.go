@@ -307,16 +307,71 @@ func (ep *EndpointState) forLog() *EndpointState {
 	return &out
 }
 
-// flushLog writes the exchanges held for the log whose finding is now
-// known not to be noise (its rate significantly above its noise rate: the
-// first answers of an endpoint cannot tell, so they wait), and a
-// statistics line per endpoint changed since the last.
+// flushLog hands the log writer the exchanges held for the log whose
+// finding is now known not to be noise (its rate significantly above its
+// noise rate: the first answers of an endpoint cannot tell, so they
+// wait), and a statistics line per endpoint changed since the last. It
+// never waits for the disk: the lines are made under aggMu and written by
+// logWriter; when that is behind by logQueue flushes, these are dropped
+// and counted.
 func (c *Comparator) flushLog() {
 	if c.cfg.Log == nil {
 		return
 	}
+	lines, n := c.logLines()
+	if n == 0 {
+		return
+	}
+	select {
+	case c.logQ <- lines:
+	default:
+		c.Stats.LogDropped.Add(uint64(n))
+		c.logWarn("dropped", "the difference log is behind (a slow disk?): lines dropped", nil)
+	}
+}
+
+// logQueue is how many flushes the log writer may be behind.
+const logQueue = 16
+
+// logWriter writes what flushLog made, until logQ is closed.
+func (c *Comparator) logWriter() {
+	defer c.logDone.Done()
+	for b := range c.logQ {
+		if _, err := c.cfg.Log.Write(b); err != nil {
+			c.Stats.LogWriteErrors.Add(1)
+			c.logWarn("write", "the difference log cannot be written", err)
+		}
+	}
+}
+
+// logWarn logs a problem of the difference log at most once a minute per
+// kind.
+func (c *Comparator) logWarn(kind, msg string, err error) {
+	now := time.Now().UnixNano()
+	last := &c.logWarned[0]
+	if kind == "write" {
+		last = &c.logWarned[1]
+	}
+	if prev := last.Load(); now-prev < int64(time.Minute) || !last.CompareAndSwap(prev, now) {
+		return
+	}
+	if err != nil {
+		c.log.Warn(msg, "err", err, "write_errors", c.Stats.LogWriteErrors.Load())
+	} else {
+		c.log.Warn(msg, "lines_dropped", c.Stats.LogDropped.Load())
+	}
+}
+
+// logLines makes the log's lines due now, and says how many, under aggMu.
+func (c *Comparator) logLines() ([]byte, int) {
 	c.aggMu.Lock()
 	defer c.aggMu.Unlock()
+	var out []byte
+	n := 0
+	write := func(line []byte) {
+		out = append(append(out, line...), '\n')
+		n++
+	}
 	c.agg.consolidate(c.grouper.Rename)
 	zz := z(c.cfg.Confidence)
 	for _, name := range slices.Sorted(maps.Keys(c.agg.endpoints)) {
@@ -341,7 +396,7 @@ func (c *Comparator) flushLog() {
 					}
 					s.logged = true
 					line, _ := json.Marshal(logLine{Type: "diff", Handler: c.cfg.Handler, Endpoint: name, Comparison: cmp, Sample: s})
-					c.cfg.Log.Write(append(line, '\n'))
+					write(line)
 					// The line shows its other findings too: it counts
 					// towards theirs.
 					for _, k := range s.Findings {
@@ -360,7 +415,7 @@ func (c *Comparator) flushLog() {
 	templates := c.grouper.Learned()
 	for _, r := range c.agg.renamed {
 		line, _ := json.Marshal(logLine{Type: "stats", Handler: c.cfg.Handler, Endpoint: r[0], Time: c.cfg.Now(), RenamedTo: r[1]})
-		c.cfg.Log.Write(append(line, '\n'))
+		write(line)
 	}
 	c.agg.renamed = nil
 	for _, name := range slices.Sorted(func(yield func(string) bool) {
@@ -377,6 +432,7 @@ func (c *Comparator) flushLog() {
 		ep.dirty = false
 		line, _ := json.Marshal(logLine{Type: "stats", Handler: c.cfg.Handler, Endpoint: name, Time: c.cfg.Now(), State: ep.forLog(),
 			Templates: templates})
-		c.cfg.Log.Write(append(line, '\n'))
+		write(line)
 	}
+	return out, n
 }

@@ -127,6 +127,10 @@ type Stats struct {
 	// be carried back (see Config.Unsettled); SettlingNow, those held now.
 	Settling    atomic.Uint64
 	SettlingNow atomic.Int64
+	// LogWriteErrors counts difference-log writes that failed; LogDropped,
+	// lines dropped because the log's writes were behind.
+	LogWriteErrors atomic.Uint64
+	LogDropped     atomic.Uint64
 }
 
 // parts of an exchange, as bits: the answers, then what the targets
@@ -208,6 +212,12 @@ type Comparator struct {
 	stop      chan struct{}
 	done      sync.WaitGroup
 	closeOnce sync.Once
+
+	// logQ carries the difference log's lines to logWriter, which alone
+	// writes cfg.Log: the joiner and aggMu never wait for a disk.
+	logQ      chan []byte
+	logDone   sync.WaitGroup
+	logWarned [2]atomic.Int64 // unix ns of the last warning: dropped, write
 }
 
 // New starts a comparator; Close stops it.
@@ -254,6 +264,11 @@ func New(cfg Config, log *slog.Logger) (*Comparator, error) {
 	c.done.Add(2)
 	go c.worker()
 	go c.joiner()
+	if cfg.Log != nil {
+		c.logQ = make(chan []byte, logQueue)
+		c.logDone.Add(1)
+		go c.logWriter()
+	}
 	if cfg.Fleet != nil {
 		c.takeInFleet() // a new handler starts with what the fleet knows (bounded by the store's timeout)
 		c.done.Add(1)
@@ -602,7 +617,14 @@ func (c *Comparator) Close() {
 	c.closeOnce.Do(func() {
 		close(c.stop)
 		c.done.Wait()
-		c.flushLog()
+		if c.logQ != nil {
+			// The last lines wait for room: they are the run's totals.
+			if lines, n := c.logLines(); n > 0 {
+				c.logQ <- lines
+			}
+			close(c.logQ)
+			c.logDone.Wait()
+		}
 	})
 }
 

@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/shadowtap/shadowtap/internal/endpoint"
 )
@@ -105,5 +108,41 @@ func TestRenameWith(t *testing.T) {
 		if got := rename(in); got != want {
 			t.Errorf("%q: %q, want %q", in, got, want)
 		}
+	}
+}
+
+// stuckDisk is a log whose writes wait until released, as a full or hung
+// disk does.
+type stuckDisk struct {
+	release chan struct{}
+	writes  atomic.Int64
+}
+
+func (d *stuckDisk) Write(b []byte) (int, error) {
+	d.writes.Add(1)
+	<-d.release
+	return len(b), nil
+}
+
+type failingDisk struct{}
+
+func (failingDisk) Write([]byte) (int, error) { return 0, errors.New("no space left on device") }
+
+// TestLogNeverBlocksTheComparison: a difference log whose writes hang
+// holds up neither the comparison (every exchange is compared) nor the
+// report (it takes the same lock); a log whose writes fail is counted.
+func TestLogNeverBlocksTheComparison(t *testing.T) {
+	disk := &stuckDisk{release: make(chan struct{})}
+	c, r := simulateWith(t, true, false, func(cfg *Config) { cfg.Log, cfg.LogEvery = disk, time.Millisecond })
+	if r.Compared == 0 || disk.writes.Load() == 0 {
+		t.Errorf("compared %d, %d log writes begun", r.Compared, disk.writes.Load())
+	}
+	close(disk.release)
+	c.Close()
+
+	c, _ = simulateWith(t, true, false, func(cfg *Config) { cfg.Log, cfg.LogEvery = failingDisk{}, time.Millisecond })
+	c.Close()
+	if c.Stats.LogWriteErrors.Load() == 0 {
+		t.Error("failed log writes not counted")
 	}
 }

@@ -251,11 +251,17 @@ func workload(rng *rand.Rand) []traffic {
 // mirrored, the candidate (planted or not) and, with baselines, two
 // deployments of production's code.
 func simulate(t testing.TB, planted, withBaselines bool, log io.Writer) (*Comparator, Report) {
+	return simulateWith(t, planted, withBaselines, func(cfg *Config) { cfg.Log = log })
+}
+
+// simulateWith is simulate with the configuration changed by edit first.
+func simulateWith(t testing.TB, planted, withBaselines bool, edit func(*Config)) (*Comparator, Report) {
 	cfg := Config{Candidate: "cand", AgainstProduction: true, Diff: diff.DefaultOptions, MaxEndpoints: 200, Wait: time.Minute,
-		MaxPending: 100000, Queue: 100000, MinSamples: 20, Threshold: 0.01, Redact: []string{"Authorization"}, Handler: "sim", Log: log}
+		MaxPending: 100000, Queue: 100000, MinSamples: 20, Threshold: 0.01, Redact: []string{"Authorization"}, Handler: "sim"}
 	if withBaselines {
 		cfg.Baseline, cfg.Secondary = "base", "base2"
 	}
+	edit(&cfg)
 	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

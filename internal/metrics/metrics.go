@@ -153,6 +153,8 @@ var (
 	mCmpIncomplete = counter("shadowtap_compare_incomplete_total", "Exchanges not compared: an answer never came.")
 	mCmpDropped    = counter("shadowtap_compare_dropped_total", "Exchanges not compared because the comparison was over its bounds.")
 	mCmpAnswers    = counter("shadowtap_compare_answers_dropped_total", "Answers the comparison had no room for (its queue or its bytes bound); their exchange went on without them.")
+	mCmpLogErrors  = counter("shadowtap_compare_log_write_errors_total", "Difference-log writes that failed (compare.log: a full or broken disk).")
+	mCmpLogDropped = counter("shadowtap_compare_log_dropped_total", "Difference-log lines dropped because the log's writes were behind (a slow disk); the comparison never waits for them.")
 	mCmpEndpoint   = gauge("shadowtap_compare_endpoint_compared", "Exchanges compared, by endpoint group and comparison (bounded: compare.max_endpoints).", "endpoint", "comparison")
 	mCmpMatched    = gauge("shadowtap_compare_endpoint_matched", "Exchanges without a difference outside noisy fields, by endpoint group and comparison.", "endpoint", "comparison")
 	mCmpRegress    = gauge("shadowtap_compare_endpoint_regressions", "Fields (and latency) differing clearly above noise, by endpoint group and comparison.", "endpoint", "comparison")
@@ -165,7 +167,7 @@ var all = []metric{mDatagrams, mSocketDgrams, mBytes, mReadErrors, mKernelDrops,
 	mFiltered, mSampledOut, mKeyless,
 	mSubmitted, mReplayed, mFailed, mQueueDrops, mRateLimited, mConnsRefused, mResumed, mHandover, mQueued, mInFlight,
 	mCorrelated, mCorrPairs, mCorrPending, mStoreUp, mStoreWatching, mStoreKeys, mStoreEvents, mWrites, mWriteSets,
-	mCmpExchanges, mCmpCompared, mCmpIncomplete, mCmpDropped, mCmpAnswers, mCmpEndpoint, mCmpMatched, mCmpRegress}
+	mCmpExchanges, mCmpCompared, mCmpIncomplete, mCmpDropped, mCmpAnswers, mCmpLogErrors, mCmpLogDropped, mCmpEndpoint, mCmpMatched, mCmpRegress}
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range all {
@@ -256,6 +258,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit(mCmpIncomplete, u(cmp.Stats.Incomplete.Load()))
 		emit(mCmpDropped, u(cmp.Stats.Dropped.Load()))
 		emit(mCmpAnswers, u(cmp.Stats.AnswersDropped.Load()))
+		emit(mCmpLogErrors, u(cmp.Stats.LogWriteErrors.Load()))
+		emit(mCmpLogDropped, u(cmp.Stats.LogDropped.Load()))
 		for _, e := range cmp.Report().Endpoints {
 			for _, cr := range e.Comparisons {
 				emit(mCmpEndpoint, float64(cr.Compared), e.Name, cr.Comparison)
