@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/shadowtap/shadowtap/internal/procstat"
 	"github.com/shadowtap/shadowtap/internal/synth"
 )
@@ -158,7 +160,13 @@ func runRate(rate float64, conns int, dur, serverTime time.Duration, bin string,
 	lastRSS := began
 	// Two sorted streams merged: requests due at i*every, answers at
 	// i*every+serverTime. The sender sleeps until the next one is due and
-	// then sends all that are.
+	// then sends all that are. time.Sleep wakes on the runtime's poller,
+	// to the millisecond: requests would leave in bursts, which is not
+	// how a mirror delivers them. A thread of its own sleeping in the
+	// kernel with the least timer slack wakes within microseconds.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	unix.Prctl(unix.PR_SET_TIMERSLACK, 1000, 0, 0, 0)
 	for i, j := 0, 0; j < n; {
 		reqDue := began.Add(time.Duration(i) * every)
 		respDue := began.Add(time.Duration(j)*every + serverTime)
@@ -167,7 +175,8 @@ func runRate(rate float64, conns int, dur, serverTime time.Duration, bin string,
 			next = reqDue
 		}
 		if d := time.Until(next); d > 0 {
-			time.Sleep(d)
+			ts := unix.NsecToTimespec(d.Nanoseconds())
+			unix.Nanosleep(&ts, nil) // interrupted: the loop sleeps again
 		}
 		now := time.Now()
 		for i < n && !began.Add(time.Duration(i)*every).After(now) {
