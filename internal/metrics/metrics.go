@@ -30,6 +30,9 @@ type Sources struct {
 	Engine  *engine.Stats
 	Targets func() []*target.Target // read at each scrape: reloads change them
 	Compare *compare.Comparator     // nil unless comparing
+	// RestartPending names the settings a reload changed that wait for a
+	// restart.
+	RestartPending func() []string
 }
 
 // Metrics holds the observed (not counted) metrics.
@@ -153,6 +156,7 @@ var (
 	mCmpIncomplete = counter("shadowtap_compare_incomplete_total", "Exchanges not compared: an answer never came.")
 	mCmpDropped    = counter("shadowtap_compare_dropped_total", "Exchanges not compared because the comparison was over its bounds.")
 	mCmpAnswers    = counter("shadowtap_compare_answers_dropped_total", "Answers the comparison had no room for (its queue or its bytes bound); their exchange went on without them.")
+	mRestart       = gauge("shadowtap_config_restart_pending", "1 for each setting a reload changed that takes effect only after a restart (the reload logs it too).", "setting")
 	mCmpLogErrors  = counter("shadowtap_compare_log_write_errors_total", "Difference-log writes that failed (compare.log: a full or broken disk).")
 	mCmpLogDropped = counter("shadowtap_compare_log_dropped_total", "Difference-log lines dropped because the log's writes were behind (a slow disk); the comparison never waits for them.")
 	mCmpEndpoint   = gauge("shadowtap_compare_endpoint_compared", "Exchanges compared, by endpoint group and comparison (bounded: compare.max_endpoints).", "endpoint", "comparison")
@@ -167,7 +171,7 @@ var all = []metric{mDatagrams, mSocketDgrams, mBytes, mReadErrors, mKernelDrops,
 	mFiltered, mSampledOut, mKeyless,
 	mSubmitted, mReplayed, mFailed, mQueueDrops, mRateLimited, mConnsRefused, mResumed, mHandover, mQueued, mInFlight,
 	mCorrelated, mCorrPairs, mCorrPending, mStoreUp, mStoreWatching, mStoreKeys, mStoreEvents, mWrites, mWriteSets,
-	mCmpExchanges, mCmpCompared, mCmpIncomplete, mCmpDropped, mCmpAnswers, mCmpLogErrors, mCmpLogDropped, mCmpEndpoint, mCmpMatched, mCmpRegress}
+	mCmpExchanges, mCmpCompared, mCmpIncomplete, mCmpDropped, mCmpAnswers, mCmpLogErrors, mCmpLogDropped, mRestart, mCmpEndpoint, mCmpMatched, mCmpRegress}
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range all {
@@ -185,6 +189,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			return 1
 		}
 		return 0
+	}
+	if c.src.RestartPending != nil {
+		for _, name := range c.src.RestartPending() {
+			emit(mRestart, 1, name)
+		}
 	}
 	if s := c.src.Capture; s != nil {
 		emit(mDatagrams, u(s.Datagrams.Load()))

@@ -18,7 +18,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,8 +67,11 @@ type Handler struct {
 	// it, makes a later reload a logged no-op; retiring counts the drains
 	// of retired targets, which Run waits for.
 	reloadMu sync.Mutex
-	stopping bool
-	retiring sync.WaitGroup
+	// restartPending: the settings changed by reloads that wait for a
+	// restart (RestartPending).
+	restartPending atomic.Pointer[[]string]
+	stopping       bool
+	retiring       sync.WaitGroup
 
 	compare *compare.Comparator // nil unless comparing
 	noise   *store.NoiseLink    // the comparison's share of the fleet's store, or nil
@@ -155,7 +158,7 @@ func build(st Stages, cfg config.Config, log *slog.Logger, rec *recorder) (*Hand
 
 	h.metrics = metrics.Register(h.reg, metrics.Sources{
 		Capture: &h.Capture, KernelDrops: h.vxlan.kernelDrops, Sockets: h.vxlan.received, Engine: &h.Engine,
-		Targets: h.Targets, Compare: h.compare,
+		Targets: h.Targets, Compare: h.compare, RestartPending: h.RestartPending,
 	})
 	h.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 
@@ -268,20 +271,24 @@ func (h *Handler) Reload(cfg config.Config) error {
 			h.log.Warn("web config not reloaded: the previous one stays in force", "err", err)
 		}
 	}
-	for _, f := range needsRestart(h.stages, h.cfg, cfg) {
+	pending := needsRestart(h.stages, h.cfg, cfg)
+	for _, f := range pending {
 		h.log.Warn("setting changed: takes effect after a restart", "setting", f)
 	}
-	// The databases read stay those the handler started with: the
-	// comparison, as started, compares the writes of those alone.
+	// The comparison stays as started (its settings wait for a restart),
+	// and so do the databases read: it compares the writes of those alone.
 	built := cfg
-	built.Compare.Writes = h.cfg.Compare.Writes
+	built.Compare = h.cfg.Compare
 	set, retired, err := target.Build(h.workCtx, Derive(built, Live).Targets, h.fanout.Current(), h.log, h.observers())
 	if err != nil {
 		return fmt.Errorf("reload refused, configuration unchanged: %w", err)
 	}
 	h.fanout.Swap(set)
+	// The stop reads DrainTimeout once stopping is set under reloadMu,
+	// after which no reload writes it.
+	h.cfg.Targets, h.cfg.Destination, h.cfg.Defaults, h.cfg.DrainTimeout = cfg.Targets, cfg.Destination, cfg.Defaults, cfg.DrainTimeout
 	target.Retire(retired, h.cfg.DrainTimeout, &h.retiring)
-	h.cfg.Targets, h.cfg.Destination, h.cfg.Defaults = cfg.Targets, cfg.Destination, cfg.Defaults
+	h.restartPending.Store(&pending)
 	for _, w := range cfg.Warnings() {
 		h.log.Warn(w)
 	}
@@ -305,25 +312,30 @@ func needsRestart(started Stages, now, next config.Config) []string {
 	return out
 }
 
+// liveSettings are those a reload puts in force; every other setting a
+// reload changes waits for a restart, and is named.
+var liveSettings = []string{"destination", "targets", "defaults", "drain_timeout"}
+
 // restartOnly lists the settings that differ between a and b and that only
-// a restart applies.
+// a restart applies: all but liveSettings, read from the configuration's
+// type (config.Changed), so that a new setting is never silently ignored.
 func restartOnly(a, b config.Config) []string {
 	var out []string
-	for _, f := range []struct {
-		name string
-		x, y any
-	}{{"listen", a.Listen, b.Listen}, {"vnis", a.VNIs, b.VNIs}, {"ports", a.Ports, b.Ports},
-		{"health_listen", a.HealthListen, b.HealthListen}, {"admin_listen", a.AdminListen, b.AdminListen},
-		{"read_buffer", a.ReadBuffer, b.ReadBuffer}, {"max_body", a.MaxBody, b.MaxBody}, {"max_flows", a.MaxFlows, b.MaxFlows}, {"shards", a.Shards, b.Shards},
-		{"reorder_wait", a.ReorderWait, b.ReorderWait}, {"idle_timeout", a.IdleTimeout, b.IdleTimeout}, {"dedup", a.Dedup, b.Dedup},
-		{"handshake_timeout", a.HandshakeTimeout, b.HandshakeTimeout}, {"correlate", a.Correlate, b.Correlate}, {"web_config", a.WebConfig, b.WebConfig}, {"protect_metrics", a.ProtectMetrics, b.ProtectMetrics},
-		{"log_level", a.LogLevel, b.LogLevel}, {"log_format", a.LogFormat, b.LogFormat},
-		{"compare.writes", a.Compare.Writes, b.Compare.Writes}} {
-		if !reflect.DeepEqual(f.x, f.y) {
-			out = append(out, f.name)
+	for _, name := range config.Changed(a, b) {
+		if !slices.Contains(liveSettings, name) {
+			out = append(out, name)
 		}
 	}
 	return out
+}
+
+// RestartPending names the settings changed by reloads that wait for a
+// restart (in /metrics as shadowtap_config_restart_pending).
+func (h *Handler) RestartPending() []string {
+	if p := h.restartPending.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // loopback reports whether a listener's address is the machine's own.

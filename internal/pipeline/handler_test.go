@@ -389,3 +389,57 @@ func TestReloadLeavesWritesToARestart(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadIsTruthful: a reload puts the live settings in force
+// (drain_timeout here; the targets in TestReload), and names every other
+// setting it changed (those the issue found ignored: geneve_listen,
+// extra_methods, any compare.*) as waiting for a restart, in /metrics;
+// reverting them clears it.
+func TestReloadIsTruthful(t *testing.T) {
+	a, _ := rawserver.Listen("127.0.0.1:0")
+	defer a.Close()
+	cfg := config.Default()
+	cfg.Destination = "http://" + a.Addr()
+	h, stop := start(t, cfg)
+	defer stop()
+	started := h.cfg
+	next := started
+	next.DrainTimeout = started.DrainTimeout + 7*time.Second
+	next.GeneveListen = "127.0.0.1:0"
+	next.ExtraMethods = []string{"PURGE"}
+	next.Compare.MinSamples = started.Compare.MinSamples + 1
+	next.Compare.Candidate = "default"
+	if err := h.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	if h.cfg.DrainTimeout != next.DrainTimeout {
+		t.Errorf("drain_timeout not applied: %v", h.cfg.DrainTimeout)
+	}
+	want := []string{"compare.candidate", "compare.min_samples", "extra_methods", "geneve_listen"}
+	got := slices.Sorted(slices.Values(h.RestartPending()))
+	if !slices.Equal(got, want) {
+		t.Errorf("waiting for a restart: %q, want %q", got, want)
+	}
+	if h.compare != nil {
+		t.Error("a comparison started by a reload")
+	}
+	resp, err := http.Get("http://" + h.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, s := range want {
+		if line := `shadowtap_config_restart_pending{setting="` + s + `"} 1`; !strings.Contains(string(body), line) {
+			t.Errorf("/metrics lacks %s", line)
+		}
+	}
+	back := next
+	back.GeneveListen, back.ExtraMethods, back.Compare = started.GeneveListen, started.ExtraMethods, started.Compare
+	if err := h.Reload(back); err != nil {
+		t.Fatal(err)
+	}
+	if p := h.RestartPending(); len(p) != 0 {
+		t.Errorf("reverted, still waiting: %q", p)
+	}
+}
