@@ -165,7 +165,12 @@ func playPass(ctx context.Context, open func() (source.Source, error), pass uint
 	if s, ok := src.(source.Sized); ok {
 		cur.Store(&sizedBox{s})
 	}
-	conns := map[uint64]bool{}
+	// Each connection's last request, in recording time: a recording
+	// says nothing of a connection's end, so one idle for connIdle is
+	// taken as ended (its queue forgotten; a later request of it starts
+	// a new one, in order), and the rest at the pass's end. Otherwise the
+	// targets would keep a queue per connection of a long recording.
+	conns := map[uint64]int64{}
 	defer func() {
 		for c := range conns {
 			f.EndConn(c)
@@ -205,8 +210,16 @@ func playPass(ctx context.Context, open func() (source.Source, error), pass uint
 			continue
 		}
 		req.ConnID = rec.Conn | pass<<48
-		conns[req.ConnID] = true
+		conns[req.ConnID] = rec.Start
 		f.Submit(req.ConnID, req)
+		if n%sweepEvery == 0 {
+			for c, last := range conns {
+				if rec.Start-last > int64(connIdle) {
+					f.EndConn(c)
+					delete(conns, c)
+				}
+			}
+		}
 		// Production's recorded answer teaches the targets' correlation.
 		if rec.HasResponse && f.Correlating() {
 			if resp := rec.ParseResponse(req); resp != nil {
@@ -216,6 +229,13 @@ func playPass(ctx context.Context, open func() (source.Source, error), pass uint
 		sent.Add(1)
 	}
 }
+
+// A connection without a request for connIdle of recording time is taken
+// as ended; the player looks every sweepEvery exchanges.
+const (
+	connIdle   = time.Minute
+	sweepEvery = 1024
+)
 
 // ParseSpeed reads "1x", "2x", "0.5x", "2" or "max" (as fast as possible).
 func ParseSpeed(s string) (float64, error) {

@@ -266,3 +266,60 @@ func TestProgressFromInputBytes(t *testing.T) {
 	target.Stop(stop, set.Targets)
 	cancel()
 }
+
+// manyConns yields n exchanges, each on a connection of its own, one
+// second apart in recording time; at exchange at it asks check.
+type manyConns struct {
+	n, i, at int
+	check    func()
+}
+
+func (m *manyConns) Next() (recording.Record, error) {
+	if m.i == m.n {
+		return recording.Record{}, io.EOF
+	}
+	if m.i == m.at {
+		m.check()
+	}
+	m.i++
+	return recording.Record{Start: int64(m.i) * int64(time.Second), End: int64(m.i)*int64(time.Second) + 1000, Conn: uint64(m.i),
+		Client: netip.MustParseAddrPort("10.0.0.1:1"), Server: netip.MustParseAddrPort("10.0.0.2:80"),
+		Request: fmt.Appendf(nil, "GET /%d HTTP/1.1\r\nHost: h\r\n\r\n", m.i)}, nil
+}
+func (m *manyConns) Close() error { return nil }
+
+// TestPlayForgetsIdleConnections: a long recording's connections are
+// forgotten once idle for a while of recording time, not held by the
+// targets until the pass ends; over several passes too.
+func TestPlayForgetsIdleConnections(t *testing.T) {
+	srv, _ := rawserver.Listen("127.0.0.1:0")
+	defer srv.Close()
+	f, set := fanoutTo(t, srv.Addr())
+	held := 0
+	open := func() (source.Source, error) {
+		return &manyConns{n: 5000, at: 4900, check: func() {
+			// What is queued is held anyway: wait for the replays.
+			st := &set.Targets[0].Stats.Replay
+			for deadline := time.Now().Add(10 * time.Second); (st.Queued.Load() > 0 || st.InFlight.Load() > 0) && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+			}
+			held = max(held, set.Targets[0].Conns())
+		}}, nil
+	}
+	p, err := Play(context.Background(), open, f, Options{Loops: 3}, time.Hour, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	target.Stop(ctx, set.Targets)
+	cancel()
+	if err != nil || p.Sent != 3*5000 {
+		t.Fatalf("sent %d, %v", p.Sent, err)
+	}
+	// At most the connections of the last minute and of one sweep's
+	// stretch, of the 4900 seen.
+	if held > sweepEvery+int(connIdle/time.Second)+64 {
+		t.Errorf("%d connections held at the 4900th exchange", held)
+	}
+	if n := set.Targets[0].Conns(); n != 0 {
+		t.Errorf("%d connections held after the last pass", n)
+	}
+	t.Logf("at most %d connections held", held)
+}

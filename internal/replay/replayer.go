@@ -558,6 +558,15 @@ func (r *Replayer) Holds(conn uint64) bool {
 	return !r.stopped && q != nil && (q.running || len(q.reqs) > 0)
 }
 
+// Conns returns how many production connections the replayer keeps a
+// queue for: those with requests queued or in flight, and those idle
+// until EndConn says they are over.
+func (r *Replayer) Conns() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.conns)
+}
+
 // Stopped says whether Stop has finished: nothing is queued or in flight.
 func (r *Replayer) Stopped() bool {
 	r.mu.Lock()

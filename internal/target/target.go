@@ -101,6 +101,10 @@ func (t *Target) handedOver(conn uint64) bool {
 // Keyless returns how many requests lacked their sampling key.
 func (t *Target) Keyless() uint64 { return t.sampling.Keyless() }
 
+// Conns returns how many production connections the target's replayer
+// keeps a queue for (replay.Replayer.Conns).
+func (t *Target) Conns() int { return t.replayer.Conns() }
+
 // Set is the targets in force.
 type Set struct {
 	Targets []*Target
