@@ -47,7 +47,9 @@ const (
 )
 
 // IgnoreRule drops a field from the comparison: Endpoint and Field are
-// patterns ("*" matches within a segment; Field may use [*] for indices).
+// patterns of internal/glob ("*" matches any run of characters, "/" and
+// "." included, so body.items[*].id matches every index and
+// body.*.id any depth).
 type IgnoreRule struct {
 	Endpoint string `yaml:"endpoint" json:"endpoint"`
 	Field    string `yaml:"field" json:"field"`

@@ -195,8 +195,10 @@ func (r *Replayer) Start(ctx context.Context) {
 	}
 }
 
-// Submit queues a request of production connection conn. It never blocks;
-// it returns false when the request was dropped.
+// Submit queues a request of production connection conn; it returns false
+// when the request was dropped. It never waits for a replay, except with
+// Options.Block (replaying files): then it waits for the rate limit and
+// for room in the queue (submitWait).
 func (r *Replayer) Submit(conn uint64, req *httpstream.Request) bool {
 	r.stats.Submitted.Add(1)
 	if r.opts.Block {
