@@ -403,18 +403,6 @@ func chunkReject(err error) Reject {
 	return RejectChunkSize
 }
 
-// finalCodingChunked reports whether the last coding in a Transfer-Encoding
-// list is chunked, ignoring empty list elements.
-func finalCodingChunked(te []byte) bool {
-	last := []byte(nil)
-	for _, part := range bytes.Split(te, []byte(",")) {
-		if part = bytes.Trim(part, " \t"); len(part) > 0 {
-			last = part
-		}
-	}
-	return asciiEqualFold(last, "chunked")
-}
-
 func (p *Parser) body() bool {
 	avail := p.buf[p.cur:]
 	var n int

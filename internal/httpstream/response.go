@@ -12,6 +12,10 @@ type Response struct {
 	Status        int
 	Start, End    int64 // capture times of the first and last byte, unix ns
 	BodyTruncated bool  // body over MaxBodyBytes: Raw holds the head only
+	// Chunked says the body was framed in chunks (the final transfer
+	// coding, over every Transfer-Encoding line, is chunked): Body holds
+	// them as sent. The one rule, for whoever decodes the body.
+	Chunked bool
 }
 
 // ResponseStats count the server-to-client direction.
@@ -170,11 +174,11 @@ func (p *ResponseParser) head() bool {
 		p.finish()
 		return true
 	}
-	te, haveTE := p.resp.Get("Transfer-Encoding")
+	haveTE, chunked := finalCoding(&p.resp.Message)
 	cl, haveCL := p.resp.Get("Content-Length")
 	switch {
-	case haveTE && finalCodingChunked(te):
-		p.chunkOn = true
+	case haveTE && chunked:
+		p.chunkOn, p.resp.Chunked = true, true
 	case haveTE:
 		p.untilEnd = true
 	case haveCL:
@@ -352,4 +356,23 @@ func parseStatusLine(line []byte) (int, bool) {
 	}
 	status, _ := strconv.Atoi(string(code))
 	return status, status >= 100
+}
+
+// finalCoding reports whether m has a Transfer-Encoding, and whether its
+// final coding is chunked: the codings of every Transfer-Encoding line in
+// order, as one list (RFC 9110 §5.3), empty elements ignored. A response
+// is framed leniently: production's client read it.
+func finalCoding(m *Message) (have, chunked bool) {
+	for i := range m.Lines {
+		if !asciiEqualFold(m.Name(i), "Transfer-Encoding") {
+			continue
+		}
+		have = true
+		for part := range bytes.SplitSeq(m.Value(i), []byte(",")) {
+			if coding := bytes.Trim(part, " \t"); len(coding) > 0 {
+				chunked = asciiEqualFold(coding, "chunked")
+			}
+		}
+	}
+	return have, chunked
 }

@@ -404,23 +404,31 @@ func (w *Writer) Discard() error {
 	return errors.Join(errs...)
 }
 
+// parseMessage parses one recorded request or answer with the capture's
+// own parser.
 func parseMessage(raw []byte, isRequest bool) (*httpstream.Message, bool) {
-	var m *httpstream.Message
+	m, _, ok := parseFramed(raw, isRequest)
+	return m, ok
+}
+
+// parseFramed is parseMessage that also says whether the message's body
+// is chunked, as the parser that framed it read it.
+func parseFramed(raw []byte, isRequest bool) (m *httpstream.Message, chunked, ok bool) {
 	if isRequest {
 		httpstream.NewParser(messageOptions(raw), &httpstream.Stats{}, func(r *httpstream.Request) {
 			if m == nil {
-				m = &r.Message
+				m, chunked = &r.Message, r.Chunked
 			}
 		}).Feed(raw, 0)
 	} else {
 		p := httpstream.NewResponseParser(messageOptions(raw), &httpstream.ResponseStats{}, &httpstream.Stats{},
 			func() bool { return false }, func(r *httpstream.Response, _ bool) {
 				if m == nil {
-					m = &r.Message
+					m, chunked = &r.Message, r.Chunked
 				}
 			})
 		p.Feed(raw, 0)
 		p.End()
 	}
-	return m, m != nil
+	return m, chunked, m != nil
 }

@@ -142,7 +142,7 @@ const (
 // message redacts a request's or an answer's head, and the credentials of
 // its JSON or form body.
 func (rd *Redactor) message(raw []byte, isRequest bool) ([]byte, bool) {
-	m, ok := parseMessage(raw, isRequest)
+	m, chunked, ok := parseFramed(raw, isRequest)
 	if !ok {
 		return raw, false
 	}
@@ -157,7 +157,6 @@ func (rd *Redactor) message(raw []byte, isRequest bool) ([]byte, bool) {
 			h.Add(name, v)
 		}
 	}
-	chunked := h.Get("Transfer-Encoding") != ""
 	body, bodyChanged, blanked := m.Body(), false, false
 	if kind != noSecrets && len(rd.names) > 0 {
 		body, bodyChanged, blanked = rd.bodySecrets(m.Body(), kind, h, chunked, isRequest)
