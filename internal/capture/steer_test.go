@@ -98,6 +98,9 @@ func TestSteeringUnreadableGoesToSocketZero(t *testing.T) {
 	}
 }
 
+// Fuzzed 30 minutes without a finding on 2026-12-07 (go test -run X -fuzz ^FuzzSteering$ -fuzztime 30m
+// -parallel 1, at nice 19 beside 18 other targets on 2 shared cores: 4,256,457 executions, a corpus
+// of 10, kept in testdata/fuzz/FuzzSteering).
 func FuzzSteering(f *testing.F) {
 	a, b := flowDatagrams(netip.MustParseAddrPort("10.0.0.1:5000"), netip.MustParseAddrPort("10.1.0.1:80"), nil)
 	f.Add(a, uint8(2))

@@ -99,6 +99,10 @@ func inRange(v, lo, hi float64) bool { return v >= lo && v <= hi }
 // named once each, a usable destination, positive workers, queues and
 // timeouts, percentages within 0-100, rate limits not negative, and a
 // comparison threshold strictly between 0 and 1.
+//
+// Fuzzed 30 minutes without a finding on 2026-12-07 (go test -run X -fuzz ^FuzzLoad$ -fuzztime 30m
+// -parallel 1, at nice 19 beside 18 other targets on 2 shared cores: 410,313 executions, a corpus
+// of 447, kept in testdata/fuzz/FuzzLoad).
 func FuzzLoad(f *testing.F) {
 	// The committed corpus in testdata/fuzz/FuzzLoad holds these files as
 	// they were; reading them here too keeps the seeds current.

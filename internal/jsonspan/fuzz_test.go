@@ -8,6 +8,10 @@ import (
 // FuzzScan: whatever the document, a scan never panics, every leaf's span
 // lies in the document and holds its text, and a valid document within
 // the limits is read whole.
+//
+// Fuzzed 30 minutes without a finding on 2026-12-07 (go test -run X -fuzz ^FuzzScan$ -fuzztime 30m
+// -parallel 1, at nice 19 beside 18 other targets on 2 shared cores: 7,007,308 executions, a corpus
+// of 438, kept in testdata/fuzz/FuzzScan).
 func FuzzScan(f *testing.F) {
 	for _, s := range []string{`{"id":42,"a":[{"b":"c\/d"}]}`, `[1,"x\u0041",{"k":-3}]`, `{"a":1.5e3,"b":null,"c":true}`, `"top"`, `{"a":`} {
 		f.Add([]byte(s))

@@ -8,6 +8,10 @@ import (
 // FuzzDocument masks whatever a body holds: never a panic, a JSON
 // document stays JSON, and masking again changes nothing (nothing the
 // detectors find is left).
+//
+// Fuzzed 30 minutes without a finding on 2026-12-07 (go test -run X -fuzz ^FuzzDocument$ -fuzztime 30m
+// -parallel 1, at nice 19 beside 18 other targets on 2 shared cores: 229,059 executions, a corpus
+// of 435, kept in testdata/fuzz/FuzzDocument).
 func FuzzDocument(f *testing.F) {
 	f.Add(`{"email":"ann@example.com","card":"4111 1111 1111 1111","n":4111111111111111,"items":[{"street":"1 Main"}]}`)
 	f.Add(`{"ann@example.com": 1, "x": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"}`)

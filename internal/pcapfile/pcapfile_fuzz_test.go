@@ -43,6 +43,10 @@ func (c *sliceChecker) Flush()                                       {}
 // packet bytes than the file holds; allocate in proportion to the file,
 // not to the lengths written in it; and hand the engine only bytes of
 // each packet, each packet once unless its link header is unreadable.
+//
+// Fuzzed 30 minutes without a finding on 2026-12-07 (go test -run X -fuzz ^FuzzReader$ -fuzztime 30m
+// -parallel 1, at nice 19 beside 18 other targets on 2 shared cores: 53,137 executions, a corpus
+// of 76, kept in testdata/fuzz/FuzzReader).
 func FuzzReader(f *testing.F) {
 	// The seed corpus in testdata/fuzz/FuzzReader holds small real
 	// captures from testdata/pcaps (pcap, pcapng, gzip, several link types).

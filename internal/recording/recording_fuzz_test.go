@@ -53,6 +53,10 @@ func encodeFile(recs ...Record) []byte {
 // the bytes could hold, must hand out records that later reads do not
 // overwrite, and every record it returns must survive being written and
 // read again unchanged.
+//
+// Fuzzed 30 minutes without a finding on 2026-12-07 (go test -run X -fuzz ^FuzzReader$ -fuzztime 30m
+// -parallel 1, at nice 19 beside 18 other targets on 2 shared cores: 980,309 executions, a corpus
+// of 48, kept in testdata/fuzz/FuzzReader).
 func FuzzReader(f *testing.F) {
 	recs := sampleRecords()
 	f.Add(encodeFile(recs[:3]...))
@@ -128,6 +132,10 @@ func FuzzReader(f *testing.F) {
 // harness computes the CRC the fuzzer would rarely guess. A payload that
 // decodes must encode back to an equal record; one that does not is an
 // error, never a panic.
+//
+// Fuzzed 30 minutes without a finding on 2026-12-07 (go test -run X -fuzz ^FuzzPayload$ -fuzztime 30m
+// -parallel 1, at nice 19 beside 18 other targets on 2 shared cores: 2,741,777 executions, a corpus
+// of 255, kept in testdata/fuzz/FuzzPayload).
 func FuzzPayload(f *testing.F) {
 	for _, r := range sampleRecords()[:5] {
 		f.Add(false, appendPayload(nil, &r))
@@ -169,6 +177,10 @@ func FuzzPayload(f *testing.F) {
 // back: it must be the same record. Addresses are built from 0, 4 or 16
 // bytes; any other length stands for an unknown address (GoReplay files
 // carry none), which has no port.
+//
+// Fuzzed 30 minutes without a finding on 2026-12-07 (go test -run X -fuzz ^FuzzRoundTrip$ -fuzztime 30m
+// -parallel 1, at nice 19 beside 18 other targets on 2 shared cores: 1,127,780 executions, a corpus
+// of 196, kept in testdata/fuzz/FuzzRoundTrip).
 func FuzzRoundTrip(f *testing.F) {
 	f.Add(int64(1_700_000_000_000_000_000), int64(1000), uint64(3), 2, []byte{10, 0, 0, 1}, uint16(40000),
 		[]byte{10, 0, 0, 2}, uint16(80), []byte("GET / HTTP/1.1\r\nHost: h\r\n\r\n"),
@@ -213,6 +225,10 @@ func FuzzRoundTrip(f *testing.F) {
 // FuzzRedact: whatever the message, redaction never panics, a message
 // that parsed still parses, and a JSON body's credential values are
 // never written as they were.
+//
+// Fuzzed 30 minutes without a finding on 2026-12-07 (go test -run X -fuzz ^FuzzRedact$ -fuzztime 30m
+// -parallel 1, at nice 19 beside 18 other targets on 2 shared cores: 3,296,847 executions, a corpus
+// of 293, kept in testdata/fuzz/FuzzRedact).
 func FuzzRedact(f *testing.F) {
 	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n{\"token\":\r\n12\r\n\"tok-1234567890\"}\r\n0\r\n\r\n"), false)
 	f.Add([]byte("POST /r HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 31\r\n\r\nrefresh_token=abc%2Fdef&x=1&y=2"), true)
@@ -259,6 +275,10 @@ var fuzzIdentity, _ = age.GenerateX25519Identity()
 // plaintext of the chunks before the first one cut or damaged, with the
 // ciphertext from there on counted torn; damage in the header is an
 // error.
+//
+// Fuzzed 30 minutes without a finding on 2026-12-07 (go test -run X -fuzz ^FuzzEncrypted$ -fuzztime 30m -fuzzminimizetime 2s
+// -parallel 1, at nice 19 beside 18 other targets on 2 shared cores: 707,774 executions, a corpus
+// of 298, kept in testdata/fuzz/FuzzEncrypted).
 func FuzzEncrypted(f *testing.F) {
 	recs := sampleRecords()
 	one := encodeFile(recs[:4]...)[len(FileMagic):]

