@@ -150,13 +150,7 @@ func runPhases(spec string, conns int, delay time.Duration, serverRate float64, 
 	}
 	cpu := procstat.CPUSeconds(cmd.Process.Pid) - cpu0
 	losses := scrape(admin)
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-	}
+	stopHandler(cmd)
 	cancel()
 
 	host := test.Addr()
@@ -347,6 +341,18 @@ func freeTCP() (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
+}
+
+// stopHandler stops the handler as SIGTERM does, waiting up to 15 s for
+// it to drain.
+func stopHandler(cmd *exec.Cmd) {
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+	}
 }
 
 // startHandler starts shadowtap listening for VXLAN on a free loopback

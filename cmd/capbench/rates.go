@@ -209,13 +209,7 @@ func runRate(rate float64, conns int, dur, serverTime time.Duration, bin string,
 	res.cpu = procstat.CPUSeconds(pid) - cpu0
 	res.wall = time.Since(began)
 	res.losses = scrape(admin)
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-	}
+	stopHandler(cmd)
 
 	got := test.Requests()
 	c := checkReceived(got, test.Addr(), 1)

@@ -224,6 +224,9 @@ type Comparator struct {
 
 // New starts a comparator; Close stops it.
 func New(cfg Config, log *slog.Logger) (*Comparator, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

@@ -23,12 +23,9 @@ func changed(prefix string, a, b reflect.Value, top bool) []string {
 	t := a.Type()
 	for i := range t.NumField() {
 		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name == "-" || !f.IsExported() {
+		name, ok := yamlName(f)
+		if !ok {
 			continue
-		}
-		if name == "" {
-			name = strings.ToLower(f.Name)
 		}
 		x, y := a.Field(i), b.Field(i)
 		if top && nested[name] && f.Type.Kind() == reflect.Struct {
@@ -40,4 +37,18 @@ func changed(prefix string, a, b reflect.Value, top bool) []string {
 		}
 	}
 	return out
+}
+
+// yamlName is the key a field has in the file, as yaml.v3 maps it (the
+// tag's name, or the lowercased field name); false for a field that is no
+// key (unexported, or tagged "-").
+func yamlName(f reflect.StructField) (string, bool) {
+	name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	if name == "-" || !f.IsExported() {
+		return "", false
+	}
+	if name == "" {
+		name = strings.ToLower(f.Name)
+	}
+	return name, true
 }

@@ -18,9 +18,8 @@ func TestChangedNamesEverySetting(t *testing.T) {
 	walk = func(path string, v reflect.Value, top bool) {
 		ty := v.Type()
 		for i := range ty.NumField() {
-			f := ty.Field(i)
-			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if name == "-" || !f.IsExported() {
+			name, ok := yamlName(ty.Field(i))
+			if !ok {
 				continue
 			}
 			if top && nested[name] {
@@ -57,7 +56,7 @@ func TestChangedNamesEverySetting(t *testing.T) {
 
 func fieldByTag(v reflect.Value, name string) reflect.Value {
 	for i := range v.NumField() {
-		if tag, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ","); tag == name {
+		if tag, ok := yamlName(v.Type().Field(i)); ok && tag == name {
 			return v.Field(i)
 		}
 	}
