@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/shadowtap/shadowtap/internal/diff"
@@ -314,19 +315,27 @@ func (ep *EndpointState) forLog() *EndpointState {
 // never waits for the disk: the lines are made under aggMu and written by
 // logWriter; when that is behind by logQueue flushes, these are dropped
 // and counted.
-func (c *Comparator) flushLog() {
-	if c.cfg.Log == nil {
+func (c *Comparator) flushLog() { c.sendLog(false) }
+
+// sendLog hands logWriter the lines due now; with wait (the last ones, at
+// Close: the run's totals) it waits for room instead of dropping them.
+func (c *Comparator) sendLog(wait bool) {
+	if c.logQ == nil {
 		return
 	}
 	lines, n := c.logLines()
 	if n == 0 {
 		return
 	}
+	if wait {
+		c.logQ <- lines
+		return
+	}
 	select {
 	case c.logQ <- lines:
 	default:
 		c.Stats.LogDropped.Add(uint64(n))
-		c.logWarn("dropped", "the difference log is behind (a slow disk?): lines dropped", nil)
+		c.logWarn(&c.logWarned[0], "the difference log is behind (a slow disk?): lines dropped", nil)
 	}
 }
 
@@ -339,19 +348,15 @@ func (c *Comparator) logWriter() {
 	for b := range c.logQ {
 		if _, err := c.cfg.Log.Write(b); err != nil {
 			c.Stats.LogWriteErrors.Add(1)
-			c.logWarn("write", "the difference log cannot be written", err)
+			c.logWarn(&c.logWarned[1], "the difference log cannot be written", err)
 		}
 	}
 }
 
 // logWarn logs a problem of the difference log at most once a minute per
-// kind.
-func (c *Comparator) logWarn(kind, msg string, err error) {
+// kind; last holds when that kind was last logged.
+func (c *Comparator) logWarn(last *atomic.Int64, msg string, err error) {
 	now := time.Now().UnixNano()
-	last := &c.logWarned[0]
-	if kind == "write" {
-		last = &c.logWarned[1]
-	}
 	if prev := last.Load(); now-prev < int64(time.Minute) || !last.CompareAndSwap(prev, now) {
 		return
 	}

@@ -266,14 +266,15 @@ func New(cfg Config, log *slog.Logger) (*Comparator, error) {
 	for _, r := range cfg.Always {
 		c.always = append(c.always, ignoreRule{glob.Compile(r.Endpoint), glob.Compile(r.Field)})
 	}
-	c.done.Add(2)
-	go c.worker()
-	go c.joiner()
+	// Before the joiner starts: it reads logQ.
 	if cfg.Log != nil {
 		c.logQ = make(chan []byte, logQueue)
 		c.logDone.Add(1)
 		go c.logWriter()
 	}
+	c.done.Add(2)
+	go c.worker()
+	go c.joiner()
 	if cfg.Fleet != nil {
 		c.takeInFleet() // a new handler starts with what the fleet knows (bounded by the store's timeout)
 		c.done.Add(1)
@@ -623,10 +624,7 @@ func (c *Comparator) Close() {
 		close(c.stop)
 		c.done.Wait()
 		if c.logQ != nil {
-			// The last lines wait for room: they are the run's totals.
-			if lines, n := c.logLines(); n > 0 {
-				c.logQ <- lines
-			}
+			c.sendLog(true)
 			close(c.logQ)
 			c.logDone.Wait()
 		}
