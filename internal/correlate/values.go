@@ -1,6 +1,7 @@
 package correlate
 
 import (
+	"maps"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -59,10 +60,10 @@ var notCreated = map[string]bool{
 // site. collection is the request's resource name (POST /api/orders:
 // "orders"), what a top-level "id" of the answer names.
 func values(m diff.Message, collection string) map[site]value {
-	out := make(map[site]value, 32) // grown from empty, the map was a fifth of the cost
+	var out found
 	add := func(s site, v value) {
 		if learnable(v.text, v.entity) {
-			out[s] = v
+			out.put(s, v)
 		}
 	}
 	for _, line := range m.Header.Values("Set-Cookie") {
@@ -100,19 +101,40 @@ func values(m diff.Message, collection string) map[site]value {
 	if isJSON(m.Header.Get("Content-Type")) {
 		body, err := diff.Decode(m, maxBody)
 		if err == nil && len(body) <= maxBody {
+			// A variable of this block: the scan's callback moves what it
+			// captures to the heap, and an answer that is no JSON does
+			// not pay for it.
+			var leaves found
 			jsonspan.Scan(body, jsonspan.Limits{Leaves: maxLeaves, Depth: maxDepth}, func(l jsonspan.Leaf) {
 				switch {
 				case idLike(l.Text):
-					out[site{'j', l.Path()}] = value{text: l.Text, name: l.Key}
+					leaves.put(site{'j', l.Path()}, value{text: l.Text, name: l.Key})
 				case shortNumber(l.Text):
 					if e := keyEntity(l.Key, or(l.Parent, collection)); e != "" {
-						out[site{'j', l.Path()}] = value{text: l.Text, name: l.Key, entity: e}
+						leaves.put(site{'j', l.Path()}, value{text: l.Text, name: l.Key, entity: e})
 					}
 				}
 			})
+			if out == nil {
+				out = leaves
+			} else {
+				maps.Copy(out, leaves) // sites of another kind: none overwritten
+			}
 		}
 	}
 	return out
+}
+
+// found is the values an answer carries, made at the first: most answers
+// (a page, a list) carry none, and making it was most of their cost.
+// Sized for those that do: grown from empty, it was a fifth of theirs.
+type found map[site]value
+
+func (f *found) put(s site, v value) {
+	if *f == nil {
+		*f = make(found, 32)
+	}
+	(*f)[s] = v
 }
 
 func or(a, b string) string {
