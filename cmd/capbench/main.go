@@ -4,7 +4,8 @@
 // directions) and sends them over loopback to a shadowtap process, which
 // replays to a minimal test server here. It sends as a mirror delivers:
 // requests evenly spaced within each second, each request's packets
-// together, production's answer -server-time after it. Each of -rates gets
+// together, production's answer -server-time after it (what is due is sent
+// at most every -send-tick, in one sendmmsg). Each of -rates gets
 // a fresh handler, and one table reports per rate the requests delivered
 // of those sent (byte-exact, at most once), the handler's CPU per
 // delivered request (user and system from /proc, over the run), its peak
@@ -39,6 +40,7 @@ import (
 func main() {
 	rates := flag.String("rates", "5000", "requests per second, all connections together; several (5000,40000) run one after another, each with a fresh handler")
 	serverTime := flag.Duration("server-time", time.Millisecond, "production's answer is mirrored this long after its request")
+	tick := flag.Duration("send-tick", 100*time.Microsecond, "send what is due at most this often, in one sendmmsg (0: at each datagram's time)")
 	conns := flag.Int("conns", 64, "mirrored keep-alive connections")
 	duration := flag.Duration("duration", 20*time.Second, "how long to send each rate")
 	bin := flag.String("shadowtap", "", "shadowtap binary (default: build ./cmd/shadowtap)")
@@ -50,7 +52,7 @@ func main() {
 	if *phases != "" {
 		err = runPhases(*phases, *conns, *delay, *serverRate, *bin, flag.Args())
 	} else {
-		err = runRates(*rates, *conns, *duration, *serverTime, *bin, flag.Args())
+		err = runRates(*rates, *conns, *duration, *serverTime, *tick, *bin, flag.Args())
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "capbench:", err)

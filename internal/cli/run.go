@@ -9,9 +9,11 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/pipeline"
+	"github.com/shadowtap/shadowtap/internal/procs"
 )
 
 func runHandler(ctx context.Context, args []string, stderr io.Writer) int {
@@ -69,6 +71,16 @@ func runHandler(ctx context.Context, args []string, stderr io.Writer) int {
 			}
 		}
 	}()
+	// GOMAXPROCS is the process's: sized to the load here, where the
+	// process is the handler's, unless the operator set it. /metrics
+	// shows it (go_sched_gomaxprocs_threads).
+	if procs.Auto() {
+		reloads.Add(1)
+		go func() {
+			defer reloads.Done()
+			procs.Run(reloadCtx, time.Second, log)
+		}()
+	}
 	err = h.Run(ctx)
 	stopReloads()
 	reloads.Wait()
