@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"golang.org/x/net/bpf"
-	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 )
 
@@ -49,7 +48,6 @@ type Stats struct {
 type Listener struct {
 	opts     Options
 	conn     *net.UDPConn
-	pc       *ipv4.PacketConn
 	inode    uint64
 	stats    *Stats        // shared by a group's sockets
 	received atomic.Uint64 // datagrams this socket delivered
@@ -77,7 +75,7 @@ func listen(opts Options, stats *Stats, control func(fd int) error) (*Listener, 
 		return nil, fmt.Errorf("capture: %w", err)
 	}
 	conn := pc.(*net.UDPConn)
-	l := &Listener{opts: opts, conn: conn, pc: ipv4.NewPacketConn(conn), stats: stats}
+	l := &Listener{opts: opts, conn: conn, stats: stats}
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		conn.Close()
@@ -235,10 +233,11 @@ func (l *Listener) Run(ctx context.Context, handle func(src netip.Addr, b []byte
 // datagrams of each socket read were handled, so that a consumer batching
 // them can hand its batches on without waiting for the next read.
 func (l *Listener) RunBatches(ctx context.Context, handle func(src netip.Addr, b []byte, ts int64), batchDone func(), idle func(now int64)) error {
-	msgs := make([]ipv4.Message, l.opts.Batch)
-	for i := range msgs {
-		msgs[i].Buffers = [][]byte{make([]byte, l.opts.MaxDatagram)}
+	rc, err := l.conn.SyscallConn()
+	if err != nil {
+		return err
 	}
+	r := newBatchReader(rc, l.opts.Batch, l.opts.MaxDatagram)
 	stop := context.AfterFunc(ctx, func() { l.conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 	for {
@@ -248,7 +247,7 @@ func (l *Listener) RunBatches(ctx context.Context, handle func(src netip.Addr, b
 			return nil
 		}
 		l.conn.SetReadDeadline(time.Now().Add(l.opts.IdleTick))
-		n, err := l.pc.ReadBatch(msgs, 0)
+		n, err := r.read()
 		now := time.Now().UnixNano()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -269,16 +268,12 @@ func (l *Listener) RunBatches(ctx context.Context, handle func(src netip.Addr, b
 		// and an add per datagram would have their readers contend.
 		var bytes uint64
 		for i := range n {
-			m := &msgs[i]
-			bytes += uint64(m.N)
-			if m.Flags&unix.MSG_TRUNC != 0 {
+			b, src, truncated := r.datagram(i)
+			bytes += uint64(len(b))
+			if truncated {
 				l.stats.Truncated.Add(1)
 			}
-			var src netip.Addr
-			if ua, ok := m.Addr.(*net.UDPAddr); ok {
-				src = ua.AddrPort().Addr().Unmap()
-			}
-			handle(src, m.Buffers[0][:m.N], now)
+			handle(src, b, now)
 		}
 		l.stats.Datagrams.Add(uint64(n))
 		l.stats.Bytes.Add(bytes)

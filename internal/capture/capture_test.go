@@ -145,3 +145,60 @@ func TestRunStopsPromptlyUnderBacklog(t *testing.T) {
 		t.Errorf("read %d datagrams after the stop, want at most %d", n, 2*opts.Batch)
 	}
 }
+
+// A burst of several batches is read to its end without waiting for
+// another datagram or the idle tick (the reader waits for readiness
+// first only after a batch that emptied the socket), and a datagram
+// after a quiet spell is read at once too.
+func TestBurstLongerThanABatchIsReadWhole(t *testing.T) {
+	var st Stats
+	opts := DefaultOptions
+	opts.ReadBuffer = 4 << 20
+	opts.Batch = 8
+	opts.IdleTick = time.Hour // only the reads themselves can deliver
+	l, c := loopback(t, opts, &st)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	got := make(chan int, 1000)
+	go func() {
+		done <- l.Run(ctx, func(_ netip.Addr, b []byte, _ int64) { got <- len(b) }, func(int64) {})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	expect := func(n, size int) {
+		t.Helper()
+		for i := range n {
+			select {
+			case g := <-got:
+				if g != size {
+					t.Fatalf("datagram %d of %d bytes, want %d", i, g, size)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%d of %d datagrams read, then none for 5 s", i, n)
+			}
+		}
+	}
+	send := func(n, size int) {
+		for range n {
+			if _, err := c.Write(make([]byte, size)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	send(3, 10) // a short batch: the reader then waits for readiness
+	expect(3, 10)
+	time.Sleep(50 * time.Millisecond)
+	send(1, 20) // a lone datagram after the wait began
+	expect(1, 20)
+	send(8*5+3, 30) // five full batches and a short one
+	expect(8*5+3, 30)
+	time.Sleep(50 * time.Millisecond)
+	send(8, 40) // exactly a batch, then the socket is empty
+	expect(8, 40)
+	send(1, 50)
+	expect(1, 50)
+}
