@@ -19,9 +19,9 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/shadowtap/shadowtap/internal/httpstream"
-	"github.com/shadowtap/shadowtap/internal/procstat"
-	"github.com/shadowtap/shadowtap/internal/rawserver"
-	"github.com/shadowtap/shadowtap/internal/synth"
+	"github.com/shadowtap/shadowtap/internal/testkit/procstat"
+	"github.com/shadowtap/shadowtap/internal/testkit/rawserver"
+	"github.com/shadowtap/shadowtap/internal/testkit/synth"
 )
 
 // phase is one stretch of offered load; its requests are numbered from

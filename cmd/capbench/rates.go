@@ -16,8 +16,8 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
-	"github.com/shadowtap/shadowtap/internal/procstat"
-	"github.com/shadowtap/shadowtap/internal/synth"
+	"github.com/shadowtap/shadowtap/internal/testkit/procstat"
+	"github.com/shadowtap/shadowtap/internal/testkit/synth"
 )
 
 // rateResult is what one rate's run measured.

@@ -1,5 +1,5 @@
 // Command nsbench measures shadowtap end to end in network namespaces (see
-// internal/netlab): keep-alive clients send small GETs to a production
+// internal/testkit/netlab): keep-alive clients send small GETs to a production
 // server at a fixed rate, the kernel mirrors production's interface as
 // VXLAN to a shadowtap process, which replays to a test server. It reports
 // the share of requests delivered exactly, the handler's CPU and memory.
@@ -28,9 +28,9 @@ import (
 
 	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/demo"
-	"github.com/shadowtap/shadowtap/internal/netlab"
-	"github.com/shadowtap/shadowtap/internal/procstat"
-	"github.com/shadowtap/shadowtap/internal/rawserver"
+	"github.com/shadowtap/shadowtap/internal/testkit/netlab"
+	"github.com/shadowtap/shadowtap/internal/testkit/procstat"
+	"github.com/shadowtap/shadowtap/internal/testkit/rawserver"
 )
 
 func main() {

@@ -16,11 +16,11 @@ import (
 
 	"filippo.io/age"
 
-	"github.com/shadowtap/shadowtap/internal/rawserver"
 	"github.com/shadowtap/shadowtap/internal/recording"
-	"github.com/shadowtap/shadowtap/internal/sessions/ec2fake"
 	"github.com/shadowtap/shadowtap/internal/source"
-	"github.com/shadowtap/shadowtap/internal/synth"
+	"github.com/shadowtap/shadowtap/internal/testkit/ec2fake"
+	"github.com/shadowtap/shadowtap/internal/testkit/rawserver"
+	"github.com/shadowtap/shadowtap/internal/testkit/synth"
 )
 
 const pcaps = "../../testdata/pcaps/"

@@ -14,7 +14,7 @@ import (
 
 	"filippo.io/age"
 
-	"github.com/shadowtap/shadowtap/internal/shoptest"
+	"github.com/shadowtap/shadowtap/internal/testkit/shoptest"
 )
 
 // writeIdentity writes a new X25519 identity as age-keygen writes its

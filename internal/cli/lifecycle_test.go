@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shadowtap/shadowtap/internal/rawserver"
+	"github.com/shadowtap/shadowtap/internal/testkit/rawserver"
 )
 
 // The handler runs as a child process (this test binary, re-executed), so

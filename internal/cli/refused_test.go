@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/shadowtap/shadowtap/internal/synth"
+	"github.com/shadowtap/shadowtap/internal/testkit/synth"
 )
 
 // A capture whose every request the strict parser refuses (bare LF line

@@ -22,11 +22,11 @@ import (
 
 	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/config"
-	"github.com/shadowtap/shadowtap/internal/fakeshop"
 	"github.com/shadowtap/shadowtap/internal/pipeline"
-	"github.com/shadowtap/shadowtap/internal/sessions/ec2fake"
-	"github.com/shadowtap/shadowtap/internal/sessions/elbfake"
-	"github.com/shadowtap/shadowtap/internal/synth"
+	"github.com/shadowtap/shadowtap/internal/testkit/ec2fake"
+	"github.com/shadowtap/shadowtap/internal/testkit/elbfake"
+	"github.com/shadowtap/shadowtap/internal/testkit/fakeshop"
+	"github.com/shadowtap/shadowtap/internal/testkit/synth"
 )
 
 // fleetHandler is a running handler comparing a candidate with the

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/shadowtap/shadowtap/internal/sessions/ec2fake"
-	"github.com/shadowtap/shadowtap/internal/sessions/elbfake"
+	"github.com/shadowtap/shadowtap/internal/testkit/ec2fake"
+	"github.com/shadowtap/shadowtap/internal/testkit/elbfake"
 )
 
 // TestSessionsCheckCommand runs `sessions check` and `sessions sync` as a

@@ -25,7 +25,7 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/shadowtap/shadowtap/internal/httpstream"
-	"github.com/shadowtap/shadowtap/internal/synth"
+	"github.com/shadowtap/shadowtap/internal/testkit/synth"
 )
 
 // The stop tests of issue 10's ordered lifecycle, on a child process

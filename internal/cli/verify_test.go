@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shadowtap/shadowtap/internal/shoptest"
+	"github.com/shadowtap/shadowtap/internal/testkit/shoptest"
 )
 
 // serve starts h on a loopback port and returns its URL.

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/shadowtap/shadowtap/internal/decode"
-	"github.com/shadowtap/shadowtap/internal/synth"
+	"github.com/shadowtap/shadowtap/internal/testkit/synth"
 )
 
 func TestDecodeGeneve(t *testing.T) {

@@ -23,9 +23,9 @@ import (
 	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 	"github.com/shadowtap/shadowtap/internal/pipeline"
-	"github.com/shadowtap/shadowtap/internal/rawserver"
 	"github.com/shadowtap/shadowtap/internal/replay"
 	"github.com/shadowtap/shadowtap/internal/target"
+	"github.com/shadowtap/shadowtap/internal/testkit/rawserver"
 )
 
 // Options size the demo traffic.

@@ -13,7 +13,7 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/shadowtap/shadowtap/internal/synth"
+	"github.com/shadowtap/shadowtap/internal/testkit/synth"
 )
 
 // TestEstablishedConnectionAllocations: on an established keep-alive

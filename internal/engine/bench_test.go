@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/shadowtap/shadowtap/internal/httpstream"
-	"github.com/shadowtap/shadowtap/internal/synth"
+	"github.com/shadowtap/shadowtap/internal/testkit/synth"
 )
 
 type discardSink struct{ n int }

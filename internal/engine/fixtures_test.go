@@ -19,7 +19,7 @@ import (
 	"github.com/shadowtap/shadowtap/internal/pcapfile"
 	"github.com/shadowtap/shadowtap/internal/ratelog"
 	"github.com/shadowtap/shadowtap/internal/reassembly"
-	"github.com/shadowtap/shadowtap/internal/synth"
+	"github.com/shadowtap/shadowtap/internal/testkit/synth"
 )
 
 const pcaps = "../../testdata/pcaps/"

@@ -17,7 +17,7 @@ import (
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 	"github.com/shadowtap/shadowtap/internal/ratelog"
 	"github.com/shadowtap/shadowtap/internal/reassembly"
-	"github.com/shadowtap/shadowtap/internal/synth"
+	"github.com/shadowtap/shadowtap/internal/testkit/synth"
 )
 
 // engineWith returns an engine for port 80 with the given reassembly

@@ -16,7 +16,7 @@ import (
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 	"github.com/shadowtap/shadowtap/internal/ratelog"
 	"github.com/shadowtap/shadowtap/internal/reassembly"
-	"github.com/shadowtap/shadowtap/internal/synth"
+	"github.com/shadowtap/shadowtap/internal/testkit/synth"
 )
 
 // lockedSink keeps each connection's requests, from any goroutine.

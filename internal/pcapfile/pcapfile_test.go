@@ -15,7 +15,7 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/shadowtap/shadowtap/internal/decode"
-	"github.com/shadowtap/shadowtap/internal/synth"
+	"github.com/shadowtap/shadowtap/internal/testkit/synth"
 )
 
 // recorder decodes what it is handed and keeps the TCP payloads.

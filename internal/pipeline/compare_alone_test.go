@@ -9,8 +9,8 @@ import (
 
 	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/config"
-	"github.com/shadowtap/shadowtap/internal/fakeshop"
-	"github.com/shadowtap/shadowtap/internal/synth"
+	"github.com/shadowtap/shadowtap/internal/testkit/fakeshop"
+	"github.com/shadowtap/shadowtap/internal/testkit/synth"
 )
 
 // chunked re-frames a whole response with chunked transfer coding, as

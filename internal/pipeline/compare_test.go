@@ -12,9 +12,9 @@ import (
 
 	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/config"
-	"github.com/shadowtap/shadowtap/internal/fakeshop"
-	"github.com/shadowtap/shadowtap/internal/rawserver"
-	"github.com/shadowtap/shadowtap/internal/synth"
+	"github.com/shadowtap/shadowtap/internal/testkit/fakeshop"
+	"github.com/shadowtap/shadowtap/internal/testkit/rawserver"
+	"github.com/shadowtap/shadowtap/internal/testkit/synth"
 )
 
 func shopServer(t *testing.T, s *fakeshop.Shop) *rawserver.Server {

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/shadowtap/shadowtap/internal/config"
-	"github.com/shadowtap/shadowtap/internal/rawserver"
-	"github.com/shadowtap/shadowtap/internal/synth"
+	"github.com/shadowtap/shadowtap/internal/testkit/rawserver"
+	"github.com/shadowtap/shadowtap/internal/testkit/synth"
 )
 
 // mirror sends synthesized VXLAN to a handler, paced so loopback never

@@ -7,8 +7,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/shadowtap/shadowtap/internal/config"
-	"github.com/shadowtap/shadowtap/internal/rawserver"
-	"github.com/shadowtap/shadowtap/internal/synth"
+	"github.com/shadowtap/shadowtap/internal/testkit/rawserver"
+	"github.com/shadowtap/shadowtap/internal/testkit/synth"
 )
 
 // No goroutine outlives Run: the sources, the engines' flush, the
@@ -28,7 +28,7 @@ func TestNoGoroutineOutlivesRun(t *testing.T) {
 	defer fast.Close()
 	// The test servers' goroutines are not the handler's.
 	ignore := []goleak.Option{goleak.IgnoreCurrent(),
-		goleak.IgnoreAnyFunction("github.com/shadowtap/shadowtap/internal/rawserver.(*Server).serve")}
+		goleak.IgnoreAnyFunction("github.com/shadowtap/shadowtap/internal/testkit/rawserver.(*Server).serve")}
 
 	cfg := config.Default()
 	cfg.Targets = []config.Target{{Name: "a", Destination: "http://" + fast.Addr()}, {Name: "b", Destination: "http://" + slow.Addr()}}

@@ -23,7 +23,7 @@ import (
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 	"github.com/shadowtap/shadowtap/internal/recording"
 	"github.com/shadowtap/shadowtap/internal/source"
-	"github.com/shadowtap/shadowtap/internal/synth"
+	"github.com/shadowtap/shadowtap/internal/testkit/synth"
 )
 
 func request(body int) *httpstream.Request {

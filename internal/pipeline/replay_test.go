@@ -13,7 +13,7 @@ import (
 
 	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/player"
-	"github.com/shadowtap/shadowtap/internal/rawserver"
+	"github.com/shadowtap/shadowtap/internal/testkit/rawserver"
 )
 
 // Replaying a file twice at full speed delivers every request of each
@@ -25,7 +25,7 @@ func TestReplayFiles(t *testing.T) {
 	}
 	defer srv.Close()
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(),
-		goleak.IgnoreAnyFunction("github.com/shadowtap/shadowtap/internal/rawserver.(*Server).serve"))
+		goleak.IgnoreAnyFunction("github.com/shadowtap/shadowtap/internal/testkit/rawserver.(*Server).serve"))
 	cfg := config.Default()
 	cfg.Destination = "http://" + srv.Addr()
 	const input = "../../testdata/pcaps/zeek__http-1000-requests-one-dropped-response.pcap.gz"

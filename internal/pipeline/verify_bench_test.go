@@ -17,7 +17,7 @@ import (
 	"github.com/shadowtap/shadowtap/internal/gate"
 	"github.com/shadowtap/shadowtap/internal/pipeline"
 	"github.com/shadowtap/shadowtap/internal/player"
-	"github.com/shadowtap/shadowtap/internal/shoptest"
+	"github.com/shadowtap/shadowtap/internal/testkit/shoptest"
 )
 
 func serve(tb testing.TB, h http.Handler) string {

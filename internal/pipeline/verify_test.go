@@ -13,7 +13,7 @@ import (
 	"github.com/shadowtap/shadowtap/internal/gate"
 	"github.com/shadowtap/shadowtap/internal/pipeline"
 	"github.com/shadowtap/shadowtap/internal/recording"
-	"github.com/shadowtap/shadowtap/internal/shoptest"
+	"github.com/shadowtap/shadowtap/internal/testkit/shoptest"
 )
 
 // The exchanges open in the comparison are bounded: with MaxOpen 8, the

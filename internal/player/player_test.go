@@ -14,10 +14,10 @@ import (
 
 	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/ratelog"
-	"github.com/shadowtap/shadowtap/internal/rawserver"
 	"github.com/shadowtap/shadowtap/internal/recording"
 	"github.com/shadowtap/shadowtap/internal/source"
 	"github.com/shadowtap/shadowtap/internal/target"
+	"github.com/shadowtap/shadowtap/internal/testkit/rawserver"
 )
 
 type sliceSource struct{ recs []recording.Record }

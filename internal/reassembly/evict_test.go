@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/shadowtap/shadowtap/internal/decode"
-	"github.com/shadowtap/shadowtap/internal/synth"
+	"github.com/shadowtap/shadowtap/internal/testkit/synth"
 )
 
 // port returns a client address that differs from client by its port only,

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/shadowtap/shadowtap/internal/decode"
-	"github.com/shadowtap/shadowtap/internal/synth"
+	"github.com/shadowtap/shadowtap/internal/testkit/synth"
 )
 
 // recorder writes what a consumer sees as text: data as-is, a gap as

@@ -11,7 +11,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/shadowtap/shadowtap/internal/httpstream"
-	"github.com/shadowtap/shadowtap/internal/rawserver"
+	"github.com/shadowtap/shadowtap/internal/testkit/rawserver"
 )
 
 // overloadScenario: conns long-lived production connections offer load to

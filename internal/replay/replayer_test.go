@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/shadowtap/shadowtap/internal/httpstream"
-	"github.com/shadowtap/shadowtap/internal/rawserver"
+	"github.com/shadowtap/shadowtap/internal/testkit/rawserver"
 )
 
 func newReplayer(t *testing.T, addr string, opts Options, copts ClientOptions) (*Replayer, *Stats, *[]Result) {

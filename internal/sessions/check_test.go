@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"github.com/shadowtap/shadowtap/internal/sessions"
-	"github.com/shadowtap/shadowtap/internal/sessions/ec2fake"
-	"github.com/shadowtap/shadowtap/internal/sessions/elbfake"
+	"github.com/shadowtap/shadowtap/internal/testkit/ec2fake"
+	"github.com/shadowtap/shadowtap/internal/testkit/elbfake"
 )
 
 func check(t *testing.T, f *ec2fake.Server, lb *elbfake.Server, o sessions.Options) *sessions.Report {

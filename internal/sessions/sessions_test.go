@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/shadowtap/shadowtap/internal/sessions"
-	"github.com/shadowtap/shadowtap/internal/sessions/ec2fake"
+	"github.com/shadowtap/shadowtap/internal/testkit/ec2fake"
 )
 
 var opts = sessions.Options{Target: "tmt-nlb", Filter: "tmf-http", VNI: 1234, SessionNumber: 1, Tags: map[string]string{"role": "web"}}

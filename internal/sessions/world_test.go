@@ -5,8 +5,8 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/shadowtap/shadowtap/internal/sessions/ec2fake"
-	"github.com/shadowtap/shadowtap/internal/sessions/elbfake"
+	"github.com/shadowtap/shadowtap/internal/testkit/ec2fake"
+	"github.com/shadowtap/shadowtap/internal/testkit/elbfake"
 )
 
 const lbARN = "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/net/shadowtap/0abc"

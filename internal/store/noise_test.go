@@ -12,8 +12,8 @@ import (
 	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/diff"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
-	"github.com/shadowtap/shadowtap/internal/redistest"
 	"github.com/shadowtap/shadowtap/internal/replay"
+	"github.com/shadowtap/shadowtap/internal/testkit/redistest"
 )
 
 // A handler that just started weighs differences against the noise the

@@ -15,7 +15,7 @@ import (
 
 	"github.com/shadowtap/shadowtap/internal/correlate"
 	"github.com/shadowtap/shadowtap/internal/diff"
-	"github.com/shadowtap/shadowtap/internal/redistest"
+	"github.com/shadowtap/shadowtap/internal/testkit/redistest"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))

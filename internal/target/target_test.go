@@ -21,7 +21,7 @@ import (
 	"github.com/shadowtap/shadowtap/internal/diff"
 	"github.com/shadowtap/shadowtap/internal/httpstream"
 	"github.com/shadowtap/shadowtap/internal/ratelog"
-	"github.com/shadowtap/shadowtap/internal/rawserver"
+	"github.com/shadowtap/shadowtap/internal/testkit/rawserver"
 )
 
 func parse(t *testing.T, raw string) *httpstream.Request {
@@ -59,7 +59,7 @@ func TestRefusedBuildChangesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	leaks := []goleak.Option{goleak.IgnoreCurrent(), goleak.IgnoreAnyFunction("github.com/shadowtap/shadowtap/internal/rawserver.(*Server).serve")}
+	leaks := []goleak.Option{goleak.IgnoreCurrent(), goleak.IgnoreAnyFunction("github.com/shadowtap/shadowtap/internal/testkit/rawserver.(*Server).serve")}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cfg, set := buildTo(ctx, t, srv.Addr())

@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/shadowtap/shadowtap/internal/pgtest"
+	"github.com/shadowtap/shadowtap/internal/testkit/pgtest"
 )
 
 func postgres(t testing.TB) (*pgtest.Cluster, string) {

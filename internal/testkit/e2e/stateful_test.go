@@ -14,8 +14,8 @@ import (
 
 	"github.com/shadowtap/shadowtap/internal/cli"
 	"github.com/shadowtap/shadowtap/internal/config"
-	"github.com/shadowtap/shadowtap/internal/netlab"
-	"github.com/shadowtap/shadowtap/internal/pgtest"
+	"github.com/shadowtap/shadowtap/internal/testkit/netlab"
+	"github.com/shadowtap/shadowtap/internal/testkit/pgtest"
 )
 
 // TestStatefulReplayKeepsTheTestCopyInStep is correlation on real parts:

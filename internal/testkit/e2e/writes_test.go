@@ -13,8 +13,8 @@ import (
 
 	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/config"
-	"github.com/shadowtap/shadowtap/internal/netlab"
-	"github.com/shadowtap/shadowtap/internal/pgtest"
+	"github.com/shadowtap/shadowtap/internal/testkit/netlab"
+	"github.com/shadowtap/shadowtap/internal/testkit/pgtest"
 )
 
 // TestPostgresWritesCompared is the comparison of what each version writes,

@@ -25,10 +25,10 @@ import (
 	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/config"
 	"github.com/shadowtap/shadowtap/internal/demo"
-	"github.com/shadowtap/shadowtap/internal/fakeshop"
-	"github.com/shadowtap/shadowtap/internal/netlab"
 	"github.com/shadowtap/shadowtap/internal/pipeline"
-	"github.com/shadowtap/shadowtap/internal/rawserver"
+	"github.com/shadowtap/shadowtap/internal/testkit/fakeshop"
+	"github.com/shadowtap/shadowtap/internal/testkit/netlab"
+	"github.com/shadowtap/shadowtap/internal/testkit/rawserver"
 )
 
 func TestKernelVXLANMirror(t *testing.T) {

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/shadowtap/shadowtap/internal/httpstream"
-	"github.com/shadowtap/shadowtap/internal/rawserver"
+	"github.com/shadowtap/shadowtap/internal/testkit/rawserver"
 )
 
 // Shop is one deployment.

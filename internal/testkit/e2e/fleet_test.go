@@ -10,9 +10,9 @@ import (
 
 	"github.com/shadowtap/shadowtap/internal/config"
 	vxlan "github.com/shadowtap/shadowtap/internal/decode"
-	"github.com/shadowtap/shadowtap/internal/netlab"
 	"github.com/shadowtap/shadowtap/internal/pipeline"
-	"github.com/shadowtap/shadowtap/internal/redistest"
+	"github.com/shadowtap/shadowtap/internal/testkit/netlab"
+	"github.com/shadowtap/shadowtap/internal/testkit/redistest"
 )
 
 // TestRedisFleetKeepsTheCopyInStep is a fleet of two handlers behind a

@@ -7,9 +7,9 @@ import (
 	"testing"
 
 	"github.com/shadowtap/shadowtap/internal/compare"
-	"github.com/shadowtap/shadowtap/internal/fakeshop"
-	"github.com/shadowtap/shadowtap/internal/netlab"
-	"github.com/shadowtap/shadowtap/internal/rawserver"
+	"github.com/shadowtap/shadowtap/internal/testkit/fakeshop"
+	"github.com/shadowtap/shadowtap/internal/testkit/netlab"
+	"github.com/shadowtap/shadowtap/internal/testkit/rawserver"
 )
 
 // TestRecordThenVerify is the release gate end to end: `shadowtap record`

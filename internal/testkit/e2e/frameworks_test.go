@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/shadowtap/shadowtap/internal/compare"
-	"github.com/shadowtap/shadowtap/internal/netlab"
+	"github.com/shadowtap/shadowtap/internal/testkit/netlab"
 )
 
 // shop is one of testdata/frameworks' shops: how to start it on an

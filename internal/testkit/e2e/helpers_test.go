@@ -12,7 +12,7 @@ import (
 
 	"github.com/shadowtap/shadowtap/internal/cli"
 	"github.com/shadowtap/shadowtap/internal/compare"
-	"github.com/shadowtap/shadowtap/internal/netlab"
+	"github.com/shadowtap/shadowtap/internal/testkit/netlab"
 )
 
 // buildShadowtap builds the command into the test's temporary directory:
