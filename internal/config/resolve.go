@@ -3,10 +3,8 @@ package config
 import (
 	"errors"
 	"fmt"
-	"github.com/shadowtap/shadowtap/internal/mask"
 	"maps"
 	"math"
-	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -14,6 +12,9 @@ import (
 	"time"
 
 	"github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/shadowtap/shadowtap/internal/mask"
+	"github.com/shadowtap/shadowtap/internal/replay"
 )
 
 // Resolved is a target with every default applied.
@@ -313,19 +314,11 @@ func (cm *Compare) validateWrites() []error {
 // pgName is a PostgreSQL name shadowtap creates or reads unquoted.
 var pgName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
-// ValidateDestination checks an http(s)://host[:port][/prefix] URL.
+// ValidateDestination checks an http(s)://host[:port][/prefix] URL, by
+// the rule the replayer parses it with.
 func ValidateDestination(s string) error {
-	u, err := url.Parse(s)
-	if err != nil {
-		return err
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("%q: scheme must be http or https", s)
-	}
-	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("%q: want scheme://host[:port][/prefix]", s)
-	}
-	return nil
+	_, err := replay.ParseDestination(s)
+	return err
 }
 
 func validateTarget(t Resolved) []error {
@@ -334,7 +327,7 @@ func validateTarget(t Resolved) []error {
 	if t.Destination == "" {
 		add("destination: required")
 	} else if err := ValidateDestination(t.Destination); err != nil {
-		add("destination: %v", err)
+		add("%v", err) // it names the destination
 	}
 	if t.Workers <= 0 {
 		add("workers: must be positive")
