@@ -153,26 +153,9 @@ func VerifyFiles(ctx context.Context, cfg config.Config, inputs []string, opts V
 		return player.Tally(fanout, player.Progress{Sent: sent.Load(), Total: -1, Unparsed: res.Unparsed,
 			Elapsed: time.Since(began), Remaining: -1})
 	}
-	stopProgress := make(chan struct{})
-	progressDone := make(chan struct{})
-	go func() {
-		defer close(progressDone)
-		if opts.Progress == nil {
-			return
-		}
-		t := time.NewTicker(opts.ProgressEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-stopProgress:
-				return
-			case <-t.C:
-				opts.Progress(snapshot())
-			}
-		}
-	}()
+	stopProgress := player.ReportEvery(opts.ProgressEvery, opts.Progress, snapshot)
 
-	f := &feeder{ctx: ctx, fanout: fanout, tr: tr, opts: opts, res: res, sent: &sent, idle: cfg.IdleTimeout,
+	f := &feeder{ctx: ctx, fanout: fanout, tr: tr, opts: opts, res: res, sent: &sent, idle: cfg.IdleTimeout, pace: player.NewPacer(opts.Speed),
 		conns: map[uint64]connSeen{}}
 	for i, p := range inputs {
 		if err = f.file(uint64(i), p, st.Sources()); err != nil {
@@ -193,8 +176,7 @@ func VerifyFiles(ctx context.Context, cfg config.Config, inputs []string, opts V
 	// Every request was sent: what the exchanges held settling created
 	// will not be carried back now. Close compares them, and the rest.
 	comp.Close()
-	close(stopProgress)
-	<-progressDone
+	stopProgress()
 	res.Progress = snapshot()
 	res.Sent = sent.Load()
 	res.Elapsed = time.Since(began)
@@ -249,8 +231,7 @@ type feeder struct {
 	idle   time.Duration
 	conns  map[uint64]connSeen
 	seq    int64
-	t0     int64
-	w0     time.Time
+	pace   *player.Pacer // the recording's timing at opts.Speed
 }
 
 // A recorded connection not seen for connGap records, or for the idle
@@ -290,19 +271,9 @@ func (f *feeder) file(n uint64, path string, opts source.Options) error {
 
 func (f *feeder) offer(file uint64, rec *recording.Record) {
 	f.res.Records++
-	if f.seq == 0 {
-		f.t0, f.w0 = rec.Start, time.Now()
-	}
 	f.seq++
-	if f.opts.Speed > 0 {
-		due := f.w0.Add(time.Duration(float64(rec.Start-f.t0) / f.opts.Speed))
-		if d := time.Until(due); d > 0 {
-			select {
-			case <-f.ctx.Done():
-				return
-			case <-time.After(d):
-			}
-		}
+	if !f.pace.Wait(f.ctx, rec.Start) {
+		return
 	}
 	// Wait for the comparison to catch up: the bound on memory.
 	for f.tr.open() >= int64(f.opts.MaxOpen) && f.ctx.Err() == nil {

@@ -87,24 +87,7 @@ func Play(ctx context.Context, open func() (source.Source, error), f *target.Fan
 		}
 		return p
 	}
-	stopReport := make(chan struct{})
-	reported := make(chan struct{})
-	go func() {
-		defer close(reported)
-		if report == nil {
-			return
-		}
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-stopReport:
-				return
-			case <-t.C:
-				report(snapshot())
-			}
-		}
-	}()
+	stopReport := ReportEvery(interval, report, snapshot)
 	var err error
 	for i := 0; opts.Loops == 0 || i < opts.Loops; i++ {
 		pass.Store(int64(i))
@@ -118,8 +101,7 @@ func Play(ctx context.Context, open func() (source.Source, error), f *target.Fan
 		}
 		perPass.CompareAndSwap(0, n)
 	}
-	close(stopReport)
-	<-reported
+	stopReport()
 	final := snapshot()
 	if report != nil {
 		report(final) // as documented: a pass shorter than interval reports too
@@ -177,8 +159,7 @@ func playPass(ctx context.Context, open func() (source.Source, error), pass uint
 		}
 	}()
 	var n int64
-	var t0 int64
-	w0 := time.Now()
+	pace := NewPacer(speed)
 	for {
 		rec, err := src.Next()
 		if errors.Is(err, io.EOF) {
@@ -187,21 +168,8 @@ func playPass(ctx context.Context, open func() (source.Source, error), pass uint
 		if err != nil {
 			return n, err
 		}
-		if n == 0 {
-			t0 = rec.Start
-		}
 		n++
-		if speed > 0 {
-			due := w0.Add(time.Duration(float64(rec.Start-t0) / speed))
-			if d := time.Until(due); d > 0 {
-				select {
-				case <-ctx.Done():
-					return n, nil
-				case <-time.After(d):
-				}
-			}
-		}
-		if ctx.Err() != nil {
+		if !pace.Wait(ctx, rec.Start) {
 			return n, nil
 		}
 		req, err := rec.ParseRequest()
