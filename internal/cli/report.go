@@ -7,19 +7,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	elb "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
-
 	"github.com/shadowtap/shadowtap/internal/compare"
 	"github.com/shadowtap/shadowtap/internal/config"
+	"github.com/shadowtap/shadowtap/internal/fleet"
 	"github.com/shadowtap/shadowtap/internal/gate"
 )
 
@@ -64,13 +59,10 @@ func report(args []string, stdout, stderr io.Writer) int {
 	if *adminPort < 0 || *adminPort > 65535 || *timeout <= 0 {
 		return usageError(stderr, fmt.Errorf("-admin-port %d or -timeout %s out of range", *adminPort, *timeout))
 	}
-	var live []liveHandler
 	for _, f := range from {
-		u, err := stateURL(f)
-		if err != nil {
+		if _, err := fleet.StateURL(f); err != nil {
 			return usageError(stderr, err)
 		}
-		live = append(live, liveHandler{URL: u, Label: strings.TrimSuffix(u, "/api/state")})
 	}
 	policy, err := gate.ParsePolicy(out.failOn)
 	if err != nil {
@@ -104,58 +96,22 @@ func report(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2**timeout)
 	defer cancel()
-	var missing []string // handlers left out: why
-	if *targetGroup != "" {
-		targets, err := discover(ctx, *targetGroup, *adminPort, *region, *elbEndpoint, *ec2Endpoint)
-		if err != nil {
-			fmt.Fprintln(stderr, "report:", err)
-			return 2
-		}
-		for _, t := range targets {
-			if t.err != nil {
-				missing = append(missing, t.Label+": "+t.err.Error())
-			} else {
-				live = append(live, t.liveHandler)
-			}
-		}
-	}
 	// Live states come after the logs: a handler's live state supersedes
 	// the lines of its log (MergeLogs keeps the last state per handler
 	// and endpoint), as it is newer.
-	names := map[string]string{} // handler name -> the first source that had it
-	var merged []string
-	// A handler named twice (by -from and by the target group) is read
-	// once: twice, its counts would double.
-	seen := map[string]bool{}
-	live = slices.DeleteFunc(live, func(h liveHandler) bool {
-		dup := seen[h.URL]
-		seen[h.URL] = true
-		return dup
-	})
-	creds, err := readAccess(*authFile, *caFile)
+	live, err := fleet.Gather(ctx, fleet.Options{From: from, TargetGroup: *targetGroup, AdminPort: *adminPort, Region: *region,
+		ELBEndpoint: *elbEndpoint, EC2Endpoint: *ec2Endpoint, AuthFile: *authFile, CAFile: *caFile, Timeout: *timeout})
 	if err != nil {
 		fmt.Fprintln(stderr, "report:", err)
 		return 2
 	}
-	for _, st := range fetchStates(ctx, live, *timeout, creds) {
-		if st.err != nil {
-			missing = append(missing, st.h.Label+": "+st.err.Error())
-			continue
-		}
-		name := st.name
-		if prev, ok := names[name]; ok {
-			u, _ := url.Parse(st.h.URL)
-			name = st.name + " " + u.Host
-			fmt.Fprintf(stderr, "report: %s and %s both call themselves %q: merged as %q\n", prev, st.h.Label, st.name, name)
-			if st.data, err = relabel(st.data, name); err != nil {
-				fmt.Fprintf(stderr, "report: %s: %v\n", st.h.Label, err)
-				return 2
-			}
-		}
-		names[name] = st.h.Label
-		merged = append(merged, st.h.Label)
-		readers = append(readers, bytes.NewReader(st.data))
+	for _, m := range live.Renamed {
+		fmt.Fprintln(stderr, "report:", m)
 	}
+	for _, l := range live.Logs {
+		readers = append(readers, bytes.NewReader(l))
+	}
+	missing, merged := live.Missing, live.Read
 	for _, m := range missing {
 		if !*allowMissing {
 			fmt.Fprintf(stderr, "report: handler %s\n", m)
@@ -178,7 +134,7 @@ func report(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	o := gate.Decide(r, accepts, gate.Options{LatencyFails: *latency == "fail"})
-	if len(live) > 0 {
+	if len(merged)+len(missing) > 0 {
 		fmt.Fprintf(stdout, "live state of %d of %d handler(s): %s\n", len(merged), len(merged)+len(missing), strings.Join(merged, ", "))
 	}
 	name := out.html
@@ -207,28 +163,4 @@ func parseAnywhere(fs *flag.FlagSet, args []string) ([]string, error) {
 		}
 	}
 	return append(files, tail...), nil
-}
-
-// discover lists the handlers of a target group through the AWS API:
-// credentials and region the usual SDK way, as `sessions` takes them.
-func discover(ctx context.Context, arn string, adminPort int, region, elbEndpoint, ec2Endpoint string) ([]fleetTarget, error) {
-	var opts []func(*awsconfig.LoadOptions) error
-	if region != "" {
-		opts = append(opts, awsconfig.WithRegion(region))
-	}
-	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
-	if err != nil {
-		return nil, err
-	}
-	lb := elb.NewFromConfig(cfg, func(o *elb.Options) {
-		if elbEndpoint != "" {
-			o.BaseEndpoint = aws.String(elbEndpoint)
-		}
-	})
-	api := ec2.NewFromConfig(cfg, func(o *ec2.Options) {
-		if ec2Endpoint != "" {
-			o.BaseEndpoint = aws.String(ec2Endpoint)
-		}
-	})
-	return targetGroupHandlers(ctx, lb, api, arn, adminPort)
 }

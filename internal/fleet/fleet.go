@@ -1,4 +1,9 @@
-package cli
+// Package fleet reads the live state of a fleet of handlers for merging
+// into one report: handlers named by their admin addresses, or found in
+// an NLB target group through the AWS API, each read at once from its
+// /api/state with the fleet's credentials, and handlers that share a
+// name told apart.
+package fleet
 
 import (
 	"bufio"
@@ -24,16 +29,16 @@ import (
 	elb "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 )
 
-// liveHandler is a running handler whose mergeable state `report` reads
-// from its admin server's /api/state.
-type liveHandler struct {
+// handler is a running handler whose mergeable state is read from its
+// admin server's /api/state.
+type handler struct {
 	URL   string // the state's URL
 	Label string // how messages name it: the address, or the target and its address
 }
 
-// stateURL turns a -from value ("http://h1:4790", "h1:4790",
+// StateURL turns a -from value ("http://h1:4790", "h1:4790",
 // "http://h1:4790/api/state") into the state's URL.
-func stateURL(s string) (string, error) {
+func StateURL(s string) (string, error) {
 	if !strings.Contains(s, "://") {
 		s = "http://" + s
 	}
@@ -47,9 +52,9 @@ func stateURL(s string) (string, error) {
 	return u.String(), nil
 }
 
-// liveState is one handler's state, read.
-type liveState struct {
-	h    liveHandler
+// state is one handler's state, read.
+type state struct {
+	h    handler
 	name string // the handler's own name (its host name)
 	data []byte // difference-log lines
 	err  error
@@ -91,13 +96,13 @@ func readAccess(authFile, caFile string) (access, error) {
 }
 
 // fetchStates reads every handler's state at once, each within timeout.
-func fetchStates(ctx context.Context, hs []liveHandler, timeout time.Duration, a access) []liveState {
+func fetchStates(ctx context.Context, hs []handler, timeout time.Duration, a access) []state {
 	client := &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: a.roots}}}
-	out := make([]liveState, len(hs))
+	out := make([]state, len(hs))
 	var wg sync.WaitGroup
 	for i, h := range hs {
 		wg.Go(func() {
-			out[i] = liveState{h: h}
+			out[i] = state{h: h}
 			out[i].data, out[i].name, out[i].err = fetchState(ctx, client, h.URL, a)
 		})
 	}
@@ -184,10 +189,10 @@ type InstancesAPI interface {
 	DescribeInstances(context.Context, *ec2.DescribeInstancesInput, ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
 }
 
-// fleetTarget is a target of the group: where its admin server is, or
+// target is a target of the group: where its admin server is, or
 // why it cannot be read.
-type fleetTarget struct {
-	liveHandler
+type target struct {
+	handler
 	err error
 }
 
@@ -199,7 +204,7 @@ type fleetTarget struct {
 // unhealthy handler may still hold its share of the counts); its state
 // is in its label. A target that has no address (an instance gone, a
 // Lambda or load balancer target) comes back with its error.
-func targetGroupHandlers(ctx context.Context, lb TargetHealthAPI, api InstancesAPI, arn string, adminPort int) ([]fleetTarget, error) {
+func targetGroupHandlers(ctx context.Context, lb TargetHealthAPI, api InstancesAPI, arn string, adminPort int) ([]target, error) {
 	th, err := lb.DescribeTargetHealth(ctx, &elb.DescribeTargetHealthInput{TargetGroupArn: aws.String(arn)})
 	if err != nil {
 		return nil, fmt.Errorf("target group %s: %w", arn, err)
@@ -248,14 +253,14 @@ func targetGroupHandlers(ctx context.Context, lb TargetHealthAPI, api InstancesA
 			}
 		}
 	}
-	var out []fleetTarget
+	var out []target
 	seen := map[string]bool{} // an instance registered on several ports is one handler
 	for _, r := range regs {
 		port := adminPort
 		if port == 0 {
 			port = r.port
 		}
-		ft := fleetTarget{liveHandler: liveHandler{Label: r.id}}
+		ft := target{handler: handler{Label: r.id}}
 		host := r.id
 		if strings.HasPrefix(r.id, "i-") {
 			host = ips[r.id]
