@@ -8,29 +8,28 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// batchReader reads datagrams with recvmmsg through the socket's poller.
+// batchReader holds the buffers of recvmmsg batches.
 //
 // Written here rather than taken from x/net (ipv4.PacketConn.ReadBatch),
-// which always tries the read before it waits: after a batch shorter
+// which tries a read each time before it waits: after a batch shorter
 // than the buffers the socket was empty, so that try is a certain EAGAIN,
 // one wasted system call per wake-up. perf trace at 5,000 req/s counted
 // 1.75 recvmmsg per request, 0.8 of them EAGAIN, and recvmmsg was 32% of
-// the handler's CPU profile. After a short batch this reader waits first:
-// the poller is edge-triggered, and every datagram that arrives after
-// the read that emptied the socket raises an edge, so none waits unread.
-// After a full batch it reads at once (more may be queued).
+// the handler's CPU profile. Listener.RunBatches reads every batch within
+// one RawConn.Read and waits after a short batch without trying again.
+// It must be one: each RawConn.Read begins by clearing the poller's
+// readiness (internal/poll's prepareRead), so a datagram that arrived
+// while the last batch was handled would wait unread for the next one.
+// Within one Read, its arrival's readiness is kept for the wait.
 type batchReader struct {
-	rc    syscall.RawConn
 	hdrs  []unix.Mmsghdr
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrAny
 	bufs  [][]byte
-	short bool // the last read returned fewer datagrams than it had room for
-	n     int
 }
 
-func newBatchReader(rc syscall.RawConn, batch, size int) *batchReader {
-	r := &batchReader{rc: rc, hdrs: make([]unix.Mmsghdr, batch), iovs: make([]unix.Iovec, batch),
+func newBatchReader(batch, size int) *batchReader {
+	r := &batchReader{hdrs: make([]unix.Mmsghdr, batch), iovs: make([]unix.Iovec, batch),
 		names: make([]unix.RawSockaddrAny, batch), bufs: make([][]byte, batch)}
 	for i := range batch {
 		r.bufs[i] = make([]byte, size)
@@ -44,43 +43,19 @@ func newBatchReader(rc syscall.RawConn, batch, size int) *batchReader {
 	return r
 }
 
-// read fills the batch, waiting for the first datagram (or the socket's
-// deadline: an error wrapping os.ErrDeadlineExceeded), and returns how
-// many it holds.
-func (r *batchReader) read() (int, error) {
-	waitFirst := r.short
-	var errno syscall.Errno
-	err := r.rc.Read(func(fd uintptr) bool {
-		if waitFirst {
-			waitFirst = false
-			return false // wait for readiness, no read tried
-		}
-		for i := range r.hdrs {
-			r.hdrs[i].Hdr.Namelen = uint32(unsafe.Sizeof(r.names[i]))
-			r.hdrs[i].Hdr.Flags, r.hdrs[i].Len = 0, 0
-		}
-		for {
-			n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)), unix.MSG_DONTWAIT, 0, 0)
-			switch e {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false
-			}
-			r.n, errno = int(n), e
-			return true
-		}
-	})
-	if err != nil {
-		r.short = false // after an error or a deadline, try first
-		return 0, err
+// recv reads what the socket holds, up to a batch, without waiting:
+// unix.EAGAIN when it holds nothing.
+func (r *batchReader) recv(fd uintptr) (int, syscall.Errno) {
+	for i := range r.hdrs {
+		r.hdrs[i].Hdr.Namelen = uint32(unsafe.Sizeof(r.names[i]))
+		r.hdrs[i].Hdr.Flags, r.hdrs[i].Len = 0, 0
 	}
-	if errno != 0 {
-		r.short = false
-		return 0, errno
+	for {
+		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)), unix.MSG_DONTWAIT, 0, 0)
+		if e != unix.EINTR {
+			return int(n), e
+		}
 	}
-	r.short = r.n < len(r.hdrs)
-	return r.n, nil
 }
 
 // datagram returns the i-th datagram of the last read, its sender, and

@@ -237,33 +237,28 @@ func (l *Listener) RunBatches(ctx context.Context, handle func(src netip.Addr, b
 	if err != nil {
 		return err
 	}
-	r := newBatchReader(rc, l.opts.Batch, l.opts.MaxDatagram)
+	r := newBatchReader(l.opts.Batch, l.opts.MaxDatagram)
 	stop := context.AfterFunc(ctx, func() { l.conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	for {
+	// batch handles one recvmmsg; it says whether to wait before the next
+	// (the socket was emptied) and whether to stop.
+	var readErr syscall.Errno
+	batch := func(fd uintptr) (wait, stopped bool) {
 		// Checked before each batch: with a backlog in the socket every
 		// read succeeds, and the deadline set here would undo the stop's.
 		if ctx.Err() != nil {
-			return nil
+			return false, true
 		}
 		l.conn.SetReadDeadline(time.Now().Add(l.opts.IdleTick))
-		n, err := r.read()
-		now := time.Now().UnixNano()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				idle(now)
-				continue
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			l.stats.ReadErrors.Add(1)
-			time.Sleep(time.Millisecond) // a persistent error must not spin a core
-			continue
+		n, errno := r.recv(fd)
+		if errno == unix.EAGAIN {
+			return true, false
 		}
+		if errno != 0 {
+			readErr = errno
+			return false, true
+		}
+		now := time.Now().UnixNano()
 		// Counted once per read: sockets of a group share the counters,
 		// and an add per datagram would have their readers contend.
 		var bytes uint64
@@ -280,6 +275,40 @@ func (l *Listener) RunBatches(ctx context.Context, handle func(src netip.Addr, b
 		l.received.Add(uint64(n))
 		if batchDone != nil {
 			batchDone()
+		}
+		return n < len(r.hdrs), false
+	}
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		readErr = 0
+		// The Read fails at once on a deadline passed: set before it too.
+		l.conn.SetReadDeadline(time.Now().Add(l.opts.IdleTick))
+		// One Read for as long as batches come: see batchReader. After a
+		// Read ends (a deadline, an error), the first batch of the next
+		// is read at once, since the Read's start cleared the readiness.
+		err := rc.Read(func(fd uintptr) bool {
+			for {
+				wait, stopped := batch(fd)
+				if stopped {
+					return true
+				}
+				if wait {
+					return false
+				}
+			}
+		})
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
+			idle(time.Now().UnixNano())
+		case err != nil && errors.Is(err, net.ErrClosed):
+			return nil
+		case err != nil || readErr != 0:
+			l.stats.ReadErrors.Add(1)
+			time.Sleep(time.Millisecond) // a persistent error must not spin a core
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -201,4 +202,84 @@ func TestBurstLongerThanABatchIsReadWhole(t *testing.T) {
 	expect(8, 40)
 	send(1, 50)
 	expect(1, 50)
+}
+
+// A datagram that arrives while the reader is still handling the batch
+// that emptied the socket is read at once, not at the next datagram or
+// idle tick: the poller's readiness from its arrival must not be lost
+// (internal/poll resets it at the start of each RawConn.Read).
+func TestDatagramArrivingDuringHandlingIsRead(t *testing.T) {
+	var st Stats
+	opts := DefaultOptions
+	opts.Batch = 8
+	opts.IdleTick = time.Hour
+	l, c := loopback(t, opts, &st)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	got := make(chan int, 100)
+	go func() {
+		done <- l.Run(ctx, func(_ netip.Addr, b []byte, _ int64) {
+			if len(b) == 1 {
+				// While the first is handled, the second arrives.
+				if _, err := c.Write(make([]byte, 2)); err != nil {
+					t.Error(err)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			got <- len(b)
+		}, func(int64) {})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	for round := range 20 {
+		if _, err := c.Write(make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		for want := 1; want <= 2; want++ {
+			select {
+			case g := <-got:
+				if g != want {
+					t.Fatalf("round %d: datagram of %d bytes, want %d", round, g, want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("round %d: the datagram of %d bytes that arrived during handling was not read in 5 s", round, want)
+			}
+		}
+	}
+}
+
+// After an idle tick the reader goes on reading, and ticks once an
+// IdleTick, not in a loop on the deadline that passed.
+func TestReadingGoesOnAfterIdleTicks(t *testing.T) {
+	var st Stats
+	opts := DefaultOptions
+	opts.IdleTick = 20 * time.Millisecond
+	l, c := loopback(t, opts, &st)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	got := make(chan int, 10)
+	var idles atomic.Int64
+	go func() {
+		done <- l.Run(ctx, func(_ netip.Addr, b []byte, _ int64) { got <- len(b) }, func(int64) { idles.Add(1) })
+	}()
+	time.Sleep(200 * time.Millisecond) // about 10 ticks
+	if _, err := c.Write(make([]byte, 3)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a datagram after idle ticks was not read in 5 s")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := idles.Load(); n == 0 || n > 100 {
+		t.Fatalf("%d idle ticks in about 200 ms at one per 20 ms", n)
+	}
 }
