@@ -176,12 +176,12 @@ type Assembler struct {
 // with them. The out-of-order state lives apart (held), allocated only
 // while a direction holds segments.
 type flow struct {
-	key      Key
-	c        Consumer
-	at       links[flow] // in Assembler.noData or Assembler.active
-	lastSeen int64
-	half     [2]half
-	hasData  bool // a payload byte was seen: the flow is in active
+	key        Key
+	c          Consumer
+	prev, next *flow // in Assembler.noData or Assembler.active
+	lastSeen   int64
+	half       [2]half
+	hasData    bool // a payload byte was seen: the flow is in active
 }
 
 type half struct {
@@ -198,12 +198,12 @@ type half struct {
 // held is what one direction holds ahead of a hole, and its place in the
 // assembler's list of reorder waits.
 type held struct {
-	segs  []segment // sorted by seq
-	bytes int
-	since int64 // when the wait for the first hole began
-	f     *flow
-	d     Dir
-	at    links[held] // in Assembler.waiting
+	segs       []segment // sorted by seq
+	bytes      int
+	since      int64 // when the wait for the first hole began
+	f          *flow
+	d          Dir
+	prev, next *held
 }
 
 type segment struct {
@@ -604,49 +604,59 @@ func (a *Assembler) Publish() {
 // Len returns the number of flows tracked.
 func (a *Assembler) Len() int { return len(a.flows) }
 
-// list is an intrusive doubly-linked list, oldest at head: its elements
-// (flows, held directions) carry their own links, so a flow moved to the
-// back on each packet costs no allocation.
-type list[T any, P interface {
-	*T
-	links() *links[T]
-}] struct{ head, tail *T }
+// flowList is an intrusive doubly-linked list of flows, oldest at head.
+type flowList struct{ head, tail *flow }
 
-// links are an element's place in its list.
-type links[T any] struct{ prev, next *T }
-
-func (l *list[T, P]) pushBack(e *T) {
-	P(e).links().prev, P(e).links().next = l.tail, nil
+func (l *flowList) pushBack(f *flow) {
+	f.prev, f.next = l.tail, nil
 	if l.tail != nil {
-		P(l.tail).links().next = e
+		l.tail.next = f
 	} else {
-		l.head = e
+		l.head = f
 	}
-	l.tail = e
+	l.tail = f
 }
 
-func (l *list[T, P]) remove(e *T) {
-	at := P(e).links()
-	if at.prev != nil {
-		P(at.prev).links().next = at.next
+func (l *flowList) remove(f *flow) {
+	if f.prev != nil {
+		f.prev.next = f.next
 	} else {
-		l.head = at.next
+		l.head = f.next
 	}
-	if at.next != nil {
-		P(at.next).links().prev = at.prev
+	if f.next != nil {
+		f.next.prev = f.prev
 	} else {
-		l.tail = at.prev
+		l.tail = f.prev
 	}
-	at.prev, at.next = nil, nil
+	f.prev, f.next = nil, nil
 }
 
-type (
-	flowList = list[flow, *flow]
-	heldList = list[held, *held]
-)
+// heldList is the same for held directions.
+type heldList struct{ head, tail *held }
 
-func (f *flow) links() *links[flow] { return &f.at }
-func (w *held) links() *links[held] { return &w.at }
+func (l *heldList) pushBack(w *held) {
+	w.prev, w.next = l.tail, nil
+	if l.tail != nil {
+		l.tail.next = w
+	} else {
+		l.head = w
+	}
+	l.tail = w
+}
+
+func (l *heldList) remove(w *held) {
+	if w.prev != nil {
+		w.prev.next = w.next
+	} else {
+		l.head = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	} else {
+		l.tail = w.prev
+	}
+	w.prev, w.next = nil, nil
+}
 
 // refusedSet remembers recently refused flows by hash, so that a refused
 // flow's further packets are not counted again. It is a fixed array:
